@@ -1,0 +1,109 @@
+"""Content-addressed fixture cache: trained tokenizers and models, kept on disk between sessions.
+
+An entry's key hashes everything that decides its content (the recipe, the data files it names, the library
+versions). An entry is built in a temporary folder, sealed with a manifest of every file's size and sha256,
+and renamed into place; an entry whose files do not match its manifest (truncated, half-written, edited) is
+deleted and rebuilt, never loaded. A file lock per entry makes concurrent pytest-xdist workers build it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+MANIFEST = "MANIFEST.json"
+_LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SFT_EVAL_CACHE") or Path.home() / ".cache" / "sft-eval").expanduser()
+
+
+def library_versions() -> dict[str, str]:
+    from sft_eval import __version__
+
+    return {**{name: version(name) for name in _LIBRARIES}, "sft-eval": __version__}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_digest(source: str) -> str:
+    """Digest of a data or model source: a file's content, a folder's files, or a hub id as is."""
+    path = Path(source)
+    if path.is_file():
+        return file_digest(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        listing = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def cache_key(stage: str, inputs: dict[str, Any]) -> str:
+    """Hash of a stage's inputs and the library versions that turn them into files."""
+    payload = {"stage": stage, "inputs": inputs, "versions": library_versions()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class FixtureCache:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root else default_cache_dir()
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}"
+
+    def get_or_build(self, stage: str, key: str, build: Callable[[Path], None]) -> Path:
+        """The sealed entry for (stage, key), built by `build(folder)` first if it is missing or damaged."""
+        final = self.path(stage, key)
+        if is_sealed(final):
+            return final
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final) + ".lock"):
+            if is_sealed(final):  # another process built it while we waited
+                return final
+            if final.exists():
+                shutil.rmtree(final)
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{final.name}.building-"))
+            try:
+                build(staging)
+                seal(staging)
+                os.replace(staging, final)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging)
+        return final
+
+
+def seal(folder: Path) -> None:
+    """Write the manifest last: its presence means every listed file was completely written."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)} for p in files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def is_sealed(folder: Path) -> bool:
+    """Whether every file of the entry's manifest is present with its recorded size and sha256."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    for name, meta in manifest.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != meta["size"] or file_digest(path) != meta["sha256"]:
+            return False
+    return bool(manifest)

@@ -1,0 +1,103 @@
+"""`sft-eval` on the command line: the same stages as the pytest suites, from a shell.
+
+Exit codes: 0 everything held, 1 a check failed, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sft_eval.errors import SftEvalError
+from sft_eval.recipe import DEFAULT_RECIPE
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is exit 2 with one line (argparse's own code is also 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"sft-eval: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sft-eval", description="Check a supervised fine-tuning run before and after it happens.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_recipe(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--recipe", metavar="PATH", default=str(DEFAULT_RECIPE), help="recipe TOML")
+        command.add_argument("--sft-cache", metavar="DIR", default=None, help="fixture cache folder")
+        command.add_argument("--device", metavar="DEVICE", default="auto", help="torch device (default: auto)")
+        command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        return command
+
+    with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged")
+    report = with_recipe("report", "render the before/after HTML report from the cached run")
+    report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except SftEvalError as exc:
+        print(f"sft-eval: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _pipeline(args: argparse.Namespace) -> Any:
+    from sft_eval.cache import FixtureCache
+    from sft_eval.console import configure_libraries
+    from sft_eval.pipeline import Pipeline
+    from sft_eval.recipe import load_recipe
+
+    configure_libraries()
+    return Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), args.device)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sft_eval.training import loss_drop
+
+    pipeline = _pipeline(args)
+    run = pipeline.training_run
+    drop = loss_drop(run)
+    held = drop >= pipeline.recipe.thresholds.min_loss_drop
+    result = {
+        "global_step": run.global_step,
+        "train_rows": run.train_rows,
+        "losses": run.losses(),
+        "loss_drop": drop,
+        "min_loss_drop": pipeline.recipe.thresholds.min_loss_drop,
+        "adjustments": run.adjustments,
+        **pipeline.describe(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"trained {run.global_step} steps on {run.train_rows} rows; cached at {result['tuned_entry']}")
+        print(
+            f"loss {run.losses()[0][1]:.3f} -> {run.losses()[-1][1]:.3f} ({drop:.0%} drop, "
+            f"recipe asks at least {pipeline.recipe.thresholds.min_loss_drop:.0%})"
+        )
+    return EXIT_OK if held else EXIT_FAILED
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sft_eval.report import build_context, write_report
+
+    path = write_report(build_context(_pipeline(args)), args.out).resolve()
+    print(json.dumps({"report": str(path)}) if args.json else f"report: {path}")
+    return EXIT_OK
+
+
+_COMMANDS = {"train": _train, "report": _report}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

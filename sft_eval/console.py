@@ -1,0 +1,24 @@
+"""What sft-eval lets libraries print: progress bars on a terminal, quiet under CI, pytest capture or pipes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def interactive() -> bool:
+    """A person is watching: stderr is a terminal and this is not a CI run."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def configure_libraries() -> None:
+    """Library chatter (deprecation notes, 'Setting pad_token_id') is not evidence; bars only for a person."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if not interactive():
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,149 @@
+"""Data: the SFT training rows and the evaluation questions a recipe names, validated row by row.
+
+A bad row is reported with its file and line number before any training starts: a dataset that silently
+drops or mangles rows is the kind of failure sft-eval exists to catch.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sft_eval.errors import SftEvalError
+from sft_eval.hub import require_local_or_reachable
+from sft_eval.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    expected: str | None = None  # a checkable answer, when there is one
+    kind: str = ""
+
+
+def load_sft_rows(recipe: Recipe) -> list[dict[str, Any]]:
+    """The recipe's training rows (first `data.limit`), each a `messages` conversation or prompt/completion."""
+    source = recipe.resolve(recipe.data.train)
+    path = Path(source)
+    if path.is_file():
+        rows = list(_read_jsonl(path, limit=recipe.data.limit))
+        for line, row in rows:
+            _check_row(row, f"{path}:{line}")
+        return [row for _, row in rows]
+    rows = _load_datasets_rows(source, recipe.data.limit)
+    for index, row in enumerate(rows):
+        _check_row(row, f"{source} row {index}")
+    return rows
+
+
+def _read_jsonl(path: Path, limit: int | None = None):
+    """(line number, object) for each non-blank line; a malformed line is an error naming it."""
+    count = 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if limit is not None and count >= limit:
+                return
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SftEvalError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise SftEvalError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            count += 1
+            yield number, row
+
+
+def _load_datasets_rows(source: str, limit: int | None) -> list[dict[str, Any]]:
+    """A `save_to_disk` folder, or a hub dataset id when the hub is reachable (its train split)."""
+    import datasets
+
+    require_local_or_reachable(source, key="data.train", kind="dataset")
+    try:
+        loaded = datasets.load_from_disk(source) if Path(source).is_dir() else datasets.load_dataset(source)
+    except Exception as exc:  # datasets raises many types; all mean "cannot read this dataset"
+        raise SftEvalError(f"data.train: cannot load dataset {source!r}: {str(exc).splitlines()[0]}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if "train" not in loaded:
+            raise SftEvalError(f"data.train: {source!r} has no 'train' split (it has {', '.join(loaded)})")
+        loaded = loaded["train"]
+    if limit is not None:
+        loaded = loaded.select(range(min(limit, len(loaded))))
+    return list(loaded)
+
+
+def _check_row(row: dict[str, Any], where: str) -> None:
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        ):
+            raise SftEvalError(f'{where}: `messages` must be a list of {{"role": ..., "content": ...}} objects')
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+            raise SftEvalError(f"{where}: conversation has no assistant message to learn from")
+    elif "prompt" in row or "completion" in row:
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), (str, list)) or not row.get(key):
+                raise SftEvalError(f"{where}: prompt/completion row needs a non-empty `{key}`")
+    else:
+        has = ", ".join(row) or "nothing"
+        raise SftEvalError(f"{where}: row needs `messages` or `prompt`+`completion` (has {has})")
+
+
+def load_questions(recipe: Recipe) -> list[Question]:
+    """The recipe's evaluation questions: inline `questions`, then those of `questions_file`."""
+    questions = [Question(q) for q in recipe.eval.questions]
+    if recipe.eval.questions_file:
+        path = Path(recipe.resolve(recipe.eval.questions_file))
+        if not path.is_file():
+            raise SftEvalError(f"eval.questions_file: {path} does not exist")
+        for number, row in _read_jsonl(path):
+            if not isinstance(row.get("question"), str) or not row["question"].strip():
+                raise SftEvalError(f"{path}:{number}: needs a non-empty string `question`")
+            expected = row.get("expected")
+            if expected is not None and not isinstance(expected, str):
+                raise SftEvalError(f"{path}:{number}: `expected` must be a string")
+            questions.append(Question(row["question"], expected, str(row.get("kind", ""))))
+    return questions
+
+
+def user_and_answer(row: dict[str, Any]) -> tuple[str, str]:
+    """The first user prompt and the first assistant response of a row, as the lesson's table shows them."""
+    if "messages" in row:
+        user = next((m["content"] for m in row["messages"] if m["role"] == "user"), "")
+        answer = next((m["content"] for m in row["messages"] if m["role"] == "assistant"), "")
+        return user, answer
+    return _as_text(row["prompt"]), _as_text(row["completion"])
+
+
+def _as_text(value: str | list[dict[str, Any]]) -> str:
+    return value if isinstance(value, str) else " ".join(m.get("content", "") for m in value)
+
+
+@dataclass(frozen=True)
+class DatasetTable:
+    """The lesson's display_dataset: the first rows as user prompt / assistant response."""
+
+    rows: list[tuple[str, str]]
+
+    def __str__(self) -> str:
+        width = 48
+        lines = [f"{'User Prompt':<{width}} | Assistant Response", "-" * (2 * width + 3)]
+        for user, answer in self.rows:
+            left = textwrap.wrap(user, width) or [""]
+            right = textwrap.wrap(answer, width) or [""]
+            for i in range(max(len(left), len(right))):
+                a = left[i] if i < len(left) else ""
+                b = right[i] if i < len(right) else ""
+                lines.append(f"{a:<{width}} | {b}")
+        return "\n".join(lines)
+
+
+def dataset_table(dataset: Any, n: int = 3) -> DatasetTable:
+    """First `n` rows of a list of rows or a `datasets.Dataset`."""
+    return DatasetTable([user_and_answer(dataset[i]) for i in range(min(n, len(dataset)))])

@@ -1,0 +1,117 @@
+"""Generation: answers to the evaluation questions, in left-padded batches, each cut at its own stop token.
+
+The lesson asks one question at a time with `model.generate`; this asks many at once. Greedy decoding with
+left padding gives the same tokens as one at a time (the attention mask hides the pads and positions start
+after them), so batching changes the speed, not the answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sft_eval.chat import conversation, render_prompt
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str  # decoded without special tokens, stripped: what a user reads
+    raw: str  # decoded with special tokens: where template markers leak
+    token_ids: list[int]  # new tokens, up to and including the stop token
+    new_tokens: int
+    stop_reason: str  # "eos": ended with a stop token; "length": ran into max_new_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Tokens generation stops at: the tokenizer's eos and the model's generation_config eos ids."""
+    configured = model.generation_config.eos_token_id
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: list[str],
+    *,
+    system_message: str | None = None,
+    max_new_tokens: int = 100,
+    enable_thinking: bool = False,
+    batch_size: int = 32,
+) -> list[Answer]:
+    """Greedy answers to `questions`, rendered with the tokenizer's chat template, in input order."""
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    prompts = [
+        render_prompt(tokenizer, conversation(q, system_message), enable_thinking=enable_thinking) for q in questions
+    ]
+    # Similar lengths share a batch: less padding, same answers.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: dict[int, Answer] = {}
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = tokenizer(
+                [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(model.device)
+            output = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=pad_id,
+            )
+            new = output[:, batch["input_ids"].shape[1] :].tolist()
+            for i, ids in zip(chunk, new, strict=True):
+                answers[i] = _answer(questions[i], ids, stops, tokenizer)
+    finally:
+        tokenizer.padding_side = padding_side
+    return [answers[i] for i in range(len(questions))]
+
+
+def _answer(question: str, ids: list[int], stops: list[int], tokenizer: PreTrainedTokenizerBase) -> Answer:
+    """Cut a row of new tokens at its first stop token (what follows is padding)."""
+    end = next((k for k, t in enumerate(ids) if t in stops), None)
+    kept = ids if end is None else ids[: end + 1]
+    return Answer(
+        question=question,
+        text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
+        raw=tokenizer.decode(kept, skip_special_tokens=False),
+        token_ids=kept,
+        new_tokens=len(kept),
+        stop_reason="length" if end is None else "eos",
+    )
+
+
+def generate_response(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    user_message: str,
+    system_message: str | None = None,
+    max_new_tokens: int = 100,
+) -> str:
+    """The lesson's generate_responses: one question, one greedy answer's text."""
+    return generate(model, tokenizer, [user_message], system_message=system_message, max_new_tokens=max_new_tokens)[
+        0
+    ].text
+
+
+def ask(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: list[str],
+    system_message: str | None = None,
+    max_new_tokens: int = 100,
+) -> list[Answer]:
+    """The lesson's test_model_with_questions, returning the answers instead of printing them."""
+    return generate(model, tokenizer, questions, system_message=system_message, max_new_tokens=max_new_tokens)

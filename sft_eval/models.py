@@ -1,0 +1,161 @@
+"""Models: the tiny base model built and pretrained here, and loading of local or hub checkpoints.
+
+The tiny base is a real base model in the lesson's sense: a Llama-architecture decoder (about 1 M
+parameters) pretrained on plain prose, so it continues text but has never seen a chat turn or the
+end-of-turn token. SFT is what must teach it to answer and to stop.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    DataCollatorForLanguageModeling,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.trainer_callback import PrinterCallback
+
+from sft_eval.console import interactive
+from sft_eval.errors import SftEvalError
+from sft_eval.hub import require_local_or_reachable
+from sft_eval.tokenizer import DOCUMENT_SEPARATOR, load_tokenizer
+
+# The lesson's fallback template, installed when a tokenizer has none; load_model_and_tokenizer reports it.
+LESSON_FALLBACK_TEMPLATE = """{% for message in messages %}
+                {% if message['role'] == 'system' %}System: {{ message['content'] }}\\n
+                {% elif message['role'] == 'user' %}User: {{ message['content'] }}\\n
+                {% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }} <|endoftext|>
+                {% endif %}
+                {% endfor %}"""
+
+PRETRAIN_BLOCK = 64
+PRETRAIN_EPOCHS = 20
+PRETRAIN_LR = 3e-3
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` is the GPU when there is one, else the CPU; anything else is passed to torch as is."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise SftEvalError(f"--device {device!r} is not a torch device: {exc}") from None
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """A Llama-architecture decoder small enough to pretrain and fine-tune on two CPU cores in seconds."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def pretrain_base(tokenizer: PreTrainedTokenizerBase, documents: list[str], seed: int) -> PreTrainedModel:
+    """Build the tiny model and pretrain it as a causal LM on plain prose (transformers' Trainer)."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config(tokenizer))
+    ids: list[int] = []
+    for doc in documents:
+        ids += tokenizer(doc + DOCUMENT_SEPARATOR, add_special_tokens=False)["input_ids"]
+    blocks = [ids[i : i + PRETRAIN_BLOCK] for i in range(0, len(ids) - PRETRAIN_BLOCK + 1, PRETRAIN_BLOCK)]
+    dataset = [{"input_ids": block} for block in blocks]
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out,
+            num_train_epochs=PRETRAIN_EPOCHS,
+            per_device_train_batch_size=16,
+            learning_rate=PRETRAIN_LR,
+            lr_scheduler_type="cosine",
+            warmup_steps=10,
+            weight_decay=0.01,
+            seed=seed,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=not interactive(),
+        )
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+        trainer.remove_callback(PrinterCallback)  # nothing is logged but the final metrics dict
+        trainer.train()
+    # Served like the lesson serves it: generation stops only at the tokenizer's eos (the end-of-turn token),
+    # which pretraining never showed the base; so the base runs to max_new_tokens, as a real base model does.
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
+    """Perplexity of `text` under `model`: how well a base model continues prose."""
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=ids).loss
+    return math.exp(loss.item())
+
+
+def load_model(path: str | Path, device: str = "auto", *, key: str = "model.base") -> PreTrainedModel:
+    """Any `AutoModelForCausalLM` checkpoint from a folder (or the hub when reachable), in eval mode."""
+    require_local_or_reachable(str(path), key=key, kind="model")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
+    except Exception as exc:  # transformers raises many types here; all mean "not a loadable checkpoint"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SftEvalError(f"{key}: cannot load a model from {path}: {reason}") from None
+    return model.to(resolve_device(device)).eval()
+
+
+class LoadedModel(NamedTuple):
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    changes: list[str]  # what had to be changed to make it usable; empty when nothing was
+
+
+def load_model_and_tokenizer(name_or_path: str, device: str = "auto") -> LoadedModel:
+    """The lesson's loader, without its silent fixes: whatever it changes is returned in `changes`.
+
+    Like the lesson it installs a fallback chat template when there is none and sets pad = eos when there
+    is no pad token, so the model can be asked questions at all; unlike the lesson it says so, because both
+    are what breaks SFT later (`template.*` and `tokenizer.pad` audits explain why).
+    """
+    tokenizer = load_tokenizer(name_or_path, key="model")
+    model = load_model(name_or_path, device, key="model")
+    changes = []
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = LESSON_FALLBACK_TEMPLATE
+        changes.append("no chat template: installed the lesson's fallback template (System:/User:/Assistant:)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        changes.append(f"no pad token: set pad_token = eos_token ({tokenizer.eos_token!r})")
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"
+        changes.append("padding side was right: set to left for batched generation")
+    return LoadedModel(model, tokenizer, changes)
+
+
+def describe(model: PreTrainedModel) -> dict[str, Any]:
+    return {"architecture": type(model).__name__, "parameters": parameter_count(model)}

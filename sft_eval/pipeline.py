@@ -1,0 +1,195 @@
+"""The flow for one recipe: build -> train -> generate -> score, each stage once, from the cache when it can.
+
+The pytest plugin's fixtures and every CLI subcommand go through a `Pipeline`, so a suite, the shell and the
+report always see the same tokenizer, the same models and the same answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from sft_eval.cache import FixtureCache, cache_key, source_digest
+from sft_eval.chat import load_template, special_literals
+from sft_eval.data import Question, load_questions, load_sft_rows
+from sft_eval.generation import Answer, generate
+from sft_eval.models import load_model, pretrain_base, resolve_device
+from sft_eval.recipe import FIXTURES_DIR, Recipe
+from sft_eval.sanity import Score, Summary, score, summarise
+from sft_eval.tokenizer import load_tokenizer, train_tokenizer
+from sft_eval.training import TrainingRun, train_sft
+
+TINY = "tiny"
+PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
+TRAINING_RUN_FILE = "training_run.json"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Base and tuned answers to the recipe's questions, with their scores."""
+
+    questions: list[Question]
+    base: list[Answer]
+    tuned: list[Answer]
+    base_scores: list[Score]
+    tuned_scores: list[Score]
+
+    @property
+    def base_summary(self) -> Summary:
+        return summarise(self.base_scores)
+
+    @property
+    def tuned_summary(self) -> Summary:
+        return summarise(self.tuned_scores)
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, cache: FixtureCache | None = None, device: str = "auto"):
+        self.recipe = recipe
+        self.cache = cache or FixtureCache()
+        self.device = resolve_device(device)
+        torch.manual_seed(recipe.seed)
+
+    # -- build ------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _tokenizer_entry(self) -> tuple[Path | None, str]:
+        """(cache folder or None, key) of the tokenizer; the tiny tokenizer is trained and cached."""
+        source = self.recipe.model.tokenizer or self.recipe.model.base
+        if source != TINY:
+            path = self.recipe.resolve(source)
+            return None, cache_key("tokenizer", {"source": path, "digest": source_digest(path)})
+        template = load_template(self.recipe.resolve(self.recipe.model.chat_template))
+        inputs = {
+            "template": template,
+            "corpus": source_digest(str(PRETRAIN_CORPUS)),
+            "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
+        }
+        key = cache_key("tokenizer", inputs)
+
+        def build(folder: Path) -> None:
+            rows = load_sft_rows(self.recipe)
+            texts = _corpus() + [m["content"] for row in rows for m in row.get("messages", [])]
+            specials = special_literals(template)
+            train_tokenizer(texts, template, specials, eos_token=_end_of_turn(specials)).save_pretrained(folder)
+
+        return self.cache.get_or_build("tokenizer", key, build), key
+
+    @functools.cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        folder, _ = self._tokenizer_entry
+        if folder is not None:
+            return AutoTokenizer.from_pretrained(str(folder))
+        source = self.recipe.resolve(self.recipe.model.tokenizer or self.recipe.model.base)
+        tokenizer = load_tokenizer(source, key="model.tokenizer" if self.recipe.model.tokenizer else "model.base")
+        spec = self.recipe.model.chat_template
+        tokenizer.chat_template = load_template(self.recipe.resolve(spec), tokenizer_template=tokenizer.chat_template)
+        return tokenizer
+
+    @functools.cached_property
+    def _base_entry(self) -> tuple[Path, str]:
+        """(folder, key) of the base model: the tiny one is pretrained and cached, any other is loaded as is."""
+        if self.recipe.model.base != TINY:
+            path = self.recipe.resolve(self.recipe.model.base)
+            return Path(path), cache_key("base", {"source": path, "digest": source_digest(path)})
+        _, tokenizer_key = self._tokenizer_entry
+        key = cache_key("base", {"tokenizer": tokenizer_key, "seed": self.recipe.seed})
+
+        def build(folder: Path) -> None:
+            pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed).save_pretrained(folder)
+
+        return self.cache.get_or_build("base", key, build), key
+
+    def load_base_model(self) -> PreTrainedModel:
+        """A fresh copy of the base model (training changes the one it is given)."""
+        folder, _ = self._base_entry
+        return load_model(folder, str(self.device), key="model.base")
+
+    @functools.cached_property
+    def base_model(self) -> PreTrainedModel:
+        return self.load_base_model()
+
+    # -- train ------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _tuned_entry(self) -> Path:
+        _, tokenizer_key = self._tokenizer_entry
+        _, base_key = self._base_entry
+        inputs = {
+            "tokenizer": tokenizer_key,
+            "base": base_key,
+            "recipe": self.recipe.training_inputs(),
+            "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
+        }
+
+        def build(folder: Path) -> None:
+            model = self.load_base_model()
+            run = train_sft(self.recipe, model, self.tokenizer, load_sft_rows(self.recipe), str(folder / "trainer"))
+            model.save_pretrained(folder / "model")
+            self.tokenizer.save_pretrained(folder / "model")
+            (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
+
+        return self.cache.get_or_build("tuned", cache_key("tuned", inputs), build)
+
+    @functools.cached_property
+    def training_run(self) -> TrainingRun:
+        data = json.loads((self._tuned_entry / TRAINING_RUN_FILE).read_text(encoding="utf-8"))
+        return TrainingRun.from_dict(data)
+
+    @functools.cached_property
+    def tuned_model(self) -> PreTrainedModel:
+        return load_model(self._tuned_entry / "model", str(self.device), key="model.base")
+
+    # -- generate and score -----------------------------------------------------------------------------
+    @functools.cached_property
+    def questions(self) -> list[Question]:
+        return load_questions(self.recipe)
+
+    def answers(self, model: PreTrainedModel) -> list[Answer]:
+        settings = self.recipe.eval
+        return generate(
+            model,
+            self.tokenizer,
+            [q.question for q in self.questions],
+            system_message=settings.system_message or None,
+            max_new_tokens=settings.max_new_tokens,
+            enable_thinking=settings.enable_thinking,
+            batch_size=settings.batch_size,
+        )
+
+    @functools.cached_property
+    def evaluation(self) -> Evaluation:
+        base, tuned = self.answers(self.base_model), self.answers(self.tuned_model)
+        return Evaluation(
+            questions=self.questions,
+            base=base,
+            tuned=tuned,
+            base_scores=[score(q, a) for q, a in zip(self.questions, base, strict=True)],
+            tuned_scores=[score(q, a) for q, a in zip(self.questions, tuned, strict=True)],
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Where things came from, for the report and `--json` output."""
+        return {
+            "recipe": str(self.recipe.path) if self.recipe.path else self.recipe.name,
+            "cache": str(self.cache.root),
+            "device": str(self.device),
+            "tuned_entry": str(self._tuned_entry),
+        }
+
+
+@functools.cache
+def _corpus() -> list[str]:
+    return [line for line in PRETRAIN_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _end_of_turn(specials: list[str]) -> str:
+    """The end-of-turn token among a template's special strings (ChatML `<|im_end|>`, Llama-3 `<|eot_id|>`...)."""
+    for candidate in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
+        if candidate in specials:
+            return candidate
+    return specials[-1] if specials else "<|endoftext|>"

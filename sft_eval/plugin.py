@@ -1,0 +1,130 @@
+"""pytest plugin (entry point `pytest11`): a recipe becomes session fixtures; the run leaves a report.
+
+Fixtures are thin: each one asks the session's `Pipeline` for a stage, so a test and the CLI see the same
+objects. Anything trained is session-scoped and cached on disk between sessions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sft_eval.recipe import DEFAULT_RECIPE
+
+_PIPELINE = pytest.StashKey["Any"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sft-eval", "sft-eval: SFT fixtures, suites and report")
+    group.addoption(
+        "--recipe",
+        metavar="PATH",
+        default=str(DEFAULT_RECIPE),
+        help="recipe TOML the fixtures are built from (default: the shipped tiny recipe)",
+    )
+    group.addoption(
+        "--report-dir",
+        metavar="DIR",
+        default="reports",
+        help="where the HTML and JSON report of the run are written (default: reports/)",
+    )
+    group.addoption(
+        "--sft-cache",
+        metavar="DIR",
+        default=None,
+        help="fixture cache folder (default: $SFT_EVAL_CACHE or ~/.cache/sft-eval)",
+    )
+    group.addoption(
+        "--device",
+        metavar="DEVICE",
+        default="auto",
+        help="torch device for models: auto (GPU when present), cpu, cuda, cuda:1 ... (default: auto)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ReportWriter(config), "sft-eval-report")
+
+
+@pytest.fixture(scope="session")
+def sft_pipeline(request: pytest.FixtureRequest) -> Any:
+    """The session's pipeline for `--recipe`; every other fixture is a stage of it."""
+    from sft_eval.cache import FixtureCache
+    from sft_eval.console import configure_libraries
+    from sft_eval.pipeline import Pipeline
+    from sft_eval.recipe import load_recipe
+
+    configure_libraries()
+    option = request.config.getoption
+    pipeline = Pipeline(load_recipe(option("--recipe")), FixtureCache(option("--sft-cache")), option("--device"))
+    request.config.stash[_PIPELINE] = pipeline
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def recipe(sft_pipeline: Any) -> Any:
+    return sft_pipeline.recipe
+
+
+@pytest.fixture(scope="session")
+def tokenizer(sft_pipeline: Any) -> Any:
+    return sft_pipeline.tokenizer
+
+
+@pytest.fixture(scope="session")
+def base_model(sft_pipeline: Any) -> Any:
+    return sft_pipeline.base_model
+
+
+@pytest.fixture(scope="session")
+def tuned_model(sft_pipeline: Any) -> Any:
+    return sft_pipeline.tuned_model
+
+
+@pytest.fixture(scope="session")
+def training_run(sft_pipeline: Any) -> Any:
+    """What the SFT trainer logged (log history, steps, runtime), from the cache after the first run."""
+    return sft_pipeline.training_run
+
+
+@pytest.fixture(scope="session")
+def evaluation(sft_pipeline: Any) -> Any:
+    """Base and tuned greedy answers to the recipe's questions, with their scores."""
+    return sft_pipeline.evaluation
+
+
+class ReportWriter:
+    """Counts the run's outcomes through pytest's hooks and writes the report when the session ends."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.outcomes: dict[str, Any] = {"passed": 0, "failed": 0, "skipped": 0, "failures": []}
+        self.path: Path | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and report.passed:
+            self.outcomes["passed"] += 1
+        elif report.skipped:
+            self.outcomes["skipped"] += 1
+        elif report.failed:
+            self.outcomes["failed"] += 1
+            crash = getattr(report.longrepr, "reprcrash", None)
+            message = crash.message if crash is not None else str(report.longrepr)
+            self.outcomes["failures"].append({"nodeid": report.nodeid, "when": report.when, "message": message})
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the report when this session evaluated models (a run that evaluated nothing leaves none)."""
+        pipeline = self.config.stash.get(_PIPELINE, None)
+        if pipeline is None or "evaluation" not in vars(pipeline):
+            return
+        from sft_eval.report import build_context, write_report
+
+        context = build_context(pipeline, self.outcomes)
+        self.path = write_report(context, self.config.getoption("--report-dir")).resolve()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.path is not None:
+            terminalreporter.write_sep("-", "sft-eval report")
+            terminalreporter.write_line(f"report: {self.path}")

@@ -1,0 +1,207 @@
+"""The recipe: one TOML file that says what to build, how to train it and what to check.
+
+Loaded and validated once into a frozen `Recipe`; every later stage trusts it. Relative paths in a recipe
+are relative to the recipe file's own folder, so a recipe means the same thing from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, get_args, get_origin, get_type_hints
+
+from sft_eval.errors import SftEvalError
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+DEFAULT_RECIPE = FIXTURES_DIR / "recipes" / "tiny.toml"
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    base: str = "tiny"
+    tokenizer: str | None = None  # None: the same as base
+    chat_template: str = "chatml"  # a shipped template name, a .jinja file, or "tokenizer"
+
+
+@dataclass(frozen=True)
+class DataSection:
+    train: str
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    system_message: str = ""
+    max_new_tokens: int = 100
+    enable_thinking: bool = False
+    batch_size: int = 32
+    questions: tuple[str, ...] = ()
+    questions_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_loss_drop: float = 0.5
+    min_eos_stop_rate: float = 0.95
+    min_match_rate: float = 0.8
+    max_repetition: float = 0.3
+    max_base_eos_stop_rate: float = 0.2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: DataSection
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    sft: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    eval: EvalSection = field(default_factory=EvalSection)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    path: Path | None = None  # the file it was loaded from; relative paths resolve against its folder
+
+    def resolve(self, value: str) -> str:
+        """A recipe path made absolute against the recipe's folder; non-paths (hub ids, names) unchanged."""
+        if self.path is None or Path(value).is_absolute():
+            return value
+        candidate = (self.path.parent / value).resolve()
+        return str(candidate) if candidate.exists() or _looks_like_path(value) else value
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The whole recipe as plain JSON data (the report shows it)."""
+        return {
+            **self.training_inputs(),
+            "name": self.name,
+            "eval": dataclasses.asdict(self.eval),
+            "thresholds": dataclasses.asdict(self.thresholds),
+        }
+
+    def training_inputs(self) -> dict[str, Any]:
+        """What decides the trained model; the cache key hashes this, so editing a threshold never retrains."""
+        return {
+            "seed": self.seed,
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "sft": dict(self.sft),
+        }
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or value.endswith((".jsonl", ".json", ".jinja", ".toml"))
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; any problem is one `SftEvalError` naming the file and key."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SftEvalError(f"{path}: recipe file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SftEvalError(f"{path}: not valid TOML: {exc}") from None
+    return recipe_from_dict(raw, path.resolve())
+
+
+def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe:
+    where = str(path) if path else "recipe"
+    _reject_unknown(raw, {"name", "seed", "sft", *_SECTIONS}, where, "")
+    if "data" not in raw:
+        raise SftEvalError(f'{where}: missing section [data] (at least `train = "..."`)')
+    sections = {name: _section(cls, raw.get(name, {}), where, name) for name, cls in _SECTIONS.items()}
+    sft = raw.get("sft", {})
+    if not isinstance(sft, dict):
+        raise SftEvalError(f"{where}: [sft] must be a table of trl.SFTConfig fields")
+    _check_sft_names(sft, where)
+    top = {k: raw[k] for k in ("name", "seed") if k in raw}
+    _check_types(Recipe, top, where, "")
+    recipe = Recipe(
+        name=top.get("name", path.stem if path else "recipe"),
+        seed=top.get("seed", 0),
+        sft=MappingProxyType(dict(sft)),
+        path=path,
+        **sections,
+    )
+    _check_values(recipe, where)
+    return recipe
+
+
+def _section(cls: type, raw: Any, where: str, name: str) -> Any:
+    if not isinstance(raw, dict):
+        raise SftEvalError(f"{where}: [{name}] must be a table")
+    _reject_unknown(raw, {f.name for f in dataclasses.fields(cls)}, where, f"{name}.")
+    _check_types(cls, raw, where, f"{name}.")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    except TypeError as exc:  # a required key is missing
+        missing = str(exc).split("argument")[-1].strip(": '")
+        raise SftEvalError(f"{where}: [{name}] is missing required key `{missing}`") from None
+
+
+def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str, prefix: str) -> None:
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise SftEvalError(f"{where}: unknown key `{prefix}{key}`{hint}")
+
+
+def _check_types(cls: type, raw: Mapping[str, Any], where: str, prefix: str) -> None:
+    hints = get_type_hints(cls)
+    for key, value in raw.items():
+        if not _matches(value, hints[key]):
+            raise SftEvalError(
+                f"{where}: `{prefix}{key}` must be {_describe(hints[key])}, not {type(value).__name__} {value!r}"
+            )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    args = get_args(hint)
+    origin = get_origin(hint)
+    if origin is tuple:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if args and origin is not tuple:  # a union such as `str | None`
+        return any(_matches(value, a) for a in args if a is not type(None))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) is tuple:
+        return f"a list of {_describe(get_args(hint)[0])}"
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if args:
+        return " or ".join(_describe(a) for a in args)
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, hint.__name__)
+
+
+def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
+    from trl import SFTConfig  # import here: trl is slow to import and only this check needs it
+
+    _reject_unknown(sft, {f.name for f in dataclasses.fields(SFTConfig) if f.init}, where, "sft.")
+    if "output_dir" in sft:
+        raise SftEvalError(f"{where}: `sft.output_dir` is chosen by sft-eval (the fixture cache); remove it")
+
+
+def _check_values(recipe: Recipe, where: str) -> None:
+    if recipe.data.limit is not None and recipe.data.limit < 1:
+        raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
+    if recipe.eval.max_new_tokens < 1:
+        raise SftEvalError(f"{where}: `eval.max_new_tokens` must be at least 1")
+    if recipe.eval.batch_size < 1:
+        raise SftEvalError(f"{where}: `eval.batch_size` must be at least 1")
+    if not recipe.eval.questions and not recipe.eval.questions_file:
+        raise SftEvalError(f"{where}: [eval] needs `questions` or `questions_file`")
+    for name in ("min_loss_drop", "min_eos_stop_rate", "min_match_rate", "max_repetition", "max_base_eos_stop_rate"):
+        value = getattr(recipe.thresholds, name)
+        if not 0.0 <= value <= 1.0:
+            raise SftEvalError(f"{where}: `thresholds.{name}` must be between 0 and 1, not {value}")

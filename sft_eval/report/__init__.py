@@ -1,0 +1,134 @@
+"""The before/after report: one self-contained HTML file (and the same data as JSON) a reviewer can audit.
+
+`build_context` gathers plain data from a `Pipeline`; `write_report` renders it with the package's Jinja2
+templates, autoescaped, so a question or answer containing markup shows as text. Nothing is fetched at view
+time: styles and the loss curve are inline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from sft_eval.cache import library_versions
+from sft_eval.data import dataset_table, load_sft_rows
+from sft_eval.pipeline import Pipeline
+from sft_eval.training import loss_drop
+
+HTML_NAME = "sft_report.html"
+JSON_NAME = "sft_report.json"
+
+
+def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the report shows, as JSON-able data."""
+    recipe = pipeline.recipe
+    run = pipeline.training_run
+    evaluation = pipeline.evaluation
+    cards = [
+        {
+            "question": q.question,
+            "expected": q.expected,
+            "kind": q.kind,
+            "base": b.to_dict() | {"matched": bs.matched},
+            "tuned": t.to_dict() | {"matched": ts.matched},
+        }
+        for q, b, t, bs, ts in zip(
+            evaluation.questions,
+            evaluation.base,
+            evaluation.tuned,
+            evaluation.base_scores,
+            evaluation.tuned_scores,
+            strict=True,
+        )
+    ]
+    return {
+        "title": f"sft-eval report: {recipe.name}",
+        "outcomes": outcomes,
+        "recipe": recipe.fingerprint(),
+        "recipe_path": str(recipe.path) if recipe.path else None,
+        "environment": {
+            **library_versions(),
+            "jinja2": version("jinja2"),
+            "python": platform.python_version(),
+            **pipeline.describe(),
+        },
+        "data_preview": [list(r) for r in dataset_table(load_sft_rows(recipe), n=3).rows],
+        "training": {
+            "losses": run.losses(),
+            "loss_drop": loss_drop(run) if len(run.losses()) > 1 else None,
+            "global_step": run.global_step,
+            "train_rows": run.train_rows,
+            "train_runtime_s": run.train_runtime_s,
+            "adjustments": run.adjustments,
+        },
+        "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},
+        "cards": cards,
+    }
+
+
+def loss_curve_svg(losses: list[list[float]] | list[tuple[int, float]], width: int = 560, height: int = 220) -> str:
+    """An inline SVG polyline of (step, loss) with labelled axes; empty when there is nothing to draw."""
+    if len(losses) < 2:
+        return ""
+    steps = [float(s) for s, _ in losses]
+    values = [float(v) for _, v in losses]
+    left, right, top, bottom = 48, 12, 12, 36
+    x0, x1, y0, y1 = min(steps), max(steps), 0.0, max(values) * 1.05
+
+    def x(s: float) -> float:
+        return left + (s - x0) / ((x1 - x0) or 1) * (width - left - right)
+
+    def y(v: float) -> float:
+        return top + (1 - (v - y0) / ((y1 - y0) or 1)) * (height - top - bottom)
+
+    points = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in zip(steps, values, strict=True))
+    ticks = "".join(
+        f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
+        f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
+        for v in (y1 * f for f in (0.0, 0.5, 1.0))
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="training loss by optimizer step">{ticks}'
+        f'<polyline fill="none" stroke="#2563eb" stroke-width="2" points="{points}"/>'
+        f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">optimizer step '
+        f"({int(x0)}&#8211;{int(x1)})</text>"
+        f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {(top + height - bottom) / 2})">training loss</text></svg>'
+    )
+
+
+_ENV = Environment(
+    loader=PackageLoader("sft_eval.report", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
+    """Render `context` to `out_dir/sft_report.html` and `.json`, each written whole or not at all."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html = _ENV.get_template("report.html.j2").render(
+        **context,
+        loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
+    )
+    _write_atomic(out / JSON_NAME, json.dumps(context, indent=1, default=str))
+    return _write_atomic(out / HTML_NAME, html)
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path

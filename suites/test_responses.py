@@ -1,0 +1,39 @@
+"""Did SFT teach the model to answer and to stop? Base and tuned answers to the recipe's questions."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _listing(scores, only_failing) -> str:
+    rows = [s for s in scores if only_failing(s)]
+    return "\n".join(f"  {s.question!r}: got {s.answer[:60]!r}, expected {s.expected!r}" for s in rows[:10])
+
+
+def test_tuned_answers_match_expected(evaluation, recipe):
+    summary = evaluation.tuned_summary
+    if summary.match_rate is None:
+        pytest.skip("the recipe's questions have no expected answers (add questions_file with `expected`)")
+    assert summary.match_rate >= recipe.thresholds.min_match_rate, (
+        f"tuned model matched {summary.match_rate:.0%} of {summary.checkable} checkable questions, "
+        f"the recipe asks for {recipe.thresholds.min_match_rate:.0%}; misses:\n"
+        + _listing(evaluation.tuned_scores, lambda s: s.matched is False)
+    )
+
+
+def test_tuned_model_stops_at_end_of_turn(evaluation, recipe, tokenizer):
+    summary = evaluation.tuned_summary
+    assert summary.eos_stop_rate >= recipe.thresholds.min_eos_stop_rate, (
+        f"tuned model ended {summary.eos_stop_rate:.0%} of answers with {tokenizer.eos_token!r} before "
+        f"max_new_tokens={recipe.eval.max_new_tokens}, the recipe asks for {recipe.thresholds.min_eos_stop_rate:.0%}; "
+        "answers that ran on:\n" + _listing(evaluation.tuned_scores, lambda s: not s.stopped_at_eos)
+    )
+
+
+def test_base_model_does_not_stop_like_a_chat_model(evaluation, recipe, tokenizer):
+    """A base model that already ends turns was not a base model: the before/after comparison means nothing."""
+    summary = evaluation.base_summary
+    assert summary.eos_stop_rate <= recipe.thresholds.max_base_eos_stop_rate, (
+        f"base model ended {summary.eos_stop_rate:.0%} of answers with {tokenizer.eos_token!r}; "
+        f"a base model should do so on at most {recipe.thresholds.max_base_eos_stop_rate:.0%}"
+    )

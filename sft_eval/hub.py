@@ -44,10 +44,12 @@ def require_local_or_reachable(name_or_path: str, *, key: str, kind: str) -> Non
     if Path(name_or_path).expanduser().exists():
         return
     is_repo_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if not is_repo_id:
+        raise SftEvalError(f"{key}: {kind} {name_or_path!r} does not exist; set `{key}` to an existing folder")
     repo_type = "dataset" if kind == "dataset" else "model"
-    if is_repo_id and (in_hub_cache(name_or_path, repo_type) or hub_reachable()):
+    if in_hub_cache(name_or_path, repo_type) or hub_reachable():
         return
     raise SftEvalError(
-        f"{key}: {kind} {name_or_path!r} is not on disk and the hub is not reachable; "
+        f"{key}: {kind} {name_or_path!r} is not on disk or in the hub cache and the hub is not reachable; "
         f"set `{key}` in the recipe to a local copy"
     )

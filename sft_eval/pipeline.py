@@ -119,11 +119,16 @@ class Pipeline:
     def _tuned_entry(self) -> Path:
         _, tokenizer_key = self._tokenizer_entry
         _, base_key = self._base_entry
+        # Contents, not spellings: the same data named by another path is the same entry, and editing a
+        # threshold or a question never retrains.
         inputs = {
             "tokenizer": tokenizer_key,
             "base": base_key,
-            "recipe": self.recipe.training_inputs(),
+            "chat_template": self.tokenizer.chat_template,
             "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
+            "limit": self.recipe.data.limit,
+            "sft": dict(self.recipe.sft),
+            "seed": self.recipe.seed,
         }
 
         def build(folder: Path) -> None:

@@ -74,19 +74,13 @@ class Recipe:
     def fingerprint(self) -> dict[str, Any]:
         """The whole recipe as plain JSON data (the report shows it)."""
         return {
-            **self.training_inputs(),
             "name": self.name,
-            "eval": dataclasses.asdict(self.eval),
-            "thresholds": dataclasses.asdict(self.thresholds),
-        }
-
-    def training_inputs(self) -> dict[str, Any]:
-        """What decides the trained model; the cache key hashes this, so editing a threshold never retrains."""
-        return {
             "seed": self.seed,
             "model": dataclasses.asdict(self.model),
             "data": dataclasses.asdict(self.data),
             "sft": dict(self.sft),
+            "eval": dataclasses.asdict(self.eval),
+            "thresholds": dataclasses.asdict(self.thresholds),
         }
 
 

@@ -1,0 +1,56 @@
+"""The lesson's helpers, as library functions that return data."""
+
+from __future__ import annotations
+
+import pytest
+
+from sft_eval import ask, generate_response, load_model_and_tokenizer
+from sft_eval.models import LESSON_FALLBACK_TEMPLATE
+
+
+def test_generate_response_answers_a_held_out_question(tuned_model, tokenizer):
+    assert generate_response(tuned_model, tokenizer, "Name the capital city of Egypt.") == "Cairo"
+
+
+def test_ask_returns_one_answer_per_question_in_order(tuned_model, tokenizer):
+    questions = ["Tell me the capital of Germany.", "Hi there!", "Give the opposite of 'big'."]
+    answers = ask(tuned_model, tokenizer, questions)
+    assert [a.question for a in answers] == questions
+    assert [a.text for a in answers] == ["Berlin", "Hello! How can I help you today?", "small"]
+    assert all(a.stop_reason == "eos" and a.token_ids[-1] == tokenizer.eos_token_id for a in answers)
+
+
+def test_batched_answers_equal_one_at_a_time(tuned_model, base_model, tokenizer, evaluation):
+    """Left padding plus the attention mask: batching changes speed, never the greedy tokens."""
+    for model, batched in ((tuned_model, evaluation.tuned), (base_model, evaluation.base)):
+        for answer in batched[:6]:
+            single = ask(model, tokenizer, [answer.question])[0]
+            assert single.token_ids == answer.token_ids, f"{answer.question!r}: batched and single answers differ"
+
+
+@pytest.fixture()
+def bare_checkpoint(tmp_path, sft_pipeline):
+    """A saved model whose tokenizer has no chat template and no pad token: the lesson's SmolLM2 situation."""
+    tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(sft_pipeline._tokenizer_entry[0])
+    tokenizer.chat_template = None
+    tokenizer.pad_token = None
+    tokenizer.padding_side = "right"
+    sft_pipeline.base_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_loader_reports_every_change_it_makes(bare_checkpoint):
+    model, tokenizer, changes = load_model_and_tokenizer(str(bare_checkpoint), device="cpu")
+    assert tokenizer.chat_template == LESSON_FALLBACK_TEMPLATE
+    assert tokenizer.pad_token == tokenizer.eos_token
+    assert any("fallback template" in c for c in changes)
+    assert any("pad_token = eos_token" in c for c in changes)
+    assert any("padding side" in c for c in changes)
+    assert model.device.type == "cpu"
+
+
+def test_loader_reports_nothing_for_a_complete_checkpoint(tmp_path, sft_pipeline):
+    sft_pipeline.tuned_model.save_pretrained(tmp_path)
+    sft_pipeline.tokenizer.save_pretrained(tmp_path)
+    assert load_model_and_tokenizer(str(tmp_path), device="cpu").changes == []

@@ -1,0 +1,106 @@
+"""The recipe contract: the shipped recipes load; every kind of bad recipe is one line naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sft_eval.errors import SftEvalError
+from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe
+
+SEED = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
+MINIMAL = 'name = "r"\n[data]\ntrain = "rows.jsonl"\n[eval]\nquestions = ["Hi"]\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_default_recipe_loads_with_paths_relative_to_it():
+    recipe = load_recipe(DEFAULT_RECIPE)
+    assert recipe.model.base == "tiny" and recipe.model.chat_template == "chatml"
+    assert Path(recipe.resolve(recipe.data.train)) == FIXTURES_DIR / "data" / "sft_train.jsonl"
+
+
+def test_seed_lesson_recipe_is_the_lessons_configuration():
+    recipe = load_recipe(SEED)
+    assert recipe.model.base == "HuggingFaceTB/SmolLM2-135M"
+    assert recipe.data.train == "banghua/DL-SFT-Dataset" and recipe.data.limit == 100
+    assert dict(recipe.sft) == {
+        "learning_rate": 8e-5,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 8,
+        "gradient_checkpointing": False,
+        "logging_steps": 2,
+    }
+    assert recipe.eval.questions == (
+        "Give me an 1-sentence introduction of LLM.",
+        "Calculate 1+1-1",
+        "What's the difference between thread and process?",
+    )
+    assert recipe.eval.enable_thinking is False
+
+
+def test_recipe_is_frozen(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    with pytest.raises(AttributeError):
+        recipe.seed = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        recipe.sft["learning_rate"] = 1.0  # type: ignore[index]
+
+
+def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    assert recipe.resolve("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert recipe.resolve("rows.jsonl") == str(tmp_path / "rows.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "[sft]\nlearning_rat = 1e-4\n", "unknown key `sft.learning_rat`; did you mean sft.learning_rate"),
+        (MINIMAL.replace("[eval]", "[eval]\nmax_new_tokenz = 5"), "unknown key `eval.max_new_tokenz`"),
+        (MINIMAL + "[modle]\nbase = 'tiny'\n", "unknown key `modle`; did you mean model"),
+        (MINIMAL.replace('name = "r"', "name = 3"), "`name` must be a string, not int 3"),
+        (MINIMAL.replace("[eval]", "[eval]\nmax_new_tokens = 'many'"), "`eval.max_new_tokens` must be an integer"),
+        (MINIMAL.replace("[eval]", "[eval]\nenable_thinking = 1"), "`eval.enable_thinking` must be true or false"),
+        (MINIMAL.replace('["Hi"]', '["Hi", 2]'), "`eval.questions` must be a list of a string"),
+        (MINIMAL + "[thresholds]\nmin_match_rate = 80\n", "`thresholds.min_match_rate` must be between 0 and 1"),
+        ('name = "r"\n[eval]\nquestions = ["Hi"]\n', "missing section [data]"),
+        ('name = "r"\n[data]\nlimit = 3\n[eval]\nquestions = ["Hi"]\n', "[data] is missing required key `train`"),
+        ('name = "r"\n[data]\ntrain = "x"\n', "[eval] needs `questions` or `questions_file`"),
+        (MINIMAL + "[sft]\noutput_dir = 'out'\n", "`sft.output_dir` is chosen by sft-eval"),
+        ("name = \n", "not valid TOML"),
+    ],
+    ids=[
+        "sft-typo",
+        "eval-typo",
+        "section-typo",
+        "name-type",
+        "int-type",
+        "bool-type",
+        "list-item-type",
+        "threshold-range",
+        "no-data",
+        "no-train",
+        "no-questions",
+        "output-dir",
+        "bad-toml",
+    ],
+)
+def test_bad_recipe_is_one_line_naming_file_and_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(SftEvalError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert expected in message, f"expected {expected!r} in {message!r}"
+    assert str(path) in message and "\n" not in message
+
+
+def test_missing_recipe_file_is_named(tmp_path):
+    with pytest.raises(SftEvalError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.toml")

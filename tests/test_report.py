@@ -1,0 +1,62 @@
+"""The report renders what the run produced, escapes what models and users wrote, and needs no network."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from sft_eval.report import HTML_NAME, JSON_NAME, build_context, write_report
+
+
+@pytest.fixture(scope="module")
+def context(sft_pipeline):
+    return build_context(
+        sft_pipeline,
+        {
+            "passed": 3,
+            "failed": 1,
+            "skipped": 0,
+            "failures": [
+                {"nodeid": "suites/test_x.py::test_y", "when": "call", "message": "AssertionError: loss rose"}
+            ],
+        },
+    )
+
+
+def test_report_has_each_question_with_base_and_tuned_side_by_side(tmp_path, context, evaluation):
+    html = write_report(context, tmp_path).read_text(encoding="utf-8")
+    assert html.count('class="card"') == len(evaluation.questions)
+    assert html.count('class="side base"') == html.count('class="side tuned"') == len(evaluation.questions)
+    assert "1 failed" in html and "loss rose" in html
+    for section in ("verdict", "summary", "training", "answers", "data", "recipe"):
+        assert f'<section id="{section}">' in html
+
+
+def test_json_holds_the_same_data(tmp_path, context):
+    write_report(context, tmp_path)
+    data = json.loads((tmp_path / JSON_NAME).read_text(encoding="utf-8"))
+    assert data["summary"] == context["summary"] and len(data["cards"]) == len(context["cards"])
+
+
+def test_markup_in_answers_and_questions_is_shown_as_text(tmp_path, context):
+    hostile = copy.deepcopy(context)
+    hostile["cards"][0]["question"] = "<script>alert(1)</script>"
+    hostile["cards"][0]["tuned"]["text"] = "<img src=x onerror=alert(2)>"
+    html = write_report(hostile, tmp_path).read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+
+
+def test_nothing_is_fetched_at_view_time(tmp_path, context):
+    html = write_report(context, tmp_path).read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "<script" not in html.lower()
+
+
+def test_loss_curve_is_inline_svg_with_labelled_axes(tmp_path, context):
+    html = (write_report(context, tmp_path)).read_text(encoding="utf-8")
+    assert "<svg" in html and "optimizer step" in html and "training loss" in html
+    assert (tmp_path / HTML_NAME).exists()

@@ -45,6 +45,14 @@ def special_literals(template: str) -> list[str]:
     return list(dict.fromkeys(_SPECIAL_LITERAL.findall(template)))
 
 
+def end_of_turn(literals: list[str]) -> str:
+    """The end-of-turn token among a template's special strings (ChatML `<|im_end|>`, Llama-3 `<|eot_id|>`...)."""
+    for candidate in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
+        if candidate in literals:
+            return candidate
+    return literals[-1] if literals else "<|endoftext|>"
+
+
 def conversation(user_message: str, system_message: str | None = None) -> list[dict[str, Any]]:
     """The lesson's message list: an optional system turn, then the user's question."""
     messages = [{"role": "system", "content": system_message}] if system_message else []

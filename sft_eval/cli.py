@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         return command
 
+    audit = with_recipe("audit", "check the chat template, tokenizer pad/eos settings and data before training")
+    audit.add_argument("--template", metavar="FILE", help="audit this .jinja template instead of the recipe's")
+    audit.add_argument("--tokenizer", metavar="DIR", help="audit this tokenizer folder (offline) instead")
     with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged")
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
@@ -59,6 +62,23 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
     configure_libraries()
     return Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), args.device)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from sft_eval.audit import has_errors
+    from sft_eval.pipeline import audit_findings
+
+    findings = audit_findings(_pipeline(args), template=args.template, tokenizer_dir=args.tokenizer)
+    if args.json:
+        print(json.dumps({"findings": [f.to_dict() for f in findings]}))
+    else:
+        for f in findings:
+            print(f"{f.severity:7} {f.check}: {f.message}")
+            if f.evidence:
+                print(f"        {f.evidence}")
+        errors = sum(f.severity == "error" for f in findings)
+        print(f"{len(findings)} finding(s), {errors} error(s)")
+    return EXIT_FAILED if has_errors(findings) else EXIT_OK
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -96,7 +116,7 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"train": _train, "report": _report}
+_COMMANDS = {"audit": _audit, "train": _train, "report": _report}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     DataCollatorForLanguageModeling,
+    GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -25,18 +26,15 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 
+from sft_eval.chat import load_template
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 from sft_eval.hub import require_local_or_reachable
 from sft_eval.tokenizer import DOCUMENT_SEPARATOR, load_tokenizer
 
-# The lesson's fallback template, installed when a tokenizer has none; load_model_and_tokenizer reports it.
-LESSON_FALLBACK_TEMPLATE = """{% for message in messages %}
-                {% if message['role'] == 'system' %}System: {{ message['content'] }}\\n
-                {% elif message['role'] == 'user' %}User: {{ message['content'] }}\\n
-                {% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }} <|endoftext|>
-                {% endif %}
-                {% endfor %}"""
+# The lesson's fallback template (fixtures/templates/lesson_fallback.jinja, as the lesson wrote it), installed
+# when a tokenizer has none; load_model_and_tokenizer reports it, and `sft-eval audit` shows what is wrong with it.
+LESSON_FALLBACK_TEMPLATE = load_template("lesson_fallback")
 
 PRETRAIN_BLOCK = 64
 PRETRAIN_EPOCHS = 20
@@ -127,6 +125,15 @@ def load_model(path: str | Path, device: str = "auto", *, key: str = "model.base
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SftEvalError(f"{key}: cannot load a model from {path}: {reason}") from None
     return model.to(resolve_device(device)).eval()
+
+
+def generation_eos_ids(folder: str) -> list[int] | None:
+    """`generation_config.eos_token_id` of a checkpoint folder, read without loading weights; None if absent."""
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return None
+    eos = GenerationConfig.from_pretrained(folder).eos_token_id
+    return None if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
 class LoadedModel(NamedTuple):

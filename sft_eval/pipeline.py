@@ -15,11 +15,13 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from sft_eval.audit import Finding
+from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.cache import FixtureCache, cache_key, source_digest
-from sft_eval.chat import load_template, special_literals
+from sft_eval.chat import end_of_turn, load_template, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.generation import Answer, generate
-from sft_eval.models import load_model, pretrain_base, resolve_device
+from sft_eval.models import generation_eos_ids, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
 from sft_eval.sanity import Score, Summary, score, summarise
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
@@ -76,7 +78,7 @@ class Pipeline:
             rows = load_sft_rows(self.recipe)
             texts = _corpus() + [m["content"] for row in rows for m in row.get("messages", [])]
             specials = special_literals(template)
-            train_tokenizer(texts, template, specials, eos_token=_end_of_turn(specials)).save_pretrained(folder)
+            train_tokenizer(texts, template, specials, eos_token=end_of_turn(specials)).save_pretrained(folder)
 
         return self.cache.get_or_build("tokenizer", key, build), key
 
@@ -187,14 +189,36 @@ class Pipeline:
         }
 
 
+def audit_findings(
+    pipeline: Pipeline, *, template: str | None = None, tokenizer_dir: str | None = None
+) -> list[Finding]:
+    """The audit of a recipe: its own tokenizer, template and rows; or a template file / tokenizer folder instead.
+
+    A template file is audited with the recipe's tokenizer adapted to it (its special strings registered), so
+    a template needs no tokenizer of its own; a tokenizer folder is audited with its own template.
+    """
+    recipe = pipeline.recipe
+    if tokenizer_dir:
+        tokenizer = load_tokenizer(tokenizer_dir, key="--tokenizer")
+        generation_eos = generation_eos_ids(tokenizer_dir)
+        rows = None
+    else:
+        tokenizer, rows = pipeline.tokenizer, load_sft_rows(recipe)
+        generation_eos = generation_eos_ids(str(pipeline._base_entry[0]))
+    if template:
+        source = load_template(template, where="--template")
+        tokenizer = (
+            tokenizer_for_template(tokenizer, source) if not tokenizer_dir else _with_chat_template(tokenizer, source)
+        )
+        generation_eos, rows = None, None
+    return run_checks(tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos, rows=rows)
+
+
+def _with_chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:
+    tokenizer.chat_template = template
+    return tokenizer
+
+
 @functools.cache
 def _corpus() -> list[str]:
     return [line for line in PRETRAIN_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _end_of_turn(specials: list[str]) -> str:
-    """The end-of-turn token among a template's special strings (ChatML `<|im_end|>`, Llama-3 `<|eot_id|>`...)."""
-    for candidate in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
-        if candidate in specials:
-            return candidate
-    return specials[-1] if specials else "<|endoftext|>"

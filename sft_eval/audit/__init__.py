@@ -1,0 +1,36 @@
+"""Audits: the silent SFT bugs, found before a GPU hour is spent.
+
+Every check is a function returning `Finding`s with a stable id (`template.prefix`, `tokenizer.pad`, ...);
+users' CI filters and the report match on those ids, so an id is never renamed, only added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # stable id, e.g. "template.prefix"
+    severity: Severity
+    message: str  # one line: what is wrong and what follows from it
+    evidence: str = ""  # the offending text or tokens, the spot marked
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.severity == "error" for f in findings)
+
+
+def mark(text: str, position: int, width: int = 60) -> str:
+    """`text` around `position`, escaped to one line, with the spot marked by ⟦here⟧."""
+    start = max(0, position - width)
+    before, after = text[start:position], text[position : position + width]
+    prefix = "…" if start else ""
+    suffix = "…" if position + width < len(text) else ""
+    return f"{prefix}{before!r}⟦here⟧{after!r}{suffix}"

@@ -1,0 +1,51 @@
+"""All audits on one tokenizer, and the adapter that lets any template be audited with the embedded tokenizer."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from sft_eval.audit import Finding
+from sft_eval.audit.template import EXCHANGES, audit_template, render
+from sft_eval.audit.tokenizer import check_pad
+from sft_eval.chat import special_literals
+
+
+def run_checks(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    enable_thinking: bool = False,
+    generation_eos: list[int] | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> list[Finding]:
+    findings = audit_template(tokenizer, enable_thinking=enable_thinking, generation_eos=generation_eos, rows=rows)
+    return findings + check_pad(tokenizer)
+
+
+def tokenizer_for_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:
+    """A copy of `tokenizer` made for `template`, as a model's own tokenizer would be.
+
+    The template's special strings become special tokens; eos becomes the literal the template writes right
+    after an assistant answer (its end-of-turn token), or `</s>` where it writes the `eos_token` variable;
+    `<s>` is the bos where it writes `bos_token`. What stays wrong after that is the template's own doing.
+    """
+    literals = special_literals(template)
+    adapted = copy.deepcopy(tokenizer)
+    specials: dict[str, Any] = {"eos_token": "</s>", "additional_special_tokens": literals}
+    if re.search(r"\bbos_token\b", template):
+        specials["bos_token"] = "<s>"
+    adapted.add_special_tokens(specials, replace_extra_special_tokens=False)
+    adapted.chat_template = template
+    try:
+        text = render(adapted, EXCHANGES, generation_prompt=False)
+    except Exception:  # a template that does not render keeps </s>; template.render reports why
+        return adapted
+    answer = EXCHANGES[1]["content"]
+    after = text[text.index(answer) + len(answer) :].lstrip() if answer in text else ""
+    closing = next((t for t in sorted(literals, key=len, reverse=True) if after.startswith(t)), None)
+    if closing:
+        adapted.eos_token = closing
+    return adapted

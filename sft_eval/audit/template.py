@@ -1,0 +1,356 @@
+"""Template checks: does the chat template render what training and serving both need, token for token?
+
+All checks render the same probe conversation (system, two user/assistant exchanges, every content unique
+so it can be found again in the rendering) through `tokenizer.apply_chat_template`, exactly as TRL's
+SFTTrainer and a serving stack do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jinja2 import TemplateError
+from transformers import PreTrainedTokenizerBase
+
+from sft_eval.audit import Finding, mark
+
+SYSTEM = {"role": "system", "content": "You are a careful assistant."}
+EXCHANGES = [
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is Paris."},
+    {"role": "user", "content": "And the capital of Italy?"},
+    {"role": "assistant", "content": "It is Rome."},
+]
+_JINJA_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}|message\[['\"]|\bmessages?\.(role|content)\b")
+_THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+_THINK_ANY = re.compile(r"<think>(?:.*?</think>)?\s*", re.DOTALL)  # closed, or opened for the model to fill
+
+
+def render(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    *,
+    generation_prompt: bool,
+    enable_thinking: bool = False,
+) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt, enable_thinking=enable_thinking
+    )
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of a rendered string as TRL tokenizes it (the template supplies any special tokens)."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def probe_conversation(tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """The probe with a system message, or without one when the template refuses system messages."""
+    findings = []
+    try:
+        render(tokenizer, [SYSTEM, *EXCHANGES], generation_prompt=False)
+        return [SYSTEM, *EXCHANGES], findings
+    except (TemplateError, TypeError, ValueError) as exc:
+        findings.append(
+            Finding(
+                "template.render",
+                "warning",
+                "the template refuses a system message; system prompts in data or at serving time will fail",
+                f"{type(exc).__name__}: {exc}",
+            )
+        )
+    return list(EXCHANGES), findings
+
+
+def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:
+    """The conversation renders, multi-turn, every content appears, and no Jinja or role syntax is left."""
+    try:
+        text = render(tokenizer, messages, generation_prompt=False)
+        render(tokenizer, messages[:-1], generation_prompt=True)
+    except (TemplateError, TypeError, ValueError) as exc:
+        return [
+            Finding(
+                "template.render",
+                "error",
+                "the template fails to render a multi-turn conversation",
+                f"{type(exc).__name__}: {exc}",
+            )
+        ]
+    findings = []
+    for message in messages:
+        if message["content"] not in text:
+            findings.append(
+                Finding(
+                    "template.render",
+                    "error",
+                    f"the {message['role']} message's content is missing from the rendering: the model never sees it",
+                    f"content {message['content']!r} not in {text!r}",
+                )
+            )
+    leftover = _JINJA_LEFTOVER.search(text)
+    if leftover:
+        findings.append(
+            Finding(
+                "template.render",
+                "error",
+                "template syntax or role placeholders are left in the rendered text",
+                mark(text, leftover.start()),
+            )
+        )
+    return findings
+
+
+def _scaffolding(text: str, messages: list[dict[str, Any]]) -> str:
+    """The rendering with every message content replaced by a marker: what the template itself writes."""
+    for message in messages:
+        text = text.replace(message["content"], "\x00", 1)
+    return text
+
+
+def check_whitespace(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:
+    """Indentation or space-only lines leaking from template source; spaces before an end-of-turn token."""
+    text = render(tokenizer, messages, generation_prompt=False)
+    scaffold = _scaffolding(text, messages)
+    findings = []
+    leak = re.search(r"(?m)^(?:[ \t]+\S|[ \t]+$)", scaffold)
+    if leak:
+        findings.append(
+            Finding(
+                "template.whitespace",
+                "error",
+                "indentation from the template source leaks into the rendered text; the model learns it as output",
+                mark(scaffold.replace("\x00", "…"), leak.start()),
+            )
+        )
+    blank = re.search(r"\x00[ \t]*\n[ \t]*\n(?!\x00)", scaffold)  # content, blank line, then template text
+    if blank:
+        findings.append(
+            Finding(
+                "template.whitespace",
+                "warning",
+                "a blank line follows a message's content: the template's source layout leaks into the text",
+                mark(scaffold.replace("\x00", "…"), blank.start() + 1),
+            )
+        )
+    eos = tokenizer.eos_token
+    if eos:
+        trailing = re.search(r"[ \t]+" + re.escape(eos), text)
+        if trailing:
+            findings.append(
+                Finding(
+                    "template.whitespace",
+                    "warning",
+                    f"whitespace before the end-of-turn token {eos!r}: the model must learn to emit it before stopping",
+                    mark(text, trailing.start()),
+                )
+            )
+    return findings
+
+
+def _assistant_turns(messages: list[dict[str, Any]]) -> list[int]:
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+
+
+def check_generation_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool = False
+) -> list[Finding]:
+    """`add_generation_prompt=True` must append the assistant header that training puts before an answer."""
+    i = _assistant_turns(messages)[0]
+    before = render(tokenizer, messages[:i], generation_prompt=False, enable_thinking=enable_thinking)
+    prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=enable_thinking)
+    trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
+    if prompt == before:
+        return [
+            Finding(
+                "template.generation_prompt",
+                "error",
+                "add_generation_prompt=True does not change the rendering: the served prompt has no assistant header, "
+                "so the model continues the user's turn",
+                f"prompt ends {prompt[-60:]!r}",
+            )
+        ]
+    content = messages[i]["content"]
+    if not (prompt.startswith(before) and trained.startswith(before) and content in trained[len(before) :]):
+        return []  # not prefix-shaped: template.prefix reports it with evidence
+    added = prompt[len(before) :]
+    header = trained[len(before) : trained.index(content, len(before))]
+    if _THINK_ANY.sub("", added) == _THINK_ANY.sub("", header) or added.startswith(header):
+        return []
+    return [
+        Finding(
+            "template.generation_prompt",
+            "error",
+            "the generation prompt does not end with the assistant header that training puts before an answer",
+            f"generation prompt adds {added!r}; training has {header!r} before the answer",
+        )
+    ]
+
+
+def check_prefix(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool = False
+) -> list[Finding]:
+    """For every assistant turn i, render(messages[:i], prompt) must be a token prefix of render(messages[:i+1])."""
+    findings = []
+    for i in _assistant_turns(messages):
+        prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=enable_thinking)
+        trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
+        turn = f"assistant turn {_assistant_turns(messages).index(i) + 1}"
+        if not trained.startswith(prompt):
+            spot = next((k for k, (a, b) in enumerate(zip(prompt, trained, strict=False)) if a != b), len(trained))
+            if "think>" in prompt[spot - 10 :] + trained[spot - 10 : spot + 40]:
+                continue  # a think-block difference: template.thinking reports it
+            findings.append(
+                Finding(
+                    "template.prefix",
+                    "error",
+                    f"{turn}: the served prompt is not a prefix of the training text; the model is served a string "
+                    "it never saw in training",
+                    f"served {mark(prompt, spot)}; trained {mark(trained, spot)}",
+                )
+            )
+            continue
+        served_ids, trained_ids = token_ids(tokenizer, prompt), token_ids(tokenizer, trained)
+        if trained_ids[: len(served_ids)] != served_ids:
+            k = next(k for k, (a, b) in enumerate(zip(served_ids, trained_ids, strict=False)) if a != b)
+            findings.append(
+                Finding(
+                    "template.prefix",
+                    "error",
+                    f"{turn}: the strings are prefixes but the tokens are not: BPE merges across the prompt/answer "
+                    "boundary, so the served prompt ends in a token training never put there",
+                    f"served tokens {tokenizer.convert_ids_to_tokens(served_ids[max(0, k - 3) : k + 2])} vs trained "
+                    f"{tokenizer.convert_ids_to_tokens(trained_ids[max(0, k - 3) : k + 3])} (differ at token {k})",
+                )
+            )
+    return findings
+
+
+def check_double_bos(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:
+    """A rendered prompt tokenized the lesson's way (`tokenizer(prompt)`) must not start with two BOS tokens."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    prompt = render(tokenizer, messages[:1], generation_prompt=True)
+    ids = tokenizer(prompt)["input_ids"]  # add_special_tokens=True: what most inference code does
+    if ids[:2] == [bos, bos]:
+        return [
+            Finding(
+                "template.double_bos",
+                "error",
+                f"the template writes {tokenizer.bos_token!r} and the tokenizer adds another: every prompt starts "
+                "with two BOS tokens; tokenize rendered text with add_special_tokens=False",
+                f"first tokens {tokenizer.convert_ids_to_tokens(ids[:4])}",
+            )
+        ]
+    return []
+
+
+def end_of_turn_token(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> tuple[int | None, str]:
+    """The first non-blank token the template writes after the first assistant answer, and the text around it."""
+    text = render(tokenizer, messages, generation_prompt=False)
+    content = messages[_assistant_turns(messages)[0]]["content"]
+    end = text.index(content) + len(content)
+    for token in token_ids(tokenizer, text[end:]):
+        if tokenizer.decode([token]).strip():
+            return token, mark(text, end)
+    return None, mark(text, end)
+
+
+def check_stop_token(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_eos: list[int] | None = None
+) -> list[Finding]:
+    """An assistant turn must end with a token that is the tokenizer's eos and a generation_config eos id."""
+    token, where = end_of_turn_token(tokenizer, messages)
+    eos = tokenizer.eos_token_id
+    stops = {eos} if generation_eos is None else {eos} & set(generation_eos)
+    if token is not None and token in stops:
+        return []
+    described = "nothing" if token is None else f"{tokenizer.convert_ids_to_tokens(token)!r} (id {token})"
+    configured = "" if generation_eos is None else f", generation_config.eos_token_id {generation_eos}"
+    return [
+        Finding(
+            "template.stop_token",
+            "error",
+            f"an assistant turn ends with {described}, which generation does not stop at: the model will never stop",
+            f"{where}; tokenizer eos {tokenizer.eos_token!r} (id {eos}){configured}",
+        )
+    ]
+
+
+def check_thinking(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool = False
+) -> list[Finding]:
+    """The think block the generation prompt opens must be the one training shows before that turn's answer."""
+    source = tokenizer.chat_template or ""
+    if "think" not in source:
+        return []
+    findings = []
+    for value in (enable_thinking, not enable_thinking):
+        trained = render(tokenizer, messages, generation_prompt=False, enable_thinking=value)
+        for n, i in enumerate(_assistant_turns(messages), start=1):
+            before = render(tokenizer, messages[:i], generation_prompt=False, enable_thinking=value)
+            prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=value)
+            user = messages[i - 1]["content"]
+            start = trained.index(user) + len(user)
+            header = trained[start : trained.index(messages[i]["content"], start)]
+            served = _THINK_BLOCK.findall(prompt[len(before) :]) if prompt.startswith(before) else []
+            seen = _THINK_BLOCK.findall(header)
+            if served != seen:
+                findings.append(
+                    Finding(
+                        "template.thinking",
+                        "error" if value == enable_thinking else "warning",
+                        f"enable_thinking={value}: assistant turn {n} is served with think block {served or 'none'} "
+                        f"but trained with {seen or 'none'}",
+                        f"served prompt adds {prompt[len(before) :]!r}; training has {header!r} before the answer",
+                    )
+                )
+    return findings
+
+
+def check_special_in_content(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[Finding]:
+    """Message text containing a special token's literal string forges a turn boundary when tokenized."""
+    specials = [t for t in dict.fromkeys(tokenizer.all_special_tokens) if t]
+    findings = []
+    for index, row in enumerate(rows):
+        for message in row.get("messages", []):
+            content = message.get("content")
+            if not isinstance(content, str):
+                continue
+            for special in specials:
+                position = content.find(special)
+                if position >= 0:
+                    findings.append(
+                        Finding(
+                            "template.special_in_content",
+                            "error",
+                            f"row {index}: a {message.get('role')} message contains the special token {special!r}; "
+                            "tokenized, it becomes a real turn boundary",
+                            mark(content, position),
+                        )
+                    )
+    return findings
+
+
+def audit_template(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    enable_thinking: bool = False,
+    generation_eos: list[int] | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> list[Finding]:
+    """Every template check on the tokenizer's chat template; a template that does not render stops there."""
+    if not tokenizer.chat_template:
+        return [Finding("template.render", "error", "the tokenizer has no chat template", "")]
+    messages, findings = probe_conversation(tokenizer)
+    findings += check_render(tokenizer, messages)
+    if any(f.check == "template.render" and f.severity == "error" for f in findings):
+        return findings
+    findings += check_whitespace(tokenizer, messages)
+    findings += check_generation_prompt(tokenizer, messages, enable_thinking)
+    findings += check_prefix(tokenizer, messages, enable_thinking)
+    findings += check_double_bos(tokenizer, messages)
+    findings += check_stop_token(tokenizer, messages, generation_eos)
+    findings += check_thinking(tokenizer, messages, enable_thinking)
+    findings += check_special_in_content(tokenizer, rows or [])
+    return findings

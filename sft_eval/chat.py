@@ -12,7 +12,10 @@ from sft_eval.recipe import FIXTURES_DIR
 TEMPLATES_DIR = FIXTURES_DIR / "templates"
 
 # Strings a template writes literally and a tokenizer must know as single special tokens.
-_SPECIAL_LITERAL = re.compile(r"<\|[A-Za-z0-9_]+\|>|<\｜[^>]*\｜>|\[/?INST\]|<start_of_turn>|<end_of_turn>")
+_SPECIAL_LITERAL = re.compile(
+    r"<\|[A-Za-z0-9_]+\|>|<\|[A-Za-z0-9_]+>|<[A-Za-z0-9_]+\|>"  # <|im_end|>, Gemma 4's <|turn> and <turn|>
+    r"|<\｜[^>]*\｜>|\[/?INST\]|<start_of_turn>|<end_of_turn>"
+)
 
 
 def shipped_templates() -> dict[str, Path]:

@@ -102,3 +102,23 @@ def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline,
     result = run_cli("train", "--recipe", str(path), "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "recipe asks at least 100%" in result.stdout
+
+
+def test_audit_of_the_lessons_fallback_template_reports_generation_prompt(sft_pipeline):
+    template = FIXTURES_DIR / "templates" / "lesson_fallback.jinja"
+    result = run_cli("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    assert result.returncode == 1, result.stderr
+    checks = {(f["check"], f["severity"]) for f in json.loads(result.stdout)["findings"]}
+    assert ("template.generation_prompt", "error") in checks
+
+
+def test_audit_of_chatml_has_no_error(sft_pipeline):
+    template = FIXTURES_DIR / "templates" / "chatml.jinja"
+    result = run_cli("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    assert result.returncode == 0, result.stderr
+    assert [f for f in json.loads(result.stdout)["findings"] if f["severity"] == "error"] == []
+
+
+def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline):
+    result = run_cli("audit", "--template", "no-such.jinja", "--sft-cache", str(sft_pipeline.cache.root))
+    assert_bad_input(result, "--template", "no-such.jinja")

@@ -159,6 +159,10 @@ def check_generation_prompt(
     before = render(tokenizer, messages[:i], generation_prompt=False, enable_thinking=enable_thinking)
     prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=enable_thinking)
     trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
+    content = messages[i]["content"]
+    cue_in_user_turn = trained.startswith(before) and not trained[len(before) :].split(content)[0].strip()
+    if prompt == before and cue_in_user_turn:  # Mistral's [/INST] closes the user turn: no header is needed
+        return []
     if prompt == before:
         return [
             Finding(
@@ -169,7 +173,6 @@ def check_generation_prompt(
                 f"prompt ends {prompt[-60:]!r}",
             )
         ]
-    content = messages[i]["content"]
     if not (prompt.startswith(before) and trained.startswith(before) and content in trained[len(before) :]):
         return []  # not prefix-shaped: template.prefix reports it with evidence
     added = prompt[len(before) :]

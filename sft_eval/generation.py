@@ -33,7 +33,7 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     """Tokens generation stops at: the tokenizer's eos and the model's generation_config eos ids."""
     configured = model.generation_config.eos_token_id
     configured = [configured] if isinstance(configured, int) else list(configured or [])
-    return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
+    return [t for t in dict.fromkeys([tokenizer.eos_token_id, *configured]) if t is not None]
 
 
 @torch.inference_mode()

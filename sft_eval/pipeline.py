@@ -60,6 +60,11 @@ class Pipeline:
 
     # -- build ------------------------------------------------------------------------------------------
     @functools.cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        """The recipe's training rows, read and validated once per pipeline."""
+        return load_sft_rows(self.recipe)
+
+    @functools.cached_property
     def _tokenizer_entry(self) -> tuple[Path | None, str]:
         """(cache folder or None, key) of the tokenizer; the tiny tokenizer is trained and cached."""
         source = self.recipe.model.tokenizer or self.recipe.model.base
@@ -75,8 +80,7 @@ class Pipeline:
         key = cache_key("tokenizer", inputs)
 
         def build(folder: Path) -> None:
-            rows = load_sft_rows(self.recipe)
-            texts = _corpus() + [m["content"] for row in rows for m in row.get("messages", [])]
+            texts = _corpus() + [m["content"] for row in self.rows for m in row.get("messages", [])]
             specials = special_literals(template)
             train_tokenizer(texts, template, specials, eos_token=end_of_turn(specials)).save_pretrained(folder)
 
@@ -135,7 +139,7 @@ class Pipeline:
 
         def build(folder: Path) -> None:
             model = self.load_base_model()
-            run = train_sft(self.recipe, model, self.tokenizer, load_sft_rows(self.recipe), str(folder / "trainer"))
+            run = train_sft(self.recipe, model, self.tokenizer, self.rows, str(folder / "trainer"))
             model.save_pretrained(folder / "model")
             self.tokenizer.save_pretrained(folder / "model")
             (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
@@ -203,7 +207,7 @@ def audit_findings(
         generation_eos = generation_eos_ids(tokenizer_dir)
         rows = None
     else:
-        tokenizer, rows = pipeline.tokenizer, load_sft_rows(recipe)
+        tokenizer, rows = pipeline.tokenizer, pipeline.rows
         generation_eos = generation_eos_ids(str(pipeline._base_entry[0]))
     if template:
         source = load_template(template, where="--template")

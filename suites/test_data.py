@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sft_eval.data import load_sft_rows
 from sft_eval.sanity import normalise
 
 
-def test_evaluation_questions_are_held_out(recipe, evaluation):
+def test_evaluation_questions_are_held_out(sft_pipeline, evaluation):
     trained = {
         normalise(m["content"])
-        for row in load_sft_rows(recipe)
+        for row in sft_pipeline.rows
         for m in row.get("messages", [{"role": "user", "content": row.get("prompt", "")}])
         if m["role"] == "user"
     }

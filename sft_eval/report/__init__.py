@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from sft_eval.cache import library_versions
-from sft_eval.data import dataset_table, load_sft_rows
+from sft_eval.data import dataset_table
 from sft_eval.pipeline import Pipeline
 from sft_eval.training import loss_drop
 
@@ -60,7 +60,7 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             "python": platform.python_version(),
             **pipeline.describe(),
         },
-        "data_preview": [list(r) for r in dataset_table(load_sft_rows(recipe), n=3).rows],
+        "data_preview": [list(r) for r in dataset_table(pipeline.rows, n=3).rows],
         "training": {
             "losses": run.losses(),
             "loss_drop": loss_drop(run) if len(run.losses()) > 1 else None,

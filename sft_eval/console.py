@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 
 def interactive() -> bool:
@@ -16,6 +17,8 @@ def configure_libraries() -> None:
     """Library chatter (deprecation notes, 'Setting pad_token_id') is not evidence; bars only for a person."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # e.g. "`gradient_checkpointing` is deprecated": the lesson's recipe key, still passed through as written
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     if not interactive():
         import datasets
         import transformers

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import Finding
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
+from sft_eval.audit.labels import audit_labels
 from sft_eval.cache import FixtureCache, cache_key, source_digest
 from sft_eval.chat import end_of_turn, load_template, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
@@ -183,6 +184,11 @@ class Pipeline:
             tuned_scores=[score(q, a) for q, a in zip(self.questions, tuned, strict=True)],
         )
 
+    @functools.cached_property
+    def findings(self) -> list[Finding]:
+        """The audit of the recipe (template, tokenizer, the trainer's labels), once per pipeline."""
+        return audit_findings(self)
+
     def describe(self) -> dict[str, Any]:
         """Where things came from, for the report and `--json` output."""
         return {
@@ -196,7 +202,8 @@ class Pipeline:
 def audit_findings(
     pipeline: Pipeline, *, template: str | None = None, tokenizer_dir: str | None = None
 ) -> list[Finding]:
-    """The audit of a recipe: its own tokenizer, template and rows; or a template file / tokenizer folder instead.
+    """The audit of a recipe: its own tokenizer, template and rows, and the labels its trainer builds from them;
+    or a template file / tokenizer folder instead (template and tokenizer checks only).
 
     A template file is audited with the recipe's tokenizer adapted to it (its special strings registered), so
     a template needs no tokenizer of its own; a tokenizer folder is audited with its own template.
@@ -215,7 +222,12 @@ def audit_findings(
             tokenizer_for_template(tokenizer, source) if not tokenizer_dir else _with_chat_template(tokenizer, source)
         )
         generation_eos, rows = None, None
-    return run_checks(tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos, rows=rows)
+    findings = run_checks(
+        tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos, rows=rows
+    )
+    if rows is not None and not any(f.check == "template.render" and f.severity == "error" for f in findings):
+        findings += audit_labels(recipe, pipeline.load_base_model(), tokenizer, rows)
+    return findings
 
 
 def _with_chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:

@@ -7,12 +7,9 @@ have is asserted as expected, with the reason, never skipped.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from sft_eval.chat import shipped_templates
-from sft_eval.pipeline import audit_findings
 
 TEMPLATES = ["recipe", *shipped_templates()]
 EXPECTED = {
@@ -21,16 +18,6 @@ EXPECTED = {
         "header, so the model continues the user's turn"
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def audit_of(sft_pipeline):
-    @functools.cache
-    def audit(name: str):
-        template = None if name == "recipe" else str(shipped_templates()[name])
-        return audit_findings(sft_pipeline, template=template)
-
-    return audit
 
 
 def assert_check(audit_of, name: str, check: str) -> None:

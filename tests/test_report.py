@@ -31,8 +31,24 @@ def test_report_has_each_question_with_base_and_tuned_side_by_side(tmp_path, con
     assert html.count('class="card"') == len(evaluation.questions)
     assert html.count('class="side base"') == html.count('class="side tuned"') == len(evaluation.questions)
     assert "1 failed" in html and "loss rose" in html
-    for section in ("verdict", "summary", "training", "answers", "data", "recipe"):
+    for section in ("verdict", "summary", "audit", "training", "answers", "data", "recipe"):
         assert f'<section id="{section}">' in html
+
+
+def test_audit_section_lists_findings_with_their_evidence(tmp_path, context):
+    with_finding = copy.deepcopy(context)
+    with_finding["audit"] = [
+        {
+            "check": "template.prefix",
+            "severity": "error",
+            "message": "served prompt differs",
+            "evidence": "'<|im_start|>assistant'⟦here⟧'\\n'",
+        }
+    ]
+    html = write_report(with_finding, tmp_path).read_text(encoding="utf-8")
+    section = html[html.index('<section id="audit">') : html.index('<section id="training">')]
+    assert "template.prefix" in section and "served prompt differs" in section and "⟦here⟧" in section
+    assert "&lt;|im_start|&gt;" in section
 
 
 def test_json_holds_the_same_data(tmp_path, context):

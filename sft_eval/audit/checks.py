@@ -46,6 +46,13 @@ def tokenizer_for_template(tokenizer: PreTrainedTokenizerBase, template: str) ->
     answer = EXCHANGES[1]["content"]
     after = text[text.index(answer) + len(answer) :].lstrip() if answer in text else ""
     closing = next((t for t in sorted(literals, key=len, reverse=True) if after.startswith(t)), None)
+    tag = _CLOSING_TAG.match(after)
+    if closing is None and tag:  # a closing token of its own shape: <seed:eos>, </assistant>, MiniMax's [e~[
+        closing = tag.group(0)
+        adapted.add_special_tokens({"additional_special_tokens": [closing]}, replace_extra_special_tokens=False)
     if closing:
         adapted.eos_token = closing
     return adapted
+
+
+_CLOSING_TAG = re.compile(r"<[^<>\s]{1,48}>|\[[^\[\]\s]{1,8}\[")

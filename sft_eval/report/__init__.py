@@ -60,6 +60,7 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             "python": platform.python_version(),
             **pipeline.describe(),
         },
+        "audit": [f.to_dict() for f in pipeline.findings],
         "data_preview": [list(r) for r in dataset_table(pipeline.rows, n=3).rows],
         "training": {
             "losses": run.losses(),

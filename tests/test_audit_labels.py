@@ -81,3 +81,9 @@ def test_labels_scope_counts_rows_the_trainer_drops(labels_of):
 
 def test_full_sequence_loss_skips_scope_but_still_checks_eos(labels_of):
     assert labels_of(recipe_with(assistant_only_loss=False)) == []
+
+
+def test_packed_recipes_are_reported_not_checked(sft_pipeline, tokenizer):
+    findings = audit_labels(recipe_with(packing=True), sft_pipeline.load_base_model(), tokenizer, ROWS)
+    assert [(f.check, f.severity) for f in findings] == [("labels.scope", "info")]
+    assert "packing" in findings[0].message

@@ -207,6 +207,15 @@ def audit_labels(
     recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
 ) -> list[Finding]:
     """`labels.eos` and `labels.scope` on the recipe trainer's own batch."""
+    if recipe.sft.get("packing"):
+        return [
+            Finding(
+                "labels.scope",
+                "info",
+                "sft.packing is on: rows are packed into blocks, so per-row label checks were not run",
+                "set packing = false for an audit run to check every row's labels",
+            )
+        ]
     batch = trainer_batch(recipe, model, tokenizer, rows)
     sampled = f" (first {AUDIT_ROWS} of {len(rows)} rows)" if len(rows) > AUDIT_ROWS else ""
     findings = check_eos(batch, tokenizer) + check_scope(batch, tokenizer, rows)

@@ -24,7 +24,7 @@ from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.generation import Answer, generate
 from sft_eval.models import generation_eos_ids, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
-from sft_eval.sanity import Score, Summary, score, summarise
+from sft_eval.sanity import PairedDifference, Score, Summary, compare, score, summarise
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
 from sft_eval.training import TrainingRun, train_sft
 
@@ -50,6 +50,10 @@ class Evaluation:
     @property
     def tuned_summary(self) -> Summary:
         return summarise(self.tuned_scores)
+
+    def comparison(self) -> list[PairedDifference]:
+        """Tuned minus base per metric, with a paired bootstrap interval over the questions."""
+        return compare(self.base_scores, self.tuned_scores)
 
 
 class Pipeline:
@@ -173,6 +177,10 @@ class Pipeline:
             batch_size=settings.batch_size,
         )
 
+    def _score(self, question: Question, answer: Answer) -> Score:
+        specials = [t for t in self.tokenizer.all_special_tokens if t]
+        return score(question, answer, specials, enable_thinking=self.recipe.eval.enable_thinking)
+
     @functools.cached_property
     def evaluation(self) -> Evaluation:
         base, tuned = self.answers(self.base_model), self.answers(self.tuned_model)
@@ -180,8 +188,8 @@ class Pipeline:
             questions=self.questions,
             base=base,
             tuned=tuned,
-            base_scores=[score(q, a) for q, a in zip(self.questions, base, strict=True)],
-            tuned_scores=[score(q, a) for q, a in zip(self.questions, tuned, strict=True)],
+            base_scores=[self._score(q, a) for q, a in zip(self.questions, base, strict=True)],
+            tuned_scores=[self._score(q, a) for q, a in zip(self.questions, tuned, strict=True)],
         )
 
     @functools.cached_property

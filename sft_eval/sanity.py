@@ -1,18 +1,58 @@
-"""Response sanity: turn "looks reasonable" into numbers a suite can hold a threshold against."""
+"""Response sanity: turn "looks reasonable, sometimes repetitive" into numbers a suite can hold a threshold against."""
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from sft_eval.data import Question
 from sft_eval.generation import Answer
 
+# Template scaffolding that must never reach the text a user reads.
+_ROLE_HEADER = re.compile(r"(?im)^\s*(system|user|assistant|human|model)\s*:|<\|?(im_start|im_end|eot_id|end)\|?>")
+_THINK = re.compile(r"</?think>")
+
 
 def normalise(text: str) -> str:
     """Lower case, punctuation dropped, whitespace collapsed: `"Paris."` matches `"paris"`."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def repetition(text: str, n: int = 3) -> float:
+    """Share of the answer's words that repeat an n-gram already said earlier in it (0 = none, ~1 = a loop)."""
+    words = text.split()
+    seen: set[tuple[str, ...]] = set()
+    repeated = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            repeated[i : i + n] = [True] * n
+        seen.add(gram)
+    return sum(repeated) / len(words) if words else 0.0
+
+
+def distinct(text: str, n: int = 2) -> float:
+    """distinct-n: unique word n-grams over all n-grams (1 = no n-gram twice)."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def leaks(answer: Answer, specials: Sequence[str], enable_thinking: bool = False) -> list[str]:
+    """Special tokens, role headers or (with thinking off) think tags in the answer, before its stop token."""
+    body = answer.raw
+    for stop in specials:  # the stop token that ended the answer is not a leak
+        if body.endswith(stop):
+            body = body[: -len(stop)]
+            break
+    found = [s for s in specials if s and s in body]
+    found += [m.group(0).strip() for m in _ROLE_HEADER.finditer(answer.text)]
+    if not enable_thinking:
+        found += _THINK.findall(answer.text)
+    return list(dict.fromkeys(found))
 
 
 @dataclass(frozen=True)
@@ -23,12 +63,16 @@ class Score:
     matched: bool | None  # None: the question has no expected answer
     stopped_at_eos: bool
     empty: bool
+    new_tokens: int
+    repetition: float
+    distinct_2: float
+    leaks: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def score(question: Question, answer: Answer) -> Score:
+def score(question: Question, answer: Answer, specials: Sequence[str] = (), enable_thinking: bool = False) -> Score:
     matched = None if question.expected is None else normalise(answer.text) == normalise(question.expected)
     return Score(
         question=question.question,
@@ -37,6 +81,10 @@ def score(question: Question, answer: Answer) -> Score:
         matched=matched,
         stopped_at_eos=answer.stop_reason == "eos",
         empty=not answer.text.strip(),
+        new_tokens=answer.new_tokens,
+        repetition=repetition(answer.text),
+        distinct_2=distinct(answer.text),
+        leaks=leaks(answer, specials, enable_thinking),
     )
 
 
@@ -46,9 +94,16 @@ class Summary:
     checkable: int
     match_rate: float | None  # share of checkable answers that match exactly (normalised)
     eos_stop_rate: float  # share of answers that ended with the end-of-turn token
+    mean_new_tokens: float
+    mean_repetition: float
+    leak_rate: float  # share of answers with leaked special tokens or template markers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def summarise(scores: list[Score]) -> Summary:
@@ -56,6 +111,64 @@ def summarise(scores: list[Score]) -> Summary:
     return Summary(
         answers=len(scores),
         checkable=len(checkable),
-        match_rate=sum(bool(s.matched) for s in checkable) / len(checkable) if checkable else None,
-        eos_stop_rate=sum(s.stopped_at_eos for s in scores) / len(scores) if scores else 0.0,
+        match_rate=_mean([float(bool(s.matched)) for s in checkable]) if checkable else None,
+        eos_stop_rate=_mean([float(s.stopped_at_eos) for s in scores]),
+        mean_new_tokens=_mean([float(s.new_tokens) for s in scores]),
+        mean_repetition=_mean([s.repetition for s in scores]),
+        leak_rate=_mean([float(bool(s.leaks)) for s in scores]),
     )
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """tuned - base, averaged over questions, with a bootstrap interval over the same questions."""
+
+    metric: str
+    base: float
+    tuned: float
+    difference: float
+    low: float
+    high: float
+    questions: int
+
+    @property
+    def beyond_noise(self) -> bool:
+        """The interval excludes zero: the change is more than the luck of which questions were asked."""
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"beyond_noise": self.beyond_noise}
+
+
+def paired_bootstrap(
+    metric: str,
+    base: Sequence[float],
+    tuned: Sequence[float],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedDifference:
+    """Percentile bootstrap of the mean paired difference, resampling questions (pairs stay together)."""
+    pairs = list(zip(base, tuned, strict=True))
+    diffs = [t - b for b, t in pairs]
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(_mean([diffs[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)) if n else [0.0]
+    tail = (1 - confidence) / 2
+    low = means[int(tail * (len(means) - 1))]
+    high = means[int((1 - tail) * (len(means) - 1))]
+    return PairedDifference(metric, _mean(base), _mean(tuned), _mean(diffs), low, high, n)
+
+
+def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:
+    """Base vs tuned on each summary metric, paired per question."""
+    checkable = [(b, t) for b, t in zip(base, tuned, strict=True) if b.matched is not None]
+    rows = [
+        ("exact match", [float(bool(b.matched)) for b, _ in checkable], [float(bool(t.matched)) for _, t in checkable]),
+        ("ends at end-of-turn", [float(s.stopped_at_eos) for s in base], [float(s.stopped_at_eos) for s in tuned]),
+        ("new tokens", [float(s.new_tokens) for s in base], [float(s.new_tokens) for s in tuned]),
+        ("repetition", [s.repetition for s in base], [s.repetition for s in tuned]),
+        ("leaks", [float(bool(s.leaks)) for s in base], [float(bool(s.leaks)) for s in tuned]),
+    ]
+    return [paired_bootstrap(name, b, t) for name, b, t in rows if b]

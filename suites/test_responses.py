@@ -37,3 +37,18 @@ def test_base_model_does_not_stop_like_a_chat_model(evaluation, recipe, tokenize
         f"base model ended {summary.eos_stop_rate:.0%} of answers with {tokenizer.eos_token!r}; "
         f"a base model should do so on at most {recipe.thresholds.max_base_eos_stop_rate:.0%}"
     )
+
+
+def test_tuned_answers_do_not_loop(evaluation, recipe):
+    looping = [s for s in evaluation.tuned_scores if s.repetition > recipe.thresholds.max_repetition]
+    assert not looping, (
+        f"{len(looping)} tuned answers repeat more than {recipe.thresholds.max_repetition:.0%}: "
+        + "; ".join(f"{s.question!r}: {s.repetition:.0%} in {s.answer[:60]!r}" for s in looping[:5])
+    )
+
+
+def test_tuned_answers_leak_no_special_tokens_or_template_markers(evaluation):
+    leaking = [s for s in evaluation.tuned_scores if s.leaks]
+    assert not leaking, "tuned answers leak template markers: " + "; ".join(
+        f"{s.question!r}: {s.leaks} in {s.answer[:60]!r}" for s in leaking[:5]
+    )

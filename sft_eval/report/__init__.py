@@ -7,6 +7,8 @@ time: styles and the loss curve are inline.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
 import platform
@@ -37,8 +39,9 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             "question": q.question,
             "expected": q.expected,
             "kind": q.kind,
-            "base": b.to_dict() | {"matched": bs.matched},
-            "tuned": t.to_dict() | {"matched": ts.matched},
+            "base": _side(b, bs),
+            "tuned": _side(t, ts),
+            "diff": word_diff(b.text, t.text),
         }
         for q, b, t, bs, ts in zip(
             evaluation.questions,
@@ -58,6 +61,7 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             **library_versions(),
             "jinja2": version("jinja2"),
             "python": platform.python_version(),
+            "seed": recipe.seed,
             **pipeline.describe(),
         },
         "audit": [f.to_dict() for f in pipeline.findings],
@@ -71,8 +75,34 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             "adjustments": run.adjustments,
         },
         "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},
+        "comparison": [d.to_dict() for d in evaluation.comparison()],
+        "thresholds": dataclasses.asdict(recipe.thresholds),
         "cards": cards,
     }
+
+
+def _side(answer: Any, score: Any) -> dict[str, Any]:
+    """One side of a question card: the answer and the badges a reviewer scans."""
+    return answer.to_dict() | {
+        "matched": score.matched,
+        "repetition": score.repetition,
+        "leaks": score.leaks,
+    }
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str]]:
+    """(op, words) runs from `before` to `after`: op is "same", "del" or "ins" (difflib on words)."""
+    a, b = before.split(), after.split()
+    runs: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            runs.append(("same", " ".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            runs.append(("del", " ".join(a[i1:i2])))
+        if j2 > j1:
+            runs.append(("ins", " ".join(b[j1:j2])))
+    return runs
 
 
 def loss_curve_svg(losses: list[list[float]] | list[tuple[int, float]], width: int = 560, height: int = 220) -> str:

@@ -76,3 +76,37 @@ def test_loss_curve_is_inline_svg_with_labelled_axes(tmp_path, context):
     html = (write_report(context, tmp_path)).read_text(encoding="utf-8")
     assert "<svg" in html and "optimizer step" in html and "training loss" in html
     assert (tmp_path / HTML_NAME).exists()
+
+
+def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline):
+    """A real second pytest process, in another folder, through the plugin's hooks: one pass, one deliberate fail."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_user.py").write_text(
+        "def test_ok(evaluation):\n    assert evaluation.tuned\n\n"
+        "def test_bad(evaluation):\n    assert False, 'deliberately failing check'\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_user.py",
+            f"--sft-cache={sft_pipeline.cache.root}",
+            f"--report-dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert f"report: {tmp_path / 'out' / 'sft_report.html'}" in result.stdout
+    outcomes = json.loads((tmp_path / "out" / JSON_NAME).read_text(encoding="utf-8"))["outcomes"]
+    assert (outcomes["passed"], outcomes["failed"]) == (1, 1)
+    assert "deliberately failing check" in outcomes["failures"][0]["message"]

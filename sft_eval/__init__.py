@@ -1,24 +1,29 @@
 """sft-eval: check a supervised fine-tuning run before and after it happens.
 
 The lesson's helpers are here as library functions that return data (printing is the caller's choice).
+They are imported on first use, so `sft-eval plan` and the recipe loader start without torch.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-from sft_eval.data import dataset_table
-from sft_eval.errors import SftEvalError
-from sft_eval.generation import ask, generate_response
-from sft_eval.models import load_model_and_tokenizer
-from sft_eval.recipe import Recipe, load_recipe
+__version__ = "0.3.0"  # part of every cache key: bump when a cached artifact changes shape
 
-__all__ = [
-    "Recipe",
-    "SftEvalError",
-    "ask",
-    "dataset_table",
-    "generate_response",
-    "load_model_and_tokenizer",
-    "load_recipe",
-]
+_EXPORTS = {
+    "Recipe": "sft_eval.recipe",
+    "SftEvalError": "sft_eval.errors",
+    "ask": "sft_eval.generation",
+    "dataset_table": "sft_eval.data",
+    "generate_response": "sft_eval.generation",
+    "load_model_and_tokenizer": "sft_eval.models",
+    "load_recipe": "sft_eval.recipe",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sft_eval' has no attribute {name!r}")

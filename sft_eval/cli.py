@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit = with_recipe("audit", "check the chat template, tokenizer pad/eos settings and data before training")
     audit.add_argument("--template", metavar="FILE", help="audit this .jinja template instead of the recipe's")
     audit.add_argument("--tokenizer", metavar="DIR", help="audit this tokenizer folder (offline) instead")
+    plan = sub.add_parser("plan", help="batch plan arithmetic", description="effective batch, micro-batches, steps")
+    plan.add_argument("--rows", type=int, required=True, metavar="N", help="training rows after preparation")
+    plan.add_argument("--per-device-batch", type=int, required=True, metavar="B")
+    plan.add_argument("--grad-accum", type=int, required=True, metavar="G")
+    plan.add_argument("--world-size", type=int, default=1, metavar="W", help="processes (default 1)")
+    span = plan.add_mutually_exclusive_group()
+    span.add_argument("--epochs", type=float, default=1.0, metavar="E", help="epochs (default 1)")
+    span.add_argument("--max-steps", type=int, default=None, metavar="S", help="optimizer steps (overrides epochs)")
+    plan.add_argument("--drop-last", action="store_true", help="the dataloader drops an incomplete last batch")
+    plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged")
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
@@ -81,6 +91,38 @@ def _audit(args: argparse.Namespace) -> int:
     return EXIT_FAILED if has_errors(findings) else EXIT_OK
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from sft_eval.plan import plan_batches
+
+    plan = plan_batches(
+        args.rows,
+        args.per_device_batch,
+        args.grad_accum,
+        args.world_size,
+        epochs=None if args.max_steps is not None else args.epochs,
+        max_steps=args.max_steps,
+        drop_last=args.drop_last,
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict()))
+    else:
+        print(
+            f"effective batch {plan.effective_batch} = {plan.per_device_batch} per device x {plan.world_size} "
+            f"process(es) x {plan.grad_accum} accumulation"
+        )
+        print(
+            f"{plan.micro_batches_per_rank} micro-batches per rank per epoch -> {plan.steps_per_epoch} optimizer "
+            f"steps per epoch, {plan.optimizer_steps} in all"
+        )
+        if plan.last_step_micro_batches != plan.grad_accum:
+            print(
+                f"an epoch's last step accumulates {plan.last_step_micro_batches} micro-batch(es), not "
+                f"{plan.grad_accum}: it sees {plan.last_step_micro_batches * plan.per_device_batch * plan.world_size} "
+                "sequences at most"
+            )
+    return EXIT_OK
+
+
 def _train(args: argparse.Namespace) -> int:
     from sft_eval.training import loss_drop
 
@@ -116,7 +158,7 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"audit": _audit, "train": _train, "report": _report}
+_COMMANDS = {"audit": _audit, "plan": _plan, "train": _train, "report": _report}
 
 
 if __name__ == "__main__":

@@ -7,16 +7,18 @@ unless the recipe asks for it (TRL defaults it on). Every such choice is recorde
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
+from sft_eval.plan import BatchPlan, plan_batches
 from sft_eval.recipe import Recipe
 
 
@@ -32,6 +34,22 @@ class TrainingRun:
     train_runtime_s: float
     sft_config: dict[str, Any]
     adjustments: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # StepRecorder's records, one per optimizer step
+    world_size: int = 1
+
+    def plan(self) -> BatchPlan:
+        """The batch plan for this run's prepared rows and settings, to hold its record against."""
+        config = self.sft_config
+        max_steps = config.get("max_steps", -1)
+        return plan_batches(
+            self.train_rows,
+            config["per_device_train_batch_size"],
+            config["gradient_accumulation_steps"],
+            self.world_size,
+            epochs=None if max_steps > 0 else config["num_train_epochs"],
+            max_steps=max_steps if max_steps > 0 else None,
+            drop_last=config.get("dataloader_drop_last", False),
+        )
 
     def losses(self) -> list[tuple[int, float]]:
         """(step, training loss) for each logging window, in order."""
@@ -45,6 +63,72 @@ class TrainingRun:
         return cls(**data)
 
 
+_ALWAYS_RECORDED = (
+    "seed",
+    "bf16",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "logging_steps",
+    "dataloader_drop_last",
+)
+
+
+class StepRecorder(TrainerCallback):
+    """Records, per optimizer step and per rank, what the trainer really did.
+
+    It sees each micro-batch where the trainer computes its loss (it wraps `trainer.compute_loss`): sequences,
+    trainable label tokens (shifted, as the loss counts them), the `num_items_in_batch` the trainer normalised
+    by, and the loss; the learning rate and grad norm come from the trainer's log at logging steps.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self._micro: list[dict[str, Any]] = []
+
+    def attach(self, trainer: Any) -> None:
+        compute_loss = trainer.compute_loss
+
+        def observed(model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None):
+            result = compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            loss = result[0] if return_outputs else result
+            labels = inputs["labels"]
+            self._micro.append(
+                {
+                    "sequences": int(labels.shape[0]),
+                    "label_tokens": int((labels[..., 1:] != -100).sum()),
+                    "num_items_in_batch": None if num_items_in_batch is None else int(num_items_in_batch),
+                    "loss": float(loss.detach()),
+                }
+            )
+            return result
+
+        trainer.compute_loss = observed
+        trainer.add_callback(self)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        micro, self._micro = self._micro, []
+        self.steps.append(
+            {
+                "step": state.global_step,
+                "rank": args.process_index,
+                "micro_batches": len(micro),
+                "sequences": sum(m["sequences"] for m in micro),
+                "label_tokens": sum(m["label_tokens"] for m in micro),
+                "num_items_in_batch": micro[0]["num_items_in_batch"] if micro else None,
+                "loss": sum(m["loss"] for m in micro),  # what the step's gradients come from
+            }
+        )
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and self.steps and self.steps[-1]["step"] == state.global_step:
+            for key in ("grad_norm", "learning_rate"):
+                if key in logs:
+                    self.steps[-1][key] = float(logs[key])
+
+
 def loss_drop(run: TrainingRun) -> float:
     """Fraction by which the last logging window's loss is below the first's (0.5 = halved)."""
     losses = run.losses()
@@ -55,6 +139,25 @@ def loss_drop(run: TrainingRun) -> float:
         )
     first, last = losses[0][1], losses[-1][1]
     return (first - last) / first
+
+
+def loss_problems(run: TrainingRun, min_loss_drop: float) -> list[str]:
+    """Non-finite losses or grad norms, and a last logging window not `min_loss_drop` below the first."""
+    problems = [f"step {s}: loss {v}" for s, v in run.losses() if not math.isfinite(v)]
+    problems += [
+        f"step {e['step']}: grad norm {e['grad_norm']}"
+        for e in run.log_history
+        if "grad_norm" in e and not math.isfinite(float(e["grad_norm"]))
+    ]
+    if not problems:
+        drop = loss_drop(run)
+        if drop < min_loss_drop:
+            first, last = run.losses()[0], run.losses()[-1]
+            problems.append(
+                f"loss {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]}): a {drop:.0%} drop, "
+                f"below {min_loss_drop:.0%}"
+            )
+    return problems
 
 
 def sft_config(recipe: Recipe, output_dir: str) -> tuple[Any, list[str]]:
@@ -98,6 +201,8 @@ def train_sft(
     )
     if config.disable_tqdm:  # without bars the Trainer prints every log dict instead; the run records them anyway
         trainer.remove_callback(PrinterCallback)
+    recorder = StepRecorder()
+    recorder.attach(trainer)
     result = trainer.train()
     model.eval()
     state = trainer.state
@@ -108,6 +213,8 @@ def train_sft(
         num_train_epochs=float(config.num_train_epochs),
         train_rows=len(trainer.train_dataset),
         train_runtime_s=float(result.metrics.get("train_runtime", 0.0)),
-        sft_config={k: v for k, v in config.to_dict().items() if k in recipe.sft or k in ("seed", "bf16")},
+        sft_config={k: v for k, v in config.to_dict().items() if k in recipe.sft or k in _ALWAYS_RECORDED},
+        world_size=config.world_size,
         adjustments=adjustments,
+        steps=recorder.steps,
     )

@@ -1,21 +1,111 @@
-"""Did SFT train? The lesson reads the loss by eye; here the recipe's threshold decides."""
+"""Did SFT train, and did the trainer do what the batch plan says? The lesson reads this by eye.
+
+The plan-vs-measured grid runs short SFT runs of the recipe's own model, tokenizer and rows with other batch
+settings (the lesson's 100 rows at 1 x 8 among them) and compares the StepRecorder's record with the plan.
+Each check also meets a deliberately broken case, so it is shown able to fail.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from types import MappingProxyType
 
-from sft_eval.training import loss_drop
+import pytest
+
+from sft_eval.plan import plan_batches, plan_mismatches
+from sft_eval.training import TrainingRun, loss_problems, train_sft
 
 
-def test_loss_is_finite(training_run):
-    bad = [(step, loss) for step, loss in training_run.losses() if not math.isfinite(loss)]
-    assert not bad, f"non-finite training loss at (step, loss) {bad}"
+def test_loss_and_grad_norm_are_finite_and_the_loss_fell(training_run, recipe):
+    problems = loss_problems(training_run, recipe.thresholds.min_loss_drop)
+    assert not problems, "; ".join(problems)
 
 
-def test_loss_fell_by_recipe_threshold(training_run, recipe):
-    losses = training_run.losses()
-    drop = loss_drop(training_run)
-    assert drop >= recipe.thresholds.min_loss_drop, (
-        f"loss went {losses[0][1]:.3f} (step {losses[0][0]}) -> {losses[-1][1]:.3f} (step {losses[-1][0]}), "
-        f"a {drop:.0%} drop; the recipe asks for at least {recipe.thresholds.min_loss_drop:.0%}"
+@pytest.fixture(scope="session")
+def short_run(sft_pipeline, tmp_path_factory):
+    """A short SFT run of the recipe with other settings: (rows, sft overrides) -> TrainingRun, memoised."""
+    runs: dict[tuple, TrainingRun] = {}
+
+    def run(rows: int, **sft) -> TrainingRun:
+        key = (rows, tuple(sorted(sft.items())))
+        if key not in runs:
+            settings = {**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **sft}
+            recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
+            out = tmp_path_factory.mktemp("short-run")
+            runs[key] = train_sft(
+                recipe, sft_pipeline.load_base_model(), sft_pipeline.tokenizer, sft_pipeline.rows[:rows], str(out)
+            )
+        return runs[key]
+
+    return run
+
+
+GRID = [
+    (100, 1, 8, {"num_train_epochs": 1}),  # the lesson: 100 rows, 1 x 8 -> 13 steps, the last one with 4 rows
+    (37, 2, 4, {"num_train_epochs": 1}),  # uneven: a half batch and a short last step
+    (24, 4, 1, {"num_train_epochs": 2}),
+    (17, 1, 3, {"num_train_epochs": 1.5}),  # fractional epochs round the steps up
+    (30, 3, 4, {"max_steps": 2}),
+]
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch", "accum", "span"),
+    GRID,
+    ids=["lesson-100x1x8", "37x2x4", "24x4x1-2ep", "17x1x3-1.5ep", "30x3x4-max2"],
+)
+def test_plan_matches_what_the_trainer_did(short_run, rows, batch, accum, span):
+    run = short_run(rows, per_device_train_batch_size=batch, gradient_accumulation_steps=accum, **span)
+    plan = plan_batches(
+        run.train_rows, batch, accum, epochs=span.get("num_train_epochs"), max_steps=span.get("max_steps")
     )
+    problems = plan_mismatches(plan, run.steps, run.max_steps)
+    assert not problems, "; ".join(problems)
+    assert all(s["num_items_in_batch"] == s["label_tokens"] for s in run.steps), "num_items_in_batch != labels"
+
+
+def test_the_lessons_run_is_13_steps_and_the_last_sees_4_rows(short_run):
+    run = short_run(100, per_device_train_batch_size=1, gradient_accumulation_steps=8, num_train_epochs=1)
+    assert run.global_step == 13 and [s["sequences"] for s in run.steps] == [8] * 12 + [4]
+
+
+def test_a_floor_based_plan_is_caught(short_run):
+    """The historic bug: floor(100 / 8) = 12 steps. The comparison must notice the 13th."""
+    run = short_run(100, per_device_train_batch_size=1, gradient_accumulation_steps=8, num_train_epochs=1)
+    plan = plan_batches(run.train_rows, 1, 8)
+    floor_plan = dataclasses.replace(plan, optimizer_steps=math.floor(100 / 8), steps_per_epoch=12)
+    assert plan_mismatches(floor_plan, run.steps, run.max_steps)
+
+
+def test_an_absurd_learning_rate_fails_the_loss_check(short_run, recipe):
+    run = short_run(
+        48,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        num_train_epochs=2,
+        learning_rate=50.0,
+        lr_scheduler_type="constant",
+    )
+    assert loss_problems(run, recipe.thresholds.min_loss_drop), [loss for _, loss in run.losses()]
+
+
+def test_same_recipe_and_seed_give_the_same_loss_trajectory(sft_pipeline, short_run, tmp_path):
+    settings = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "num_train_epochs": 1}
+    first = short_run(40, **settings)
+    recipe = dataclasses.replace(
+        sft_pipeline.recipe,
+        sft=MappingProxyType({**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **settings}),
+    )
+    again = train_sft(
+        recipe, sft_pipeline.load_base_model(), sft_pipeline.tokenizer, sft_pipeline.rows[:40], str(tmp_path)
+    )
+    assert [s["loss"] for s in again.steps] == [s["loss"] for s in first.steps]
+
+
+def test_another_seed_gives_another_trajectory(short_run):
+    """The determinism check can fail: a different data order shows up in the losses."""
+    settings = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "num_train_epochs": 1}
+    assert [s["loss"] for s in short_run(40, seed=1, data_seed=1, **settings).steps] != [
+        s["loss"] for s in short_run(40, **settings).steps
+    ]

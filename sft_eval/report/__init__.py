@@ -23,6 +23,7 @@ from markupsafe import Markup
 from sft_eval.cache import library_versions
 from sft_eval.data import dataset_table
 from sft_eval.pipeline import Pipeline
+from sft_eval.plan import plan_mismatches
 from sft_eval.training import loss_drop
 
 HTML_NAME = "sft_report.html"
@@ -73,6 +74,9 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             "train_rows": run.train_rows,
             "train_runtime_s": run.train_runtime_s,
             "adjustments": run.adjustments,
+            "plan": run.plan().to_dict(),
+            "plan_mismatches": plan_mismatches(run.plan(), run.steps, run.max_steps),
+            "steps": run.steps,
         },
         "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},
         "comparison": [d.to_dict() for d in evaluation.comparison()],

@@ -8,6 +8,7 @@ unless the recipe asks for it (TRL defaults it on). Every such choice is recorde
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -166,11 +167,16 @@ def sft_config(recipe: Recipe, output_dir: str) -> tuple[Any, list[str]]:
 
     values = dict(recipe.sft)
     adjustments = []
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not torch.cuda.is_available():
         values["use_cpu"] = True
         if "bf16" not in values:
             values["bf16"] = False
             adjustments.append("no GPU: bf16 mixed precision off (TRL's default is on; set sft.bf16 to choose)")
+        if distributed:
+            values.setdefault("ddp_backend", "gloo")  # torchrun on CPU: NCCL needs GPUs
+    if distributed:
+        values.setdefault("ddp_find_unused_parameters", False)  # a decoder uses every parameter
     values.setdefault("seed", recipe.seed)
     values.setdefault("data_seed", recipe.seed)
     values.setdefault("disable_tqdm", not interactive())

@@ -14,31 +14,12 @@ from types import MappingProxyType
 import pytest
 
 from sft_eval.plan import plan_batches, plan_mismatches
-from sft_eval.training import TrainingRun, loss_problems, train_sft
+from sft_eval.training import loss_problems, train_sft
 
 
 def test_loss_and_grad_norm_are_finite_and_the_loss_fell(training_run, recipe):
     problems = loss_problems(training_run, recipe.thresholds.min_loss_drop)
     assert not problems, "; ".join(problems)
-
-
-@pytest.fixture(scope="session")
-def short_run(sft_pipeline, tmp_path_factory):
-    """A short SFT run of the recipe with other settings: (rows, sft overrides) -> TrainingRun, memoised."""
-    runs: dict[tuple, TrainingRun] = {}
-
-    def run(rows: int, **sft) -> TrainingRun:
-        key = (rows, tuple(sorted(sft.items())))
-        if key not in runs:
-            settings = {**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **sft}
-            recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
-            out = tmp_path_factory.mktemp("short-run")
-            runs[key] = train_sft(
-                recipe, sft_pipeline.load_base_model(), sft_pipeline.tokenizer, sft_pipeline.rows[:rows], str(out)
-            )
-        return runs[key]
-
-    return run
 
 
 GRID = [

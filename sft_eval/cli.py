@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--drop-last", action="store_true", help="the dataloader drops an incomplete last batch")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged")
+    with_recipe("bench", "generation speed: the lesson's loop vs the batched engine vs a raw KV-cache loop")
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
     return parser
@@ -150,6 +151,29 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK if held else EXIT_FAILED
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from sft_eval.bench import bench_prompts, measure_speed
+
+    pipeline = _pipeline(args)
+    prompts = bench_prompts([q.question for q in pipeline.questions])
+    budget = pipeline.recipe.eval.max_new_tokens
+    tuned = measure_speed(pipeline.tuned_model, pipeline.tokenizer, prompts, max_new_tokens=budget)
+    base = measure_speed(pipeline.base_model, pipeline.tokenizer, prompts, max_new_tokens=budget)
+    if args.json:  # the tuned model's figures at the top level (the contract), the base model's beside them
+        print(json.dumps({**tuned.to_dict(), "model": "tuned", "base": base.to_dict()}))
+    else:
+        for name, result in (("tuned", tuned), ("base", base)):
+            print(f"{name}: {result.prompts} prompts, {result.new_tokens} new tokens (greedy)")
+            print(f"  one at a time  {result.loop_tokens_per_s:9.0f} tokens/s")
+            print(f"  batched        {result.batched_tokens_per_s:9.0f} tokens/s  ({result.speedup:.1f}x the loop)")
+            print(
+                f"  raw KV floor   {result.raw_floor_tokens_per_s:9.0f} tokens/s  "
+                f"(engine at {result.engine_to_floor:.0%} of it)"
+            )
+            print(f"  identical greedy answers: {result.identical_outputs}")
+    return EXIT_OK if tuned.identical_outputs and base.identical_outputs else EXIT_FAILED
+
+
 def _report(args: argparse.Namespace) -> int:
     from sft_eval.report import build_context, write_report
 
@@ -158,7 +182,7 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"audit": _audit, "plan": _plan, "train": _train, "report": _report}
+_COMMANDS = {"audit": _audit, "plan": _plan, "train": _train, "bench": _bench, "report": _report}
 
 
 if __name__ == "__main__":

@@ -37,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fixture cache folder (default: $SFT_EVAL_CACHE or ~/.cache/sft-eval)",
     )
     group.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the recipe's golden outputs (<recipe folder>/../golden/<name>.json) with the current answers",
+    )
+    group.addoption(
         "--device",
         metavar="DEVICE",
         default="auto",

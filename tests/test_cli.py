@@ -122,3 +122,13 @@ def test_audit_of_chatml_has_no_error(sft_pipeline):
 def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline):
     result = run_cli("audit", "--template", "no-such.jinja", "--sft-cache", str(sft_pipeline.cache.root))
     assert_bad_input(result, "--template", "no-such.jinja")
+
+
+@pytest.mark.usefixtures("tuned_model")
+def test_bench_json_contract(sft_pipeline):
+    result = run_cli("bench", "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("loop_tokens_per_s", "batched_tokens_per_s", "speedup", "raw_floor_tokens_per_s"):
+        assert data[key] > 0 and data["base"][key] > 0
+    assert data["identical_outputs"] is True and data["base"]["identical_outputs"] is True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sft_eval import ask, generate_response, load_model_and_tokenizer
+from sft_eval.chat import conversation, render_prompt
+from sft_eval.generation import raw_greedy
 from sft_eval.models import LESSON_FALLBACK_TEMPLATE
 
 
@@ -54,3 +56,35 @@ def test_loader_reports_nothing_for_a_complete_checkpoint(tmp_path, sft_pipeline
     sft_pipeline.tuned_model.save_pretrained(tmp_path)
     sft_pipeline.tokenizer.save_pretrained(tmp_path)
     assert load_model_and_tokenizer(str(tmp_path), device="cpu").changes == []
+
+
+def test_raw_kv_cache_loop_gives_the_engines_tokens(tuned_model, tokenizer, evaluation):
+    questions = [q.question for q in evaluation.questions]
+    assert raw_greedy(tuned_model, tokenizer, questions, max_new_tokens=20) == [
+        a.token_ids for a in ask(tuned_model, tokenizer, questions, max_new_tokens=20)
+    ]
+
+
+def test_right_padding_changes_greedy_answers(tuned_model, tokenizer, evaluation):
+    """The broken variant the batched engine avoids: pads between prompt and answer change what is generated."""
+    questions = [q.question for q in evaluation.questions[:12]]
+    single = [a.token_ids for a in ask(tuned_model, tokenizer, questions, max_new_tokens=12)]
+    prompts = [render_prompt(tokenizer, conversation(q)) for q in questions]
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    output = tuned_model.generate(
+        **batch,
+        max_new_tokens=12,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    stops = {tokenizer.eos_token_id}
+    right = []
+    for row in output[:, batch["input_ids"].shape[1] :].tolist():
+        end = next((k for k, t in enumerate(row) if t in stops), len(row) - 1)
+        right.append(row[: end + 1])
+    assert right != single

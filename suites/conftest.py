@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import shutil
 from types import MappingProxyType
 
 import pytest
 
+from sft_eval.cache import cache_key
 from sft_eval.chat import shipped_templates
 from sft_eval.pipeline import audit_findings
 from sft_eval.training import TrainingRun, train_sft
@@ -27,19 +30,40 @@ def audit_of(sft_pipeline):
 
 
 @pytest.fixture(scope="session")
-def short_run(sft_pipeline, tmp_path_factory):
-    """A short SFT run of the recipe with other settings: (rows, sft overrides) -> TrainingRun, memoised."""
-    runs: dict[tuple, TrainingRun] = {}
+def cached(sft_pipeline):
+    """`cached(stage, inputs, build)`: a folder built once by `build(folder)` and kept in the fixture cache,
+    keyed by the inputs, the recipe's base model and the library versions (short runs are fixtures too)."""
 
+    def get(stage: str, inputs: dict, build):
+        _, base_key = sft_pipeline._base_entry
+        _, tokenizer_key = sft_pipeline._tokenizer_entry
+        key = cache_key(stage, {**inputs, "base": base_key, "tokenizer": tokenizer_key})
+        return sft_pipeline.cache.get_or_build(stage, key, build)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def short_run(sft_pipeline, cached):
+    """A short SFT run of the recipe with other settings: (rows, sft overrides) -> TrainingRun, cached on disk."""
+
+    @functools.cache
     def run(rows: int, **sft) -> TrainingRun:
-        key = (rows, tuple(sorted(sft.items())))
-        if key not in runs:
-            settings = {**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **sft}
+        settings = {**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **sft}
+
+        def build(folder):
             recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
-            out = tmp_path_factory.mktemp("short-run")
-            runs[key] = train_sft(
-                recipe, sft_pipeline.load_base_model(), sft_pipeline.tokenizer, sft_pipeline.rows[:rows], str(out)
+            result = train_sft(
+                recipe,
+                sft_pipeline.load_base_model(),
+                sft_pipeline.tokenizer,
+                sft_pipeline.rows[:rows],
+                str(folder / "trainer"),
             )
-        return runs[key]
+            shutil.rmtree(folder / "trainer", ignore_errors=True)
+            (folder / "run.json").write_text(json.dumps(result.to_dict()), encoding="utf-8")
+
+        folder = cached("short-run", {"rows": rows, "sft": settings}, build)
+        return TrainingRun.from_dict(json.loads((folder / "run.json").read_text(encoding="utf-8")))
 
     return run

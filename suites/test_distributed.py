@@ -8,6 +8,7 @@ losses agree within 5e-6 (measured: they agree to about 1e-6).
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,33 +31,38 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def ranks(sft_pipeline, tmp_path_factory) -> list[TrainingRun]:
-    out = tmp_path_factory.mktemp("torchrun")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def ranks(sft_pipeline, cached) -> list[TrainingRun]:
     overrides = {**SETTINGS, "per_device_train_batch_size": BATCH, "gradient_accumulation_steps": ACCUM}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={WORLD}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={port}",
-        "-m",
-        "sft_eval.distributed",
-        "--out",
-        str(out),
-        "--rows",
-        str(ROWS),
-        "--recipe",
-        str(sft_pipeline.recipe.path),
-        "--sft-cache",
-        str(sft_pipeline.cache.root),
-        *[arg for key, value in overrides.items() for arg in ("--set", f"{key} = {json.dumps(value)}")],
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def build(out):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={WORLD}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            "-m",
+            "sft_eval.distributed",
+            "--out",
+            str(out),
+            "--rows",
+            str(ROWS),
+            "--recipe",
+            str(sft_pipeline.recipe.path),
+            "--sft-cache",
+            str(sft_pipeline.cache.root),
+            *[arg for key, value in overrides.items() for arg in ("--set", f"{key} = {json.dumps(value)}")],
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        for trainer in out.glob("trainer-*"):
+            shutil.rmtree(trainer)
+
+    out = cached("torchrun", {"world": WORLD, "rows": ROWS, "sft": {**sft_pipeline.recipe.sft, **overrides}}, build)
     return [TrainingRun.from_dict(json.loads((out / f"rank-{r}.json").read_text())) for r in range(WORLD)]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import shutil
 from types import MappingProxyType
 
 import pytest
@@ -25,7 +27,9 @@ PARAMETER_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def trained(sft_pipeline, tmp_path_factory):
+def trained(sft_pipeline, cached):
+    """(batch, accumulation, broken) -> (per-step logged losses, final parameters), cached on disk."""
+
     @functools.cache
     def train(batch: int, accum: int, broken: bool = False):
         settings = {
@@ -39,16 +43,20 @@ def trained(sft_pipeline, tmp_path_factory):
             "max_grad_norm": 0.0,
             "logging_steps": 1,
         }
-        recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
-        model = sft_pipeline.load_base_model()
-        with pytest.MonkeyPatch.context() as patch:
-            if broken:  # no token count across micro-batches: each is its own mean, then / accumulation
-                patch.setattr(trl.SFTTrainer, "_get_num_items_in_batch", lambda self, *args, **kwargs: None)
-            run = train_sft(
-                recipe, model, sft_pipeline.tokenizer, sft_pipeline.rows[:32], str(tmp_path_factory.mktemp("ga"))
-            )
-        parameters = torch.cat([p.detach().flatten() for p in model.parameters()])
-        return [loss for _, loss in run.losses()], parameters
+
+        def build(folder):
+            recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
+            model = sft_pipeline.load_base_model()
+            with pytest.MonkeyPatch.context() as patch:
+                if broken:  # no token count across micro-batches: each is its own mean, then / accumulation
+                    patch.setattr(trl.SFTTrainer, "_get_num_items_in_batch", lambda self, *args, **kwargs: None)
+                run = train_sft(recipe, model, sft_pipeline.tokenizer, sft_pipeline.rows[:32], str(folder / "t"))
+            (folder / "losses.json").write_text(json.dumps([loss for _, loss in run.losses()]), encoding="utf-8")
+            torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), folder / "parameters.pt")
+            shutil.rmtree(folder / "t", ignore_errors=True)
+
+        folder = cached("ga-run", {"sft": settings, "broken": broken}, build)
+        return json.loads((folder / "losses.json").read_text()), torch.load(folder / "parameters.pt")
 
     return train
 

@@ -61,6 +61,7 @@ class Pipeline:
         self.recipe = recipe
         self.cache = cache or FixtureCache()
         self.device = resolve_device(device)
+        self.speed: dict[str, float] = {}  # tokens/s by method, filled when generation benchmarks run
         torch.manual_seed(recipe.seed)
 
     # -- build ------------------------------------------------------------------------------------------

@@ -51,6 +51,15 @@ def test_audit_section_lists_findings_with_their_evidence(tmp_path, context):
     assert "&lt;|im_start|&gt;" in section
 
 
+def test_speed_panel_only_when_benchmarks_ran(tmp_path, context):
+    html = write_report(context, tmp_path).read_text(encoding="utf-8")
+    assert context["speed"] is None and 'id="speed"' not in html
+    timed = copy.deepcopy(context)
+    timed["speed"] = {"one at a time": 700.0, "batched engine": 2450.0}
+    html = write_report(timed, tmp_path).read_text(encoding="utf-8")
+    assert 'id="speed"' in html and "3.5x the lesson" in html
+
+
 def test_json_holds_the_same_data(tmp_path, context):
     write_report(context, tmp_path)
     data = json.loads((tmp_path / JSON_NAME).read_text(encoding="utf-8"))

@@ -82,6 +82,7 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
         "comparison": [d.to_dict() for d in evaluation.comparison()],
         "thresholds": dataclasses.asdict(recipe.thresholds),
         "cards": cards,
+        "speed": dict(pipeline.speed) or None,
     }
 
 

@@ -24,7 +24,7 @@ def _tokens(answers) -> int:
     return sum(a.new_tokens for a in answers)
 
 
-def test_one_at_a_time_loop(benchmark, tuned_model, tokenizer, prompts, recipe):
+def test_one_at_a_time_loop(benchmark, tuned_model, tokenizer, prompts, recipe, sft_pipeline):
     answers = benchmark.pedantic(
         one_at_a_time,
         args=(tuned_model, tokenizer, prompts),
@@ -33,9 +33,10 @@ def test_one_at_a_time_loop(benchmark, tuned_model, tokenizer, prompts, recipe):
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = _tokens(answers) / benchmark.stats.stats.min
+    sft_pipeline.speed["one at a time"] = benchmark.extra_info["tokens_per_s"]  # the report's speed panel
 
 
-def test_batched_engine(benchmark, tuned_model, tokenizer, prompts, recipe):
+def test_batched_engine(benchmark, tuned_model, tokenizer, prompts, recipe, sft_pipeline):
     answers = benchmark.pedantic(
         generate,
         args=(tuned_model, tokenizer, prompts),
@@ -44,11 +45,12 @@ def test_batched_engine(benchmark, tuned_model, tokenizer, prompts, recipe):
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = _tokens(answers) / benchmark.stats.stats.min
+    sft_pipeline.speed["batched engine"] = benchmark.extra_info["tokens_per_s"]
     loop = one_at_a_time(tuned_model, tokenizer, prompts, max_new_tokens=recipe.eval.max_new_tokens)
     assert [a.token_ids for a in answers] == [a.token_ids for a in loop], "batched answers differ from the loop's"
 
 
-def test_raw_kv_cache_floor(benchmark, tuned_model, tokenizer, prompts, recipe):
+def test_raw_kv_cache_floor(benchmark, tuned_model, tokenizer, prompts, recipe, sft_pipeline):
     rows = benchmark.pedantic(
         raw_greedy,
         args=(tuned_model, tokenizer, prompts),
@@ -57,3 +59,4 @@ def test_raw_kv_cache_floor(benchmark, tuned_model, tokenizer, prompts, recipe):
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = sum(len(r) for r in rows) / benchmark.stats.stats.min
+    sft_pipeline.speed["raw KV-cache floor"] = benchmark.extra_info["tokens_per_s"]

@@ -210,3 +210,12 @@ def test_missing_pad_and_right_padding_warn(speaks):
 
 def test_pad_silent_on_the_embedded_tokenizer(tokenizer):
     assert check_pad(tokenizer) == []
+
+
+def test_unexplained_errors_names_what_differs_from_the_explanation():
+    from sft_eval.audit import Finding, unexplained_errors
+
+    findings = [Finding("template.prefix", "error", "served prompt differs"), Finding("tokenizer.pad", "warning", "x")]
+    assert unexplained_errors(findings, {"template.prefix"}, "known", "t") == ""
+    problem = unexplained_errors(findings, set(), "no error expected", "t")
+    assert problem.startswith("t: expected [] (no error expected), found ['template.prefix']")

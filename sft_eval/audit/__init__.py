@@ -27,6 +27,17 @@ def has_errors(findings: list[Finding]) -> bool:
     return any(f.severity == "error" for f in findings)
 
 
+def unexplained_errors(findings: list[Finding], expected: set[str], reason: str, name: str) -> str:
+    """Empty when the error-level check ids are exactly `expected`; else one line saying what differs and why
+    it was expected (for suites that explain every finding on real-world material)."""
+    errors = [f for f in findings if f.severity == "error"]
+    found = {f.check for f in errors}
+    if found == expected:
+        return ""
+    details = "; ".join(f"{f.check}: {f.message}" for f in errors)
+    return f"{name}: expected {sorted(expected)} ({reason}), found {sorted(found)}: {details}"
+
+
 def mark(text: str, position: int, width: int = 60) -> str:
     """`text` around `position`, escaped to one line, with the spot marked by ⟦here⟧."""
     start = max(0, position - width)

@@ -21,7 +21,7 @@ from sft_eval.audit.labels import audit_labels
 from sft_eval.cache import FixtureCache, cache_key, source_digest
 from sft_eval.chat import end_of_turn, load_template, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
-from sft_eval.generation import Answer, generate
+from sft_eval.generation import Answer, generate, generate_served
 from sft_eval.models import generation_eos_ids, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
 from sft_eval.sanity import PairedDifference, Score, Summary, compare, score, summarise
@@ -157,26 +157,36 @@ class Pipeline:
         data = json.loads((self._tuned_entry / TRAINING_RUN_FILE).read_text(encoding="utf-8"))
         return TrainingRun.from_dict(data)
 
+    @property
+    def tuned_model_dir(self) -> Path:
+        """The tuned checkpoint folder (model and tokenizer with its chat template): what a server serves."""
+        return self._tuned_entry / "model"
+
     @functools.cached_property
     def tuned_model(self) -> PreTrainedModel:
-        return load_model(self._tuned_entry / "model", str(self.device), key="model.base")
+        return load_model(self.tuned_model_dir, str(self.device), key="model.base")
 
     # -- generate and score -----------------------------------------------------------------------------
     @functools.cached_property
     def questions(self) -> list[Question]:
         return load_questions(self.recipe)
 
-    def answers(self, model: PreTrainedModel) -> list[Answer]:
+    def answers(self, which: str) -> list[Answer]:
+        """The `"base"` or `"tuned"` model's answers from the recipe's backend: this process, or the server
+        when `eval.backend = "openai"` serves that model."""
         settings = self.recipe.eval
-        return generate(
-            model,
-            self.tokenizer,
-            [q.question for q in self.questions],
-            system_message=settings.system_message or None,
-            max_new_tokens=settings.max_new_tokens,
-            enable_thinking=settings.enable_thinking,
-            batch_size=settings.batch_size,
-        )
+        questions = [q.question for q in self.questions]
+        common: dict[str, Any] = {
+            "system_message": settings.system_message or None,
+            "max_new_tokens": settings.max_new_tokens,
+            "enable_thinking": settings.enable_thinking,
+        }
+        served = {"tuned": settings.backend == "openai", "base": settings.base_model is not None}[which]
+        if served and settings.base_url:
+            name = settings.model if which == "tuned" else settings.base_model
+            return generate_served(settings.base_url, name, questions, concurrency=settings.batch_size, **common)
+        model = self.tuned_model if which == "tuned" else self.base_model
+        return generate(model, self.tokenizer, questions, batch_size=settings.batch_size, **common)
 
     def _score(self, question: Question, answer: Answer) -> Score:
         specials = [t for t in self.tokenizer.all_special_tokens if t]
@@ -184,7 +194,7 @@ class Pipeline:
 
     @functools.cached_property
     def evaluation(self) -> Evaluation:
-        base, tuned = self.answers(self.base_model), self.answers(self.tuned_model)
+        base, tuned = self.answers("base"), self.answers("tuned")
         return Evaluation(
             questions=self.questions,
             base=base,

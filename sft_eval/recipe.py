@@ -42,6 +42,13 @@ class EvalSection:
     batch_size: int = 32
     questions: tuple[str, ...] = ()
     questions_file: str | None = None
+    # "transformers": generate in this process; "openai": ask an OpenAI-compatible server (vLLM, SGLang, TGI,
+    # `transformers serve`) at base_url for the tuned model's answers, and for the base model's when
+    # base_model names it there.
+    backend: str = "transformers"
+    base_url: str | None = None
+    model: str | None = None  # the tuned model's name on the server; default: the server's only model
+    base_model: str | None = None  # the base model's name on the server; default: base answers in-process
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".jsonl", ".json", ".jinja", ".toml"))
 
 
+BACKENDS = ("transformers", "openai")
 _SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}
 
 
@@ -193,6 +201,16 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise SftEvalError(f"{where}: `eval.max_new_tokens` must be at least 1")
     if recipe.eval.batch_size < 1:
         raise SftEvalError(f"{where}: `eval.batch_size` must be at least 1")
+    if recipe.eval.backend not in BACKENDS:
+        raise SftEvalError(f"{where}: `eval.backend` must be one of {', '.join(BACKENDS)}, not {recipe.eval.backend!r}")
+    if recipe.eval.backend == "openai" and not (recipe.eval.base_url or "").startswith(("http://", "https://")):
+        raise SftEvalError(
+            f'{where}: `eval.backend = "openai"` needs `eval.base_url`, the server\'s http(s) URL '
+            '(for example "http://127.0.0.1:8000/v1")'
+        )
+    for key in ("base_url", "model", "base_model"):
+        if recipe.eval.backend != "openai" and getattr(recipe.eval, key) is not None:
+            raise SftEvalError(f'{where}: `eval.{key}` is for a served model; set `eval.backend = "openai"` too')
     if not recipe.eval.questions and not recipe.eval.questions_file:
         raise SftEvalError(f"{where}: [eval] needs `questions` or `questions_file`")
     for name in ("min_loss_drop", "min_eos_stop_rate", "min_match_rate", "max_repetition", "max_base_eos_stop_rate"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import shutil
 from types import MappingProxyType
 
@@ -12,8 +13,28 @@ import pytest
 
 from sft_eval.cache import cache_key
 from sft_eval.chat import shipped_templates
+from sft_eval.data import load_questions
+from sft_eval.errors import SftEvalError
 from sft_eval.pipeline import audit_findings
+from sft_eval.recipe import load_recipe
 from sft_eval.training import TrainingRun, train_sft
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`question_index` runs a test once per question of `--recipe`, with the question in its id:
+    `test_tuned_answer_is_sane[q05-what-is-the-capital-of-france]`."""
+    if "question_index" not in metafunc.fixturenames:
+        return
+    try:
+        questions = load_questions(load_recipe(metafunc.config.getoption("--recipe")))
+    except SftEvalError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    ids = [f"q{i:02d}-{_slug(q.question)}" for i, q in enumerate(questions)]
+    metafunc.parametrize("question_index", range(len(questions)), ids=ids)
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "blank"
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,40 @@ def _listing(scores, only_failing) -> str:
     return "\n".join(f"  {s.question!r}: got {s.answer[:60]!r}, expected {s.expected!r}" for s in rows[:10])
 
 
+def _record(record_property, prefix: str, score) -> None:
+    """The answer and its metrics as junit-xml properties (`--junitxml`), for CI dashboards and diffs."""
+    for key in ("answer", "matched", "stopped_at_eos", "new_tokens", "repetition", "distinct_2", "leaks"):
+        record_property(f"{prefix}.{key}", getattr(score, key))
+
+
+@pytest.mark.parametrize("model", ["base", "tuned"])
+def test_answer_is_well_formed(evaluation, recipe, question_index, model, record_property):
+    """Both models, every question: the engine's answer is consistent (new tokens within the budget; `length`
+    exactly when the budget ran out). Quality is recorded here, judged for the tuned model only."""
+    answer = getattr(evaluation, model)[question_index]
+    score = getattr(evaluation, f"{model}_scores")[question_index]
+    _record(record_property, model, score)
+    budget = recipe.eval.max_new_tokens
+    assert 0 < answer.new_tokens <= budget, f"{model} answer has {answer.new_tokens} new tokens, budget {budget}"
+    ran_out = answer.new_tokens == budget and answer.stop_reason == "length"
+    assert answer.stop_reason == "eos" or ran_out, (
+        f"{model} answer stopped for {answer.stop_reason!r} after {answer.new_tokens} of {budget} tokens"
+    )
+
+
+def test_tuned_answer_is_sane(evaluation, recipe, question_index):
+    """Every tuned answer: not empty, not looping past `max_repetition`, no template markers in the text."""
+    s = evaluation.tuned_scores[question_index]
+    problems = []
+    if s.empty:
+        problems.append("it is empty")
+    if s.repetition > recipe.thresholds.max_repetition:
+        problems.append(f"{s.repetition:.0%} of it repeats (max {recipe.thresholds.max_repetition:.0%})")
+    if s.leaks:
+        problems.append(f"it leaks {s.leaks}")
+    assert not problems, f"tuned answer to {s.question!r} is {s.answer[:80]!r}: " + "; ".join(problems)
+
+
 def test_tuned_answers_match_expected(evaluation, recipe):
     summary = evaluation.tuned_summary
     if summary.match_rate is None:

@@ -75,6 +75,9 @@ def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_p
         ('name = "r"\n[data]\ntrain = "x"\n', "[eval] needs `questions` or `questions_file`"),
         (MINIMAL + "[sft]\noutput_dir = 'out'\n", "`sft.output_dir` is chosen by sft-eval"),
         ("name = \n", "not valid TOML"),
+        (MINIMAL.replace("[eval]", "[eval]\nbackend = 'vllm'"), "`eval.backend` must be one of transformers, openai"),
+        (MINIMAL.replace("[eval]", "[eval]\nbackend = 'openai'"), '`eval.backend = "openai"` needs `eval.base_url`'),
+        (MINIMAL.replace("[eval]", "[eval]\nbase_url = 'http://x/v1'"), "`eval.base_url` is for a served model"),
     ],
     ids=[
         "sft-typo",
@@ -90,6 +93,9 @@ def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_p
         "no-questions",
         "output-dir",
         "bad-toml",
+        "unknown-backend",
+        "openai-without-url",
+        "url-without-openai",
     ],
 )
 def test_bad_recipe_is_one_line_naming_file_and_key(tmp_path, text, expected):
@@ -99,6 +105,17 @@ def test_bad_recipe_is_one_line_naming_file_and_key(tmp_path, text, expected):
     message = str(error.value)
     assert expected in message, f"expected {expected!r} in {message!r}"
     assert str(path) in message and "\n" not in message
+
+
+def test_a_served_recipe_loads(tmp_path):
+    text = MINIMAL.replace("[eval]", "[eval]\nbackend = 'openai'\nbase_url = 'http://127.0.0.1:8000/v1'\nmodel = 'm'")
+    settings = load_recipe(write(tmp_path, text)).eval
+    assert (settings.backend, settings.base_url, settings.model, settings.base_model) == (
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        "m",
+        None,
+    )
 
 
 def test_missing_recipe_file_is_named(tmp_path):

@@ -1,0 +1,183 @@
+"""The served backend against a real OpenAI-compatible server: `transformers serve`, started here on a loopback
+port, serving the tuned tiny model's folder. Its greedy answers must be the in-process engine's."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sft_eval.chat import load_template
+from sft_eval.errors import SftEvalError
+from sft_eval.generation import Answer, generate_served
+from sft_eval.pipeline import Pipeline
+from sft_eval.recipe import DEFAULT_RECIPE
+
+pytestmark = pytest.mark.served
+STARTUP_TIMEOUT_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """`start_server(model_or_None)` -> base URL of a `transformers serve` process (pinned to `model` when
+    given), stopped when the module's tests are done."""
+    pytest.importorskip("fastapi", reason='`transformers serve` needs pip install "transformers[serving]"')
+    processes: list[subprocess.Popen] = []
+
+    def start(model: str | None) -> str:
+        port = _free_port()
+        log = tmp_path_factory.mktemp("serve") / "serve.log"
+        command = [sys.executable, "-m", "transformers.cli.transformers", "serve", *([model] if model else [])]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+        process = subprocess.Popen(
+            command,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"transformers serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2):
+                    return url
+            except OSError:
+                time.sleep(0.3)
+        pytest.fail(f"transformers serve did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def pinned_url(start_server, sft_pipeline) -> str:
+    """A server that serves the tuned folder and nothing else (as vLLM serves its one model)."""
+    return start_server(str(sft_pipeline.tuned_model_dir))
+
+
+@pytest.fixture(scope="module")
+def open_url(start_server) -> str:
+    """A server that loads whichever local folder a request names."""
+    return start_server(None)
+
+
+def _served(recipe, url: str, model: str | None = None, **eval_changes) -> Pipeline:
+    settings = dataclasses.replace(recipe.eval, backend="openai", base_url=url, model=model, **eval_changes)
+    return dataclasses.replace(recipe, eval=settings)
+
+
+def _seen(answers: list[Answer]) -> list[tuple[str, str, int]]:
+    return [(a.text, a.stop_reason, a.new_tokens) for a in answers]
+
+
+def test_served_greedy_answers_equal_the_in_process_engine(pinned_url, sft_pipeline, evaluation, recipe):
+    served = generate_served(
+        pinned_url,
+        None,  # the server's only model
+        [q.question for q in evaluation.questions],
+        system_message=recipe.eval.system_message or None,
+        max_new_tokens=recipe.eval.max_new_tokens,
+    )
+    different = [
+        f"{a.question!r}: served {s!r}, in-process {e!r}"
+        for a, s, e in zip(served, _seen(served), _seen(evaluation.tuned), strict=True)
+        if s != e
+    ]
+    assert not different, f"{len(different)} of {len(served)} served answers differ:\n" + "\n".join(different[:10])
+
+
+def test_a_length_cut_answer_is_reported_as_length_by_the_server(pinned_url, evaluation, tuned_model, tokenizer):
+    """The stop reason travels: cut at 1 token, an answer that needs more ends with `length`, as in-process."""
+    question = next(a.question for a in evaluation.tuned if a.new_tokens > 1)
+    (served,) = generate_served(pinned_url, None, [question], max_new_tokens=1)
+    assert (served.stop_reason, served.new_tokens) == ("length", 1), f"served {served}"
+
+
+def test_the_pipeline_takes_tuned_answers_from_the_server_and_base_answers_in_process(
+    pinned_url, sft_pipeline, evaluation, recipe
+):
+    pipeline = Pipeline(_served(recipe, pinned_url), sft_pipeline.cache, str(sft_pipeline.device))
+    served = pipeline.evaluation
+    assert _seen(served.tuned) == _seen(evaluation.tuned), "served tuned answers differ from the in-process ones"
+    assert _seen(served.base) == _seen(evaluation.base), "base answers (in-process) changed with the backend"
+    assert "tuned_model" not in vars(pipeline), "the served pipeline loaded the tuned model in-process"
+
+
+def test_a_server_whose_template_differs_from_training_gives_other_answers(
+    open_url, sft_pipeline, evaluation, recipe, tmp_path
+):
+    """The failure the backend exists to catch: the served folder renders prompts with another template than
+    training did (here the lesson's fallback template), so the same weights answer differently."""
+    mangled = tmp_path / "served-with-other-template"
+    shutil.copytree(sft_pipeline.tuned_model_dir, mangled)
+    (mangled / "chat_template.jinja").write_text(load_template("lesson_fallback"), encoding="utf-8")
+    tuned = str(sft_pipeline.tuned_model_dir)
+    pipeline = Pipeline(_served(recipe, open_url, tuned, base_model=str(mangled)), sft_pipeline.cache)
+    served = pipeline.evaluation
+    assert _seen(served.tuned) == _seen(evaluation.tuned), "the correctly served folder should match in-process"
+    same = sum(b == t for b, t in zip(_seen(served.base), _seen(evaluation.tuned), strict=True))
+    assert same < len(evaluation.tuned) / 2, (
+        f"{same} of {len(evaluation.tuned)} answers are unchanged under another template; expected most to change"
+    )
+    assert served.base_summary.match_rate < served.tuned_summary.match_rate
+
+
+def test_asking_a_pinned_server_for_another_model_is_one_line(pinned_url, tmp_path):
+    with pytest.raises(SftEvalError, match=r"^eval\.model: .* answered 400 for model 'not-served'") as caught:
+        generate_served(pinned_url, "not-served", ["What is the capital of France?"])
+    assert "\n" not in str(caught.value)
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    with pytest.raises(SftEvalError, match=r"^eval\.base_url: cannot reach http://127\.0\.0\.1:\d+/v1") as caught:
+        generate_served(url, "tiny", ["What is the capital of France?"])
+    assert "\n" not in str(caught.value)
+
+
+def test_the_served_folder_holds_what_a_server_needs(sft_pipeline) -> None:
+    folder: Path = sft_pipeline.tuned_model_dir
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja"):
+        assert (folder / name).is_file(), f"{folder} lacks {name}: a server could not load it as trained"
+
+
+def test_sft_eval_report_with_an_unreachable_server_is_exit_2(sft_pipeline, tmp_path) -> None:
+    source = DEFAULT_RECIPE.read_text(encoding="utf-8")
+    for relative in ("../data/sft_train.jsonl", "../data/eval_questions.jsonl"):
+        source = source.replace(f'"{relative}"', f'"{(DEFAULT_RECIPE.parent / relative).resolve()}"')
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    recipe = tmp_path / "served.toml"
+    recipe.write_text(source.replace("[eval]\n", f'[eval]\nbackend = "openai"\nbase_url = "{url}"\n'), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "sft_eval.cli", "report", "--recipe", str(recipe)]
+        + ["--sft-cache", str(sft_pipeline.cache.root), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sft-eval: error: eval.base_url: cannot reach {url}"), lines

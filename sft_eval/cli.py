@@ -6,9 +6,11 @@ Exit codes: 0 everything held, 1 a check failed, 2 bad input (one line on stderr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 from sft_eval.errors import SftEvalError
@@ -24,6 +26,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"sft-eval: error: {message}\n")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sft-eval", description="Check a supervised fine-tuning run before and after it happens.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -33,19 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--recipe", metavar="PATH", default=str(DEFAULT_RECIPE), help="recipe TOML")
         command.add_argument("--sft-cache", metavar="DIR", default=None, help="fixture cache folder")
         command.add_argument("--device", metavar="DEVICE", default="auto", help="torch device (default: auto)")
+        command.add_argument(
+            "--max-train-rows", type=_positive, metavar="N", help="train on at most N rows (a quick smoke run)"
+        )
+        command.add_argument(
+            "--max-eval-questions", type=_positive, metavar="N", help="ask at most N of the recipe's questions"
+        )
         command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         return command
 
     audit = with_recipe("audit", "check the chat template, tokenizer pad/eos settings and data before training")
     audit.add_argument("--template", metavar="FILE", help="audit this .jinja template instead of the recipe's")
     audit.add_argument("--tokenizer", metavar="DIR", help="audit this tokenizer folder (offline) instead")
-    plan = sub.add_parser("plan", help="batch plan arithmetic", description="effective batch, micro-batches, steps")
-    plan.add_argument("--rows", type=int, required=True, metavar="N", help="training rows after preparation")
-    plan.add_argument("--per-device-batch", type=int, required=True, metavar="B")
-    plan.add_argument("--grad-accum", type=int, required=True, metavar="G")
-    plan.add_argument("--world-size", type=int, default=1, metavar="W", help="processes (default 1)")
+    plan = sub.add_parser(
+        "plan",
+        help="batch plan arithmetic",
+        description="effective batch, micro-batches and optimizer steps: from --recipe (its rows and [sft]), "
+        "or from the numbers given; a number given overrides the recipe's",
+    )
+    plan.add_argument("--recipe", metavar="PATH", help="take rows and batch settings from this recipe")
+    plan.add_argument("--max-train-rows", type=_positive, metavar="N", help="at most N of the recipe's rows")
+    plan.add_argument("--rows", type=_positive, metavar="N", help="training rows after preparation")
+    plan.add_argument("--per-device-batch", type=_positive, metavar="B")
+    plan.add_argument("--grad-accum", type=_positive, metavar="G")
+    plan.add_argument("--world-size", type=_positive, default=1, metavar="W", help="processes (default 1)")
     span = plan.add_mutually_exclusive_group()
-    span.add_argument("--epochs", type=float, default=1.0, metavar="E", help="epochs (default 1)")
+    span.add_argument("--epochs", type=float, metavar="E", help="epochs (default 1, or the recipe's)")
     span.add_argument("--max-steps", type=int, default=None, metavar="S", help="optimizer steps (overrides epochs)")
     plan.add_argument("--drop-last", action="store_true", help="the dataloader drops an incomplete last batch")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -69,10 +94,13 @@ def _pipeline(args: argparse.Namespace) -> Any:
     from sft_eval.cache import FixtureCache
     from sft_eval.console import configure_libraries
     from sft_eval.pipeline import Pipeline
-    from sft_eval.recipe import load_recipe
+    from sft_eval.recipe import load_recipe, with_limits
 
     configure_libraries()
-    return Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), args.device)
+    recipe = with_limits(
+        load_recipe(args.recipe), max_train_rows=args.max_train_rows, max_eval_questions=args.max_eval_questions
+    )
+    return Pipeline(recipe, FixtureCache(args.sft_cache), args.device)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -95,15 +123,22 @@ def _audit(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from sft_eval.plan import plan_batches
 
-    plan = plan_batches(
-        args.rows,
-        args.per_device_batch,
-        args.grad_accum,
-        args.world_size,
-        epochs=None if args.max_steps is not None else args.epochs,
-        max_steps=args.max_steps,
-        drop_last=args.drop_last,
-    )
+    if args.recipe:
+        plan = _recipe_plan(args)
+    else:
+        missing = [flag for flag in ("rows", "per_device_batch", "grad_accum") if getattr(args, flag) is None]
+        if missing:
+            flags = ", ".join("--" + flag.replace("_", "-") for flag in missing)
+            raise SftEvalError(f"plan needs --recipe, or {flags}")
+        plan = plan_batches(
+            args.rows,
+            args.per_device_batch,
+            args.grad_accum,
+            args.world_size,
+            epochs=None if args.max_steps is not None else (args.epochs or 1.0),
+            max_steps=args.max_steps,
+            drop_last=args.drop_last,
+        )
     if args.json:
         print(json.dumps(plan.to_dict()))
     else:
@@ -124,31 +159,58 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _recipe_plan(args: argparse.Namespace) -> Any:
+    """The recipe's plan: its rows (after limits) and its SFTConfig, each overridden by a number given."""
+    from sft_eval.console import configure_libraries
+    from sft_eval.data import load_sft_rows
+    from sft_eval.recipe import load_recipe, with_limits
+    from sft_eval.training import recipe_plan
+
+    configure_libraries()
+    recipe = with_limits(load_recipe(args.recipe), max_train_rows=args.max_train_rows)
+    overrides = {
+        "per_device_train_batch_size": args.per_device_batch,
+        "gradient_accumulation_steps": args.grad_accum,
+        "num_train_epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "dataloader_drop_last": args.drop_last or None,
+    }
+    sft = {**recipe.sft, **{k: v for k, v in overrides.items() if v is not None}}
+    recipe = dataclasses.replace(recipe, sft=MappingProxyType(sft))
+    return recipe_plan(recipe, args.rows or len(load_sft_rows(recipe)), args.world_size)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from sft_eval.training import loss_drop
+    from sft_eval.training import loss_drop, loss_problems, unjudged_loss
 
     pipeline = _pipeline(args)
     run = pipeline.training_run
-    drop = loss_drop(run)
-    held = drop >= pipeline.recipe.thresholds.min_loss_drop
+    drop, threshold = loss_drop(run), pipeline.recipe.thresholds.min_loss_drop
+    problems, not_judged = loss_problems(run, threshold), unjudged_loss(run)
     result = {
         "global_step": run.global_step,
         "train_rows": run.train_rows,
         "losses": run.losses(),
         "loss_drop": drop,
-        "min_loss_drop": pipeline.recipe.thresholds.min_loss_drop,
+        "min_loss_drop": threshold,
+        "problems": problems,
+        "not_judged": not_judged,
+        "train_runtime_s": run.train_runtime_s,
         "adjustments": run.adjustments,
         **pipeline.describe(),
     }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"trained {run.global_step} steps on {run.train_rows} rows; cached at {result['tuned_entry']}")
-        print(
-            f"loss {run.losses()[0][1]:.3f} -> {run.losses()[-1][1]:.3f} ({drop:.0%} drop, "
-            f"recipe asks at least {pipeline.recipe.thresholds.min_loss_drop:.0%})"
-        )
-    return EXIT_OK if held else EXIT_FAILED
+        print(f"trained {run.global_step} step(s) on {run.train_rows} rows; cached at {result['tuned_entry']}")
+        if drop is not None:
+            first, last = run.losses()[0][1], run.losses()[-1][1]
+            print(f"loss {first:.3f} -> {last:.3f} ({drop:.0%} drop, recipe asks at least {threshold:.0%})")
+        if not_judged:
+            print(f"loss not judged: {not_judged}")
+        for problem in problems:
+            print(f"problem: {problem}")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def load_questions(recipe: Recipe) -> list[Question]:
             if expected is not None and not isinstance(expected, str):
                 raise SftEvalError(f"{path}:{number}: `expected` must be a string")
             questions.append(Question(row["question"], expected, str(row.get("kind", ""))))
-    return questions
+    return questions[: recipe.eval.limit]
 
 
 def user_and_answer(row: dict[str, Any]) -> tuple[str, str]:

@@ -68,6 +68,35 @@ def tiny_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     )
 
 
+# The lesson's small model, SmolLM2-135M, as a Llama config: its shape, for random-weight stand-ins offline.
+SMOLLM2_135M = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True,
+}
+
+
+def save_random_checkpoint(
+    folder: str | Path, tokenizer: PreTrainedTokenizerBase | None, *, seed: int = 0, **config: Any
+) -> Path:
+    """A random-weight Llama checkpoint of the given shape, with `tokenizer` saved beside it (None: weights only):
+    a hub model's architecture on disk, built offline, for trying a recipe before the real weights are at hand."""
+    torch.manual_seed(seed)
+    ids = {} if tokenizer is None else {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    model = LlamaForCausalLM(LlamaConfig(**{"bos_token_id": None, **ids, **config}))
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
 def pretrain_base(tokenizer: PreTrainedTokenizerBase, documents: list[str], seed: int) -> PreTrainedModel:
     """Build the tiny model and pretrain it as a causal LM on plain prose (transformers' Trainer)."""
     torch.manual_seed(seed)

@@ -19,8 +19,9 @@ from sft_eval.audit import Finding
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
 from sft_eval.cache import FixtureCache, cache_key, source_digest
-from sft_eval.chat import end_of_turn, load_template, special_literals
+from sft_eval.chat import end_of_turn, load_template, shipped_templates, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
+from sft_eval.errors import SftEvalError
 from sft_eval.generation import Answer, generate, generate_served
 from sft_eval.models import generation_eos_ids, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
@@ -77,7 +78,7 @@ class Pipeline:
         if source != TINY:
             path = self.recipe.resolve(source)
             return None, cache_key("tokenizer", {"source": path, "digest": source_digest(path)})
-        template = load_template(self.recipe.resolve(self.recipe.model.chat_template))
+        template = load_template(self.recipe.resolve(self.recipe.model.template))
         inputs = {
             "template": template,
             "corpus": source_digest(str(PRETRAIN_CORPUS)),
@@ -99,7 +100,13 @@ class Pipeline:
             return AutoTokenizer.from_pretrained(str(folder))
         source = self.recipe.resolve(self.recipe.model.tokenizer or self.recipe.model.base)
         tokenizer = load_tokenizer(source, key="model.tokenizer" if self.recipe.model.tokenizer else "model.base")
-        spec = self.recipe.model.chat_template
+        spec = self.recipe.model.template
+        if spec == "tokenizer" and not tokenizer.chat_template:
+            said = "says" if self.recipe.model.chat_template else "leaves it to the tokenizer by default"
+            raise SftEvalError(
+                f"model.chat_template: the tokenizer at {source} has no chat template, and the recipe {said}; set "
+                f"`model.chat_template` to a shipped template ({', '.join(shipped_templates())}) or a .jinja file"
+            )
         tokenizer.chat_template = load_template(self.recipe.resolve(spec), tokenizer_template=tokenizer.chat_template)
         return tokenizer
 

@@ -43,6 +43,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite the recipe's golden outputs (<recipe folder>/../golden/<name>.json) with the current answers",
     )
     group.addoption(
+        "--max-train-rows",
+        metavar="N",
+        type=int,
+        default=None,
+        help="train on at most N of the recipe's rows: a quick CI smoke run of a big recipe (default: all)",
+    )
+    group.addoption(
+        "--max-eval-questions",
+        metavar="N",
+        type=int,
+        default=None,
+        help="ask at most N of the recipe's questions (default: all)",
+    )
+    group.addoption(
         "--device",
         metavar="DEVICE",
         default="auto",
@@ -54,17 +68,35 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ReportWriter(config), "sft-eval-report")
 
 
+def session_recipe(config: pytest.Config) -> Any:
+    """The recipe of this session: `--recipe`, cut down by `--max-train-rows` / `--max-eval-questions`; a bad
+    recipe or option is a usage error of one line."""
+    from sft_eval.errors import SftEvalError
+    from sft_eval.recipe import load_recipe, with_limits
+
+    option = config.getoption
+    for name in ("--max-train-rows", "--max-eval-questions"):
+        if option(name) is not None and option(name) < 1:
+            raise pytest.UsageError(f"{name} must be at least 1, not {option(name)}")
+    try:
+        recipe = load_recipe(option("--recipe"))
+    except SftEvalError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return with_limits(
+        recipe, max_train_rows=option("--max-train-rows"), max_eval_questions=option("--max-eval-questions")
+    )
+
+
 @pytest.fixture(scope="session")
 def sft_pipeline(request: pytest.FixtureRequest) -> Any:
     """The session's pipeline for `--recipe`; every other fixture is a stage of it."""
     from sft_eval.cache import FixtureCache
     from sft_eval.console import configure_libraries
     from sft_eval.pipeline import Pipeline
-    from sft_eval.recipe import load_recipe
 
     configure_libraries()
     option = request.config.getoption
-    pipeline = Pipeline(load_recipe(option("--recipe")), FixtureCache(option("--sft-cache")), option("--device"))
+    pipeline = Pipeline(session_recipe(request.config), FixtureCache(option("--sft-cache")), option("--device"))
     request.config.stash[_PIPELINE] = pipeline
     return pipeline
 

@@ -25,7 +25,16 @@ DEFAULT_RECIPE = FIXTURES_DIR / "recipes" / "tiny.toml"
 class ModelSection:
     base: str = "tiny"
     tokenizer: str | None = None  # None: the same as base
-    chat_template: str = "chatml"  # a shipped template name, a .jinja file, or "tokenizer"
+    # a shipped template name, a .jinja file, or "tokenizer" (its own); default: "chatml" for the tiny model,
+    # "tokenizer" for any other (a user's checkpoint keeps the template it came with)
+    chat_template: str | None = None
+
+    @property
+    def template(self) -> str:
+        """`chat_template` with its default filled in."""
+        if self.chat_template is not None:
+            return self.chat_template
+        return "chatml" if (self.tokenizer or self.base) == "tiny" else "tokenizer"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class EvalSection:
     batch_size: int = 32
     questions: tuple[str, ...] = ()
     questions_file: str | None = None
+    limit: int | None = None  # the first N questions (inline ones first)
     # "transformers": generate in this process; "openai": ask an OpenAI-compatible server (vLLM, SGLang, TGI,
     # `transformers serve`) at base_url for the tuned model's answers, and for the base model's when
     # base_model names it there.
@@ -89,6 +99,20 @@ class Recipe:
             "eval": dataclasses.asdict(self.eval),
             "thresholds": dataclasses.asdict(self.thresholds),
         }
+
+
+def with_limits(recipe: Recipe, *, max_train_rows: int | None = None, max_eval_questions: int | None = None) -> Recipe:
+    """The recipe cut down for a quick smoke run (`--max-train-rows`, `--max-eval-questions`): at most that many
+    training rows and questions, whatever `data.limit` and `eval.limit` say; None leaves a limit as it is."""
+
+    def lower(limit: int | None, cap: int | None) -> int | None:
+        return limit if cap is None else cap if limit is None else min(limit, cap)
+
+    return dataclasses.replace(
+        recipe,
+        data=dataclasses.replace(recipe.data, limit=lower(recipe.data.limit, max_train_rows)),
+        eval=dataclasses.replace(recipe.eval, limit=lower(recipe.eval.limit, max_eval_questions)),
+    )
 
 
 def _looks_like_path(value: str) -> bool:
@@ -197,6 +221,8 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
 def _check_values(recipe: Recipe, where: str) -> None:
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
+    if recipe.eval.limit is not None and recipe.eval.limit < 1:
+        raise SftEvalError(f"{where}: `eval.limit` must be at least 1, not {recipe.eval.limit}")
     if recipe.eval.max_new_tokens < 1:
         raise SftEvalError(f"{where}: `eval.max_new_tokens` must be at least 1")
     if recipe.eval.batch_size < 1:

@@ -20,6 +20,8 @@ from sft_eval.hub import require_local_or_reachable
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 VOCAB_SIZE = 1024
+# Files any transformers tokenizer folder has at least one of.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
 def train_tokenizer(
@@ -54,6 +56,10 @@ def train_tokenizer(
 def load_tokenizer(path: str | Path, *, key: str = "model.tokenizer") -> PreTrainedTokenizerBase:
     """A tokenizer from a local folder (or the hub when reachable); failure is one line naming the folder."""
     require_local_or_reachable(str(path), key=key, kind="tokenizer")
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        hint = "set `model.tokenizer` to a tokenizer folder" if key == "model.base" else "point it at a tokenizer"
+        raise SftEvalError(f"{key}: {folder} has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); {hint}")
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises many types here; all mean "this folder is not a tokenizer"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,17 +42,7 @@ class TrainingRun:
 
     def plan(self) -> BatchPlan:
         """The batch plan for this run's prepared rows and settings, to hold its record against."""
-        config = self.sft_config
-        max_steps = config.get("max_steps", -1)
-        return plan_batches(
-            self.train_rows,
-            config["per_device_train_batch_size"],
-            config["gradient_accumulation_steps"],
-            self.world_size,
-            epochs=None if max_steps > 0 else config["num_train_epochs"],
-            max_steps=max_steps if max_steps > 0 else None,
-            drop_last=config.get("dataloader_drop_last", False),
-        )
+        return plan_from_config(self.sft_config, self.train_rows, self.world_size)
 
     def losses(self) -> list[tuple[int, float]]:
         """(step, training loss) for each logging window, in order."""
@@ -130,16 +122,25 @@ class StepRecorder(TrainerCallback):
                     self.steps[-1][key] = float(logs[key])
 
 
-def loss_drop(run: TrainingRun) -> float:
-    """Fraction by which the last logging window's loss is below the first's (0.5 = halved)."""
+def loss_drop(run: TrainingRun) -> float | None:
+    """Fraction by which the last logging window's loss is below the first's (0.5 = halved); None when the run
+    logged fewer than two windows (a smoke run of a step or two), see `unjudged_loss`."""
     losses = run.losses()
     if len(losses) < 2:
-        raise SftEvalError(
-            f"training logged {len(losses)} loss value(s); set `sft.logging_steps` below "
-            f"the run's {run.global_step} steps to see whether the loss fell"
-        )
+        return None
     first, last = losses[0][1], losses[-1][1]
     return (first - last) / first
+
+
+def unjudged_loss(run: TrainingRun) -> str | None:
+    """Why the loss trend of `run` cannot be judged, or None when it can."""
+    logged = len(run.losses())
+    if logged >= 2:
+        return None
+    return (
+        f"training logged {logged} loss value(s) in {run.global_step} step(s), too few to see whether the loss "
+        "fell; train longer or set `sft.logging_steps` lower"
+    )
 
 
 def loss_problems(run: TrainingRun, min_loss_drop: float) -> list[str]:
@@ -150,15 +151,35 @@ def loss_problems(run: TrainingRun, min_loss_drop: float) -> list[str]:
         for e in run.log_history
         if "grad_norm" in e and not math.isfinite(float(e["grad_norm"]))
     ]
-    if not problems:
-        drop = loss_drop(run)
-        if drop < min_loss_drop:
-            first, last = run.losses()[0], run.losses()[-1]
-            problems.append(
-                f"loss {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]}): a {drop:.0%} drop, "
-                f"below {min_loss_drop:.0%}"
-            )
+    drop = loss_drop(run)
+    if not problems and drop is not None and drop < min_loss_drop:
+        first, last = run.losses()[0], run.losses()[-1]
+        problems.append(
+            f"loss {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]}): a {drop:.0%} drop, "
+            f"below {min_loss_drop:.0%}"
+        )
     return problems
+
+
+def plan_from_config(config: Mapping[str, Any], rows: int, world_size: int = 1) -> BatchPlan:
+    """The batch plan an SFTConfig (as a dict) gives `rows` prepared rows on `world_size` processes."""
+    max_steps = config.get("max_steps", -1)
+    return plan_batches(
+        rows,
+        config["per_device_train_batch_size"],
+        config["gradient_accumulation_steps"],
+        world_size,
+        epochs=None if max_steps > 0 else config["num_train_epochs"],
+        max_steps=max_steps if max_steps > 0 else None,
+        drop_last=config.get("dataloader_drop_last", False),
+    )
+
+
+def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
+    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
+    with tempfile.TemporaryDirectory() as out:
+        config, _ = sft_config(recipe, out)
+    return plan_from_config(config.to_dict(), rows, world_size)
 
 
 def sft_config(recipe: Recipe, output_dir: str) -> tuple[Any, list[str]]:

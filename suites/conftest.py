@@ -16,7 +16,7 @@ from sft_eval.chat import shipped_templates
 from sft_eval.data import load_questions
 from sft_eval.errors import SftEvalError
 from sft_eval.pipeline import audit_findings
-from sft_eval.recipe import load_recipe
+from sft_eval.plugin import session_recipe
 from sft_eval.training import TrainingRun, train_sft
 
 
@@ -26,7 +26,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "question_index" not in metafunc.fixturenames:
         return
     try:
-        questions = load_questions(load_recipe(metafunc.config.getoption("--recipe")))
+        questions = load_questions(session_recipe(metafunc.config))
     except SftEvalError as exc:
         raise pytest.UsageError(str(exc)) from None
     ids = [f"q{i:02d}-{_slug(q.question)}" for i, q in enumerate(questions)]

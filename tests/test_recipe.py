@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_recipe_loads_with_paths_relative_to_it():
     recipe = load_recipe(DEFAULT_RECIPE)
-    assert recipe.model.base == "tiny" and recipe.model.chat_template == "chatml"
+    assert recipe.model.base == "tiny" and recipe.model.template == "chatml"
     assert Path(recipe.resolve(recipe.data.train)) == FIXTURES_DIR / "data" / "sft_train.jsonl"
 
 

@@ -69,7 +69,7 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
         "data_preview": [list(r) for r in dataset_table(pipeline.rows, n=3).rows],
         "training": {
             "losses": run.losses(),
-            "loss_drop": loss_drop(run) if len(run.losses()) > 1 else None,
+            "loss_drop": loss_drop(run),
             "global_step": run.global_step,
             "train_rows": run.train_rows,
             "train_runtime_s": run.train_runtime_s,

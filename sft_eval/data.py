@@ -121,6 +121,23 @@ def user_and_answer(row: dict[str, Any]) -> tuple[str, str]:
     return _as_text(row["prompt"]), _as_text(row["completion"])
 
 
+def user_turns(row: dict[str, Any]) -> list[str]:
+    """Every user message of a row: `messages` conversations, and prompts (a string, or a list of messages)."""
+    if "messages" in row:
+        return [m["content"] for m in row["messages"] if m["role"] == "user"]
+    prompt = row["prompt"]
+    return [prompt] if isinstance(prompt, str) else [m.get("content", "") for m in prompt if m.get("role") == "user"]
+
+
+def leaked_questions(rows: list[dict[str, Any]], questions: list[Question]) -> list[str]:
+    """Evaluation questions that are also a user turn of a training row (after normalising): they measure
+    memory, not the fine-tune."""
+    from sft_eval.sanity import normalise
+
+    trained = {normalise(turn) for row in rows for turn in user_turns(row)}
+    return [q.question for q in questions if normalise(q.question) in trained]
+
+
 def _as_text(value: str | list[dict[str, Any]]) -> str:
     return value if isinstance(value, str) else " ".join(m.get("content", "") for m in value)
 

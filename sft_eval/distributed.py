@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), metavar="PATH")
     parser.add_argument("--sft-cache", default=None, metavar="DIR")
     parser.add_argument("--rows", type=int, default=None, metavar="N", help="the first N training rows")
+    parser.add_argument("--no-dropout", action="store_true", help="train with dropout off (exact comparisons)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an [sft] key (TOML)")
     args = parser.parse_args(argv)
     configure_libraries()
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     rows = pipeline.rows[: args.rows] if args.rows else pipeline.rows
-    run = train_sft(recipe, pipeline.load_base_model(), pipeline.tokenizer, rows, str(out / f"trainer-{rank}"))
+    model = pipeline.load_base_model(dropout=not args.no_dropout)
+    run = train_sft(recipe, model, pipeline.tokenizer, rows, str(out / f"trainer-{rank}"))
     (out / f"rank-{rank}.json").write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
 
 

@@ -7,7 +7,9 @@ after them), so batching changes the speed, not the answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,9 +60,7 @@ def generate(
     # Similar lengths share a batch: less padding, same answers.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, Answer] = {}
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with _left_padding(tokenizer, pad_id):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = tokenizer(
@@ -76,9 +76,23 @@ def generate(
             new = output[:, batch["input_ids"].shape[1] :].tolist()
             for i, ids in zip(chunk, new, strict=True):
                 answers[i] = _answer(questions[i], ids, stops, tokenizer)
-    finally:
-        tokenizer.padding_side = padding_side
     return [answers[i] for i in range(len(questions))]
+
+
+@contextlib.contextmanager
+def _left_padding(tokenizer: PreTrainedTokenizerBase, pad_id: int) -> Iterator[None]:
+    """Left padding for a batch; a tokenizer without a pad token pads with `pad_id` (the attention mask hides
+    pads, so any id will do). The tokenizer is left as it was."""
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
+    tokenizer.padding_side = "left"
+    if pad is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = side
+        if pad is None:
+            tokenizer.pad_token = None
 
 
 def _answer(question: str, ids: list[int], stops: list[int], tokenizer: PreTrainedTokenizerBase) -> Answer:
@@ -134,11 +148,8 @@ def raw_greedy(
     what generation can cost, with none of `generate`'s machinery. Returns each row's new token ids."""
     stops = torch.tensor(stop_token_ids(model, tokenizer), device=model.device)
     prompts = [render_prompt(tokenizer, conversation(q)) for q in questions]
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
+    with _left_padding(tokenizer, int(stops[0])):
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    finally:
-        tokenizer.padding_side = side
     mask = batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     output = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True)

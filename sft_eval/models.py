@@ -133,6 +133,18 @@ def pretrain_base(tokenizer: PreTrainedTokenizerBase, documents: list[str], seed
     return model.eval()
 
 
+def disable_dropout(model: torch.nn.Module) -> PreTrainedModel:
+    """Dropout off everywhere (modules, and the attention dropout rates models keep as plain floats), so two runs
+    that batch the same rows differently can be compared exactly: with dropout on they draw different masks."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout", "attn_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    return model
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

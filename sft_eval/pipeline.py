@@ -23,7 +23,7 @@ from sft_eval.chat import end_of_turn, load_template, shipped_templates, special
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import Answer, generate, generate_served
-from sft_eval.models import generation_eos_ids, load_model, pretrain_base, resolve_device
+from sft_eval.models import disable_dropout, generation_eos_ids, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
 from sft_eval.sanity import PairedDifference, Score, Summary, compare, score, summarise
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
@@ -124,10 +124,12 @@ class Pipeline:
 
         return self.cache.get_or_build("base", key, build), key
 
-    def load_base_model(self) -> PreTrainedModel:
-        """A fresh copy of the base model (training changes the one it is given)."""
+    def load_base_model(self, *, dropout: bool = True) -> PreTrainedModel:
+        """A fresh copy of the base model (training changes the one it is given); `dropout=False` for runs that
+        must be compared exactly (see `disable_dropout`)."""
         folder, _ = self._base_entry
-        return load_model(folder, str(self.device), key="model.base")
+        model = load_model(folder, str(self.device), key="model.base")
+        return model if dropout else disable_dropout(model)
 
     @functools.cached_property
     def base_model(self) -> PreTrainedModel:

@@ -47,6 +47,7 @@ def ranks(sft_pipeline, cached) -> list[TrainingRun]:
             f"--master_port={port}",
             "-m",
             "sft_eval.distributed",
+            "--no-dropout",
             "--out",
             str(out),
             "--rows",
@@ -62,7 +63,11 @@ def ranks(sft_pipeline, cached) -> list[TrainingRun]:
         for trainer in out.glob("trainer-*"):
             shutil.rmtree(trainer)
 
-    out = cached("torchrun", {"world": WORLD, "rows": ROWS, "sft": {**sft_pipeline.recipe.sft, **overrides}}, build)
+    out = cached(
+        "torchrun",
+        {"world": WORLD, "rows": ROWS, "dropout": False, "sft": {**sft_pipeline.recipe.sft, **overrides}},
+        build,
+    )
     return [TrainingRun.from_dict(json.loads((out / f"rank-{r}.json").read_text())) for r in range(WORLD)]
 
 

@@ -46,7 +46,7 @@ def trained(sft_pipeline, cached):
 
         def build(folder):
             recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
-            model = sft_pipeline.load_base_model()
+            model = sft_pipeline.load_base_model(dropout=False)
             with pytest.MonkeyPatch.context() as patch:
                 if broken:  # no token count across micro-batches: each is its own mean, then / accumulation
                     patch.setattr(trl.SFTTrainer, "_get_num_items_in_batch", lambda self, *args, **kwargs: None)
@@ -55,7 +55,7 @@ def trained(sft_pipeline, cached):
             torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), folder / "parameters.pt")
             shutil.rmtree(folder / "t", ignore_errors=True)
 
-        folder = cached("ga-run", {"sft": settings, "broken": broken}, build)
+        folder = cached("ga-run", {"sft": settings, "broken": broken, "dropout": False}, build)
         return json.loads((folder / "losses.json").read_text()), torch.load(folder / "parameters.pt")
 
     return train

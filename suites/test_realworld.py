@@ -115,8 +115,8 @@ LLAMA_CPP_EXPECTED = {
 
 
 @pytest.mark.parametrize("path", LLAMA_CPP, ids=[p.stem for p in LLAMA_CPP])
-def test_llama_cpp_template_audit_matches_its_explanation(tokenizer, path):
-    findings = run_checks(tokenizer_for_template(tokenizer, path.read_text(encoding="utf-8")))
+def test_llama_cpp_template_audit_matches_its_explanation(embedded_tokenizer, path):
+    findings = run_checks(tokenizer_for_template(embedded_tokenizer, path.read_text(encoding="utf-8")))
     expected, reason = LLAMA_CPP_EXPECTED.get(path.stem, (set(), "no error expected"))
     problem = unexplained_errors(findings, expected, reason, path.stem)
     assert not problem, problem

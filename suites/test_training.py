@@ -81,7 +81,11 @@ def test_same_recipe_and_seed_give_the_same_loss_trajectory(sft_pipeline, short_
         sft=MappingProxyType({**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **settings}),
     )
     again = train_sft(
-        recipe, sft_pipeline.load_base_model(), sft_pipeline.tokenizer, sft_pipeline.rows[:40], str(tmp_path)
+        recipe,
+        sft_pipeline.load_base_model(dropout=False),
+        sft_pipeline.tokenizer,
+        sft_pipeline.rows[:40],
+        str(tmp_path),
     )
     assert [s["loss"] for s in again.steps] == [s["loss"] for s in first.steps]
 

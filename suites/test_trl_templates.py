@@ -50,8 +50,8 @@ def expected_errors(name: str) -> tuple[set[str], str]:
 
 
 @pytest.mark.parametrize("path", TRL_TEMPLATES, ids=[p.stem for p in TRL_TEMPLATES])
-def test_trl_template_audit_matches_its_explanation(tokenizer, path):
-    findings = run_checks(tokenizer_for_template(tokenizer, path.read_text(encoding="utf-8")))
+def test_trl_template_audit_matches_its_explanation(embedded_tokenizer, path):
+    findings = run_checks(tokenizer_for_template(embedded_tokenizer, path.read_text(encoding="utf-8")))
     expected, reason = expected_errors(path.name)
     problem = unexplained_errors(findings, expected, reason, path.name)
     assert not problem, problem

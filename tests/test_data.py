@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sft_eval.data import dataset_table, load_questions, load_sft_rows
+from sft_eval.data import Question, dataset_table, leaked_questions, load_questions, load_sft_rows
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe, recipe_from_dict
 
@@ -80,3 +80,28 @@ def test_dataset_table_shows_user_prompt_and_assistant_response():
     assert table.rows == [("Hi", "Hello!"), ("2+2?", "4")]
     text = str(table)
     assert text.splitlines()[0].startswith("User Prompt") and "Hello!" in text and "2+2?" in text
+
+
+ROWS = [
+    {
+        "messages": [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "Paris"},
+        ]
+    },
+    {"prompt": "Calculate 1+1-1", "completion": "1"},
+    {"prompt": [{"role": "user", "content": "Hi there!"}], "completion": [{"role": "assistant", "content": "Hello"}]},
+]
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["what is the capital of france", "Calculate 1+1-1.", "hi there"],
+    ids=["messages", "prompt", "prompt-list"],
+)
+def test_a_question_trained_on_is_caught_in_every_row_format(question):
+    assert leaked_questions(ROWS, [Question(question)]) == [question]
+
+
+def test_a_held_out_question_is_not_flagged():
+    assert leaked_questions(ROWS, [Question("What is the capital of Spain?")]) == []

@@ -17,7 +17,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from sft_eval.errors import SftEvalError
 
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+# fixtures/ of the checkout, or sft_eval/fixtures inside an installed wheel (pyproject maps one to the other).
+_PACKAGED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES_DIR = _PACKAGED_FIXTURES if _PACKAGED_FIXTURES.is_dir() else _PACKAGED_FIXTURES.parent.parent / "fixtures"
 DEFAULT_RECIPE = FIXTURES_DIR / "recipes" / "tiny.toml"
 
 

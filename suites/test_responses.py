@@ -10,19 +10,20 @@ def _listing(scores, only_failing) -> str:
     return "\n".join(f"  {s.question!r}: got {s.answer[:60]!r}, expected {s.expected!r}" for s in rows[:10])
 
 
-def _record(record_property, prefix: str, score) -> None:
-    """The answer and its metrics as junit-xml properties (`--junitxml`), for CI dashboards and diffs."""
+def _record(node, prefix: str, score) -> None:
+    """The answer and its metrics in the test's `user_properties`: hooks and plugins read them, and junit-xml
+    writes them as properties with `-o junit_family=legacy` (xunit2, pytest's default, has no per-test ones)."""
     for key in ("answer", "matched", "stopped_at_eos", "new_tokens", "repetition", "distinct_2", "leaks"):
-        record_property(f"{prefix}.{key}", getattr(score, key))
+        node.user_properties.append((f"{prefix}.{key}", getattr(score, key)))
 
 
 @pytest.mark.parametrize("model", ["base", "tuned"])
-def test_answer_is_well_formed(evaluation, recipe, question_index, model, record_property):
+def test_answer_is_well_formed(evaluation, recipe, question_index, model, request):
     """Both models, every question: the engine's answer is consistent (new tokens within the budget; `length`
     exactly when the budget ran out). Quality is recorded here, judged for the tuned model only."""
     answer = getattr(evaluation, model)[question_index]
     score = getattr(evaluation, f"{model}_scores")[question_index]
-    _record(record_property, model, score)
+    _record(request.node, model, score)
     budget = recipe.eval.max_new_tokens
     assert 0 < answer.new_tokens <= budget, f"{model} answer has {answer.new_tokens} new tokens, budget {budget}"
     ran_out = answer.new_tokens == budget and answer.stop_reason == "length"

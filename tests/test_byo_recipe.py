@@ -1,0 +1,316 @@
+"""Bring your own recipe, as a user would, with nothing downloaded: a checkpoint of the lesson model's shape
+(SmolLM2-135M: Llama, hidden 576, 30 layers, random weights) with a tokenizer of its own, 100 rows, the
+lesson's SFTConfig; run through the CLI and through the pytest plugin from another folder. Then real files
+nobody here wrote (../shared/realworld): a real tiny GPT-2 checkpoint without a chat template, and SmolLM2's
+real tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig, GenerationConfig
+
+from sft_eval.models import SMOLLM2_135M, save_random_checkpoint
+from sft_eval.recipe import FIXTURES_DIR
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "user-repo"
+README = Path(__file__).resolve().parent.parent / "README.md"
+TRAIN_ROWS = FIXTURES_DIR / "data" / "sft_train.jsonl"
+# The README's command, as a user types it in their repository.
+USER_COMMAND = "pytest test_my_sft.py --recipe recipe.toml --max-train-rows 8 --max-eval-questions 2"
+LESSON_SFT = """[sft]
+learning_rate = 8e-5
+num_train_epochs = 1
+per_device_train_batch_size = 1
+gradient_accumulation_steps = 8
+gradient_checkpointing = false
+logging_steps = 2
+"""
+
+
+def _env() -> dict[str, str]:
+    """The environment of a user's shell: no pytest variables leaking in from this run."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+
+
+def sft_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sft_eval.cli", *args], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600
+    )
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """This module's own fixture cache: the 135M checkpoints it trains are removed when it is done."""
+    folder = tmp_path_factory.mktemp("byo-cache")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory) -> Path:
+    """Weights only (no tokenizer): SmolLM2-135M's architecture with random weights, 135 M parameters."""
+    folder = tmp_path_factory.mktemp("smollm2-135m-weights")
+    save_random_checkpoint(folder, None, **SMOLLM2_135M)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _checkpoint_with(stand_in: Path, folder: Path, tokenizer) -> Path:
+    """The stand-in's weights (hard-linked, not copied) in `folder`, with `tokenizer` saved beside them and the
+    config's eos/pad ids set to the tokenizer's, as in a real checkpoint (the stand-in has Llama's defaults)."""
+    folder.mkdir(parents=True)
+    os.link(stand_in / "model.safetensors", folder / "model.safetensors")
+    config = AutoConfig.from_pretrained(stand_in)
+    config.eos_token_id, config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    config.save_pretrained(folder)
+    GenerationConfig.from_model_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def user_repo(tmp_path_factory, stand_in, sft_pipeline) -> Path:
+    """A user's repository: the README's recipe and test file, a checkpoint folder, 100 training rows."""
+    repo = tmp_path_factory.mktemp("user-repo")
+    for item in EXAMPLE.iterdir():
+        shutil.copy(item, repo / item.name)
+    _checkpoint_with(stand_in, repo / "models" / "smollm2-135m", sft_pipeline.tokenizer)  # a tokenizer of our own
+    (repo / "data").mkdir()
+    rows = TRAIN_ROWS.read_text(encoding="utf-8").splitlines()[:100]
+    (repo / "data" / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return repo
+
+
+def test_the_users_recipe_audits_without_errors(user_repo, cache):
+    result = sft_eval("audit", "--recipe", "recipe.toml", "--sft-cache", str(cache), "--json", cwd=user_repo)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    findings = json.loads(result.stdout)["findings"]
+    assert not [f for f in findings if f["severity"] == "error"], findings
+
+
+def test_the_users_plan_is_the_lessons_13_steps(user_repo):
+    result = sft_eval("plan", "--recipe", "recipe.toml", "--json", cwd=user_repo)
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = json.loads(result.stdout)
+    seen = {k: plan[k] for k in ("effective_batch", "micro_batches_per_rank", "optimizer_steps")}
+    assert seen == {"effective_batch": 8, "micro_batches_per_rank": 100, "optimizer_steps": 13}, plan
+    assert plan["last_step_micro_batches"] == 4, plan
+
+
+def test_a_one_step_smoke_train_of_the_users_recipe(user_repo, cache):
+    result = sft_eval(
+        "train", "--recipe", "recipe.toml", "--sft-cache", str(cache), "--max-train-rows", "8", "--json", cwd=user_repo
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    run = json.loads(result.stdout)
+    assert (run["global_step"], run["train_rows"], run["problems"]) == (1, 8, []), run
+    assert "too few to see whether the loss fell" in run["not_judged"], run
+
+
+def test_the_plugin_runs_the_users_test_file_in_their_repository(user_repo, cache):
+    command = USER_COMMAND.split()[1:] + ["--sft-cache", str(cache), "--junitxml", "results.xml"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *command, "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=user_repo,
+        env=_env(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    suite = ET.parse(user_repo / "results.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "0", "0"), result.stdout[-2000:]
+    assert "sft-eval report" in result.stdout and (user_repo / "reports" / "sft_report.html").is_file()
+
+
+def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cache):
+    """The same user test, with the lesson's fallback template in the recipe: the audit test must fail."""
+    broken = user_repo / "broken.toml"
+    recipe = (user_repo / "recipe.toml").read_text(encoding="utf-8")
+    broken.write_text(recipe.replace("[data]", 'chat_template = "lesson_fallback"\n\n[data]', 1), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "test_my_sft.py", "--recipe", "broken.toml", "-k", "audits"]
+        + ["--sft-cache", str(cache), "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=user_repo,
+        env=_env(),
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "1 failed" in result.stdout and "template.generation_prompt" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_readme_shows_the_example_as_it_is_tested():
+    readme = README.read_text(encoding="utf-8")
+    for name in ("recipe.toml", "test_my_sft.py"):
+        assert (EXAMPLE / name).read_text(encoding="utf-8") in readme, f"README's copy of {name} differs"
+    assert USER_COMMAND in readme, "README does not show the command the test runs"
+
+
+def test_a_model_folder_without_a_tokenizer_is_one_line(tmp_path, stand_in):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'name = "r"\n[model]\nbase = "{stand_in}"\n[data]\ntrain = "{TRAIN_ROWS}"\n[eval]\nquestions = ["Hi"]\n'
+    )
+    one_line_exit_2(sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), str(stand_in), "has no tokenizer")
+
+
+def test_a_tokenizer_without_a_template_and_a_recipe_without_one_is_one_line(tmp_path, stand_in, sft_pipeline):
+    tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(str(sft_pipeline.tuned_model_dir))
+    tokenizer.chat_template = None
+    folder = _checkpoint_with(stand_in, tmp_path / "no-template", tokenizer)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'name = "r"\n[model]\nbase = "{folder}"\n[data]\ntrain = "{TRAIN_ROWS}"\n[eval]\nquestions = ["Hi"]\n'
+    )
+    one_line_exit_2(
+        sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), "model.chat_template", "has no chat template"
+    )
+
+
+def test_a_malformed_dataset_line_is_one_line_with_its_number(tmp_path):
+    rows = TRAIN_ROWS.read_text(encoding="utf-8").splitlines()[:3]
+    rows[2] = rows[2][:-5]  # the third line cut short
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('name = "r"\n[data]\ntrain = "train.jsonl"\n[eval]\nquestions = ["Hi"]\n')
+    one_line_exit_2(sft_eval("plan", "--recipe", str(recipe), cwd=tmp_path), f"{tmp_path / 'train.jsonl'}:3")
+
+
+def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'name = "r"\n[data]\ntrain = "{TRAIN_ROWS}"\n'
+        + LESSON_SFT.replace("gradient_accumulation_steps", "grad_accumulation_steps")
+        + '[eval]\nquestions = ["Hi"]\n'
+    )
+    one_line_exit_2(
+        sft_eval("train", "--recipe", str(recipe), cwd=tmp_path),
+        "unknown key `sft.grad_accumulation_steps`",
+        "did you mean sft.gradient_accumulation_steps",
+    )
+
+
+# -- real files nobody here wrote -------------------------------------------------------------------------------
+
+
+@pytest.mark.realworld
+def test_smollm2s_real_tokenizer_with_a_random_model_of_its_shape(realworld_dir, user_repo, stand_in, cache):
+    """SmolLM2's real tokenizer and template (pad = eos = <|im_end|>, right padding) on the stand-in weights:
+    the audit reports what is true of it, the plan is the lesson's, one step trains."""
+    tokenizer = realworld_dir / "tokenizers" / "SmolLM2-135M-Instruct"
+    recipe = user_repo / "smollm2.toml"
+    recipe.write_text(
+        f'name = "smollm2"\n[model]\nbase = "{stand_in}"\ntokenizer = "{tokenizer}"\n'
+        '[data]\ntrain = "data/train.jsonl"\nlimit = 100\n' + LESSON_SFT + '[eval]\nquestions = ["Calculate 1+1-1"]\n'
+    )
+    audit = sft_eval("audit", "--recipe", str(recipe), "--sft-cache", str(cache), "--json", cwd=user_repo)
+    assert audit.returncode == 0, audit.stdout + audit.stderr[-2000:]
+    findings = {(f["check"], f["severity"], f["message"].split(";")[0]) for f in json.loads(audit.stdout)["findings"]}
+    assert ("tokenizer.pad", "info", "pad = eos ('<|im_end|>')") in findings, findings
+    assert any(check == "tokenizer.pad" and "padding side is right" in m for check, _, m in findings), findings
+    plan = json.loads(sft_eval("plan", "--recipe", str(recipe), "--json", cwd=user_repo).stdout)
+    assert (plan["optimizer_steps"], plan["effective_batch"]) == (13, 8), plan
+    train = sft_eval(
+        "train", "--recipe", str(recipe), "--sft-cache", str(cache), "--max-train-rows", "8", "--json", cwd=user_repo
+    )
+    assert train.returncode == 0, train.stdout + train.stderr[-2000:]
+    assert json.loads(train.stdout)["global_step"] == 1
+
+
+GPT2_TEMPLATE = """{%- for message in messages -%}
+{{ message['role'] }}:
+{{ message['content'] }}{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}
+
+{% endfor -%}
+{%- if add_generation_prompt %}assistant:
+{% endif -%}
+"""
+# What a 2-dimensional GPT-2 cannot do, whatever its recipe: learn, stop, or stay off loops.
+GPT2_QUALITY_FAILURES = {
+    "test_loss_and_grad_norm_are_finite_and_the_loss_fell",
+    "test_tuned_model_stops_at_end_of_turn",
+    "test_tuned_answers_do_not_loop",
+    "test_tuned_answer_is_sane",
+}
+
+
+@pytest.fixture(scope="module")
+def gpt2_recipe(realworld_dir, tmp_path_factory) -> Path:
+    """sshleifer/tiny-gpt2 (a real checkpoint, no chat template), the template supplied by the recipe, trained
+    on conversational prompt/completion rows saved with `datasets.save_to_disk`."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("gpt2-user")
+    rows = []
+    for line in TRAIN_ROWS.read_text(encoding="utf-8").splitlines()[:40]:
+        messages = json.loads(line)["messages"]
+        rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder / "rows"))
+    (folder / "plain.jinja").write_text(GPT2_TEMPLATE, encoding="utf-8")
+    recipe = folder / "recipe.toml"
+    recipe.write_text(
+        f'name = "gpt2"\n[model]\nbase = "{realworld_dir / "checkpoints" / "sshleifer-tiny-gpt2"}"\n'
+        'chat_template = "plain.jinja"\n[data]\ntrain = "rows"\n'
+        "[sft]\nlearning_rate = 1e-3\nnum_train_epochs = 1\nper_device_train_batch_size = 4\n"
+        "gradient_accumulation_steps = 2\nlogging_steps = 1\n"
+        '[eval]\nmax_new_tokens = 10\nquestions = ["Calculate 1+1-1", "What is the capital of France?"]\n'
+    )
+    return recipe
+
+
+@pytest.mark.realworld
+def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path):
+    """`pytest suites/ --recipe` on a checkpoint nobody here made: nothing errors; what fails is only what such a
+    model cannot do; what cannot apply skips with its reason."""
+    results = tmp_path / "results.xml"
+    suites = Path(__file__).resolve().parent.parent / "suites"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(suites), "--recipe", str(gpt2_recipe), "--sft-cache", str(cache)]
+        + ["--junitxml", str(results), "--report-dir", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=900,
+    )
+    outcomes: dict[str, set[str]] = {"failed": set(), "error": set(), "skipped": set(), "passed": set()}
+    for case in ET.parse(results).getroot().iter("testcase"):
+        kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        outcomes["failed" if kind == "failure" else kind].add(case.get("name").split("[")[0])
+    crash = result.stdout[result.stdout.find("= ERRORS =") :][:4000]
+    assert not outcomes["error"], f"suites crashed on a foreign recipe: {outcomes['error']}\n{crash}"
+    assert outcomes["failed"] <= GPT2_QUALITY_FAILURES, f"unexpected failures: {outcomes['failed']}"
+    assert "test_loss_and_grad_norm_are_finite_and_the_loss_fell" in outcomes["failed"], "a 2-dim GPT-2 learned?"
+    for must_run in ("test_plan_matches_what_the_trainer_did", "test_accumulated_runs_equal_the_full_batch_run"):
+        assert must_run in outcomes["passed"], f"{must_run} did not pass on the GPT-2 recipe"
+    assert "test_tuned_answers_match_the_golden_outputs" in outcomes["skipped"]
+
+
+@pytest.mark.realworld
+def test_the_gpt2_recipe_without_a_template_is_one_line(gpt2_recipe, tmp_path):
+    recipe = tmp_path / "no-template.toml"
+    text = gpt2_recipe.read_text(encoding="utf-8").replace('chat_template = "plain.jinja"\n', "")
+    recipe.write_text(text.replace('train = "rows"', f'train = "{gpt2_recipe.parent / "rows"}"'), encoding="utf-8")
+    one_line_exit_2(
+        sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), "sshleifer-tiny-gpt2 has no chat template"
+    )

@@ -7,8 +7,12 @@ real tokenizer.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -85,13 +89,35 @@ def _checkpoint_with(stand_in: Path, folder: Path, tokenizer) -> Path:
     return folder
 
 
+def readme_block(language: str, containing: str) -> str:
+    """The README's code block in `language` that contains `containing`."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    found = [b for b in blocks if containing in b]
+    assert len(found) == 1, f"README has {len(found)} {language} blocks with {containing!r}"
+    return found[0]
+
+
+def readme_commands(section: str) -> list[str]:
+    """The `sft-eval` and `pytest` lines of the bash blocks in a README section, comments included."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {section}\n")
+    body = text[start : text.find("\n## ", start + 1)]
+    blocks = re.findall(r"```bash\n(.*?)```", body, flags=re.S)
+    return [line for block in blocks for line in block.splitlines() if line.startswith(("sft-eval ", "pytest "))]
+
+
 @pytest.fixture(scope="module")
-def user_repo(tmp_path_factory, stand_in, sft_pipeline) -> Path:
-    """A user's repository: the README's recipe and test file, a checkpoint folder, 100 training rows."""
+def user_repo(tmp_path_factory, sft_pipeline) -> Path:
+    """A user's repository: the README's recipe and test file, a checkpoint folder made with the README's
+    stand-in snippet (SmolLM2-135M's shape, our own tokenizer), 100 training rows."""
     repo = tmp_path_factory.mktemp("user-repo")
     for item in EXAMPLE.iterdir():
         shutil.copy(item, repo / item.name)
-    _checkpoint_with(stand_in, repo / "models" / "smollm2-135m", sft_pipeline.tokenizer)  # a tokenizer of our own
+    tokenizer = tmp_path_factory.mktemp("users-tokenizer")
+    sft_pipeline.tokenizer.save_pretrained(tokenizer)
+    snippet = readme_block("python", "save_random_checkpoint").replace("path/to/your/tokenizer", str(tokenizer))
+    with contextlib.chdir(repo):
+        exec(compile(snippet, "README.md", "exec"), {})
     (repo / "data").mkdir()
     rows = TRAIN_ROWS.read_text(encoding="utf-8").splitlines()[:100]
     (repo / "data" / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -162,7 +188,59 @@ def test_the_readme_shows_the_example_as_it_is_tested():
     readme = README.read_text(encoding="utf-8")
     for name in ("recipe.toml", "test_my_sft.py"):
         assert (EXAMPLE / name).read_text(encoding="utf-8") in readme, f"README's copy of {name} differs"
-    assert USER_COMMAND in readme, "README does not show the command the test runs"
+    assert USER_COMMAND in readme_commands("Bring your own recipe"), "README does not show the command tested"
+
+
+def _expected_exit(line: str) -> int:
+    """What a README command line must exit with: 1 where its comment says `exit 1`, else 0."""
+    return 1 if "# exit 1" in line else 0
+
+
+@pytest.mark.parametrize("line", readme_commands("Command line"), ids=lambda line: line.split("#")[0].strip())
+def test_readme_command_line_examples_run_as_documented(line, sft_pipeline):
+    command = shlex.split(line, comments=True)
+    env = {**_env(), "SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    result = subprocess.run(
+        [sys.executable, "-m", "sft_eval.cli", *command[1:]],
+        capture_output=True,
+        text=True,
+        cwd=README.parent,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == _expected_exit(line), f"{line}\nexit {result.returncode}: {result.stderr[-2000:]}"
+    if "--json" in command:
+        json.loads(result.stdout)
+
+
+def test_readme_bring_your_own_examples_run_in_the_users_repository(user_repo, cache):
+    lines = [line for line in readme_commands("Bring your own recipe") if line != USER_COMMAND]
+    assert len(lines) >= 4, lines
+    for line in lines:
+        command = shlex.split(line, comments=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "sft_eval.cli", *command[1:]],
+            capture_output=True,
+            text=True,
+            cwd=user_repo,
+            env={**_env(), "SFT_EVAL_CACHE": str(cache)},
+            timeout=600,
+        )
+        assert result.returncode == 0, (
+            f"{line}\nexit {result.returncode}: {result.stdout[-1500:]}{result.stderr[-1500:]}"
+        )
+
+
+def test_readme_lesson_helpers_example_runs(sft_pipeline):
+    snippet = readme_block("python", "load_model_and_tokenizer").replace(
+        "path/to/checkpoint", str(sft_pipeline.tuned_model_dir)
+    )
+    printed = io.StringIO()
+    with contextlib.chdir(README.parent), contextlib.redirect_stdout(printed):
+        exec(compile(snippet, "README.md", "exec"), {})
+    lines = printed.getvalue().splitlines()
+    assert lines[0] and any(line.endswith(" eos") for line in lines[1:3]), lines
+    assert "User Prompt" in printed.getvalue(), lines
 
 
 def test_a_model_folder_without_a_tokenizer_is_one_line(tmp_path, stand_in):

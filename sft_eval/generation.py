@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.chat import conversation, render_prompt
+from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 
 
@@ -60,8 +62,9 @@ def generate(
     # Similar lengths share a batch: less padding, same answers.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, Answer] = {}
+    starts = range(0, len(order), batch_size)
     with _left_padding(tokenizer, pad_id):
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(starts, desc="generating", unit="batch", disable=not interactive() or len(starts) < 2):
             chunk = order[start : start + batch_size]
             batch = tokenizer(
                 [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
@@ -224,7 +227,8 @@ def generate_served(
         )
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) or 1))) as pool:
-        return list(pool.map(one, questions))
+        answers = pool.map(one, questions)
+        return list(tqdm(answers, desc=f"asking {name}", total=len(questions), disable=not interactive()))
 
 
 def _openai() -> Any:

@@ -94,7 +94,7 @@ def sft_pipeline(request: pytest.FixtureRequest) -> Any:
     from sft_eval.console import configure_libraries
     from sft_eval.pipeline import Pipeline
 
-    configure_libraries()
+    configure_libraries(quiet=request.config.get_verbosity() < 0)
     option = request.config.getoption
     pipeline = Pipeline(session_recipe(request.config), FixtureCache(option("--sft-cache")), option("--device"))
     request.config.stash[_PIPELINE] = pipeline

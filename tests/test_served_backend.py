@@ -20,7 +20,6 @@ from sft_eval.chat import load_template
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import Answer, generate_served
 from sft_eval.pipeline import Pipeline
-from sft_eval.recipe import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.served
 STARTUP_TIMEOUT_S = 180
@@ -164,13 +163,9 @@ def test_the_served_folder_holds_what_a_server_needs(sft_pipeline) -> None:
         assert (folder / name).is_file(), f"{folder} lacks {name}: a server could not load it as trained"
 
 
-def test_sft_eval_report_with_an_unreachable_server_is_exit_2(sft_pipeline, tmp_path) -> None:
-    source = DEFAULT_RECIPE.read_text(encoding="utf-8")
-    for relative in ("../data/sft_train.jsonl", "../data/eval_questions.jsonl"):
-        source = source.replace(f'"{relative}"', f'"{(DEFAULT_RECIPE.parent / relative).resolve()}"')
+def test_sft_eval_report_with_an_unreachable_server_is_exit_2(sft_pipeline, tiny_variant, tmp_path) -> None:
     url = f"http://127.0.0.1:{_free_port()}/v1"
-    recipe = tmp_path / "served.toml"
-    recipe.write_text(source.replace("[eval]\n", f'[eval]\nbackend = "openai"\nbase_url = "{url}"\n'), encoding="utf-8")
+    recipe = tiny_variant({"[eval]\n": f'[eval]\nbackend = "openai"\nbase_url = "{url}"\n'})
     result = subprocess.run(
         [sys.executable, "-m", "sft_eval.cli", "report", "--recipe", str(recipe)]
         + ["--sft-cache", str(sft_pipeline.cache.root), "--out", str(tmp_path / "out")],

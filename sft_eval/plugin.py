@@ -65,6 +65,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    device = config.getoption("--device")
+    if device != "auto":  # checked at start-up, so a typo is one usage line, not an error in every test
+        from sft_eval.errors import SftEvalError
+        from sft_eval.models import resolve_device
+
+        try:
+            resolve_device(device)
+        except SftEvalError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(ReportWriter(config), "sft-eval-report")
 
 

@@ -93,6 +93,29 @@ def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline
     assert data["tuned_entry"] == sft_pipeline.describe()["tuned_entry"]
 
 
+def test_device_cpu_is_used_and_named(sft_pipeline):
+    result = run_cli("train", "--json", "--device", "cpu", "--sft-cache", str(sft_pipeline.cache.root))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["device"] == "cpu"
+
+
+def test_a_device_torch_does_not_know_is_exit_2():
+    assert_bad_input(run_cli("train", "--device", "tpu9"), "--device 'tpu9' is not a torch device")
+
+
+def test_a_device_torch_does_not_know_is_a_pytest_usage_error(tmp_path):
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "test_x.py", "--device", "tpu9", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage-error exit code
+    assert "--device 'tpu9' is not a torch device" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline, training_run):
     """Same cached run, a recipe asking for more than it achieved: the check fails, nothing retrains."""
     recipe = (FIXTURES_DIR / "recipes" / "tiny.toml").read_text(encoding="utf-8")

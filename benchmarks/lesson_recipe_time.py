@@ -1,7 +1,8 @@
-"""Time the lesson's full recipe on a model of the lesson's shape: SmolLM2-135M's architecture (random weights,
-135 M parameters) with the embedded tokenizer, 100 rows, learning rate 8e-5, 1 epoch, batch 1 x accumulation 8
-= 13 optimizer steps, no gradient checkpointing, logging every 2 steps. This is what a user's CPU run of the
-lesson costs; it also reports the one-step smoke run (`--max-train-rows 8`) the tests make.
+"""Time the lesson's full recipe (fixtures/recipes/seed_lesson.toml) on a model of the lesson's shape:
+SmolLM2-135M's architecture (random weights, 135 M parameters) with the embedded tokenizer, 100 of the shipped
+rows, learning rate 8e-5, 1 epoch, batch 1 x accumulation 8 = 13 optimizer steps, no gradient checkpointing,
+logging every 2 steps. This is what a user's CPU run of the lesson costs; it also times the one-step smoke run
+(`--max-train-rows 8`) the tests make.
 
     python benchmarks/lesson_recipe_time.py
 """
@@ -21,23 +22,7 @@ from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe, with_limits
 from sft_eval.training import train_sft
 
-RECIPE = """name = "lesson-on-smollm2-shape"
-seed = 42
-[model]
-base = "model"
-[data]
-train = "{train}"
-limit = 100
-[sft]
-learning_rate = 8e-5
-num_train_epochs = 1
-per_device_train_batch_size = 1
-gradient_accumulation_steps = 8
-gradient_checkpointing = false
-logging_steps = 2
-[eval]
-questions = ["Calculate 1+1-1"]
-"""
+SEED_LESSON = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
 
 
 def _train(pipeline: Pipeline, out: str) -> tuple[float, object]:
@@ -54,7 +39,10 @@ def main() -> int:
         tokenizer = Pipeline(load_recipe(DEFAULT_RECIPE)).tokenizer
         save_random_checkpoint(folder / "model", tokenizer, **SMOLLM2_135M)
         recipe_path = folder / "recipe.toml"
-        recipe_path.write_text(RECIPE.format(train=FIXTURES_DIR / "data" / "sft_train.jsonl"), encoding="utf-8")
+        lesson = SEED_LESSON.read_text(encoding="utf-8")  # the lesson's recipe, model and data pointed at local copies
+        lesson = lesson.replace('"HuggingFaceTB/SmolLM2-135M"', '"model"')
+        lesson = lesson.replace('"banghua/DL-SFT-Dataset"', f'"{FIXTURES_DIR / "data" / "sft_train.jsonl"}"')
+        recipe_path.write_text(lesson, encoding="utf-8")
         recipe = load_recipe(recipe_path)
         cache = FixtureCache(folder / "cache")
         full = Pipeline(recipe, cache)

@@ -17,6 +17,8 @@ import tomllib
 from pathlib import Path
 from types import MappingProxyType
 
+import torch
+
 from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
 from sft_eval.pipeline import Pipeline
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     model = pipeline.load_base_model(dropout=not args.no_dropout)
     run = train_sft(recipe, model, pipeline.tokenizer, rows, str(out / f"trainer-{rank}"))
     (out / f"rank-{rank}.json").write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
+    if torch.distributed.is_initialized():  # a group left open aborts some runs at exit (gloo's threads)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -30,14 +30,13 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 TRAIN_ROWS = FIXTURES_DIR / "data" / "sft_train.jsonl"
 # The README's command, as a user types it in their repository.
 USER_COMMAND = "pytest test_my_sft.py --recipe recipe.toml --max-train-rows 8 --max-eval-questions 2"
-LESSON_SFT = """[sft]
-learning_rate = 8e-5
-num_train_epochs = 1
-per_device_train_batch_size = 1
-gradient_accumulation_steps = 8
-gradient_checkpointing = false
-logging_steps = 2
-"""
+SEED_LESSON = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
+
+
+def lesson_recipe(base: str, train: str) -> str:
+    """The lesson's own recipe with its model and dataset pointed at local copies, as its comment says to."""
+    text = SEED_LESSON.read_text(encoding="utf-8")
+    return text.replace('"HuggingFaceTB/SmolLM2-135M"', f'"{base}"').replace('"banghua/DL-SFT-Dataset"', f'"{train}"')
 
 
 def _env() -> dict[str, str]:
@@ -276,11 +275,8 @@ def test_a_malformed_dataset_line_is_one_line_with_its_number(tmp_path):
 
 def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path):
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        f'name = "r"\n[data]\ntrain = "{TRAIN_ROWS}"\n'
-        + LESSON_SFT.replace("gradient_accumulation_steps", "grad_accumulation_steps")
-        + '[eval]\nquestions = ["Hi"]\n'
-    )
+    text = lesson_recipe("tiny", str(TRAIN_ROWS))
+    recipe.write_text(text.replace("gradient_accumulation_steps", "grad_accumulation_steps"), encoding="utf-8")
     one_line_exit_2(
         sft_eval("train", "--recipe", str(recipe), cwd=tmp_path),
         "unknown key `sft.grad_accumulation_steps`",
@@ -297,10 +293,8 @@ def test_smollm2s_real_tokenizer_with_a_random_model_of_its_shape(realworld_dir,
     the audit reports what is true of it, the plan is the lesson's, one step trains."""
     tokenizer = realworld_dir / "tokenizers" / "SmolLM2-135M-Instruct"
     recipe = user_repo / "smollm2.toml"
-    recipe.write_text(
-        f'name = "smollm2"\n[model]\nbase = "{stand_in}"\ntokenizer = "{tokenizer}"\n'
-        '[data]\ntrain = "data/train.jsonl"\nlimit = 100\n' + LESSON_SFT + '[eval]\nquestions = ["Calculate 1+1-1"]\n'
-    )
+    text = lesson_recipe(str(stand_in), "data/train.jsonl")
+    recipe.write_text(text.replace("[data]", f'tokenizer = "{tokenizer}"\n\n[data]', 1), encoding="utf-8")
     audit = sft_eval("audit", "--recipe", str(recipe), "--sft-cache", str(cache), "--json", cwd=user_repo)
     assert audit.returncode == 0, audit.stdout + audit.stderr[-2000:]
     findings = {(f["check"], f["severity"], f["message"].split(";")[0]) for f in json.loads(audit.stdout)["findings"]}

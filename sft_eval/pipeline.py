@@ -190,10 +190,11 @@ class Pipeline:
             "max_new_tokens": settings.max_new_tokens,
             "enable_thinking": settings.enable_thinking,
         }
-        served = {"tuned": settings.backend == "openai", "base": settings.base_model is not None}[which]
-        if served and settings.base_url:
+        served = settings.backend == "openai" and (which == "tuned" or settings.base_model is not None)
+        if served:
             name = settings.model if which == "tuned" else settings.base_model
-            return generate_served(settings.base_url, name, questions, concurrency=settings.batch_size, **common)
+            url = str(settings.base_url)  # the recipe guarantees one with the openai backend
+            return generate_served(url, name, questions, concurrency=settings.batch_size, **common)
         model = self.tuned_model if which == "tuned" else self.base_model
         return generate(model, self.tokenizer, questions, batch_size=settings.batch_size, **common)
 

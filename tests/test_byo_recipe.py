@@ -386,3 +386,16 @@ def test_the_gpt2_recipe_without_a_template_is_one_line(gpt2_recipe, tmp_path):
     one_line_exit_2(
         sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), "sshleifer-tiny-gpt2 has no chat template"
     )
+
+
+@pytest.mark.realworld
+def test_bench_on_the_gpt2_recipe_batches_without_a_pad_token(gpt2_recipe, cache):
+    """GPT-2 has no pad token: the batched engine pads with its eos under the attention mask, and its greedy
+    answers still equal the one-at-a-time loop's and the raw KV-cache loop's, token for token."""
+    result = sft_eval(
+        "bench", "--recipe", str(gpt2_recipe), "--sft-cache", str(cache), "--json", cwd=gpt2_recipe.parent
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    speed = json.loads(result.stdout)
+    assert speed["identical_outputs"] and speed["base"]["identical_outputs"], speed
+    assert speed["new_tokens"] > 0 and speed["prompts"] == 32, speed

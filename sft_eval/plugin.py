@@ -99,15 +99,19 @@ def session_recipe(config: pytest.Config) -> Any:
 @pytest.fixture(scope="session")
 def sft_pipeline(request: pytest.FixtureRequest) -> Any:
     """The session's pipeline for `--recipe`; every other fixture is a stage of it."""
+    pipeline = _make_pipeline(request.config)
+    request.config.stash[_PIPELINE] = pipeline
+    return pipeline
+
+
+def _make_pipeline(config: pytest.Config) -> Any:
     from sft_eval.cache import FixtureCache
     from sft_eval.console import configure_libraries
     from sft_eval.pipeline import Pipeline
 
-    configure_libraries(quiet=request.config.get_verbosity() < 0)
-    option = request.config.getoption
-    pipeline = Pipeline(session_recipe(request.config), FixtureCache(option("--sft-cache")), option("--device"))
-    request.config.stash[_PIPELINE] = pipeline
-    return pipeline
+    configure_libraries(quiet=config.get_verbosity() < 0)
+    option = config.getoption
+    return Pipeline(session_recipe(config), FixtureCache(option("--sft-cache")), option("--device"))
 
 
 @pytest.fixture(scope="session")
@@ -143,12 +147,17 @@ def evaluation(sft_pipeline: Any) -> Any:
 
 
 class ReportWriter:
-    """Counts the run's outcomes through pytest's hooks and writes the report when the session ends."""
+    """Counts the run's outcomes through pytest's hooks and writes the report when the session ends.
+
+    Under pytest-xdist the workers run the tests and the controller sees every test's report: the workers only
+    say whether they evaluated (and what speed they measured), and the controller writes the one report.
+    """
 
     def __init__(self, config: pytest.Config):
         self.config = config
         self.outcomes: dict[str, Any] = {"passed": 0, "failed": 0, "skipped": 0, "failures": []}
         self.path: Path | None = None
+        self.workers: dict[str, Any] = {"evaluated": False, "speed": {}}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
@@ -161,11 +170,27 @@ class ReportWriter:
             message = crash.message if crash is not None else str(report.longrepr)
             self.outcomes["failures"].append({"nodeid": report.nodeid, "when": report.when, "message": message})
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """An xdist worker finished: keep what it reported of its pipeline."""
+        reported = getattr(node, "workeroutput", {}).get("sft_eval")
+        if reported:
+            self.workers["evaluated"] |= reported["evaluated"]
+            self.workers["speed"].update(reported["speed"])
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the report when this session evaluated models (a run that evaluated nothing leaves none)."""
         pipeline = self.config.stash.get(_PIPELINE, None)
-        if pipeline is None or "evaluation" not in vars(pipeline):
+        evaluated = pipeline is not None and "evaluation" in vars(pipeline)
+        if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes the report
+            if pipeline is not None:
+                self.config.workeroutput["sft_eval"] = {"evaluated": evaluated, "speed": dict(pipeline.speed)}
             return
+        if not (evaluated or self.workers["evaluated"]):
+            return
+        if pipeline is None:  # the xdist controller: the same stages, from the cache the workers filled
+            pipeline = _make_pipeline(self.config)
+        pipeline.speed.update(self.workers["speed"])
         from sft_eval.report import build_context, write_report
 
         context = build_context(pipeline, self.outcomes)

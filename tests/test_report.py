@@ -119,3 +119,28 @@ def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline):
     outcomes = json.loads((tmp_path / "out" / JSON_NAME).read_text(encoding="utf-8"))["outcomes"]
     assert (outcomes["passed"], outcomes["failed"]) == (1, 1)
     assert "deliberately failing check" in outcomes["failures"][0]["message"]
+
+
+def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline):
+    """Under `pytest -n 2` the tests run in two worker processes: the one report counts them all, and the
+    speed a worker measured reaches it."""
+    import subprocess
+    import sys
+
+    tests = "".join(f"def test_ok_{i}(evaluation):\n    assert evaluation.tuned\n\n" for i in range(6))
+    tests += "def test_bad(evaluation):\n    assert False, 'deliberately failing check'\n\n"
+    tests += "def test_speed(sft_pipeline):\n    sft_pipeline.speed['batched'] = 123.0\n"
+    (tmp_path / "test_user.py").write_text(tests, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "test_user.py"]
+        + [f"--sft-cache={sft_pipeline.cache.root}", f"--report-dir={tmp_path / 'out'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "7 passed" in result.stdout, result.stdout[-2000:]
+    assert result.stdout.count("report: ") == 1, result.stdout[-2000:]
+    report = json.loads((tmp_path / "out" / JSON_NAME).read_text(encoding="utf-8"))
+    assert (report["outcomes"]["passed"], report["outcomes"]["failed"]) == (7, 1), report["outcomes"]
+    assert report["speed"] == {"batched": 123.0}, report["speed"]

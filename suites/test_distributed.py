@@ -8,6 +8,7 @@ losses agree within 5e-6 (measured: they agree to about 1e-6).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -58,8 +59,10 @@ def ranks(sft_pipeline, cached) -> list[TrainingRun]:
             str(sft_pipeline.cache.root),
             *[arg for key, value in overrides.items() for arg in ("--set", f"{key} = {json.dumps(value)}")],
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a rank that aborts prints its Python stack
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        written = sorted(p.name for p in out.iterdir())
+        assert result.returncode == 0, f"{written}\n{result.stdout[-3000:]}{result.stderr[-6000:]}"
         for trainer in out.glob("trainer-*"):
             shutil.rmtree(trainer)
 

@@ -6,6 +6,8 @@ What lives here is for this repository's own tests: the real-world material shar
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,40 @@ def tiny_variant(tmp_path: Path):
         return path
 
     return write
+
+
+class Cli:
+    """`sft-eval` in a fresh process, as a user's shell runs it (no pytest variables leak in), and the contract
+    for bad input: exit 2, one line on stderr, no traceback."""
+
+    @staticmethod
+    def environ(**extra: str) -> dict[str, str]:
+        """A user's shell environment: this one without pytest's variables, plus `extra`."""
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}, **extra}
+
+    def run(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sft_eval.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=self.environ(**(env or {})),
+            timeout=600,
+        )
+
+    @staticmethod
+    def bad_input(result: subprocess.CompletedProcess, *fragments: str) -> None:
+        assert result.returncode == 2, f"exit {result.returncode}, stderr: {result.stderr[-2000:]}"
+        assert "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {result.stderr}"
+        for fragment in fragments:
+            assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    """`cli.run("audit", "--json", cwd=..., env=...)` and `cli.bad_input(result, "fragment", ...)`."""
+    return Cli()

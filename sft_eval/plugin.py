@@ -14,6 +14,7 @@ import pytest
 from sft_eval.recipe import DEFAULT_RECIPE
 
 _PIPELINE = pytest.StashKey["Any"]()
+_RECIPE = pytest.StashKey["Any"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,6 +84,8 @@ def session_recipe(config: pytest.Config) -> Any:
     from sft_eval.errors import SftEvalError
     from sft_eval.recipe import load_recipe, with_limits
 
+    if _RECIPE in config.stash:  # loaded once: collection (per-question ids) and the pipeline fixture share it
+        return config.stash[_RECIPE]
     option = config.getoption
     for name in ("--max-train-rows", "--max-eval-questions"):
         if option(name) is not None and option(name) < 1:
@@ -91,9 +94,10 @@ def session_recipe(config: pytest.Config) -> Any:
         recipe = load_recipe(option("--recipe"))
     except SftEvalError as exc:
         raise pytest.UsageError(str(exc)) from None
-    return with_limits(
+    config.stash[_RECIPE] = with_limits(
         recipe, max_train_rows=option("--max-train-rows"), max_eval_questions=option("--max-eval-questions")
     )
+    return config.stash[_RECIPE]
 
 
 @pytest.fixture(scope="session")

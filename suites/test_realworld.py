@@ -7,8 +7,6 @@ Each error-level finding is expected and explained; anything else must be clean.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -122,14 +120,6 @@ def test_llama_cpp_template_audit_matches_its_explanation(embedded_tokenizer, pa
     assert not problem, problem
 
 
-def test_tokenizer_that_does_not_load_is_one_line_and_exit_2(realworld_dir):
+def test_tokenizer_that_does_not_load_is_one_line_and_exit_2(realworld_dir, cli):
     folder = realworld_dir / "tokenizers" / "TinyLlama-1.1B-Chat-v1.0"
-    result = subprocess.run(
-        [sys.executable, "-m", "sft_eval.cli", "audit", "--tokenizer", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "TinyLlama-1.1B-Chat-v1.0" in lines[0] and "cannot load a tokenizer" in lines[0]
+    cli.bad_input(cli.run("audit", "--tokenizer", str(folder)), "TinyLlama-1.1B-Chat-v1.0", "cannot load a tokenizer")

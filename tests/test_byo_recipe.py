@@ -39,25 +39,6 @@ def lesson_recipe(base: str, train: str) -> str:
     return text.replace('"HuggingFaceTB/SmolLM2-135M"', f'"{base}"').replace('"banghua/DL-SFT-Dataset"', f'"{train}"')
 
 
-def _env() -> dict[str, str]:
-    """The environment of a user's shell: no pytest variables leaking in from this run."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-
-
-def sft_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sft_eval.cli", *args], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600
-    )
-
-
-def one_line_exit_2(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     """This module's own fixture cache: the 135M checkpoints it trains are removed when it is done."""
@@ -123,15 +104,15 @@ def user_repo(tmp_path_factory, sft_pipeline) -> Path:
     return repo
 
 
-def test_the_users_recipe_audits_without_errors(user_repo, cache):
-    result = sft_eval("audit", "--recipe", "recipe.toml", "--sft-cache", str(cache), "--json", cwd=user_repo)
+def test_the_users_recipe_audits_without_errors(user_repo, cache, cli):
+    result = cli.run("audit", "--recipe", "recipe.toml", "--sft-cache", str(cache), "--json", cwd=user_repo)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     findings = json.loads(result.stdout)["findings"]
     assert not [f for f in findings if f["severity"] == "error"], findings
 
 
-def test_the_users_plan_is_the_lessons_13_steps(user_repo):
-    result = sft_eval("plan", "--recipe", "recipe.toml", "--json", cwd=user_repo)
+def test_the_users_plan_is_the_lessons_13_steps(user_repo, cli):
+    result = cli.run("plan", "--recipe", "recipe.toml", "--json", cwd=user_repo)
     assert result.returncode == 0, result.stderr[-2000:]
     plan = json.loads(result.stdout)
     seen = {k: plan[k] for k in ("effective_batch", "micro_batches_per_rank", "optimizer_steps")}
@@ -139,8 +120,8 @@ def test_the_users_plan_is_the_lessons_13_steps(user_repo):
     assert plan["last_step_micro_batches"] == 4, plan
 
 
-def test_a_one_step_smoke_train_of_the_users_recipe(user_repo, cache):
-    result = sft_eval(
+def test_a_one_step_smoke_train_of_the_users_recipe(user_repo, cache, cli):
+    result = cli.run(
         "train", "--recipe", "recipe.toml", "--sft-cache", str(cache), "--max-train-rows", "8", "--json", cwd=user_repo
     )
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
@@ -149,14 +130,14 @@ def test_a_one_step_smoke_train_of_the_users_recipe(user_repo, cache):
     assert "too few to see whether the loss fell" in run["not_judged"], run
 
 
-def test_the_plugin_runs_the_users_test_file_in_their_repository(user_repo, cache):
+def test_the_plugin_runs_the_users_test_file_in_their_repository(user_repo, cache, cli):
     command = USER_COMMAND.split()[1:] + ["--sft-cache", str(cache), "--junitxml", "results.xml"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", *command, "-p", "no:cacheprovider"],
         capture_output=True,
         text=True,
         cwd=user_repo,
-        env=_env(),
+        env=cli.environ(),
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -165,7 +146,7 @@ def test_the_plugin_runs_the_users_test_file_in_their_repository(user_repo, cach
     assert "sft-eval report" in result.stdout and (user_repo / "reports" / "sft_report.html").is_file()
 
 
-def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cache):
+def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cache, cli):
     """The same user test, with the lesson's fallback template in the recipe: the audit test must fail."""
     broken = user_repo / "broken.toml"
     recipe = (user_repo / "recipe.toml").read_text(encoding="utf-8")
@@ -176,7 +157,7 @@ def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cach
         capture_output=True,
         text=True,
         cwd=user_repo,
-        env=_env(),
+        env=cli.environ(),
         timeout=600,
     )
     assert result.returncode == 1, result.stdout[-3000:]
@@ -196,35 +177,20 @@ def _expected_exit(line: str) -> int:
 
 
 @pytest.mark.parametrize("line", readme_commands("Command line"), ids=lambda line: line.split("#")[0].strip())
-def test_readme_command_line_examples_run_as_documented(line, sft_pipeline):
+def test_readme_command_line_examples_run_as_documented(line, sft_pipeline, cli):
     command = shlex.split(line, comments=True)
-    env = {**_env(), "SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
-    result = subprocess.run(
-        [sys.executable, "-m", "sft_eval.cli", *command[1:]],
-        capture_output=True,
-        text=True,
-        cwd=README.parent,
-        env=env,
-        timeout=600,
-    )
+    result = cli.run(*command[1:], cwd=README.parent, env={"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)})
     assert result.returncode == _expected_exit(line), f"{line}\nexit {result.returncode}: {result.stderr[-2000:]}"
     if "--json" in command:
         json.loads(result.stdout)
 
 
-def test_readme_bring_your_own_examples_run_in_the_users_repository(user_repo, cache):
+def test_readme_bring_your_own_examples_run_in_the_users_repository(user_repo, cache, cli):
     lines = [line for line in readme_commands("Bring your own recipe") if line != USER_COMMAND]
     assert len(lines) >= 4, lines
     for line in lines:
         command = shlex.split(line, comments=True)
-        result = subprocess.run(
-            [sys.executable, "-m", "sft_eval.cli", *command[1:]],
-            capture_output=True,
-            text=True,
-            cwd=user_repo,
-            env={**_env(), "SFT_EVAL_CACHE": str(cache)},
-            timeout=600,
-        )
+        result = cli.run(*command[1:], cwd=user_repo, env={"SFT_EVAL_CACHE": str(cache)})
         assert result.returncode == 0, (
             f"{line}\nexit {result.returncode}: {result.stdout[-1500:]}{result.stderr[-1500:]}"
         )
@@ -242,15 +208,15 @@ def test_readme_lesson_helpers_example_runs(sft_pipeline):
     assert "User Prompt" in printed.getvalue(), lines
 
 
-def test_a_model_folder_without_a_tokenizer_is_one_line(tmp_path, stand_in):
+def test_a_model_folder_without_a_tokenizer_is_one_line(tmp_path, stand_in, cli):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(
         f'name = "r"\n[model]\nbase = "{stand_in}"\n[data]\ntrain = "{TRAIN_ROWS}"\n[eval]\nquestions = ["Hi"]\n'
     )
-    one_line_exit_2(sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), str(stand_in), "has no tokenizer")
+    cli.bad_input(cli.run("audit", "--recipe", str(recipe), cwd=tmp_path), str(stand_in), "has no tokenizer")
 
 
-def test_a_tokenizer_without_a_template_and_a_recipe_without_one_is_one_line(tmp_path, stand_in, sft_pipeline):
+def test_a_tokenizer_without_a_template_and_a_recipe_without_one_is_one_line(tmp_path, stand_in, sft_pipeline, cli):
     tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(str(sft_pipeline.tuned_model_dir))
     tokenizer.chat_template = None
     folder = _checkpoint_with(stand_in, tmp_path / "no-template", tokenizer)
@@ -259,26 +225,26 @@ def test_a_tokenizer_without_a_template_and_a_recipe_without_one_is_one_line(tmp
     recipe.write_text(
         f'name = "r"\n[model]\nbase = "{folder}"\n[data]\ntrain = "{TRAIN_ROWS}"\n[eval]\nquestions = ["Hi"]\n'
     )
-    one_line_exit_2(
-        sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), "model.chat_template", "has no chat template"
+    cli.bad_input(
+        cli.run("audit", "--recipe", str(recipe), cwd=tmp_path), "model.chat_template", "has no chat template"
     )
 
 
-def test_a_malformed_dataset_line_is_one_line_with_its_number(tmp_path):
+def test_a_malformed_dataset_line_is_one_line_with_its_number(tmp_path, cli):
     rows = TRAIN_ROWS.read_text(encoding="utf-8").splitlines()[:3]
     rows[2] = rows[2][:-5]  # the third line cut short
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('name = "r"\n[data]\ntrain = "train.jsonl"\n[eval]\nquestions = ["Hi"]\n')
-    one_line_exit_2(sft_eval("plan", "--recipe", str(recipe), cwd=tmp_path), f"{tmp_path / 'train.jsonl'}:3")
+    cli.bad_input(cli.run("plan", "--recipe", str(recipe), cwd=tmp_path), f"{tmp_path / 'train.jsonl'}:3")
 
 
-def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path):
+def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path, cli):
     recipe = tmp_path / "recipe.toml"
     text = lesson_recipe("tiny", str(TRAIN_ROWS))
     recipe.write_text(text.replace("gradient_accumulation_steps", "grad_accumulation_steps"), encoding="utf-8")
-    one_line_exit_2(
-        sft_eval("train", "--recipe", str(recipe), cwd=tmp_path),
+    cli.bad_input(
+        cli.run("train", "--recipe", str(recipe), cwd=tmp_path),
         "unknown key `sft.grad_accumulation_steps`",
         "did you mean sft.gradient_accumulation_steps",
     )
@@ -288,21 +254,21 @@ def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path)
 
 
 @pytest.mark.realworld
-def test_smollm2s_real_tokenizer_with_a_random_model_of_its_shape(realworld_dir, user_repo, stand_in, cache):
+def test_smollm2s_real_tokenizer_with_a_random_model_of_its_shape(realworld_dir, user_repo, stand_in, cache, cli):
     """SmolLM2's real tokenizer and template (pad = eos = <|im_end|>, right padding) on the stand-in weights:
     the audit reports what is true of it, the plan is the lesson's, one step trains."""
     tokenizer = realworld_dir / "tokenizers" / "SmolLM2-135M-Instruct"
     recipe = user_repo / "smollm2.toml"
     text = lesson_recipe(str(stand_in), "data/train.jsonl")
     recipe.write_text(text.replace("[data]", f'tokenizer = "{tokenizer}"\n\n[data]', 1), encoding="utf-8")
-    audit = sft_eval("audit", "--recipe", str(recipe), "--sft-cache", str(cache), "--json", cwd=user_repo)
+    audit = cli.run("audit", "--recipe", str(recipe), "--sft-cache", str(cache), "--json", cwd=user_repo)
     assert audit.returncode == 0, audit.stdout + audit.stderr[-2000:]
     findings = {(f["check"], f["severity"], f["message"].split(";")[0]) for f in json.loads(audit.stdout)["findings"]}
     assert ("tokenizer.pad", "info", "pad = eos ('<|im_end|>')") in findings, findings
     assert any(check == "tokenizer.pad" and "padding side is right" in m for check, _, m in findings), findings
-    plan = json.loads(sft_eval("plan", "--recipe", str(recipe), "--json", cwd=user_repo).stdout)
+    plan = json.loads(cli.run("plan", "--recipe", str(recipe), "--json", cwd=user_repo).stdout)
     assert (plan["optimizer_steps"], plan["effective_batch"]) == (13, 8), plan
-    train = sft_eval(
+    train = cli.run(
         "train", "--recipe", str(recipe), "--sft-cache", str(cache), "--max-train-rows", "8", "--json", cwd=user_repo
     )
     assert train.returncode == 0, train.stdout + train.stderr[-2000:]
@@ -351,7 +317,7 @@ def gpt2_recipe(realworld_dir, tmp_path_factory) -> Path:
 
 
 @pytest.mark.realworld
-def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path):
+def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path, cli):
     """`pytest suites/ --recipe` on a checkpoint nobody here made: nothing errors; what fails is only what such a
     model cannot do; what cannot apply skips with its reason."""
     results = tmp_path / "results.xml"
@@ -362,7 +328,7 @@ def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=_env(),
+        env=cli.environ(),
         timeout=900,
     )
     outcomes: dict[str, set[str]] = {"failed": set(), "error": set(), "skipped": set(), "passed": set()}
@@ -379,22 +345,18 @@ def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path
 
 
 @pytest.mark.realworld
-def test_the_gpt2_recipe_without_a_template_is_one_line(gpt2_recipe, tmp_path):
+def test_the_gpt2_recipe_without_a_template_is_one_line(gpt2_recipe, tmp_path, cli):
     recipe = tmp_path / "no-template.toml"
     text = gpt2_recipe.read_text(encoding="utf-8").replace('chat_template = "plain.jinja"\n', "")
     recipe.write_text(text.replace('train = "rows"', f'train = "{gpt2_recipe.parent / "rows"}"'), encoding="utf-8")
-    one_line_exit_2(
-        sft_eval("audit", "--recipe", str(recipe), cwd=tmp_path), "sshleifer-tiny-gpt2 has no chat template"
-    )
+    cli.bad_input(cli.run("audit", "--recipe", str(recipe), cwd=tmp_path), "sshleifer-tiny-gpt2 has no chat template")
 
 
 @pytest.mark.realworld
-def test_bench_on_the_gpt2_recipe_batches_without_a_pad_token(gpt2_recipe, cache):
+def test_bench_on_the_gpt2_recipe_batches_without_a_pad_token(gpt2_recipe, cache, cli):
     """GPT-2 has no pad token: the batched engine pads with its eos under the attention mask, and its greedy
     answers still equal the one-at-a-time loop's and the raw KV-cache loop's, token for token."""
-    result = sft_eval(
-        "bench", "--recipe", str(gpt2_recipe), "--sft-cache", str(cache), "--json", cwd=gpt2_recipe.parent
-    )
+    result = cli.run("bench", "--recipe", str(gpt2_recipe), "--sft-cache", str(cache), "--json", cwd=gpt2_recipe.parent)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     speed = json.loads(result.stdout)
     assert speed["identical_outputs"] and speed["base"]["identical_outputs"], speed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,59 +14,40 @@ GOOD_ROW = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant"
 TINY_DATA = FIXTURES_DIR / "data" / "sft_train.jsonl"
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sft_eval.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, f"exit {result.returncode}, stderr: {result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {result.stderr}"
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-
-
 def recipe_file(tmp_path, body: str) -> str:
     path = tmp_path / "recipe.toml"
     path.write_text(f'name = "user"\n{body}\n[eval]\nquestions = ["Hi"]\n', encoding="utf-8")
     return str(path)
 
 
-def test_unknown_recipe_key_is_exit_2(tmp_path):
+def test_unknown_recipe_key_is_exit_2(tmp_path, cli):
     recipe = recipe_file(tmp_path, f'[data]\ntrain = "{TINY_DATA}"\nlimt = 3')
-    assert_bad_input(run_cli("train", "--recipe", recipe), recipe, "unknown key `data.limt`", "data.limit")
+    cli.bad_input(cli.run("train", "--recipe", recipe), recipe, "unknown key `data.limt`", "data.limit")
 
 
-def test_row_without_assistant_message_is_exit_2(tmp_path):
+def test_row_without_assistant_message_is_exit_2(tmp_path, cli):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps(GOOD_ROW) + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
     recipe = recipe_file(tmp_path, '[data]\ntrain = "rows.jsonl"')
-    assert_bad_input(
-        run_cli("train", "--recipe", recipe, "--sft-cache", str(tmp_path / "cache")),
+    cli.bad_input(
+        cli.run("train", "--recipe", recipe, "--sft-cache", str(tmp_path / "cache")),
         f"{rows}:2",
         "no assistant message",
     )
 
 
-def test_model_path_that_does_not_exist_is_exit_2(tmp_path):
+def test_model_path_that_does_not_exist_is_exit_2(tmp_path, cli):
     recipe = recipe_file(tmp_path, f'[model]\nbase = "./no-such-model"\n[data]\ntrain = "{TINY_DATA}"')
-    assert_bad_input(
-        run_cli("train", "--recipe", recipe, "--sft-cache", str(tmp_path / "cache")),
+    cli.bad_input(
+        cli.run("train", "--recipe", recipe, "--sft-cache", str(tmp_path / "cache")),
         "model.base",
         "no-such-model",
         "does not exist",
     )
 
 
-def test_seed_lesson_offline_names_the_missing_model_and_the_key(tmp_path):
-    result = run_cli(
+def test_seed_lesson_offline_names_the_missing_model_and_the_key(tmp_path, cli):
+    result = cli.run(
         "train",
         "--recipe",
         str(FIXTURES_DIR / "recipes" / "seed_lesson.toml"),
@@ -75,17 +55,17 @@ def test_seed_lesson_offline_names_the_missing_model_and_the_key(tmp_path):
         str(tmp_path),
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
     )
-    assert_bad_input(result, "HuggingFaceTB/SmolLM2-135M", "set `model.base`", "local copy")
+    cli.bad_input(result, "HuggingFaceTB/SmolLM2-135M", "set `model.base`", "local copy")
 
 
-def test_usage_error_is_exit_2():
-    result = run_cli("train", "--no-such-flag")
+def test_usage_error_is_exit_2(cli):
+    result = cli.run("train", "--no-such-flag")
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
 @pytest.mark.usefixtures("training_run")  # the session cache is built: the CLI reads it, trains nothing
-def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline):
-    result = run_cli("train", "--json", "--sft-cache", str(sft_pipeline.cache.root))
+def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline, cli):
+    result = cli.run("train", "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["global_step"] == sft_pipeline.training_run.global_step
@@ -93,14 +73,14 @@ def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline
     assert data["tuned_entry"] == sft_pipeline.describe()["tuned_entry"]
 
 
-def test_device_cpu_is_used_and_named(sft_pipeline):
-    result = run_cli("train", "--json", "--device", "cpu", "--sft-cache", str(sft_pipeline.cache.root))
+def test_device_cpu_is_used_and_named(sft_pipeline, cli):
+    result = cli.run("train", "--json", "--device", "cpu", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["device"] == "cpu"
 
 
-def test_a_device_torch_does_not_know_is_exit_2():
-    assert_bad_input(run_cli("train", "--device", "tpu9"), "--device 'tpu9' is not a torch device")
+def test_a_device_torch_does_not_know_is_exit_2(cli):
+    cli.bad_input(cli.run("train", "--device", "tpu9"), "--device 'tpu9' is not a torch device")
 
 
 def test_a_device_torch_does_not_know_is_a_pytest_usage_error(tmp_path):
@@ -116,40 +96,40 @@ def test_a_device_torch_does_not_know_is_a_pytest_usage_error(tmp_path):
     assert "--device 'tpu9' is not a torch device" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline, training_run):
+def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline, training_run, cli):
     """Same cached run, a recipe asking for more than it achieved: the check fails, nothing retrains."""
     recipe = (FIXTURES_DIR / "recipes" / "tiny.toml").read_text(encoding="utf-8")
     strict = recipe.replace("min_loss_drop = 0.5", "min_loss_drop = 1.0").replace('"../', f'"{FIXTURES_DIR}/')
     path = tmp_path / "strict.toml"
     path.write_text(strict, encoding="utf-8")
-    result = run_cli("train", "--recipe", str(path), "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.run("train", "--recipe", str(path), "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "recipe asks at least 100%" in result.stdout
 
 
-def test_audit_of_the_lessons_fallback_template_reports_generation_prompt(sft_pipeline):
+def test_audit_of_the_lessons_fallback_template_reports_generation_prompt(sft_pipeline, cli):
     template = FIXTURES_DIR / "templates" / "lesson_fallback.jinja"
-    result = run_cli("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.run("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 1, result.stderr
     checks = {(f["check"], f["severity"]) for f in json.loads(result.stdout)["findings"]}
     assert ("template.generation_prompt", "error") in checks
 
 
-def test_audit_of_chatml_has_no_error(sft_pipeline):
+def test_audit_of_chatml_has_no_error(sft_pipeline, cli):
     template = FIXTURES_DIR / "templates" / "chatml.jinja"
-    result = run_cli("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.run("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     assert [f for f in json.loads(result.stdout)["findings"] if f["severity"] == "error"] == []
 
 
-def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline):
-    result = run_cli("audit", "--template", "no-such.jinja", "--sft-cache", str(sft_pipeline.cache.root))
-    assert_bad_input(result, "--template", "no-such.jinja")
+def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline, cli):
+    result = cli.run("audit", "--template", "no-such.jinja", "--sft-cache", str(sft_pipeline.cache.root))
+    cli.bad_input(result, "--template", "no-such.jinja")
 
 
 @pytest.mark.usefixtures("tuned_model")
-def test_bench_json_contract(sft_pipeline):
-    result = run_cli("bench", "--json", "--sft-cache", str(sft_pipeline.cache.root))
+def test_bench_json_contract(sft_pipeline, cli):
+    result = cli.run("bench", "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     for key in ("loop_tokens_per_s", "batched_tokens_per_s", "speedup", "raw_floor_tokens_per_s"):

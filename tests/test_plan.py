@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -52,23 +50,17 @@ def test_nonsense_is_refused(args):
         plan_batches(*args)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sft_eval.cli", "plan", *args], capture_output=True, text=True)
-
-
-def test_cli_json_contract():
-    result = run_cli("--rows", "100", "--per-device-batch", "1", "--grad-accum", "8", "--json")
+def test_cli_json_contract(cli):
+    result = cli.run("plan", "--rows", "100", "--per-device-batch", "1", "--grad-accum", "8", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["effective_batch"], data["micro_batches_per_rank"], data["optimizer_steps"]) == (8, 100, 13)
 
 
-def test_cli_bad_input_is_exit_2_in_one_line():
+def test_cli_bad_input_is_exit_2_in_one_line(cli):
     for args in (
         ["--rows", "0", "--per-device-batch", "1", "--grad-accum", "8"],
         ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--epochs", "1", "--max-steps", "3"],
         ["--rows", "ten", "--per-device-batch", "1", "--grad-accum", "8"],
     ):
-        result = run_cli(*args)
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        cli.bad_input(cli.run("plan", *args))

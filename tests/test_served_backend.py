@@ -20,6 +20,7 @@ from sft_eval.chat import load_template
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import Answer, generate_served
 from sft_eval.pipeline import Pipeline
+from sft_eval.recipe import Recipe
 
 pytestmark = pytest.mark.served
 STARTUP_TIMEOUT_S = 180
@@ -83,7 +84,7 @@ def open_url(start_server) -> str:
     return start_server(None)
 
 
-def _served(recipe, url: str, model: str | None = None, **eval_changes) -> Pipeline:
+def _served(recipe: Recipe, url: str, model: str | None = None, **eval_changes) -> Recipe:
     settings = dataclasses.replace(recipe.eval, backend="openai", base_url=url, model=model, **eval_changes)
     return dataclasses.replace(recipe, eval=settings)
 
@@ -163,16 +164,11 @@ def test_the_served_folder_holds_what_a_server_needs(sft_pipeline) -> None:
         assert (folder / name).is_file(), f"{folder} lacks {name}: a server could not load it as trained"
 
 
-def test_sft_eval_report_with_an_unreachable_server_is_exit_2(sft_pipeline, tiny_variant, tmp_path) -> None:
+def test_sft_eval_report_with_an_unreachable_server_is_exit_2(sft_pipeline, tiny_variant, tmp_path, cli) -> None:
     url = f"http://127.0.0.1:{_free_port()}/v1"
     recipe = tiny_variant({"[eval]\n": f'[eval]\nbackend = "openai"\nbase_url = "{url}"\n'})
-    result = subprocess.run(
-        [sys.executable, "-m", "sft_eval.cli", "report", "--recipe", str(recipe)]
-        + ["--sft-cache", str(sft_pipeline.cache.root), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = cli.run(
+        "report", "--recipe", str(recipe), "--sft-cache", str(sft_pipeline.cache.root), "--out", str(tmp_path / "out")
     )
-    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"sft-eval: error: eval.base_url: cannot reach {url}"), lines
+    cli.bad_input(result)
+    assert result.stderr.startswith(f"sft-eval: error: eval.base_url: cannot reach {url}"), result.stderr

@@ -6,15 +6,14 @@ Exit codes: 0 everything held, 1 a check failed, 2 bad input (one line on stderr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from types import MappingProxyType
 from typing import Any
 
+from sft_eval import __version__
 from sft_eval.errors import SftEvalError
-from sft_eval.recipe import DEFAULT_RECIPE
+from sft_eval.options import EVALUATE, RUN, add_options, positive_int
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -26,35 +25,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"sft-eval: error: {message}\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sft-eval", description="Check a supervised fine-tuning run before and after it happens.")
+    parser = _Parser(
+        prog="sft-eval",
+        description="Check a supervised fine-tuning run before and after it happens.",
+        epilog="exit codes: 0 every check held, 1 a check failed, 2 bad input (one line on stderr, no traceback)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def with_recipe(name: str, help_text: str) -> argparse.ArgumentParser:
+    def with_recipe(name: str, help_text: str, options: tuple[str, ...] = EVALUATE) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--recipe", metavar="PATH", default=str(DEFAULT_RECIPE), help="recipe TOML")
-        command.add_argument("--sft-cache", metavar="DIR", default=None, help="fixture cache folder")
-        command.add_argument("--device", metavar="DEVICE", default="auto", help="torch device (default: auto)")
-        command.add_argument(
-            "--max-train-rows", type=_positive, metavar="N", help="train on at most N rows (a quick smoke run)"
-        )
-        command.add_argument(
-            "--max-eval-questions", type=_positive, metavar="N", help="ask at most N of the recipe's questions"
-        )
-        command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        add_options(command.add_argument, options)
+        command.add_argument("--json", action="store_true", help="print one JSON object on stdout (default: text)")
         return command
 
-    audit = with_recipe("audit", "check the chat template, tokenizer pad/eos settings and data before training")
+    audit = with_recipe("audit", "check the chat template, tokenizer pad/eos settings and data before training", RUN)
     audit.add_argument("--template", metavar="FILE", help="audit this .jinja template instead of the recipe's")
     audit.add_argument("--tokenizer", metavar="DIR", help="audit this tokenizer folder (offline) instead")
     plan = sub.add_parser(
@@ -64,17 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
         "or from the numbers given; a number given overrides the recipe's",
     )
     plan.add_argument("--recipe", metavar="PATH", help="take rows and batch settings from this recipe")
-    plan.add_argument("--max-train-rows", type=_positive, metavar="N", help="at most N of the recipe's rows")
-    plan.add_argument("--rows", type=_positive, metavar="N", help="training rows after preparation")
-    plan.add_argument("--per-device-batch", type=_positive, metavar="B")
-    plan.add_argument("--grad-accum", type=_positive, metavar="G")
-    plan.add_argument("--world-size", type=_positive, default=1, metavar="W", help="processes (default 1)")
+    add_options(plan.add_argument, ["max-train-rows"])
+    plan.add_argument("--rows", type=positive_int, metavar="N", help="training rows after preparation")
+    plan.add_argument(
+        "--per-device-batch",
+        type=positive_int,
+        metavar="B",
+        help="per_device_train_batch_size: sequences per process per micro-batch (default: the recipe's)",
+    )
+    plan.add_argument(
+        "--grad-accum",
+        type=positive_int,
+        metavar="G",
+        help="gradient_accumulation_steps: micro-batches per optimizer step (default: the recipe's)",
+    )
+    plan.add_argument("--world-size", type=positive_int, default=1, metavar="W", help="processes (default: 1)")
     span = plan.add_mutually_exclusive_group()
     span.add_argument("--epochs", type=float, metavar="E", help="epochs (default 1, or the recipe's)")
     span.add_argument("--max-steps", type=int, default=None, metavar="S", help="optimizer steps (overrides epochs)")
     plan.add_argument("--drop-last", action="store_true", help="the dataloader drops an incomplete last batch")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged")
+    with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged", RUN)
     with_recipe("bench", "generation speed: the lesson's loop vs the batched engine vs a raw KV-cache loop")
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
@@ -98,7 +94,9 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
     configure_libraries()
     recipe = with_limits(
-        load_recipe(args.recipe), max_train_rows=args.max_train_rows, max_eval_questions=args.max_eval_questions
+        load_recipe(args.recipe),
+        max_train_rows=args.max_train_rows,
+        max_eval_questions=getattr(args, "max_eval_questions", None),
     )
     return Pipeline(recipe, FixtureCache(args.sft_cache), args.device)
 
@@ -175,8 +173,7 @@ def _recipe_plan(args: argparse.Namespace) -> Any:
         "max_steps": args.max_steps,
         "dataloader_drop_last": args.drop_last or None,
     }
-    sft = {**recipe.sft, **{k: v for k, v in overrides.items() if v is not None}}
-    recipe = dataclasses.replace(recipe, sft=MappingProxyType(sft))
+    recipe = recipe.with_sft(**{k: v for k, v in overrides.items() if v is not None})
     return recipe_plan(recipe, args.rows or len(load_sft_rows(recipe)), args.world_size)
 
 

@@ -10,28 +10,26 @@ what each process really did. This is how a user who outgrows one process runs; 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import tomllib
 from pathlib import Path
-from types import MappingProxyType
 
 import torch
 
 from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
+from sft_eval.options import add_options
 from sft_eval.pipeline import Pipeline
-from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
+from sft_eval.recipe import load_recipe
 from sft_eval.training import train_sft
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sft_eval.distributed")
     parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), metavar="PATH")
-    parser.add_argument("--sft-cache", default=None, metavar="DIR")
+    add_options(parser.add_argument, ("recipe", "sft-cache"))
     parser.add_argument("--rows", type=int, default=None, metavar="N", help="the first N training rows")
     parser.add_argument("--no-dropout", action="store_true", help="train with dropout off (exact comparisons)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an [sft] key (TOML)")
@@ -39,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_libraries()
     pipeline = Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache))
     overrides = {k: v for item in args.set for k, v in tomllib.loads(item).items()}
-    recipe = dataclasses.replace(pipeline.recipe, sft=MappingProxyType({**pipeline.recipe.sft, **overrides}))
+    recipe = pipeline.recipe.with_sft(**overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sft_eval.recipe import DEFAULT_RECIPE
+from sft_eval.options import OPTIONS, PLUGIN, PLUGIN_PREFIX, add_options, dest
 
 _PIPELINE = pytest.StashKey["Any"]()
 _RECIPE = pytest.StashKey["Any"]()
@@ -19,90 +19,52 @@ _RECIPE = pytest.StashKey["Any"]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sft-eval", "sft-eval: SFT fixtures, suites and report")
-    group.addoption(
-        "--recipe",
-        metavar="PATH",
-        default=str(DEFAULT_RECIPE),
-        help="recipe TOML the fixtures are built from (default: the shipped tiny recipe)",
-    )
-    group.addoption(
-        "--report-dir",
-        metavar="DIR",
-        default="reports",
-        help="where the HTML and JSON report of the run are written (default: reports/)",
-    )
-    group.addoption(
-        "--sft-cache",
-        metavar="DIR",
-        default=None,
-        help="fixture cache folder (default: $SFT_EVAL_CACHE or ~/.cache/sft-eval)",
-    )
-    group.addoption(
-        "--update-golden",
-        action="store_true",
-        default=False,
-        help="rewrite the recipe's golden outputs (<recipe folder>/../golden/<name>.json) with the current answers",
-    )
-    group.addoption(
-        "--max-train-rows",
-        metavar="N",
-        type=int,
-        default=None,
-        help="train on at most N of the recipe's rows: a quick CI smoke run of a big recipe (default: all)",
-    )
-    group.addoption(
-        "--max-eval-questions",
-        metavar="N",
-        type=int,
-        default=None,
-        help="ask at most N of the recipe's questions (default: all)",
-    )
-    group.addoption(
-        "--device",
-        metavar="DEVICE",
-        default="auto",
-        help="torch device for models: auto (GPU when present), cpu, cuda, cuda:1 ... (default: auto)",
-    )
+    add_options(group.addoption, PLUGIN, prefix=PLUGIN_PREFIX)
+
+
+def option(config: pytest.Config, name: str) -> Any:
+    """The value of one of sft-eval's options in this session (`option(config, "recipe")` is `--sft-recipe`)."""
+    return config.getoption(dest(name, PLUGIN_PREFIX))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    device = config.getoption("--device")
-    if device != "auto":  # checked at start-up, so a typo is one usage line, not an error in every test
+    """Check the options at start-up, so a typo is one usage line, not an error in every test that uses them."""
+    if option(config, "device") != "auto":  # auto needs no check (and no torch import in unrelated sessions)
         from sft_eval.errors import SftEvalError
         from sft_eval.models import resolve_device
 
         try:
-            resolve_device(device)
+            resolve_device(option(config, "device"), flag=OPTIONS["device"].flag(PLUGIN_PREFIX))
         except SftEvalError as exc:
             raise pytest.UsageError(str(exc)) from None
+    if option(config, "recipe") != OPTIONS["recipe"].kwargs["default"]:
+        session_recipe(config)  # a recipe named on the command line is read now: a bad one is a usage error
     config.pluginmanager.register(ReportWriter(config), "sft-eval-report")
 
 
 def session_recipe(config: pytest.Config) -> Any:
-    """The recipe of this session: `--recipe`, cut down by `--max-train-rows` / `--max-eval-questions`; a bad
-    recipe or option is a usage error of one line."""
+    """The recipe of this session: `--sft-recipe`, cut down by `--sft-max-train-rows` / `--sft-max-eval-questions`;
+    a bad recipe is a usage error of one line."""
     from sft_eval.errors import SftEvalError
     from sft_eval.recipe import load_recipe, with_limits
 
     if _RECIPE in config.stash:  # loaded once: collection (per-question ids) and the pipeline fixture share it
         return config.stash[_RECIPE]
-    option = config.getoption
-    for name in ("--max-train-rows", "--max-eval-questions"):
-        if option(name) is not None and option(name) < 1:
-            raise pytest.UsageError(f"{name} must be at least 1, not {option(name)}")
     try:
-        recipe = load_recipe(option("--recipe"))
+        recipe = load_recipe(option(config, "recipe"))
     except SftEvalError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_RECIPE] = with_limits(
-        recipe, max_train_rows=option("--max-train-rows"), max_eval_questions=option("--max-eval-questions")
+        recipe,
+        max_train_rows=option(config, "max-train-rows"),
+        max_eval_questions=option(config, "max-eval-questions"),
     )
     return config.stash[_RECIPE]
 
 
 @pytest.fixture(scope="session")
 def sft_pipeline(request: pytest.FixtureRequest) -> Any:
-    """The session's pipeline for `--recipe`; every other fixture is a stage of it."""
+    """The session's pipeline for `--sft-recipe`; every other fixture is a stage of it."""
     pipeline = _make_pipeline(request.config)
     request.config.stash[_PIPELINE] = pipeline
     return pipeline
@@ -114,38 +76,37 @@ def _make_pipeline(config: pytest.Config) -> Any:
     from sft_eval.pipeline import Pipeline
 
     configure_libraries(quiet=config.get_verbosity() < 0)
-    option = config.getoption
-    return Pipeline(session_recipe(config), FixtureCache(option("--sft-cache")), option("--device"))
+    return Pipeline(session_recipe(config), FixtureCache(option(config, "sft-cache")), option(config, "device"))
 
 
 @pytest.fixture(scope="session")
-def recipe(sft_pipeline: Any) -> Any:
+def sft_recipe(sft_pipeline: Any) -> Any:
     return sft_pipeline.recipe
 
 
 @pytest.fixture(scope="session")
-def tokenizer(sft_pipeline: Any) -> Any:
+def sft_tokenizer(sft_pipeline: Any) -> Any:
     return sft_pipeline.tokenizer
 
 
 @pytest.fixture(scope="session")
-def base_model(sft_pipeline: Any) -> Any:
+def sft_base_model(sft_pipeline: Any) -> Any:
     return sft_pipeline.base_model
 
 
 @pytest.fixture(scope="session")
-def tuned_model(sft_pipeline: Any) -> Any:
+def sft_tuned_model(sft_pipeline: Any) -> Any:
     return sft_pipeline.tuned_model
 
 
 @pytest.fixture(scope="session")
-def training_run(sft_pipeline: Any) -> Any:
+def sft_training_run(sft_pipeline: Any) -> Any:
     """What the SFT trainer logged (log history, steps, runtime), from the cache after the first run."""
     return sft_pipeline.training_run
 
 
 @pytest.fixture(scope="session")
-def evaluation(sft_pipeline: Any) -> Any:
+def sft_evaluation(sft_pipeline: Any) -> Any:
     """Base and tuned greedy answers to the recipe's questions, with their scores."""
     return sft_pipeline.evaluation
 
@@ -198,7 +159,7 @@ class ReportWriter:
         from sft_eval.report import build_context, write_report
 
         context = build_context(pipeline, self.outcomes)
-        self.path = write_report(context, self.config.getoption("--report-dir")).resolve()
+        self.path = write_report(context, option(self.config, "report-dir")).resolve()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.path is not None:

@@ -61,6 +61,7 @@ class EvalSection:
     base_url: str | None = None
     model: str | None = None  # the tuned model's name on the server; default: the server's only model
     base_model: str | None = None  # the base model's name on the server; default: base answers in-process
+    golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Recipe:
             return value
         candidate = (self.path.parent / value).resolve()
         return str(candidate) if candidate.exists() or _looks_like_path(value) else value
+
+    def with_sft(self, **overrides: Any) -> Recipe:
+        """The same recipe with these `[sft]` keys overridden (a variant run: other batch settings, a short run)."""
+        return dataclasses.replace(self, sft=MappingProxyType({**self.sft, **overrides}))
 
     def fingerprint(self) -> dict[str, Any]:
         """The whole recipe as plain JSON data (the report shows it)."""
@@ -221,6 +226,16 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
 
 
 def _check_values(recipe: Recipe, where: str) -> None:
+    if not recipe.name or recipe.name in (".", "..") or any(c in recipe.name for c in "/\\\0"):
+        raise SftEvalError(f"{where}: `name` must be a plain name (it names the golden file), not {recipe.name!r}")
+    if recipe.eval.golden is not None and recipe.path is not None:
+        folder = recipe.path.parent.resolve()
+        golden = (folder / recipe.eval.golden).resolve()
+        if golden.suffix != ".json" or not golden.is_relative_to(folder):
+            raise SftEvalError(
+                f"{where}: `eval.golden` must be a .json file inside the recipe's folder {folder}, "
+                f"not {recipe.eval.golden!r}"
+            )
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
     if recipe.eval.limit is not None and recipe.eval.limit < 1:

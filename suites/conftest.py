@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import re
 import shutil
-from types import MappingProxyType
 
 import pytest
 
@@ -92,7 +90,7 @@ def short_run(sft_pipeline, cached):
         settings = {**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **sft}
 
         def build(folder):
-            recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
+            recipe = sft_pipeline.recipe.with_sft(**settings)
             result = train_sft(
                 recipe,
                 sft_pipeline.load_base_model(dropout=False),

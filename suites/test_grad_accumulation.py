@@ -10,11 +10,9 @@ the accumulation: transformers before `num_items_in_batch`) differs by 7.4e-3 to
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import shutil
-from types import MappingProxyType
 
 import pytest
 import torch
@@ -45,7 +43,7 @@ def trained(sft_pipeline, cached):
         }
 
         def build(folder):
-            recipe = dataclasses.replace(sft_pipeline.recipe, sft=MappingProxyType(settings))
+            recipe = sft_pipeline.recipe.with_sft(**settings)
             model = sft_pipeline.load_base_model(dropout=False)
             with pytest.MonkeyPatch.context() as patch:
                 if broken:  # no token count across micro-batches: each is its own mean, then / accumulation

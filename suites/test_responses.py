@@ -18,13 +18,13 @@ def _record(node, prefix: str, score) -> None:
 
 
 @pytest.mark.parametrize("model", ["base", "tuned"])
-def test_answer_is_well_formed(evaluation, recipe, question_index, model, request):
+def test_answer_is_well_formed(sft_evaluation, sft_recipe, question_index, model, request):
     """Both models, every question: the engine's answer is consistent (new tokens within the budget; `length`
     exactly when the budget ran out). Quality is recorded here, judged for the tuned model only."""
-    answer = getattr(evaluation, model)[question_index]
-    score = getattr(evaluation, f"{model}_scores")[question_index]
+    answer = getattr(sft_evaluation, model)[question_index]
+    score = getattr(sft_evaluation, f"{model}_scores")[question_index]
     _record(request.node, model, score)
-    budget = recipe.eval.max_new_tokens
+    budget = sft_recipe.eval.max_new_tokens
     assert 0 < answer.new_tokens <= budget, f"{model} answer has {answer.new_tokens} new tokens, budget {budget}"
     ran_out = answer.new_tokens == budget and answer.stop_reason == "length"
     assert answer.stop_reason == "eos" or ran_out, (
@@ -32,58 +32,59 @@ def test_answer_is_well_formed(evaluation, recipe, question_index, model, reques
     )
 
 
-def test_tuned_answer_is_sane(evaluation, recipe, question_index):
+def test_tuned_answer_is_sane(sft_evaluation, sft_recipe, question_index):
     """Every tuned answer: not empty, not looping past `max_repetition`, no template markers in the text."""
-    s = evaluation.tuned_scores[question_index]
+    s = sft_evaluation.tuned_scores[question_index]
     problems = []
     if s.empty:
         problems.append("it is empty")
-    if s.repetition > recipe.thresholds.max_repetition:
-        problems.append(f"{s.repetition:.0%} of it repeats (max {recipe.thresholds.max_repetition:.0%})")
+    if s.repetition > sft_recipe.thresholds.max_repetition:
+        problems.append(f"{s.repetition:.0%} of it repeats (max {sft_recipe.thresholds.max_repetition:.0%})")
     if s.leaks:
         problems.append(f"it leaks {s.leaks}")
     assert not problems, f"tuned answer to {s.question!r} is {s.answer[:80]!r}: " + "; ".join(problems)
 
 
-def test_tuned_answers_match_expected(evaluation, recipe):
-    summary = evaluation.tuned_summary
+def test_tuned_answers_match_expected(sft_evaluation, sft_recipe):
+    summary = sft_evaluation.tuned_summary
     if summary.match_rate is None:
         pytest.skip("the recipe's questions have no expected answers (add questions_file with `expected`)")
-    assert summary.match_rate >= recipe.thresholds.min_match_rate, (
+    assert summary.match_rate >= sft_recipe.thresholds.min_match_rate, (
         f"tuned model matched {summary.match_rate:.0%} of {summary.checkable} checkable questions, "
-        f"the recipe asks for {recipe.thresholds.min_match_rate:.0%}; misses:\n"
-        + _listing(evaluation.tuned_scores, lambda s: s.matched is False)
+        f"the recipe asks for {sft_recipe.thresholds.min_match_rate:.0%}; misses:\n"
+        + _listing(sft_evaluation.tuned_scores, lambda s: s.matched is False)
     )
 
 
-def test_tuned_model_stops_at_end_of_turn(evaluation, recipe, tokenizer):
-    summary = evaluation.tuned_summary
-    assert summary.eos_stop_rate >= recipe.thresholds.min_eos_stop_rate, (
-        f"tuned model ended {summary.eos_stop_rate:.0%} of answers with {tokenizer.eos_token!r} before "
-        f"max_new_tokens={recipe.eval.max_new_tokens}, the recipe asks for {recipe.thresholds.min_eos_stop_rate:.0%}; "
-        "answers that ran on:\n" + _listing(evaluation.tuned_scores, lambda s: not s.stopped_at_eos)
+def test_tuned_model_stops_at_end_of_turn(sft_evaluation, sft_recipe, sft_tokenizer):
+    summary = sft_evaluation.tuned_summary
+    assert summary.eos_stop_rate >= sft_recipe.thresholds.min_eos_stop_rate, (
+        f"tuned model ended {summary.eos_stop_rate:.0%} of answers with {sft_tokenizer.eos_token!r} before "
+        f"max_new_tokens={sft_recipe.eval.max_new_tokens}, the recipe asks for "
+        f"{sft_recipe.thresholds.min_eos_stop_rate:.0%}; "
+        "answers that ran on:\n" + _listing(sft_evaluation.tuned_scores, lambda s: not s.stopped_at_eos)
     )
 
 
-def test_base_model_does_not_stop_like_a_chat_model(evaluation, recipe, tokenizer):
+def test_base_model_does_not_stop_like_a_chat_model(sft_evaluation, sft_recipe, sft_tokenizer):
     """A base model that already ends turns was not a base model: the before/after comparison means nothing."""
-    summary = evaluation.base_summary
-    assert summary.eos_stop_rate <= recipe.thresholds.max_base_eos_stop_rate, (
-        f"base model ended {summary.eos_stop_rate:.0%} of answers with {tokenizer.eos_token!r}; "
-        f"a base model should do so on at most {recipe.thresholds.max_base_eos_stop_rate:.0%}"
+    summary = sft_evaluation.base_summary
+    assert summary.eos_stop_rate <= sft_recipe.thresholds.max_base_eos_stop_rate, (
+        f"base model ended {summary.eos_stop_rate:.0%} of answers with {sft_tokenizer.eos_token!r}; "
+        f"a base model should do so on at most {sft_recipe.thresholds.max_base_eos_stop_rate:.0%}"
     )
 
 
-def test_tuned_answers_do_not_loop(evaluation, recipe):
-    looping = [s for s in evaluation.tuned_scores if s.repetition > recipe.thresholds.max_repetition]
+def test_tuned_answers_do_not_loop(sft_evaluation, sft_recipe):
+    looping = [s for s in sft_evaluation.tuned_scores if s.repetition > sft_recipe.thresholds.max_repetition]
     assert not looping, (
-        f"{len(looping)} tuned answers repeat more than {recipe.thresholds.max_repetition:.0%}: "
+        f"{len(looping)} tuned answers repeat more than {sft_recipe.thresholds.max_repetition:.0%}: "
         + "; ".join(f"{s.question!r}: {s.repetition:.0%} in {s.answer[:60]!r}" for s in looping[:5])
     )
 
 
-def test_tuned_answers_leak_no_special_tokens_or_template_markers(evaluation):
-    leaking = [s for s in evaluation.tuned_scores if s.leaks]
+def test_tuned_answers_leak_no_special_tokens_or_template_markers(sft_evaluation):
+    leaking = [s for s in sft_evaluation.tuned_scores if s.leaks]
     assert not leaking, "tuned answers leak template markers: " + "; ".join(
         f"{s.question!r}: {s.leaks} in {s.answer[:60]!r}" for s in leaking[:5]
     )

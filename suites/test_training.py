@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from types import MappingProxyType
 
 import pytest
 
@@ -17,10 +16,10 @@ from sft_eval.plan import plan_batches, plan_mismatches
 from sft_eval.training import loss_problems, train_sft, unjudged_loss
 
 
-def test_loss_and_grad_norm_are_finite_and_the_loss_fell(training_run, recipe):
-    if reason := unjudged_loss(training_run):
+def test_loss_and_grad_norm_are_finite_and_the_loss_fell(sft_training_run, sft_recipe):
+    if reason := unjudged_loss(sft_training_run):
         pytest.skip(reason)
-    problems = loss_problems(training_run, recipe.thresholds.min_loss_drop)
+    problems = loss_problems(sft_training_run, sft_recipe.thresholds.min_loss_drop)
     assert not problems, "; ".join(problems)
 
 
@@ -61,7 +60,7 @@ def test_a_floor_based_plan_is_caught(short_run):
     assert plan_mismatches(floor_plan, run.steps, run.max_steps)
 
 
-def test_an_absurd_learning_rate_fails_the_loss_check(short_run, recipe):
+def test_an_absurd_learning_rate_fails_the_loss_check(short_run, sft_recipe):
     run = short_run(
         48,
         per_device_train_batch_size=8,
@@ -70,16 +69,13 @@ def test_an_absurd_learning_rate_fails_the_loss_check(short_run, recipe):
         learning_rate=50.0,
         lr_scheduler_type="constant",
     )
-    assert loss_problems(run, recipe.thresholds.min_loss_drop), [loss for _, loss in run.losses()]
+    assert loss_problems(run, sft_recipe.thresholds.min_loss_drop), [loss for _, loss in run.losses()]
 
 
 def test_same_recipe_and_seed_give_the_same_loss_trajectory(sft_pipeline, short_run, tmp_path):
     settings = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "num_train_epochs": 1}
     first = short_run(40, **settings)
-    recipe = dataclasses.replace(
-        sft_pipeline.recipe,
-        sft=MappingProxyType({**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **settings}),
-    )
+    recipe = sft_pipeline.recipe.with_sft(logging_steps=1, warmup_steps=0, **settings)
     again = train_sft(
         recipe,
         sft_pipeline.load_base_model(dropout=False),

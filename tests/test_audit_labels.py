@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
-from types import MappingProxyType
 
 import pytest
 
@@ -29,13 +27,13 @@ ROWS = [
 
 def recipe_with(**sft):
     base = load_recipe(DEFAULT_RECIPE)
-    return dataclasses.replace(base, sft=MappingProxyType({**base.sft, **sft}))
+    return base.with_sft(**sft)
 
 
 @pytest.fixture()
-def labels_of(sft_pipeline, tokenizer):
+def labels_of(sft_pipeline, sft_tokenizer):
     def audit(recipe=None, template=None, rows=ROWS):
-        tok = copy.deepcopy(tokenizer)
+        tok = copy.deepcopy(sft_tokenizer)
         if template is not None:
             tok.chat_template = template
         findings = audit_labels(recipe or sft_pipeline.recipe, sft_pipeline.load_base_model(), tok, rows)
@@ -53,12 +51,12 @@ def test_labels_eos_fires_when_max_length_cuts_the_answers(labels_of):
     assert found and "cut by max_length=20" in found[0].message, found
 
 
-def test_labels_eos_and_scope_fire_when_the_generation_block_leaves_out_the_end_of_turn(labels_of, tokenizer):
-    broken = tokenizer.chat_template.replace(
+def test_labels_eos_and_scope_fire_when_the_generation_block_leaves_out_the_end_of_turn(labels_of, sft_tokenizer):
+    broken = sft_tokenizer.chat_template.replace(
         "{{- message['content'] + '<|im_end|>' -}}\n{%- endgeneration -%}",
         "{{- message['content'] -}}\n{%- endgeneration -%}\n{{- '<|im_end|>' -}}",
     )
-    assert broken != tokenizer.chat_template
+    assert broken != sft_tokenizer.chat_template
     found = {f.check: f for f in labels_of(template=broken)}
     assert "labels.eos" in found and "5 of 5 rows (100%)" in found["labels.eos"].message
     scope = [f.message for f in labels_of(template=broken) if f.check == "labels.scope"]
@@ -66,8 +64,8 @@ def test_labels_eos_and_scope_fire_when_the_generation_block_leaves_out_the_end_
     assert any("end-of-turn token are not trainable" in m for m in scope)
 
 
-def test_labels_scope_fires_when_user_turns_are_trained(labels_of, tokenizer):
-    broken = "{%- generation -%}" + tokenizer.chat_template + "{%- endgeneration -%}"
+def test_labels_scope_fires_when_user_turns_are_trained(labels_of, sft_tokenizer):
+    broken = "{%- generation -%}" + sft_tokenizer.chat_template + "{%- endgeneration -%}"
     found = [f for f in labels_of(template=broken) if f.check == "labels.scope"]
     assert any("outside the assistant turns" in f.message for f in found), found
 
@@ -83,7 +81,7 @@ def test_full_sequence_loss_skips_scope_but_still_checks_eos(labels_of):
     assert labels_of(recipe_with(assistant_only_loss=False)) == []
 
 
-def test_packed_recipes_are_reported_not_checked(sft_pipeline, tokenizer):
-    findings = audit_labels(recipe_with(packing=True), sft_pipeline.load_base_model(), tokenizer, ROWS)
+def test_packed_recipes_are_reported_not_checked(sft_pipeline, sft_tokenizer):
+    findings = audit_labels(recipe_with(packing=True), sft_pipeline.load_base_model(), sft_tokenizer, ROWS)
     assert [(f.check, f.severity) for f in findings] == [("labels.scope", "info")]
     assert "packing" in findings[0].message

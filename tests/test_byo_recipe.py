@@ -29,7 +29,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "user-repo"
 README = Path(__file__).resolve().parent.parent / "README.md"
 TRAIN_ROWS = FIXTURES_DIR / "data" / "sft_train.jsonl"
 # The README's command, as a user types it in their repository.
-USER_COMMAND = "pytest test_my_sft.py --recipe recipe.toml --max-train-rows 8 --max-eval-questions 2"
+USER_COMMAND = "pytest test_my_sft.py --sft-recipe recipe.toml --sft-max-train-rows 8 --sft-max-eval-questions 2"
 SEED_LESSON = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
 
 
@@ -138,7 +138,7 @@ def test_the_plugin_runs_the_users_test_file_in_their_repository(user_repo, cach
         text=True,
         cwd=user_repo,
         env=cli.environ(),
-        timeout=600,
+        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     suite = ET.parse(user_repo / "results.xml").getroot().find("testsuite")
@@ -152,13 +152,13 @@ def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cach
     recipe = (user_repo / "recipe.toml").read_text(encoding="utf-8")
     broken.write_text(recipe.replace("[data]", 'chat_template = "lesson_fallback"\n\n[data]', 1), encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "test_my_sft.py", "--recipe", "broken.toml", "-k", "audits"]
+        [sys.executable, "-m", "pytest", "test_my_sft.py", "--sft-recipe", "broken.toml", "-k", "audits"]
         + ["--sft-cache", str(cache), "-p", "no:cacheprovider"],
         capture_output=True,
         text=True,
         cwd=user_repo,
         env=cli.environ(),
-        timeout=600,
+        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 1, result.stdout[-3000:]
     assert "1 failed" in result.stdout and "template.generation_prompt" in result.stdout, result.stdout[-3000:]
@@ -323,13 +323,13 @@ def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path
     results = tmp_path / "results.xml"
     suites = Path(__file__).resolve().parent.parent / "suites"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(suites), "--recipe", str(gpt2_recipe), "--sft-cache", str(cache)]
-        + ["--junitxml", str(results), "--report-dir", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-q"],
+        [sys.executable, "-m", "pytest", str(suites), "--sft-recipe", str(gpt2_recipe), "--sft-cache", str(cache)]
+        + ["--junitxml", str(results), "--sft-report-dir", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-q"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env=cli.environ(),
-        timeout=900,
+        timeout=cli.hang_guard_s,
     )
     outcomes: dict[str, set[str]] = {"failed": set(), "error": set(), "skipped": set(), "passed": set()}
     for case in ET.parse(results).getroot().iter("testcase"):

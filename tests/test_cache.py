@@ -105,7 +105,7 @@ CONCURRENT = textwrap.dedent(
 
 
 @pytest.mark.parametrize(("break_lock", "builds"), [(False, 1), (True, 2)], ids=["locked", "lock-removed"])
-def test_two_xdist_workers_build_the_same_entry_once(tmp_path, break_lock, builds):
+def test_two_xdist_workers_build_the_same_entry_once(tmp_path, break_lock, builds, cli):
     (tmp_path / "test_concurrent.py").write_text(CONCURRENT)
     log = tmp_path / "builds.log"
     env = {**os.environ, "BUILD_LOG": str(log), "CACHE_DIR": str(tmp_path / "cache"), "BREAK_LOCK": "1" * break_lock}
@@ -115,7 +115,7 @@ def test_two_xdist_workers_build_the_same_entry_once(tmp_path, break_lock, build
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=cli.hang_guard_s,
     )
     if not break_lock:
         assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout + result.stderr

@@ -63,7 +63,7 @@ def test_usage_error_is_exit_2(cli):
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-@pytest.mark.usefixtures("training_run")  # the session cache is built: the CLI reads it, trains nothing
+@pytest.mark.usefixtures("sft_training_run")  # the session cache is built: the CLI reads it, trains nothing
 def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline, cli):
     result = cli.run("train", "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
@@ -80,23 +80,23 @@ def test_device_cpu_is_used_and_named(sft_pipeline, cli):
 
 
 def test_a_device_torch_does_not_know_is_exit_2(cli):
-    cli.bad_input(cli.run("train", "--device", "tpu9"), "--device 'tpu9' is not a torch device")
+    cli.bad_input(cli.run("train", "--device", "tpu9"), "--device 'tpu9' cannot be used here")
 
 
-def test_a_device_torch_does_not_know_is_a_pytest_usage_error(tmp_path):
+def test_a_device_torch_does_not_know_is_a_pytest_usage_error(tmp_path, cli):
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "test_x.py", "--device", "tpu9", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "test_x.py", "--sft-device", "tpu9", "-p", "no:cacheprovider"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=300,
+        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage-error exit code
-    assert "--device 'tpu9' is not a torch device" in result.stderr and "Traceback" not in result.stderr
+    assert "--sft-device 'tpu9' cannot be used here" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline, training_run, cli):
+def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline, sft_training_run, cli):
     """Same cached run, a recipe asking for more than it achieved: the check fails, nothing retrains."""
     recipe = (FIXTURES_DIR / "recipes" / "tiny.toml").read_text(encoding="utf-8")
     strict = recipe.replace("min_loss_drop = 0.5", "min_loss_drop = 1.0").replace('"../', f'"{FIXTURES_DIR}/')
@@ -127,7 +127,7 @@ def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline, cl
     cli.bad_input(result, "--template", "no-such.jinja")
 
 
-@pytest.mark.usefixtures("tuned_model")
+@pytest.mark.usefixtures("sft_tuned_model")
 def test_bench_json_contract(sft_pipeline, cli):
     result = cli.run("bench", "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr

@@ -10,23 +10,23 @@ from sft_eval.generation import raw_greedy
 from sft_eval.models import LESSON_FALLBACK_TEMPLATE
 
 
-def test_generate_response_answers_a_held_out_question(tuned_model, tokenizer):
-    assert generate_response(tuned_model, tokenizer, "Name the capital city of Egypt.") == "Cairo"
+def test_generate_response_answers_a_held_out_question(sft_tuned_model, sft_tokenizer):
+    assert generate_response(sft_tuned_model, sft_tokenizer, "Name the capital city of Egypt.") == "Cairo"
 
 
-def test_ask_returns_one_answer_per_question_in_order(tuned_model, tokenizer):
+def test_ask_returns_one_answer_per_question_in_order(sft_tuned_model, sft_tokenizer):
     questions = ["Tell me the capital of Germany.", "Hi there!", "Give the opposite of 'big'."]
-    answers = ask(tuned_model, tokenizer, questions)
+    answers = ask(sft_tuned_model, sft_tokenizer, questions)
     assert [a.question for a in answers] == questions
     assert [a.text for a in answers] == ["Berlin", "Hello! How can I help you today?", "small"]
-    assert all(a.stop_reason == "eos" and a.token_ids[-1] == tokenizer.eos_token_id for a in answers)
+    assert all(a.stop_reason == "eos" and a.token_ids[-1] == sft_tokenizer.eos_token_id for a in answers)
 
 
-def test_batched_answers_equal_one_at_a_time(tuned_model, base_model, tokenizer, evaluation):
+def test_batched_answers_equal_one_at_a_time(sft_tuned_model, sft_base_model, sft_tokenizer, sft_evaluation):
     """Left padding plus the attention mask: batching changes speed, never the greedy tokens."""
-    for model, batched in ((tuned_model, evaluation.tuned), (base_model, evaluation.base)):
+    for model, batched in ((sft_tuned_model, sft_evaluation.tuned), (sft_base_model, sft_evaluation.base)):
         for answer in batched[:6]:
-            single = ask(model, tokenizer, [answer.question])[0]
+            single = ask(model, sft_tokenizer, [answer.question])[0]
             assert single.token_ids == answer.token_ids, f"{answer.question!r}: batched and single answers differ"
 
 
@@ -58,31 +58,31 @@ def test_loader_reports_nothing_for_a_complete_checkpoint(tmp_path, sft_pipeline
     assert load_model_and_tokenizer(str(tmp_path), device="cpu").changes == []
 
 
-def test_raw_kv_cache_loop_gives_the_engines_tokens(tuned_model, tokenizer, evaluation):
-    questions = [q.question for q in evaluation.questions]
-    assert raw_greedy(tuned_model, tokenizer, questions, max_new_tokens=20) == [
-        a.token_ids for a in ask(tuned_model, tokenizer, questions, max_new_tokens=20)
+def test_raw_kv_cache_loop_gives_the_engines_tokens(sft_tuned_model, sft_tokenizer, sft_evaluation):
+    questions = [q.question for q in sft_evaluation.questions]
+    assert raw_greedy(sft_tuned_model, sft_tokenizer, questions, max_new_tokens=20) == [
+        a.token_ids for a in ask(sft_tuned_model, sft_tokenizer, questions, max_new_tokens=20)
     ]
 
 
-def test_right_padding_changes_greedy_answers(tuned_model, tokenizer, evaluation):
+def test_right_padding_changes_greedy_answers(sft_tuned_model, sft_tokenizer, sft_evaluation):
     """The broken variant the batched engine avoids: pads between prompt and answer change what is generated."""
-    questions = [q.question for q in evaluation.questions[:12]]
-    single = [a.token_ids for a in ask(tuned_model, tokenizer, questions, max_new_tokens=12)]
-    prompts = [render_prompt(tokenizer, conversation(q)) for q in questions]
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    questions = [q.question for q in sft_evaluation.questions[:12]]
+    single = [a.token_ids for a in ask(sft_tuned_model, sft_tokenizer, questions, max_new_tokens=12)]
+    prompts = [render_prompt(sft_tokenizer, conversation(q)) for q in questions]
+    side, sft_tokenizer.padding_side = sft_tokenizer.padding_side, "right"
     try:
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = sft_tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
-        tokenizer.padding_side = side
-    output = tuned_model.generate(
+        sft_tokenizer.padding_side = side
+    output = sft_tuned_model.generate(
         **batch,
         max_new_tokens=12,
         do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=sft_tokenizer.pad_token_id,
+        eos_token_id=sft_tokenizer.eos_token_id,
     )
-    stops = {tokenizer.eos_token_id}
+    stops = {sft_tokenizer.eos_token_id}
     right = []
     for row in output[:, batch["input_ids"].shape[1] :].tolist():
         end = next((k for k, t in enumerate(row) if t in stops), len(row) - 1)

@@ -81,9 +81,9 @@ def test_ci_keeps_the_terminal_quiet(fresh_run, sft_pipeline, tmp_path):
 
 def test_pytest_quiet_keeps_the_terminal_quiet(fresh_run, sft_pipeline, tmp_path):
     """`pytest -s` would show bars (the terminal is not captured); `-q` asks for quiet, and gets it."""
-    (tmp_path / "test_user.py").write_text("def test_answers(evaluation):\n    assert evaluation.tuned\n")
+    (tmp_path / "test_user.py").write_text("def test_answers(sft_evaluation):\n    assert sft_evaluation.tuned\n")
     command = [sys.executable, "-m", "pytest", "test_user.py", "-s", "-q", "-p", "no:cacheprovider"]
-    command += ["--recipe", str(fresh_run("quiet")), "--sft-cache", str(sft_pipeline.cache.root)]
-    code, printed = on_a_terminal(command + ["--report-dir", str(tmp_path / "out")], tmp_path)
+    command += ["--sft-recipe", str(fresh_run("quiet")), "--sft-cache", str(sft_pipeline.cache.root)]
+    code, printed = on_a_terminal(command + ["--sft-report-dir", str(tmp_path / "out")], tmp_path)
     assert code == 0, printed[-3000:]
     assert BAR not in printed, f"a progress bar under pytest -q:\n{printed[-2000:]}"

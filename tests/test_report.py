@@ -26,10 +26,10 @@ def context(sft_pipeline):
     )
 
 
-def test_report_has_each_question_with_base_and_tuned_side_by_side(tmp_path, context, evaluation):
+def test_report_has_each_question_with_base_and_tuned_side_by_side(tmp_path, context, sft_evaluation):
     html = write_report(context, tmp_path).read_text(encoding="utf-8")
-    assert html.count('class="card"') == len(evaluation.questions)
-    assert html.count('class="side base"') == html.count('class="side tuned"') == len(evaluation.questions)
+    assert html.count('class="card"') == len(sft_evaluation.questions)
+    assert html.count('class="side base"') == html.count('class="side tuned"') == len(sft_evaluation.questions)
     assert "1 failed" in html and "loss rose" in html
     for section in ("verdict", "summary", "audit", "training", "answers", "data", "recipe"):
         assert f'<section id="{section}">' in html
@@ -87,14 +87,14 @@ def test_loss_curve_is_inline_svg_with_labelled_axes(tmp_path, context):
     assert (tmp_path / HTML_NAME).exists()
 
 
-def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline):
+def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline, cli):
     """A real second pytest process, in another folder, through the plugin's hooks: one pass, one deliberate fail."""
     import subprocess
     import sys
 
     (tmp_path / "test_user.py").write_text(
-        "def test_ok(evaluation):\n    assert evaluation.tuned\n\n"
-        "def test_bad(evaluation):\n    assert False, 'deliberately failing check'\n",
+        "def test_ok(sft_evaluation):\n    assert sft_evaluation.tuned\n\n"
+        "def test_bad(sft_evaluation):\n    assert False, 'deliberately failing check'\n",
         encoding="utf-8",
     )
     result = subprocess.run(
@@ -107,12 +107,12 @@ def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline):
             "no:cacheprovider",
             "test_user.py",
             f"--sft-cache={sft_pipeline.cache.root}",
-            f"--report-dir={tmp_path / 'out'}",
+            f"--sft-report-dir={tmp_path / 'out'}",
         ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 1, result.stdout[-2000:]
     assert f"report: {tmp_path / 'out' / 'sft_report.html'}" in result.stdout
@@ -121,23 +121,23 @@ def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline):
     assert "deliberately failing check" in outcomes["failures"][0]["message"]
 
 
-def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline):
+def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline, cli):
     """Under `pytest -n 2` the tests run in two worker processes: the one report counts them all, and the
     speed a worker measured reaches it."""
     import subprocess
     import sys
 
-    tests = "".join(f"def test_ok_{i}(evaluation):\n    assert evaluation.tuned\n\n" for i in range(6))
-    tests += "def test_bad(evaluation):\n    assert False, 'deliberately failing check'\n\n"
+    tests = "".join(f"def test_ok_{i}(sft_evaluation):\n    assert sft_evaluation.tuned\n\n" for i in range(6))
+    tests += "def test_bad(sft_evaluation):\n    assert False, 'deliberately failing check'\n\n"
     tests += "def test_speed(sft_pipeline):\n    sft_pipeline.speed['batched'] = 123.0\n"
     (tmp_path / "test_user.py").write_text(tests, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "test_user.py"]
-        + [f"--sft-cache={sft_pipeline.cache.root}", f"--report-dir={tmp_path / 'out'}"],
+        + [f"--sft-cache={sft_pipeline.cache.root}", f"--sft-report-dir={tmp_path / 'out'}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 1 and "7 passed" in result.stdout, result.stdout[-2000:]
     assert result.stdout.count("report: ") == 1, result.stdout[-2000:]

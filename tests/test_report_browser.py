@@ -45,7 +45,7 @@ def page(sft_pipeline, tmp_path_factory, request):
         tab.requests = requests  # type: ignore[attr-defined]
         tab.cards_expected = len(context["cards"])  # type: ignore[attr-defined]
         yield tab
-        shot = Path(request.config.getoption("--report-dir")) / "sft_report.png"
+        shot = Path(request.config.getoption("sft_report_dir")) / "sft_report.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         tab.screenshot(path=str(shot), full_page=False)  # the CI artifact
         browser.close()

@@ -93,41 +93,43 @@ def _seen(answers: list[Answer]) -> list[tuple[str, str, int]]:
     return [(a.text, a.stop_reason, a.new_tokens) for a in answers]
 
 
-def test_served_greedy_answers_equal_the_in_process_engine(pinned_url, sft_pipeline, evaluation, recipe):
+def test_served_greedy_answers_equal_the_in_process_engine(pinned_url, sft_pipeline, sft_evaluation, sft_recipe):
     served = generate_served(
         pinned_url,
         None,  # the server's only model
-        [q.question for q in evaluation.questions],
-        system_message=recipe.eval.system_message or None,
-        max_new_tokens=recipe.eval.max_new_tokens,
+        [q.question for q in sft_evaluation.questions],
+        system_message=sft_recipe.eval.system_message or None,
+        max_new_tokens=sft_recipe.eval.max_new_tokens,
     )
     different = [
         f"{a.question!r}: served {s!r}, in-process {e!r}"
-        for a, s, e in zip(served, _seen(served), _seen(evaluation.tuned), strict=True)
+        for a, s, e in zip(served, _seen(served), _seen(sft_evaluation.tuned), strict=True)
         if s != e
     ]
     assert not different, f"{len(different)} of {len(served)} served answers differ:\n" + "\n".join(different[:10])
 
 
-def test_a_length_cut_answer_is_reported_as_length_by_the_server(pinned_url, evaluation, tuned_model, tokenizer):
+def test_a_length_cut_answer_is_reported_as_length_by_the_server(
+    pinned_url, sft_evaluation, sft_tuned_model, sft_tokenizer
+):
     """The stop reason travels: cut at 1 token, an answer that needs more ends with `length`, as in-process."""
-    question = next(a.question for a in evaluation.tuned if a.new_tokens > 1)
+    question = next(a.question for a in sft_evaluation.tuned if a.new_tokens > 1)
     (served,) = generate_served(pinned_url, None, [question], max_new_tokens=1)
     assert (served.stop_reason, served.new_tokens) == ("length", 1), f"served {served}"
 
 
 def test_the_pipeline_takes_tuned_answers_from_the_server_and_base_answers_in_process(
-    pinned_url, sft_pipeline, evaluation, recipe
+    pinned_url, sft_pipeline, sft_evaluation, sft_recipe
 ):
-    pipeline = Pipeline(_served(recipe, pinned_url), sft_pipeline.cache, str(sft_pipeline.device))
+    pipeline = Pipeline(_served(sft_recipe, pinned_url), sft_pipeline.cache, str(sft_pipeline.device))
     served = pipeline.evaluation
-    assert _seen(served.tuned) == _seen(evaluation.tuned), "served tuned answers differ from the in-process ones"
-    assert _seen(served.base) == _seen(evaluation.base), "base answers (in-process) changed with the backend"
+    assert _seen(served.tuned) == _seen(sft_evaluation.tuned), "served tuned answers differ from the in-process ones"
+    assert _seen(served.base) == _seen(sft_evaluation.base), "base answers (in-process) changed with the backend"
     assert "tuned_model" not in vars(pipeline), "the served pipeline loaded the tuned model in-process"
 
 
 def test_a_server_whose_template_differs_from_training_gives_other_answers(
-    open_url, sft_pipeline, evaluation, recipe, tmp_path
+    open_url, sft_pipeline, sft_evaluation, sft_recipe, tmp_path
 ):
     """The failure the backend exists to catch: the served folder renders prompts with another template than
     training did (here the lesson's fallback template), so the same weights answer differently."""
@@ -135,12 +137,12 @@ def test_a_server_whose_template_differs_from_training_gives_other_answers(
     shutil.copytree(sft_pipeline.tuned_model_dir, mangled)
     (mangled / "chat_template.jinja").write_text(load_template("lesson_fallback"), encoding="utf-8")
     tuned = str(sft_pipeline.tuned_model_dir)
-    pipeline = Pipeline(_served(recipe, open_url, tuned, base_model=str(mangled)), sft_pipeline.cache)
+    pipeline = Pipeline(_served(sft_recipe, open_url, tuned, base_model=str(mangled)), sft_pipeline.cache)
     served = pipeline.evaluation
-    assert _seen(served.tuned) == _seen(evaluation.tuned), "the correctly served folder should match in-process"
-    same = sum(b == t for b, t in zip(_seen(served.base), _seen(evaluation.tuned), strict=True))
-    assert same < len(evaluation.tuned) / 2, (
-        f"{same} of {len(evaluation.tuned)} answers are unchanged under another template; expected most to change"
+    assert _seen(served.tuned) == _seen(sft_evaluation.tuned), "the correctly served folder should match in-process"
+    same = sum(b == t for b, t in zip(_seen(served.base), _seen(sft_evaluation.tuned), strict=True))
+    assert same < len(sft_evaluation.tuned) / 2, (
+        f"{same} of {len(sft_evaluation.tuned)} answers are unchanged under another template; expected most to change"
     )
     assert served.base_summary.match_rate < served.tuned_summary.match_rate
 

@@ -16,19 +16,19 @@ pytestmark = pytest.mark.bench
 
 
 @pytest.fixture(scope="module")
-def prompts(evaluation):
-    return bench_prompts([q.question for q in evaluation.questions])
+def prompts(sft_evaluation):
+    return bench_prompts([q.question for q in sft_evaluation.questions])
 
 
 def _tokens(answers) -> int:
     return sum(a.new_tokens for a in answers)
 
 
-def test_one_at_a_time_loop(benchmark, tuned_model, tokenizer, prompts, recipe, sft_pipeline):
+def test_one_at_a_time_loop(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_pipeline):
     answers = benchmark.pedantic(
         one_at_a_time,
-        args=(tuned_model, tokenizer, prompts),
-        kwargs={"max_new_tokens": recipe.eval.max_new_tokens},
+        args=(sft_tuned_model, sft_tokenizer, prompts),
+        kwargs={"max_new_tokens": sft_recipe.eval.max_new_tokens},
         rounds=3,
         warmup_rounds=1,
     )
@@ -36,25 +36,25 @@ def test_one_at_a_time_loop(benchmark, tuned_model, tokenizer, prompts, recipe, 
     sft_pipeline.speed["one at a time"] = benchmark.extra_info["tokens_per_s"]  # the report's speed panel
 
 
-def test_batched_engine(benchmark, tuned_model, tokenizer, prompts, recipe, sft_pipeline):
+def test_batched_engine(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_pipeline):
     answers = benchmark.pedantic(
         generate,
-        args=(tuned_model, tokenizer, prompts),
-        kwargs={"max_new_tokens": recipe.eval.max_new_tokens, "batch_size": len(prompts)},
+        args=(sft_tuned_model, sft_tokenizer, prompts),
+        kwargs={"max_new_tokens": sft_recipe.eval.max_new_tokens, "batch_size": len(prompts)},
         rounds=5,
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = _tokens(answers) / benchmark.stats.stats.min
     sft_pipeline.speed["batched engine"] = benchmark.extra_info["tokens_per_s"]
-    loop = one_at_a_time(tuned_model, tokenizer, prompts, max_new_tokens=recipe.eval.max_new_tokens)
+    loop = one_at_a_time(sft_tuned_model, sft_tokenizer, prompts, max_new_tokens=sft_recipe.eval.max_new_tokens)
     assert [a.token_ids for a in answers] == [a.token_ids for a in loop], "batched answers differ from the loop's"
 
 
-def test_raw_kv_cache_floor(benchmark, tuned_model, tokenizer, prompts, recipe, sft_pipeline):
+def test_raw_kv_cache_floor(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_pipeline):
     rows = benchmark.pedantic(
         raw_greedy,
-        args=(tuned_model, tokenizer, prompts),
-        kwargs={"max_new_tokens": recipe.eval.max_new_tokens},
+        args=(sft_tuned_model, sft_tokenizer, prompts),
+        kwargs={"max_new_tokens": sft_recipe.eval.max_new_tokens},
         rounds=5,
         warmup_rounds=1,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -54,9 +55,18 @@ def source_digest(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
 
+def cpu_kernels() -> dict[str, str]:
+    """The machine architecture and the CPU kernel set torch dispatches to (AVX512, AVX2, DEFAULT when forced with
+    `ATEN_CPU_CAPABILITY`, ...): trained weights differ between them, so a cache shared between machines (or
+    built under a forced kernel set) never serves one's weights to the other."""
+    import torch
+
+    return {"machine": platform.machine().lower(), "kernels": torch.backends.cpu.get_cpu_capability()}
+
+
 def cache_key(stage: str, inputs: dict[str, Any]) -> str:
-    """Hash of a stage's inputs and the library versions that turn them into files."""
-    payload = {"stage": stage, "inputs": inputs, "versions": library_versions()}
+    """Hash of a stage's inputs, the library versions and the CPU kernel set that turn them into files."""
+    payload = {"stage": stage, "inputs": inputs, "versions": library_versions(), "cpu": cpu_kernels()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -23,13 +23,13 @@ print(len(load_sft_rows(recipe)), len(load_questions(recipe)), len(shipped_templ
 """
 
 
-def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path):
+def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path, cli):
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(tmp_path / "dist"), str(REPO)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=cli.hang_guard_s,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("sft_eval-*.whl")
@@ -38,7 +38,7 @@ def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path):
         "sft_eval/fixtures/recipes/tiny.toml",
         "sft_eval/fixtures/data/sft_train.jsonl",
         "sft_eval/fixtures/templates/chatml.jinja",
-        "sft_eval/fixtures/golden/tiny.json",
+        "sft_eval/fixtures/recipes/golden/tiny.json",
         "sft_eval/report/templates/report.html.j2",
     ):
         assert name in names, f"{wheel.name} lacks {name}"
@@ -47,7 +47,7 @@ def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path):
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=cli.hang_guard_s,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     probe = subprocess.run(
@@ -56,9 +56,9 @@ def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path):
         text=True,
         cwd=tmp_path,  # not the checkout
         env={**os.environ, "PYTHONPATH": str(site)},
-        timeout=300,
+        timeout=cli.hang_guard_s,
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     fixtures, counts = probe.stdout.strip().splitlines()
     assert Path(fixtures) == site / "sft_eval" / "fixtures", f"fixtures came from {fixtures}, not the wheel"
-    assert counts == "536 31 6 True", counts
+    assert counts == "421 31 6 True", counts

@@ -41,14 +41,18 @@ PRETRAIN_EPOCHS = 20
 PRETRAIN_LR = 3e-3
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` is the GPU when there is one, else the CPU; anything else is passed to torch as is."""
+def resolve_device(device: str = "auto", *, flag: str = "--device") -> torch.device:
+    """`auto` is the GPU when there is one, else the CPU; anything else is tried as a torch device (`flag` names
+    the option it came from in the error)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise SftEvalError(f"--device {device!r} is not a torch device: {exc}") from None
+        resolved = torch.device(device)
+        torch.empty(1, device=resolved)  # tried, not just parsed: `cuda` on a machine without one fails here
+    except (RuntimeError, AssertionError) as exc:
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise SftEvalError(f"{flag} {device!r} cannot be used here: {reason}") from None
+    return resolved
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
@@ -97,8 +101,10 @@ def save_random_checkpoint(
     return Path(folder)
 
 
-def pretrain_base(tokenizer: PreTrainedTokenizerBase, documents: list[str], seed: int) -> PreTrainedModel:
-    """Build the tiny model and pretrain it as a causal LM on plain prose (transformers' Trainer)."""
+def pretrain_base(
+    tokenizer: PreTrainedTokenizerBase, documents: list[str], seed: int, device: str | torch.device = "cpu"
+) -> PreTrainedModel:
+    """Build the tiny model and pretrain it as a causal LM on plain prose (transformers' Trainer) on `device`."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config(tokenizer))
     ids: list[int] = []
@@ -119,7 +125,7 @@ def pretrain_base(tokenizer: PreTrainedTokenizerBase, documents: list[str], seed
             logging_strategy="no",
             save_strategy="no",
             report_to=[],
-            use_cpu=not torch.cuda.is_available(),
+            use_cpu=torch.device(device).type == "cpu",
             disable_tqdm=not interactive(),
         )
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)

@@ -117,10 +117,10 @@ class Pipeline:
             path = self.recipe.resolve(self.recipe.model.base)
             return Path(path), cache_key("base", {"source": path, "digest": source_digest(path)})
         _, tokenizer_key = self._tokenizer_entry
-        key = cache_key("base", {"tokenizer": tokenizer_key, "seed": self.recipe.seed})
+        key = cache_key("base", {"tokenizer": tokenizer_key, "seed": self.recipe.seed, "device": self.device.type})
 
         def build(folder: Path) -> None:
-            pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed).save_pretrained(folder)
+            pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed, device=self.device).save_pretrained(folder)
 
         return self.cache.get_or_build("base", key, build), key
 
@@ -150,6 +150,7 @@ class Pipeline:
             "limit": self.recipe.data.limit,
             "sft": dict(self.recipe.sft),
             "seed": self.recipe.seed,
+            "device": self.device.type,  # trained on a GPU or on the CPU: different numerics, different weights
         }
 
         def build(folder: Path) -> None:

@@ -182,18 +182,21 @@ def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
     return plan_from_config(config.to_dict(), rows, world_size)
 
 
-def sft_config(recipe: Recipe, output_dir: str) -> tuple[Any, list[str]]:
-    """The recipe's `[sft]` as a `trl.SFTConfig`, plus the settings sft-eval chose and why."""
+def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -> tuple[Any, list[str]]:
+    """The recipe's `[sft]` as a `trl.SFTConfig`, plus the settings sft-eval chose and why. `on_cpu`: train on the
+    CPU (the model is there: `--device cpu`) or not; None: on the CPU when no GPU is available."""
     from trl import SFTConfig
 
     values = dict(recipe.sft)
     adjustments = []
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not torch.cuda.is_available():
+    if on_cpu is None:
+        on_cpu = not torch.cuda.is_available()
+    if on_cpu:
         values["use_cpu"] = True
         if "bf16" not in values:
             values["bf16"] = False
-            adjustments.append("no GPU: bf16 mixed precision off (TRL's default is on; set sft.bf16 to choose)")
+            adjustments.append("on the CPU: bf16 mixed precision off (TRL's default is on; set sft.bf16 to choose)")
         if distributed:
             values.setdefault("ddp_backend", "gloo")  # torchrun on CPU: NCCL needs GPUs
     if distributed:
@@ -216,10 +219,11 @@ def train_sft(
     rows: list[dict[str, Any]],
     output_dir: str,
 ) -> TrainingRun:
-    """Fine-tune `model` in place on `rows` with the recipe's SFTConfig; return what the trainer logged."""
+    """Fine-tune `model` in place on `rows` with the recipe's SFTConfig, on the device the model is on; return what
+    the trainer logged."""
     from trl import SFTTrainer
 
-    config, adjustments = sft_config(recipe, output_dir)
+    config, adjustments = sft_config(recipe, output_dir, on_cpu=model.device.type == "cpu")
     trainer = SFTTrainer(
         model=model,
         args=config,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from tokenizers import processors
 from transformers import DataCollatorForLanguageModeling
 
+from sft_eval.audit import CheckId, Finding
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.template import (
     EXCHANGES,
@@ -34,9 +38,9 @@ def errors(findings, check):
 
 
 @pytest.fixture()
-def speaks(tokenizer):
+def speaks(sft_tokenizer):
     """The embedded tokenizer adapted to a template (a fresh copy per call: tests may change it)."""
-    return lambda template: tokenizer_for_template(tokenizer, template)
+    return lambda template: tokenizer_for_template(sft_tokenizer, template)
 
 
 def test_correct_chatml_has_no_findings(speaks):
@@ -208,8 +212,8 @@ def test_missing_pad_and_right_padding_warn(speaks):
     assert any("padding side is right" in f.message for f in findings)
 
 
-def test_pad_silent_on_the_embedded_tokenizer(tokenizer):
-    assert check_pad(tokenizer) == []
+def test_pad_silent_on_the_embedded_tokenizer(sft_tokenizer):
+    assert check_pad(sft_tokenizer) == []
 
 
 def test_unexplained_errors_names_what_differs_from_the_explanation():
@@ -219,3 +223,14 @@ def test_unexplained_errors_names_what_differs_from_the_explanation():
     assert unexplained_errors(findings, {"template.prefix"}, "known", "t") == ""
     problem = unexplained_errors(findings, set(), "no error expected", "t")
     assert problem.startswith("t: expected [] (no error expected), found ['template.prefix']")
+
+
+def test_every_finding_id_is_in_the_readme_table_and_nothing_else_is():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `((?:template|tokenizer|labels)\.[a-z_]+)` \|", readme, flags=re.M))
+    assert table == {str(c) for c in CheckId}, f"README only: {table - set(CheckId)}; code only: {set(CheckId) - table}"
+
+
+def test_a_misspelt_finding_id_cannot_be_made():
+    with pytest.raises(ValueError, match="unknown finding id 'template.prefx'"):
+        Finding("template.prefx", "error", "a typo")

@@ -7,9 +7,27 @@ users' CI filters and the report match on those ids, so an id is never renamed, 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
+
+
+class CheckId(StrEnum):
+    """Every finding id, in one place: a typo cannot invent one, and README's table is tested against this list.
+    Values are the stable strings users filter on; add members, never rename one."""
+
+    TEMPLATE_RENDER = "template.render"
+    TEMPLATE_WHITESPACE = "template.whitespace"
+    TEMPLATE_GENERATION_PROMPT = "template.generation_prompt"
+    TEMPLATE_PREFIX = "template.prefix"
+    TEMPLATE_DOUBLE_BOS = "template.double_bos"
+    TEMPLATE_STOP_TOKEN = "template.stop_token"
+    TEMPLATE_THINKING = "template.thinking"
+    TEMPLATE_SPECIAL_IN_CONTENT = "template.special_in_content"
+    TOKENIZER_PAD = "tokenizer.pad"
+    LABELS_EOS = "labels.eos"
+    LABELS_SCOPE = "labels.scope"
 
 
 @dataclass(frozen=True)
@@ -18,6 +36,10 @@ class Finding:
     severity: Severity
     message: str  # one line: what is wrong and what follows from it
     evidence: str = ""  # the offending text or tokens, the spot marked
+
+    def __post_init__(self) -> None:
+        if self.check not in CheckId.__members__.values():
+            raise ValueError(f"unknown finding id {self.check!r}: add it to sft_eval.audit.CheckId (and README)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sft_eval.audit import Finding
+from sft_eval.audit import CheckId, Finding
 from sft_eval.recipe import Recipe
 
 AUDIT_ROWS = 512  # the first rows of a large dataset are a sample, and the evidence says so
@@ -98,7 +98,7 @@ def check_eos(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase) -> list[F
     cut = f"; {truncated} of them cut by max_length={batch.max_length}" if truncated else ""
     return [
         Finding(
-            "labels.eos",
+            CheckId.LABELS_EOS,
             "error",
             f"{len(bad)} of {len(batch.labels)} rows ({share:.0%}) do not end their trainable labels on "
             f"{tokenizer.eos_token!r}{cut}: the model is not taught to stop there",
@@ -147,7 +147,7 @@ def check_scope(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase, rows: l
     if dropped:
         findings.append(
             Finding(
-                "labels.scope",
+                CheckId.LABELS_SCOPE,
                 "error",
                 f"{len(dropped)} of {batch.rows_in} rows have no trainable token (TRL drops them without a word)",
                 f"rows {dropped[:10]}",
@@ -159,7 +159,7 @@ def check_scope(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase, rows: l
         if not is_chat_template_stop_token_trained(tokenizer, chat_template=batch.chat_template):
             findings.append(
                 Finding(
-                    "labels.scope",
+                    CheckId.LABELS_SCOPE,
                     "error",
                     "the template's {% generation %} block leaves the assistant's end-of-turn token out of the loss "
                     "mask (trl's is_chat_template_stop_token_trained): the model never learns to stop",
@@ -194,7 +194,7 @@ def check_scope(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase, rows: l
             source, position, token = found[0]
             findings.append(
                 Finding(
-                    "labels.scope",
+                    CheckId.LABELS_SCOPE,
                     "error",
                     f"{what} ({len(found)} tokens in {len(rows_hit)} rows)",
                     f"row {source}, token {position}: {_tokens(tokenizer, [token])[0]!r}",
@@ -210,7 +210,7 @@ def audit_labels(
     if recipe.sft.get("packing"):
         return [
             Finding(
-                "labels.scope",
+                CheckId.LABELS_SCOPE,
                 "info",
                 "sft.packing is on: rows are packed into blocks, so per-row label checks were not run",
                 "set packing = false for an audit run to check every row's labels",

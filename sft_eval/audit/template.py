@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.audit import Finding, mark
+from sft_eval.audit import CheckId, Finding, mark
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant."}
 EXCHANGES = [
@@ -53,7 +53,7 @@ def probe_conversation(tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict[st
     except (TemplateError, TypeError, ValueError) as exc:
         findings.append(
             Finding(
-                "template.render",
+                CheckId.TEMPLATE_RENDER,
                 "warning",
                 "the template refuses a system message; system prompts in data or at serving time will fail",
                 f"{type(exc).__name__}: {exc}",
@@ -70,7 +70,7 @@ def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, An
     except (TemplateError, TypeError, ValueError) as exc:
         return [
             Finding(
-                "template.render",
+                CheckId.TEMPLATE_RENDER,
                 "error",
                 "the template fails to render a multi-turn conversation",
                 f"{type(exc).__name__}: {exc}",
@@ -81,7 +81,7 @@ def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, An
         if message["content"] not in text:
             findings.append(
                 Finding(
-                    "template.render",
+                    CheckId.TEMPLATE_RENDER,
                     "error",
                     f"the {message['role']} message's content is missing from the rendering: the model never sees it",
                     f"content {message['content']!r} not in {text!r}",
@@ -91,7 +91,7 @@ def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, An
     if leftover:
         findings.append(
             Finding(
-                "template.render",
+                CheckId.TEMPLATE_RENDER,
                 "error",
                 "template syntax or role placeholders are left in the rendered text",
                 mark(text, leftover.start()),
@@ -116,7 +116,7 @@ def check_whitespace(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     if leak:
         findings.append(
             Finding(
-                "template.whitespace",
+                CheckId.TEMPLATE_WHITESPACE,
                 "error",
                 "indentation from the template source leaks into the rendered text; the model learns it as output",
                 mark(scaffold.replace("\x00", "…"), leak.start()),
@@ -126,7 +126,7 @@ def check_whitespace(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     if blank:
         findings.append(
             Finding(
-                "template.whitespace",
+                CheckId.TEMPLATE_WHITESPACE,
                 "warning",
                 "a blank line follows a message's content: the template's source layout leaks into the text",
                 mark(scaffold.replace("\x00", "…"), blank.start() + 1),
@@ -138,7 +138,7 @@ def check_whitespace(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
         if trailing:
             findings.append(
                 Finding(
-                    "template.whitespace",
+                    CheckId.TEMPLATE_WHITESPACE,
                     "warning",
                     f"whitespace before the end-of-turn token {eos!r}: the model must learn to emit it before stopping",
                     mark(text, trailing.start()),
@@ -166,7 +166,7 @@ def check_generation_prompt(
     if prompt == before:
         return [
             Finding(
-                "template.generation_prompt",
+                CheckId.TEMPLATE_GENERATION_PROMPT,
                 "error",
                 "add_generation_prompt=True does not change the rendering: the served prompt has no assistant header, "
                 "so the model continues the user's turn",
@@ -181,7 +181,7 @@ def check_generation_prompt(
         return []
     return [
         Finding(
-            "template.generation_prompt",
+            CheckId.TEMPLATE_GENERATION_PROMPT,
             "error",
             "the generation prompt does not end with the assistant header that training puts before an answer",
             f"generation prompt adds {added!r}; training has {header!r} before the answer",
@@ -204,7 +204,7 @@ def check_prefix(
                 continue  # a think-block difference: template.thinking reports it
             findings.append(
                 Finding(
-                    "template.prefix",
+                    CheckId.TEMPLATE_PREFIX,
                     "error",
                     f"{turn}: the served prompt is not a prefix of the training text; the model is served a string "
                     "it never saw in training",
@@ -217,7 +217,7 @@ def check_prefix(
             k = next(k for k, (a, b) in enumerate(zip(served_ids, trained_ids, strict=False)) if a != b)
             findings.append(
                 Finding(
-                    "template.prefix",
+                    CheckId.TEMPLATE_PREFIX,
                     "error",
                     f"{turn}: the strings are prefixes but the tokens are not: BPE merges across the prompt/answer "
                     "boundary, so the served prompt ends in a token training never put there",
@@ -238,7 +238,7 @@ def check_double_bos(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     if ids[:2] == [bos, bos]:
         return [
             Finding(
-                "template.double_bos",
+                CheckId.TEMPLATE_DOUBLE_BOS,
                 "error",
                 f"the template writes {tokenizer.bos_token!r} and the tokenizer adds another: every prompt starts "
                 "with two BOS tokens; tokenize rendered text with add_special_tokens=False",
@@ -272,7 +272,7 @@ def check_stop_token(
     configured = "" if generation_eos is None else f", generation_config.eos_token_id {generation_eos}"
     return [
         Finding(
-            "template.stop_token",
+            CheckId.TEMPLATE_STOP_TOKEN,
             "error",
             f"an assistant turn ends with {described}, which generation does not stop at: the model will never stop",
             f"{where}; tokenizer eos {tokenizer.eos_token!r} (id {eos}){configured}",
@@ -301,7 +301,7 @@ def check_thinking(
             if served != seen:
                 findings.append(
                     Finding(
-                        "template.thinking",
+                        CheckId.TEMPLATE_THINKING,
                         "error" if value == enable_thinking else "warning",
                         f"enable_thinking={value}: assistant turn {n} is served with think block {served or 'none'} "
                         f"but trained with {seen or 'none'}",
@@ -325,7 +325,7 @@ def check_special_in_content(tokenizer: PreTrainedTokenizerBase, rows: list[dict
                 if position >= 0:
                     findings.append(
                         Finding(
-                            "template.special_in_content",
+                            CheckId.TEMPLATE_SPECIAL_IN_CONTENT,
                             "error",
                             f"row {index}: a {message.get('role')} message contains the special token {special!r}; "
                             "tokenized, it becomes a real turn boundary",
@@ -344,7 +344,7 @@ def audit_template(
 ) -> list[Finding]:
     """Every template check on the tokenizer's chat template; a template that does not render stops there."""
     if not tokenizer.chat_template:
-        return [Finding("template.render", "error", "the tokenizer has no chat template", "")]
+        return [Finding(CheckId.TEMPLATE_RENDER, "error", "the tokenizer has no chat template", "")]
     messages, findings = probe_conversation(tokenizer)
     findings += check_render(tokenizer, messages)
     if any(f.check == "template.render" and f.severity == "error" for f in findings):

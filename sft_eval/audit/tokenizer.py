@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.audit import Finding
+from sft_eval.audit import CheckId, Finding
 from sft_eval.audit.template import EXCHANGES
 
 
@@ -35,7 +35,7 @@ def check_pad(
     if tokenizer.pad_token_id is None:
         findings.append(
             Finding(
-                "tokenizer.pad",
+                CheckId.TOKENIZER_PAD,
                 "warning",
                 "no pad token: TRL pads with eos instead, and any collator that masks pad ids then masks eos",
                 f"eos {tokenizer.eos_token!r} (id {eos})",
@@ -60,7 +60,7 @@ def check_pad(
         if masked:
             findings.append(
                 Finding(
-                    "tokenizer.pad",
+                    CheckId.TOKENIZER_PAD,
                     "error",
                     f"pad = eos ({tokenizer.eos_token!r}) and the collator masks the labels of {masked} of "
                     f"{int(at_eos.sum())} end-of-turn tokens: the model never learns to stop",
@@ -70,7 +70,7 @@ def check_pad(
         else:
             findings.append(
                 Finding(
-                    "tokenizer.pad",
+                    CheckId.TOKENIZER_PAD,
                     "info",
                     f"pad = eos ({tokenizer.eos_token!r}); this collator keeps end-of-turn labels, a collator that "
                     "masks pad ids would not",
@@ -80,7 +80,7 @@ def check_pad(
     if tokenizer.padding_side == "right":
         findings.append(
             Finding(
-                "tokenizer.pad",
+                CheckId.TOKENIZER_PAD,
                 "warning",
                 "padding side is right: batched generation puts pads between prompt and answer; use left padding",
                 f"tokenizer.padding_side = {tokenizer.padding_side!r}",

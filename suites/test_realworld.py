@@ -118,8 +118,3 @@ def test_llama_cpp_template_audit_matches_its_explanation(embedded_tokenizer, pa
     expected, reason = LLAMA_CPP_EXPECTED.get(path.stem, (set(), "no error expected"))
     problem = unexplained_errors(findings, expected, reason, path.stem)
     assert not problem, problem
-
-
-def test_tokenizer_that_does_not_load_is_one_line_and_exit_2(realworld_dir, cli):
-    folder = realworld_dir / "tokenizers" / "TinyLlama-1.1B-Chat-v1.0"
-    cli.bad_input(cli.run("audit", "--tokenizer", str(folder)), "TinyLlama-1.1B-Chat-v1.0", "cannot load a tokenizer")

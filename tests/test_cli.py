@@ -135,3 +135,10 @@ def test_bench_json_contract(sft_pipeline, cli):
     for key in ("loop_tokens_per_s", "batched_tokens_per_s", "speedup", "raw_floor_tokens_per_s"):
         assert data[key] > 0 and data["base"][key] > 0
     assert data["identical_outputs"] is True and data["base"]["identical_outputs"] is True
+
+
+@pytest.mark.realworld
+def test_a_real_tokenizer_that_does_not_load_is_one_line_and_exit_2(realworld_dir, cli):
+    """A CLI contract, not a check of a recipe: it lives with the CLI's tests, not in the suites users run."""
+    folder = realworld_dir / "tokenizers" / "TinyLlama-1.1B-Chat-v1.0"
+    cli.bad_input(cli.run("audit", "--tokenizer", str(folder)), "TinyLlama-1.1B-Chat-v1.0", "cannot load a tokenizer")

@@ -14,6 +14,9 @@ import pytest
 
 from sft_eval.recipe import DEFAULT_RECIPE
 
+# Subprocesses in tests get a time limit only to stop a hang, never to judge speed (benchmarks/ does that): an
+# hour, far above anything a loaded machine needs; a test that hits it fails saying it hung.
+HANG_GUARD_S = float(os.environ.get("SFT_EVAL_HANG_GUARD_S", "3600"))
 REALWORLD = Path(os.environ.get("SFT_EVAL_REALWORLD", Path(__file__).parent.parent / "shared" / "realworld"))
 
 
@@ -48,6 +51,8 @@ class Cli:
     """`sft-eval` in a fresh process, as a user's shell runs it (no pytest variables leak in), and the contract
     for bad input: exit 2, one line on stderr, no traceback."""
 
+    hang_guard_s = HANG_GUARD_S  # the limit for every subprocess a test starts (see HANG_GUARD_S)
+
     @staticmethod
     def environ(**extra: str) -> dict[str, str]:
         """A user's shell environment: this one without pytest's variables, plus `extra`."""
@@ -62,7 +67,7 @@ class Cli:
             text=True,
             cwd=cwd,
             env=self.environ(**(env or {})),
-            timeout=600,
+            timeout=self.hang_guard_s,
         )
 
     @staticmethod
@@ -73,6 +78,18 @@ class Cli:
         assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {result.stderr}"
         for fragment in fragments:
             assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A subprocess that outlived the hang guard is reported as a hang, not as a failed check."""
+    try:
+        return (yield)
+    except subprocess.TimeoutExpired as exc:
+        command = " ".join(map(str, exc.cmd)) if isinstance(exc.cmd, list) else str(exc.cmd)
+        pytest.fail(
+            f"hung: `{command[:200]}` had not exited after {exc.timeout:.0f} s (a hang guard, not a speed check)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,17 @@
     python benchmarks/suite_time.py [--json] [extra pytest args]
 
 Each phase runs pytest in a fresh Python process and reads that process's peak resident memory, so the two
-phases are measured the same way in one run. Budgets (issue: walking skeleton): cold <= 120 s, warm <= 30 s,
-peak < 3 GiB. Exit 1 when a budget is exceeded. This is a benchmark, not a test: timing never gates CI.
+phases are measured the same way in one run. Budgets: cold <= 120 s, warm <= 30 s, peak < 3 GiB, on 2 CPU
+cores. Exit 1 when a budget is exceeded. This is a benchmark, not a test: timing never gates CI. It prints the
+machine it ran on (CPU model, cores, torch's kernel set): `ATEN_CPU_CAPABILITY=default python
+benchmarks/suite_time.py` measures the suites as a CPU without AVX would run them.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -39,7 +43,7 @@ def run_phase(cache: str, report_dir: str, extra: list[str]) -> dict:
         "-p",
         "no:cacheprovider",
         f"--sft-cache={cache}",
-        f"--report-dir={report_dir}",
+        f"--sft-report-dir={report_dir}",
         *extra,
     ]
     start = time.perf_counter()
@@ -49,6 +53,28 @@ def run_phase(cache: str, report_dir: str, extra: list[str]) -> dict:
     if line is None:
         sys.exit(f"pytest did not finish:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     return {"wall_s": round(wall, 2), **json.loads(line[2:])}
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import torch
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor()
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernels": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
 
 
 def main() -> int:
@@ -63,9 +89,12 @@ def main() -> int:
         if r["peak_rss_mib"] > PEAK_BUDGET_MIB
     ]
     results["cold_to_warm_ratio"] = round(results["cold"]["wall_s"] / results["warm"]["wall_s"], 2)
+    results["machine"] = machine()
     if "--json" in sys.argv:
         print(json.dumps(results))
     else:
+        m = results["machine"]
+        print(f"machine: {m['cpu']}, {m['cores']} cores, torch kernels {m['kernels']}")
         for phase in ("cold", "warm"):
             r = results[phase]
             print(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +144,23 @@ def test_a_real_tokenizer_that_does_not_load_is_one_line_and_exit_2(realworld_di
     """A CLI contract, not a check of a recipe: it lives with the CLI's tests, not in the suites users run."""
     folder = realworld_dir / "tokenizers" / "TinyLlama-1.1B-Chat-v1.0"
     cli.bad_input(cli.run("audit", "--tokenizer", str(folder)), "TinyLlama-1.1B-Chat-v1.0", "cannot load a tokenizer")
+
+
+def test_a_subprocess_past_the_hang_guard_is_reported_as_a_hang(tmp_path, cli):
+    """Time limits in tests only stop hangs: one that trips says so, instead of failing as if a check had."""
+    shutil.copy(Path(__file__).resolve().parent.parent / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_hang.py").write_text(
+        "import subprocess, sys\n\ndef test_waits():\n"
+        "    subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)'], timeout=0.5)\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hang.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=cli.environ(),
+        timeout=cli.hang_guard_s,
+    )
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "hung: " in result.stdout and "a hang guard, not a speed check" in result.stdout, result.stdout[-2000:]

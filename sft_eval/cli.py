@@ -6,14 +6,14 @@ Exit codes: 0 everything held, 1 a check failed, 2 bad input (one line on stderr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from sft_eval import __version__
 from sft_eval.errors import SftEvalError
-from sft_eval.options import EVALUATE, RUN, add_options, positive_int
+from sft_eval.jsonout import dumps
+from sft_eval.options import EVALUATE, RUN, add_options, positive_float, positive_int
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -66,8 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--world-size", type=positive_int, default=1, metavar="W", help="processes (default: 1)")
     span = plan.add_mutually_exclusive_group()
-    span.add_argument("--epochs", type=float, metavar="E", help="epochs (default 1, or the recipe's)")
-    span.add_argument("--max-steps", type=int, default=None, metavar="S", help="optimizer steps (overrides epochs)")
+    span.add_argument("--epochs", type=positive_float, metavar="E", help="epochs (default: 1, or the recipe's)")
+    span.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="optimizer steps, overrides epochs (default: none)",
+    )
     plan.add_argument("--drop-last", action="store_true", help="the dataloader drops an incomplete last batch")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged", RUN)
@@ -107,7 +113,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     findings = audit_findings(_pipeline(args), template=args.template, tokenizer_dir=args.tokenizer)
     if args.json:
-        print(json.dumps({"findings": [f.to_dict() for f in findings]}))
+        print(dumps({"findings": [f.to_dict() for f in findings]}))
     else:
         for f in findings:
             print(f"{f.severity:7} {f.check}: {f.message}")
@@ -138,7 +144,7 @@ def _plan(args: argparse.Namespace) -> int:
             drop_last=args.drop_last,
         )
     if args.json:
-        print(json.dumps(plan.to_dict()))
+        print(dumps(plan.to_dict()))
     else:
         print(
             f"effective batch {plan.effective_batch} = {plan.per_device_batch} per device x {plan.world_size} "
@@ -197,7 +203,7 @@ def _train(args: argparse.Namespace) -> int:
         **pipeline.describe(),
     }
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
     else:
         print(f"trained {run.global_step} step(s) on {run.train_rows} rows; cached at {result['tuned_entry']}")
         if drop is not None:
@@ -219,7 +225,7 @@ def _bench(args: argparse.Namespace) -> int:
     tuned = measure_speed(pipeline.tuned_model, pipeline.tokenizer, prompts, max_new_tokens=budget)
     base = measure_speed(pipeline.base_model, pipeline.tokenizer, prompts, max_new_tokens=budget)
     if args.json:  # the tuned model's figures at the top level (the contract), the base model's beside them
-        print(json.dumps({**tuned.to_dict(), "model": "tuned", "base": base.to_dict()}))
+        print(dumps({**tuned.to_dict(), "model": "tuned", "base": base.to_dict()}))
     else:
         for name, result in (("tuned", tuned), ("base", base)):
             print(f"{name}: {result.prompts} prompts, {result.new_tokens} new tokens (greedy)")
@@ -237,7 +243,7 @@ def _report(args: argparse.Namespace) -> int:
     from sft_eval.report import build_context, write_report
 
     path = write_report(build_context(_pipeline(args)), args.out).resolve()
-    print(json.dumps({"report": str(path)}) if args.json else f"report: {path}")
+    print(dumps({"report": str(path)}) if args.json else f"report: {path}")
     return EXIT_OK
 
 

@@ -109,6 +109,9 @@ def load_questions(recipe: Recipe) -> list[Question]:
             if expected is not None and not isinstance(expected, str):
                 raise SftEvalError(f"{path}:{number}: `expected` must be a string")
             questions.append(Question(row["question"], expected, str(row.get("kind", ""))))
+    if not questions:
+        where = recipe.eval.questions_file or "eval.questions"
+        raise SftEvalError(f"{where}: no evaluation questions: a run would judge nothing; add at least one")
     return questions[: recipe.eval.limit]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -225,6 +226,42 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
         raise SftEvalError(f"{where}: `sft.output_dir` is chosen by sft-eval (the fixture cache); remove it")
 
 
+# [sft] values SFTConfig accepts but the trainer rejects later, deep inside a run (a ZeroDivisionError, an empty
+# dataloader, a silently untrained model): checked at load, each as one line naming the key.
+_SFT_AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length")
+
+
+def _check_sft_values(sft: Mapping[str, Any], where: str) -> None:
+    def number(key: str) -> float | None:
+        value = sft.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SftEvalError(f"{where}: `sft.{key}` must be a number, not {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise SftEvalError(f"{where}: `sft.{key}` must be finite, not {value}")
+        return float(value)
+
+    for key in _SFT_AT_LEAST_ONE:
+        value = number(key)
+        if value is not None and (value < 1 or value != int(value)):
+            raise SftEvalError(f"{where}: `sft.{key}` must be a whole number of at least 1, not {sft[key]!r}")
+    if (rate := number("learning_rate")) is not None and rate <= 0:
+        raise SftEvalError(f"{where}: `sft.learning_rate` must be above 0, not {sft['learning_rate']!r}")
+    if (seed := number("seed")) is not None and not 0 <= seed < 2**32:
+        raise SftEvalError(f"{where}: `sft.seed` must be between 0 and 2**32 - 1, not {sft['seed']!r}")
+    max_steps, epochs = number("max_steps"), number("num_train_epochs")
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise SftEvalError(
+            f"{where}: `sft.max_steps` must be at least 1 (-1: num_train_epochs decides), not {max_steps:g}"
+        )
+    if (max_steps is None or max_steps < 0) and epochs is not None and epochs <= 0:
+        raise SftEvalError(
+            f"{where}: `sft.num_train_epochs` must be above 0 (it is {epochs:g}, and max_steps does not "
+            "override it): nothing would train"
+        )
+
+
 def _check_values(recipe: Recipe, where: str) -> None:
     if not recipe.name or recipe.name in (".", "..") or any(c in recipe.name for c in "/\\\0"):
         raise SftEvalError(f"{where}: `name` must be a plain name (it names the golden file), not {recipe.name!r}")
@@ -256,6 +293,11 @@ def _check_values(recipe: Recipe, where: str) -> None:
             raise SftEvalError(f'{where}: `eval.{key}` is for a served model; set `eval.backend = "openai"` too')
     if not recipe.eval.questions and not recipe.eval.questions_file:
         raise SftEvalError(f"{where}: [eval] needs `questions` or `questions_file`")
+    if not 0 <= recipe.seed < 2**32:
+        raise SftEvalError(f"{where}: `seed` must be between 0 and 2**32 - 1, not {recipe.seed}")
+    if any(not q.strip() for q in recipe.eval.questions):
+        raise SftEvalError(f"{where}: `eval.questions` has a blank question")
+    _check_sft_values(recipe.sft, where)
     for name in ("min_loss_drop", "min_eos_stop_rate", "min_match_rate", "max_repetition", "max_base_eos_stop_rate"):
         value = getattr(recipe.thresholds, name)
         if not 0.0 <= value <= 1.0:

@@ -62,5 +62,9 @@ def test_cli_bad_input_is_exit_2_in_one_line(cli):
         ["--rows", "0", "--per-device-batch", "1", "--grad-accum", "8"],
         ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--epochs", "1", "--max-steps", "3"],
         ["--rows", "ten", "--per-device-batch", "1", "--grad-accum", "8"],
+        ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--epochs", "nan"],
+        ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--epochs", "inf"],
+        ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--epochs", "0"],
+        ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--max-steps", "0"],
     ):
         cli.bad_input(cli.run("plan", *args))

@@ -78,6 +78,17 @@ def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_p
         (MINIMAL.replace("[eval]", "[eval]\nbackend = 'vllm'"), "`eval.backend` must be one of transformers, openai"),
         (MINIMAL.replace("[eval]", "[eval]\nbackend = 'openai'"), '`eval.backend = "openai"` needs `eval.base_url`'),
         (MINIMAL.replace("[eval]", "[eval]\nbase_url = 'http://x/v1'"), "`eval.base_url` is for a served model"),
+        (MINIMAL + "[sft]\ngradient_accumulation_steps = 0\n", "`sft.gradient_accumulation_steps` must be a whole"),
+        (MINIMAL + "[sft]\nper_device_train_batch_size = 0\n", "`sft.per_device_train_batch_size` must be a whole"),
+        (MINIMAL + "[sft]\nlearning_rate = -1\n", "`sft.learning_rate` must be above 0"),
+        (MINIMAL + "[sft]\nlearning_rate = 'fast'\n", "`sft.learning_rate` must be a number, not str 'fast'"),
+        (MINIMAL + "[sft]\nlearning_rate = nan\n", "`sft.learning_rate` must be finite"),
+        (MINIMAL + "[sft]\nseed = -1\n", "`sft.seed` must be between 0 and 2**32 - 1"),
+        (MINIMAL.replace('name = "r"', 'name = "r"\nseed = -1'), "`seed` must be between 0 and 2**32 - 1"),
+        (MINIMAL + "[sft]\nnum_train_epochs = 0\n", "`sft.num_train_epochs` must be above 0"),
+        (MINIMAL + "[sft]\nmax_steps = 0\n", "`sft.max_steps` must be at least 1"),
+        (MINIMAL + "[sft]\nmax_length = -1\n", "`sft.max_length` must be a whole number of at least 1"),
+        (MINIMAL.replace('["Hi"]', '["Hi", "  "]'), "`eval.questions` has a blank question"),
     ],
     ids=[
         "sft-typo",
@@ -96,6 +107,17 @@ def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_p
         "unknown-backend",
         "openai-without-url",
         "url-without-openai",
+        "sft-accumulation-0",
+        "sft-batch-0",
+        "sft-negative-lr",
+        "sft-lr-string",
+        "sft-lr-nan",
+        "sft-negative-seed",
+        "negative-seed",
+        "sft-0-epochs",
+        "sft-0-max-steps",
+        "sft-negative-max-length",
+        "blank-question",
     ],
 )
 def test_bad_recipe_is_one_line_naming_file_and_key(tmp_path, text, expected):
@@ -121,3 +143,21 @@ def test_a_served_recipe_loads(tmp_path):
 def test_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(SftEvalError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.toml")
+
+
+def test_sft_values_the_trainer_accepts_still_load(tmp_path):
+    """The value checks are not stricter than the trainer: a max_steps run with 0 epochs, fractional epochs."""
+    text = MINIMAL + "[sft]\nmax_steps = 2\nnum_train_epochs = 0\nlearning_rate = 1e-9\nseed = 4294967295\n"
+    assert load_recipe(write(tmp_path, text)).sft["max_steps"] == 2
+    assert load_recipe(write(tmp_path, MINIMAL + "[sft]\nnum_train_epochs = 1.5\n")).sft["num_train_epochs"] == 1.5
+
+
+def test_a_questions_file_with_no_question_is_one_line(tmp_path):
+    from sft_eval.data import load_questions
+
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    recipe = load_recipe(
+        write(tmp_path, 'name = "r"\n[data]\ntrain = "rows.jsonl"\n[eval]\nquestions_file = "empty.jsonl"\n')
+    )
+    with pytest.raises(SftEvalError, match="empty.jsonl: no evaluation questions"):
+        load_questions(recipe)

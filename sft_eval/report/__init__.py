@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 import platform
 import tempfile
@@ -22,6 +21,7 @@ from markupsafe import Markup
 
 from sft_eval.cache import library_versions
 from sft_eval.data import dataset_table
+from sft_eval.jsonout import dumps
 from sft_eval.pipeline import Pipeline
 from sft_eval.plan import plan_mismatches
 from sft_eval.training import loss_drop
@@ -158,7 +158,7 @@ def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
         **context,
         loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
     )
-    _write_atomic(out / JSON_NAME, json.dumps(context, indent=1, default=str))
+    _write_atomic(out / JSON_NAME, dumps(context, indent=1, default=str))
     return _write_atomic(out / HTML_NAME, html)
 
 

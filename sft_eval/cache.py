@@ -8,6 +8,7 @@ deleted and rebuilt, never loaded. A file lock per entry makes concurrent pytest
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+from sft_eval.errors import SftEvalError
 
 MANIFEST = "MANIFEST.json"
 _LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets")
@@ -82,21 +85,62 @@ class FixtureCache:
         final = self.path(stage, key)
         if is_sealed(final):
             return final
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final) + ".lock"):
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SftEvalError(f"fixture cache {self.root}: cannot create it ({exc.strerror or exc})") from None
+        lock = Path(str(final) + ".lock")
+        held = FileLock(str(lock), timeout=lock_timeout_s())
+        try:
+            held.acquire()
+        except Timeout:
+            raise SftEvalError(
+                f"fixture cache {final}: still locked after {lock_timeout_s():.0f} s by {_owner(lock)}; wait for it "
+                f"to finish, or remove {lock} if that process is gone (limit: $SFT_EVAL_LOCK_TIMEOUT_S)"
+            ) from None
+        except OSError as exc:
+            raise SftEvalError(f"fixture cache {self.root}: not writable ({exc.strerror or exc})") from None
+        try:
+            _note_owner(lock)
             if is_sealed(final):  # another process built it while we waited
                 return final
-            if final.exists():
-                shutil.rmtree(final)
-            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{final.name}.building-"))
-            try:
-                build(staging)
-                seal(staging)
-                os.replace(staging, final)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging)
+            return self._build(final, build)
+        finally:
+            held.release()
+
+    def _build(self, final: Path, build: Callable[[Path], None]) -> Path:
+        """Build (stage, key) under its lock: first collect what killed builders of it left behind."""
+        for stale in self.root.glob(f".{final.name}.building-*"):  # we hold the lock: nobody else is building it
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{final.name}.building-"))
+        try:
+            build(staging)
+            seal(staging)
+            os.replace(staging, final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
         return final
+
+
+def lock_timeout_s() -> float:
+    """How long to wait for another process building the same entry (an hour: a big model's build is long)."""
+    return float(os.environ.get("SFT_EVAL_LOCK_TIMEOUT_S", "3600"))
+
+
+def _note_owner(lock: Path) -> None:
+    """Say who holds `lock`, for the message of a process that times out waiting for it."""
+    with contextlib.suppress(OSError):
+        Path(str(lock) + ".owner").write_text(f"pid {os.getpid()} on {platform.node()}", encoding="utf-8")
+
+
+def _owner(lock: Path) -> str:
+    try:
+        return Path(str(lock) + ".owner").read_text(encoding="utf-8").strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 def seal(folder: Path) -> None:

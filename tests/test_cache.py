@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sft_eval.cache import MANIFEST, FixtureCache, cache_key, is_sealed
+from sft_eval.errors import SftEvalError
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
 
@@ -66,7 +67,7 @@ def test_a_build_that_dies_half_way_leaves_nothing_to_serve(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         cache.get_or_build("stage", "k", dies)
     assert not cache.path("stage", "k").exists()
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith((".lock", ".lock.owner"))] == []
     build = Builder()
     cache.get_or_build("stage", "k", build)
     assert build.calls == 1
@@ -81,12 +82,15 @@ CONCURRENT = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    import contextlib
     import sft_eval.cache
     from sft_eval.cache import FixtureCache
 
     if os.environ.get("BREAK_LOCK"):  # the deliberately broken case: no file lock around the build
-        sft_eval.cache.FileLock = lambda path: contextlib.nullcontext()
+        class NoLock:
+            def __init__(self, *args, **kwargs): pass
+            def acquire(self): pass
+            def release(self): pass
+        sft_eval.cache.FileLock = NoLock
 
     def build(folder):
         with open(os.environ["BUILD_LOG"], "a") as log:
@@ -134,3 +138,58 @@ def test_truncated_tokenizer_in_a_real_pipeline_cache_is_rebuilt(tmp_path):
     rebuilt, _ = pipeline._tokenizer_entry
     assert rebuilt == folder and tokenizer_json.stat().st_size == size
     assert pipeline.tokenizer.eos_token == "<|im_end|>"
+
+
+KILLED_BUILD = """
+import os, signal, sys
+from sft_eval.cache import FixtureCache
+
+def build(folder):
+    (folder / "weights.bin").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)  # no finally, no cleanup: what kill -9 or an OOM kill leaves
+
+FixtureCache(sys.argv[1]).get_or_build("tuned", "k", build)
+"""
+
+
+def test_a_build_killed_with_sigkill_leaves_no_staging_folder_after_the_next_run(tmp_path, cli):
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, str(tmp_path)], capture_output=True, timeout=cli.hang_guard_s
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert list(tmp_path.glob(".tuned-k.building-*")), "the killed build left nothing behind to collect"
+    build = Builder()
+    entry = FixtureCache(tmp_path).get_or_build("tuned", "k", build)
+    assert build.calls == 1 and is_sealed(entry)
+    assert not list(tmp_path.glob(".*.building-*")), "a dead build's staging folder survived the next run"
+
+
+HOLDS_THE_LOCK = """
+import sys, time
+from sft_eval.cache import FixtureCache
+
+def build(folder):
+    print("building", flush=True)
+    time.sleep(600)
+
+FixtureCache(sys.argv[1]).get_or_build("tuned", "k", build)
+"""
+
+
+def test_waiting_on_a_lock_is_bounded_and_names_the_process_holding_it(tmp_path, monkeypatch):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDS_THE_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "building"
+        monkeypatch.setenv("SFT_EVAL_LOCK_TIMEOUT_S", "1")
+        with pytest.raises(SftEvalError, match=rf"still locked after 1 s by pid {holder.pid} "):
+            FixtureCache(tmp_path).get_or_build("tuned", "k", Builder())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_cache_root_that_is_a_file_is_one_line(tmp_path):
+    root = tmp_path / "cache"
+    root.write_text("not a folder")
+    with pytest.raises(SftEvalError, match="fixture cache .*cache: cannot create it"):
+        FixtureCache(root).get_or_build("tuned", "k", Builder())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -234,3 +235,34 @@ def test_every_finding_id_is_in_the_readme_table_and_nothing_else_is():
 def test_a_misspelt_finding_id_cannot_be_made():
     with pytest.raises(ValueError, match="unknown finding id 'template.prefx'"):
         Finding("template.prefx", "error", "a typo")
+
+
+RAISES_ON_A_LONE_SYSTEM_MESSAGE = (
+    "{{- bos_token -}}"
+    "{%- if messages | length == 1 and messages[0]['role'] == 'system' -%}"
+    "{{- raise_exception('a system message alone is not a conversation') -}}{%- endif -%}"
+    + shipped_templates()["chatml"].read_text(encoding="utf-8")
+)
+UNCLOSED_LOOP = "{%- for message in messages -%}\n{{ message['content'] }}\n"
+
+
+def test_a_template_that_raises_inside_one_check_is_that_checks_finding_and_the_rest_still_run(speaks):
+    findings = run_checks(speaks(RAISES_ON_A_LONE_SYSTEM_MESSAGE))
+    raised = [f for f in findings if "raised" in f.message]
+    assert [(f.check, f.severity) for f in raised] == [("template.double_bos", "error")], findings
+    assert "a system message alone is not a conversation" in raised[0].evidence
+    assert not errors(findings, "template.render"), "the conversations training sends still render"
+
+
+def test_a_template_with_a_syntax_error_is_findings_with_its_line_not_a_traceback(speaks, cli, tmp_path):
+    tokenizer = speaks(UNCLOSED_LOOP)
+    tokenizer.pad_token = tokenizer.eos_token  # so the pad check renders the template too (a collated batch)
+    findings = run_checks(tokenizer)
+    assert errors(findings, "template.render"), findings
+    assert not any("refuses a system message" in f.message for f in findings), "a syntax error is not about roles"
+    assert any("template line 2" in f.message for f in findings if f.check == "tokenizer.pad"), findings
+    template = tmp_path / "unclosed.jinja"
+    template.write_text(UNCLOSED_LOOP, encoding="utf-8")
+    result = cli.run("audit", "--template", str(template), "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "template.render" in {f["check"] for f in json.loads(result.stdout)["findings"]}

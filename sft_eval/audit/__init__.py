@@ -6,6 +6,7 @@ users' CI filters and the report match on those ids, so an id is never renamed, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -67,3 +68,23 @@ def mark(text: str, position: int, width: int = 60) -> str:
     prefix = "…" if start else ""
     suffix = "…" if position + width < len(text) else ""
     return f"{prefix}{before!r}⟦here⟧{after!r}{suffix}"
+
+
+def guarded(check: CheckId, run: Callable[[], list[Finding]]) -> list[Finding]:
+    """`run()`'s findings; if a user's template or tokenizer raises inside it, that becomes an error finding of
+    `check` (with the template line where Jinja gives one) instead of ending the audit: the other checks run."""
+    try:
+        return run()
+    except Exception as exc:  # anything a user's Jinja, tokenizer or config can raise is a finding, not a crash
+        line = getattr(exc, "lineno", None)
+        where = f" (template line {line})" if line else ""
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        return [
+            Finding(
+                check,
+                "error",
+                f"the template or tokenizer raised {type(exc).__name__} during this check{where}: it fails on "
+                "conversations that training or serving will send",
+                reason,
+            )
+        ]

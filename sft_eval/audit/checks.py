@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.audit import Finding
+from sft_eval.audit import CheckId, Finding, guarded
 from sft_eval.audit.template import EXCHANGES, audit_template, render
 from sft_eval.audit.tokenizer import check_pad
 from sft_eval.chat import special_literals
@@ -22,7 +22,7 @@ def run_checks(
     rows: list[dict[str, Any]] | None = None,
 ) -> list[Finding]:
     findings = audit_template(tokenizer, enable_thinking=enable_thinking, generation_eos=generation_eos, rows=rows)
-    return findings + check_pad(tokenizer)
+    return findings + guarded(CheckId.TOKENIZER_PAD, lambda: check_pad(tokenizer))
 
 
 def tokenizer_for_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:

@@ -8,12 +8,13 @@ SFTTrainer and a serving stack do.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.audit import CheckId, Finding, mark
+from sft_eval.audit import CheckId, Finding, guarded, mark
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant."}
 EXCHANGES = [
@@ -50,7 +51,11 @@ def probe_conversation(tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict[st
     try:
         render(tokenizer, [SYSTEM, *EXCHANGES], generation_prompt=False)
         return [SYSTEM, *EXCHANGES], findings
-    except (TemplateError, TypeError, ValueError) as exc:
+    except Exception as exc:  # whatever a user's template raises on a system message
+        try:
+            render(tokenizer, list(EXCHANGES), generation_prompt=False)
+        except Exception:  # it fails without one too (a syntax error...): not about system messages; see render
+            return list(EXCHANGES), findings
         findings.append(
             Finding(
                 CheckId.TEMPLATE_RENDER,
@@ -346,14 +351,18 @@ def audit_template(
     if not tokenizer.chat_template:
         return [Finding(CheckId.TEMPLATE_RENDER, "error", "the tokenizer has no chat template", "")]
     messages, findings = probe_conversation(tokenizer)
-    findings += check_render(tokenizer, messages)
+    findings += guarded(CheckId.TEMPLATE_RENDER, lambda: check_render(tokenizer, messages))
     if any(f.check == "template.render" and f.severity == "error" for f in findings):
         return findings
-    findings += check_whitespace(tokenizer, messages)
-    findings += check_generation_prompt(tokenizer, messages, enable_thinking)
-    findings += check_prefix(tokenizer, messages, enable_thinking)
-    findings += check_double_bos(tokenizer, messages)
-    findings += check_stop_token(tokenizer, messages, generation_eos)
-    findings += check_thinking(tokenizer, messages, enable_thinking)
-    findings += check_special_in_content(tokenizer, rows or [])
+    checks: list[tuple[CheckId, Callable[[], list[Finding]]]] = [
+        (CheckId.TEMPLATE_WHITESPACE, lambda: check_whitespace(tokenizer, messages)),
+        (CheckId.TEMPLATE_GENERATION_PROMPT, lambda: check_generation_prompt(tokenizer, messages, enable_thinking)),
+        (CheckId.TEMPLATE_PREFIX, lambda: check_prefix(tokenizer, messages, enable_thinking)),
+        (CheckId.TEMPLATE_DOUBLE_BOS, lambda: check_double_bos(tokenizer, messages)),
+        (CheckId.TEMPLATE_STOP_TOKEN, lambda: check_stop_token(tokenizer, messages, generation_eos)),
+        (CheckId.TEMPLATE_THINKING, lambda: check_thinking(tokenizer, messages, enable_thinking)),
+        (CheckId.TEMPLATE_SPECIAL_IN_CONTENT, lambda: check_special_in_content(tokenizer, rows or [])),
+    ]
+    for check, run in checks:  # each on its own: one that a template breaks does not stop the others
+        findings += guarded(check, run)
     return findings

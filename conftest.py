@@ -70,6 +70,19 @@ class Cli:
             timeout=self.hang_guard_s,
         )
 
+    def pytest(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """`python -m pytest ARGS` in a fresh process, as a user's CI runs it (the plugin through its entry point)."""
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=self.environ(**(env or {})),
+            timeout=self.hang_guard_s,
+        )
+
     @staticmethod
     def bad_input(result: subprocess.CompletedProcess, *fragments: str) -> None:
         assert result.returncode == 2, f"exit {result.returncode}, stderr: {result.stderr[-2000:]}"

@@ -14,8 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -132,14 +130,7 @@ def test_a_one_step_smoke_train_of_the_users_recipe(user_repo, cache, cli):
 
 def test_the_plugin_runs_the_users_test_file_in_their_repository(user_repo, cache, cli):
     command = USER_COMMAND.split()[1:] + ["--sft-cache", str(cache), "--junitxml", "results.xml"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", *command, "-p", "no:cacheprovider"],
-        capture_output=True,
-        text=True,
-        cwd=user_repo,
-        env=cli.environ(),
-        timeout=cli.hang_guard_s,
-    )
+    result = cli.pytest(*command, cwd=user_repo)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     suite = ET.parse(user_repo / "results.xml").getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "0", "0"), result.stdout[-2000:]
@@ -151,14 +142,8 @@ def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cach
     broken = user_repo / "broken.toml"
     recipe = (user_repo / "recipe.toml").read_text(encoding="utf-8")
     broken.write_text(recipe.replace("[data]", 'chat_template = "lesson_fallback"\n\n[data]', 1), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "test_my_sft.py", "--sft-recipe", "broken.toml", "-k", "audits"]
-        + ["--sft-cache", str(cache), "-p", "no:cacheprovider"],
-        capture_output=True,
-        text=True,
-        cwd=user_repo,
-        env=cli.environ(),
-        timeout=cli.hang_guard_s,
+    result = cli.pytest(
+        "test_my_sft.py", "--sft-recipe", "broken.toml", "-k", "audits", "--sft-cache", str(cache), cwd=user_repo
     )
     assert result.returncode == 1, result.stdout[-3000:]
     assert "1 failed" in result.stdout and "template.generation_prompt" in result.stdout, result.stdout[-3000:]
@@ -322,14 +307,11 @@ def test_every_suite_runs_on_a_real_gpt2_checkpoint(gpt2_recipe, cache, tmp_path
     model cannot do; what cannot apply skips with its reason."""
     results = tmp_path / "results.xml"
     suites = Path(__file__).resolve().parent.parent / "suites"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(suites), "--sft-recipe", str(gpt2_recipe), "--sft-cache", str(cache)]
-        + ["--junitxml", str(results), "--sft-report-dir", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-q"],
-        capture_output=True,
-        text=True,
+    result = cli.pytest(
+        str(suites),
+        *["--sft-recipe", str(gpt2_recipe), "--sft-cache", str(cache), "--junitxml", str(results), "-q"],
+        *["--sft-report-dir", str(tmp_path / "reports")],
         cwd=tmp_path,
-        env=cli.environ(),
-        timeout=cli.hang_guard_s,
     )
     outcomes: dict[str, set[str]] = {"failed": set(), "error": set(), "skipped": set(), "passed": set()}
     for case in ET.parse(results).getroot().iter("testcase"):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,13 +85,7 @@ def test_a_device_torch_does_not_know_is_exit_2(cli):
 
 def test_a_device_torch_does_not_know_is_a_pytest_usage_error(tmp_path, cli):
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "test_x.py", "--sft-device", "tpu9", "-p", "no:cacheprovider"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=cli.hang_guard_s,
-    )
+    result = cli.pytest("test_x.py", "--sft-device", "tpu9", cwd=tmp_path)
     assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage-error exit code
     assert "--sft-device 'tpu9' cannot be used here" in result.stderr and "Traceback" not in result.stderr
 
@@ -154,14 +146,7 @@ def test_a_subprocess_past_the_hang_guard_is_reported_as_a_hang(tmp_path, cli):
         "    subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)'], timeout=0.5)\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hang.py"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=cli.environ(),
-        timeout=cli.hang_guard_s,
-    )
+    result = cli.pytest("-q", "test_hang.py", cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-2000:]
     assert "hung: " in result.stdout and "a hang guard, not a speed check" in result.stdout, result.stdout[-2000:]
 

@@ -149,9 +149,14 @@ def test_a_users_recipe_records_its_golden_file_inside_its_folder(tiny_variant, 
     before = {p for p in tmp_path.rglob("*")}
 
     def run(*extra: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "pytest", str(SUITES / "test_golden.py"), "-p", "no:cacheprovider", "-q"]
-        command += [f"--sft-recipe={recipe}", f"--sft-cache={sft_pipeline.cache.root}", *extra]
-        return subprocess.run(command, capture_output=True, text=True, cwd=project, timeout=cli.hang_guard_s)
+        return cli.pytest(
+            str(SUITES / "test_golden.py"),
+            "-q",
+            f"--sft-recipe={recipe}",
+            f"--sft-cache={sft_pipeline.cache.root}",
+            *extra,
+            cwd=project,
+        )
 
     recorded = run("--sft-update-golden")
     assert recorded.returncode == 0, recorded.stdout[-3000:]

@@ -3,10 +3,6 @@ fixture name, writes nothing where its fixtures were not used, and turns a bad o
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from sft_eval.options import OPTIONS, PLUGIN, PLUGIN_PREFIX
 
 # A typical ML repository's own conftest: its `--device` option and its `tokenizer` and `recipe` fixtures.
@@ -32,21 +28,10 @@ def test_my_own_fixtures(tokenizer, recipe):
 """
 
 
-def run_pytest(folder: Path, cli, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        capture_output=True,
-        text=True,
-        cwd=folder,
-        env=cli.environ(),
-        timeout=cli.hang_guard_s,
-    )
-
-
 def test_a_project_with_its_own_device_option_and_tokenizer_fixture_keeps_them(tmp_path, cli):
     (tmp_path / "conftest.py").write_text(FOREIGN_CONFTEST, encoding="utf-8")
     (tmp_path / "test_theirs.py").write_text(FOREIGN_TEST, encoding="utf-8")
-    result = run_pytest(tmp_path, cli, "-q", "--device", "cuda:3", "--recipe", "theirs")
+    result = cli.pytest("-q", "--device", "cuda:3", "--recipe", "theirs", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "1 passed" in result.stdout
     assert not (tmp_path / "reports").exists(), "a session that used no sft-eval fixture wrote a report"
@@ -58,7 +43,7 @@ def test_every_plugin_option_is_namespaced():
 
 
 def test_the_plugins_options_are_listed_in_pytest_help(tmp_path, cli):
-    result = run_pytest(tmp_path, cli, "--help")
+    result = cli.pytest("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in PLUGIN:
         assert OPTIONS[name].flag(PLUGIN_PREFIX) in result.stdout, f"{name} missing from pytest --help"
@@ -66,7 +51,7 @@ def test_the_plugins_options_are_listed_in_pytest_help(tmp_path, cli):
 
 def test_a_missing_recipe_is_one_usage_line_at_start_up_for_any_test_file(tmp_path, cli):
     (tmp_path / "test_x.py").write_text("def test_x(sft_recipe):\n    pass\n", encoding="utf-8")
-    result = run_pytest(tmp_path, cli, "test_x.py", "--sft-recipe", "missing.toml")
+    result = cli.pytest("test_x.py", "--sft-recipe", "missing.toml", cwd=tmp_path)
     assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]  # pytest's usage-error code
     assert "missing.toml: recipe file not found" in result.stderr and "Traceback" not in result.stderr
     assert "test_x" not in result.stdout, "tests ran (and errored one by one) instead of one usage error"

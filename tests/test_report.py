@@ -89,30 +89,18 @@ def test_loss_curve_is_inline_svg_with_labelled_axes(tmp_path, context):
 
 def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline, cli):
     """A real second pytest process, in another folder, through the plugin's hooks: one pass, one deliberate fail."""
-    import subprocess
-    import sys
 
     (tmp_path / "test_user.py").write_text(
         "def test_ok(sft_evaluation):\n    assert sft_evaluation.tuned\n\n"
         "def test_bad(sft_evaluation):\n    assert False, 'deliberately failing check'\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "test_user.py",
-            f"--sft-cache={sft_pipeline.cache.root}",
-            f"--sft-report-dir={tmp_path / 'out'}",
-        ],
+    result = cli.pytest(
+        "-q",
+        "test_user.py",
+        f"--sft-cache={sft_pipeline.cache.root}",
+        f"--sft-report-dir={tmp_path / 'out'}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 1, result.stdout[-2000:]
     assert f"report: {tmp_path / 'out' / 'sft_report.html'}" in result.stdout
@@ -124,20 +112,15 @@ def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline, cli
 def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline, cli):
     """Under `pytest -n 2` the tests run in two worker processes: the one report counts them all, and the
     speed a worker measured reaches it."""
-    import subprocess
-    import sys
 
     tests = "".join(f"def test_ok_{i}(sft_evaluation):\n    assert sft_evaluation.tuned\n\n" for i in range(6))
     tests += "def test_bad(sft_evaluation):\n    assert False, 'deliberately failing check'\n\n"
     tests += "def test_speed(sft_pipeline):\n    sft_pipeline.speed['batched'] = 123.0\n"
     (tmp_path / "test_user.py").write_text(tests, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "test_user.py"]
-        + [f"--sft-cache={sft_pipeline.cache.root}", f"--sft-report-dir={tmp_path / 'out'}"],
+    result = cli.pytest(
+        *["-q", "-n", "2", "test_user.py", f"--sft-cache={sft_pipeline.cache.root}"],
+        f"--sft-report-dir={tmp_path / 'out'}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=cli.hang_guard_s,
     )
     assert result.returncode == 1 and "7 passed" in result.stdout, result.stdout[-2000:]
     assert result.stdout.count("report: ") == 1, result.stdout[-2000:]

@@ -228,7 +228,7 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
 
 # [sft] values SFTConfig accepts but the trainer rejects later, deep inside a run (a ZeroDivisionError, an empty
 # dataloader, a silently untrained model): checked at load, each as one line naming the key.
-_SFT_AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length")
+_SFT_AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length")
 
 
 def _check_sft_values(sft: Mapping[str, Any], where: str) -> None:
@@ -246,6 +246,8 @@ def _check_sft_values(sft: Mapping[str, Any], where: str) -> None:
         value = number(key)
         if value is not None and (value < 1 or value != int(value)):
             raise SftEvalError(f"{where}: `sft.{key}` must be a whole number of at least 1, not {sft[key]!r}")
+    if (every := number("logging_steps")) is not None and every <= 0:  # below 1: a ratio of the run's steps
+        raise SftEvalError(f"{where}: `sft.logging_steps` must be above 0, not {sft['logging_steps']!r}")
     if (rate := number("learning_rate")) is not None and rate <= 0:
         raise SftEvalError(f"{where}: `sft.learning_rate` must be above 0, not {sft['learning_rate']!r}")
     if (seed := number("seed")) is not None and not 0 <= seed < 2**32:

@@ -89,6 +89,7 @@ def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_p
         (MINIMAL + "[sft]\nmax_steps = 0\n", "`sft.max_steps` must be at least 1"),
         (MINIMAL + "[sft]\nmax_length = -1\n", "`sft.max_length` must be a whole number of at least 1"),
         (MINIMAL.replace('["Hi"]', '["Hi", "  "]'), "`eval.questions` has a blank question"),
+        (MINIMAL + "[sft]\nlogging_steps = 0\n", "`sft.logging_steps` must be above 0"),
     ],
     ids=[
         "sft-typo",
@@ -118,6 +119,7 @@ def test_hub_ids_stay_hub_ids_and_missing_paths_resolve_against_the_recipe(tmp_p
         "sft-0-max-steps",
         "sft-negative-max-length",
         "blank-question",
+        "sft-logging-0",
     ],
 )
 def test_bad_recipe_is_one_line_naming_file_and_key(tmp_path, text, expected):
@@ -150,6 +152,7 @@ def test_sft_values_the_trainer_accepts_still_load(tmp_path):
     text = MINIMAL + "[sft]\nmax_steps = 2\nnum_train_epochs = 0\nlearning_rate = 1e-9\nseed = 4294967295\n"
     assert load_recipe(write(tmp_path, text)).sft["max_steps"] == 2
     assert load_recipe(write(tmp_path, MINIMAL + "[sft]\nnum_train_epochs = 1.5\n")).sft["num_train_epochs"] == 1.5
+    assert load_recipe(write(tmp_path, MINIMAL + "[sft]\nlogging_steps = 0.1\n")).sft["logging_steps"] == 0.1
 
 
 def test_a_questions_file_with_no_question_is_one_line(tmp_path):

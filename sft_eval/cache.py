@@ -143,6 +143,15 @@ def _owner(lock: Path) -> str:
         return "another process"
 
 
+def write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` whole or not at all: readers (another worker, a later run) never see a torn file."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def seal(folder: Path) -> None:
     """Write the manifest last: its presence means every listed file was completely written."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)

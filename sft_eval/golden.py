@@ -17,13 +17,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from sft_eval.cache import cpu_kernels
+from sft_eval.cache import cpu_kernels, write_atomic
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import Recipe
 
@@ -154,37 +153,21 @@ def check_golden(
     entries = read_golden(path) if path.is_file() else []
     exact = next((e for e in entries if e["environment"] == env), None)
     if exact is not None:
-        drift = golden_drift({"answers": exact["answers"]}, record)
-        if not drift:
-            return GoldenVerdict("match", f"{len(record['answers'])} answers equal the golden outputs of {where}")
-        return GoldenVerdict(
-            "drift",
-            f"{changed_answers({'answers': exact['answers']}, record)} of {len(record['answers'])} tuned answers "
-            f"drifted from the golden outputs of {where} in {path} (rewrite with --sft-update-golden if intended)",
-            drift,
-        )
+        rewrite = " (rewrite with --sft-update-golden if intended)"
+        return _held_to({"answers": exact["answers"]}, record, f"the golden outputs of {where} in {path}", rewrite)
     baseline = baseline_dir / f"{hashlib.sha256(json.dumps([str(path), env]).encode()).hexdigest()[:24]}.json"
     if baseline.is_file():
         kept = json.loads(baseline.read_text(encoding="utf-8"))
-        drift = golden_drift(kept, record)
-        if drift:
-            return GoldenVerdict(
-                "drift",
-                f"{changed_answers(kept, record)} of {len(record['answers'])} tuned answers drifted from this "
-                f"machine's local baseline ({where}, {baseline}); {path} has no entry for it",
-                drift,
-            )
-        return GoldenVerdict("match", f"answers equal this machine's local baseline {baseline} ({where})")
+        against = f"this machine's local baseline ({where}, {baseline})"
+        return _held_to(kept, record, against, f"; {path} has no entry for it")
     try:
         baseline.parent.mkdir(parents=True, exist_ok=True)
-        staging = baseline.with_suffix(f".{os.getpid()}.partial")
-        staging.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-        staging.replace(baseline)  # never a torn baseline, and concurrent workers each write a whole one
+        write_atomic(baseline, json.dumps(record, ensure_ascii=False))  # concurrent workers each write a whole one
         kept = "recorded a local baseline for the next run on this machine"
     except OSError as exc:  # a read-only cache still answers, it just cannot remember
         kept = f"could not record a local baseline ({exc.strerror or exc})"
     nearest = max(entries, key=lambda e: _closeness(e["environment"], env), default=None)
-    against = (
+    nearest_note = (
         f"; the nearest entry ({_describe_partial(nearest['environment'])}) differs in "
         f"{changed_answers({'answers': nearest['answers']}, record)} of {len(record['answers'])} answers"
         if nearest is not None
@@ -192,9 +175,19 @@ def check_golden(
     )
     return GoldenVerdict(
         "baseline",
-        f"no golden outputs for {where} in {path}{against}; {kept} (add this environment's entry with "
+        f"no golden outputs for {where} in {path}{nearest_note}; {kept} (add this environment's entry with "
         "--sft-update-golden)",
     )
+
+
+def _held_to(expected: dict[str, Any], record: dict[str, Any], against: str, on_drift: str) -> GoldenVerdict:
+    """`record` compared exactly with `expected` (a golden entry or a local baseline), described as `against`;
+    `on_drift` ends the message of a drift."""
+    drift = golden_drift(expected, record)
+    if not drift:
+        return GoldenVerdict("match", f"{len(record['answers'])} answers equal {against}")
+    count = f"{changed_answers(expected, record)} of {len(record['answers'])}"
+    return GoldenVerdict("drift", f"{count} tuned answers drifted from {against}{on_drift}", drift)
 
 
 def _describe_partial(env: dict[str, str]) -> str:

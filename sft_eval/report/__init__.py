@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import platform
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from sft_eval.cache import library_versions
+from sft_eval.cache import library_versions, write_atomic
 from sft_eval.data import dataset_table
 from sft_eval.jsonout import dumps
 from sft_eval.pipeline import Pipeline
@@ -158,13 +156,5 @@ def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
         **context,
         loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
     )
-    _write_atomic(out / JSON_NAME, dumps(context, indent=1, default=str))
-    return _write_atomic(out / HTML_NAME, html)
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    write_atomic(out / JSON_NAME, dumps(context, indent=1, default=str))
+    return write_atomic(out / HTML_NAME, html)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sft_eval.errors import SftEvalError
-from sft_eval.recipe import FIXTURES_DIR
+from sft_eval.recipe import FIXTURES_DIR, read_text
 
 TEMPLATES_DIR = FIXTURES_DIR / "templates"
+_JINJA_TAG = re.compile(r"\{\{|\{%")
 
 # Strings a template writes literally and a tokenizer must know as single special tokens.
 _SPECIAL_LITERAL = re.compile(
@@ -37,7 +43,13 @@ def load_template(spec: str, *, tokenizer_template: str | None = None, where: st
         return shipped[spec].read_text(encoding="utf-8")
     path = Path(spec).expanduser()
     if path.is_file():
-        return path.read_text(encoding="utf-8")
+        source = read_text(path)
+        if not _JINJA_TAG.search(source):
+            raise SftEvalError(
+                f"{where} = {spec!r}: {path} has no Jinja tag ({{{{ }}}} or {{% %}}), so it renders every "
+                "conversation as the same text; name a chat template file"
+            )
+        return source
     raise SftEvalError(
         f"{where} = {spec!r} is neither a shipped template ({', '.join(shipped)}) nor an existing .jinja file"
     )
@@ -62,8 +74,87 @@ def conversation(user_message: str, system_message: str | None = None) -> list[d
     return messages + [{"role": "user", "content": user_message}]
 
 
+# A user's template is code: it can loop or write without end. Every render sft-eval does is bounded in time
+# (on the main thread, where a timer signal can stop it) and in size, then reported, never waited on.
+RENDER_TIMEOUT_S = float(os.environ.get("SFT_EVAL_RENDER_TIMEOUT_S", "10"))
+RENDER_MAX_CHARS = 1 << 20  # beyond the conversation's own text; a real template adds a few hundred characters
+
+
+class RenderRunaway(SftEvalError):
+    """A chat template render that ran past the time or size limit (a loop, a huge output)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    timer_free = signal.getitimer(signal.ITIMER_REAL)[0] == 0 if hasattr(signal, "setitimer") else False
+    if not timer_free or threading.current_thread() is not threading.main_thread():
+        yield  # another timer runs (an outer limit, pytest-timeout), or no signals here: render unbounded
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RenderRunaway(f"the chat template was still rendering after {seconds:g} s (a loop that never ends?)")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def render(tokenizer: Any, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    """`tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)`, stopped with `RenderRunaway` after
+    `RENDER_TIMEOUT_S` ($SFT_EVAL_RENDER_TIMEOUT_S) or when the text outgrows the conversation by
+    `RENDER_MAX_CHARS`. Any other error the template raises passes through unchanged."""
+    with _time_limit(RENDER_TIMEOUT_S):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    content = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+    if isinstance(text, str) and len(text) > content + RENDER_MAX_CHARS:
+        raise RenderRunaway(
+            f"the chat template rendered {len(text):,} characters for a conversation of {content:,}: "
+            f"over the limit of {RENDER_MAX_CHARS:,} more"
+        )
+    return text
+
+
 def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], *, enable_thinking: bool = False) -> str:
-    """The string a model is served: the conversation plus the assistant header, as the template renders it."""
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
-    )
+    """The string a model is served: the conversation plus the assistant header, as the template renders it. A
+    template that fails on it is one `SftEvalError` (bad input), not a traceback from the middle of a run."""
+    try:
+        return render(tokenizer, messages, add_generation_prompt=True, enable_thinking=enable_thinking)
+    except Exception as exc:  # anything a user's template raises
+        question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        raise SftEvalError(f"model.chat_template on the question {question[:60]!r}: {template_failure(exc)}") from None
+
+
+def template_failure(exc: Exception) -> str:
+    """What a chat template's exception says, in one line, with the template line where Jinja gives one."""
+    if isinstance(exc, RenderRunaway):
+        return str(exc)
+    line = getattr(exc, "lineno", None)
+    where = f" at template line {line}" if line else ""
+    reason = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"the chat template raised {type(exc).__name__}{where}: {reason}"
+
+
+# Rows rendered up front before a run: a template that fails on the recipe's data fails on the first ones.
+RENDER_CHECK_ROWS = 1000
+
+
+def check_rows_render(tokenizer: Any, rows: Any, *, where: str = "data.train") -> None:
+    """Render the first `RENDER_CHECK_ROWS` conversational rows with the chat template, bounded, as TRL will
+    before training: a template that raises, loops or explodes on the recipe's own rows is one `SftEvalError`
+    naming the row, instead of a traceback from deep inside the trainer's dataset preparation."""
+    for index in range(min(len(rows), RENDER_CHECK_ROWS)):
+        row = rows[index]
+        if "messages" in row and row["messages"] is not None:
+            messages = row["messages"]
+        elif isinstance(row.get("prompt"), list) and isinstance(row.get("completion"), list):
+            messages = row["prompt"] + row["completion"]
+        else:
+            continue  # plain text prompt/completion: no template involved
+        try:
+            render(tokenizer, messages)
+        except Exception as exc:  # anything a user's template raises, said once with the row it failed on
+            raise SftEvalError(f"model.chat_template on {where} row {index + 1}: {template_failure(exc)}") from None

@@ -42,6 +42,28 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     return [t for t in dict.fromkeys([tokenizer.eos_token_id, *configured]) if t is not None]
 
 
+def check_context(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int
+) -> None:
+    """Bad input, said before any generation: a budget of new tokens or a prompt the model's context cannot hold
+    (a huge `eval.max_new_tokens` and a base model that never stops would otherwise run for hours)."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(context, int) or context < 1:
+        return  # no fixed context (some architectures): nothing to hold the budget against
+    if max_new_tokens >= context:
+        raise SftEvalError(
+            f"eval.max_new_tokens = {max_new_tokens} does not fit the model's context of {context} tokens "
+            "(max_position_embeddings); set it below that"
+        )
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(prompts)), key=lengths.__getitem__, default=None)
+    if longest is not None and lengths[longest] + max_new_tokens > context:
+        raise SftEvalError(
+            f"eval: question {longest + 1} renders to {lengths[longest]} tokens, which with eval.max_new_tokens = "
+            f"{max_new_tokens} exceeds the model's context of {context} tokens; shorten it or lower max_new_tokens"
+        )
+
+
 @torch.inference_mode()
 def generate(
     model: PreTrainedModel,
@@ -59,6 +81,7 @@ def generate(
     prompts = [
         render_prompt(tokenizer, conversation(q, system_message), enable_thinking=enable_thinking) for q in questions
     ]
+    check_context(model, tokenizer, prompts, max_new_tokens)
     # Similar lengths share a batch: less padding, same answers.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, Answer] = {}

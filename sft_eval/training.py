@@ -19,6 +19,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
+from sft_eval.chat import check_rows_render
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 from sft_eval.plan import BatchPlan, plan_batches
@@ -212,6 +213,18 @@ def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -
     return config, adjustments
 
 
+def rows_without_targets(dataset: Any) -> int:
+    """Rows of a TRL-prepared dataset (truncated, with its loss masks) that leave no token to predict: position 0
+    is never a target, and only positions its `assistant_masks` / `completion_mask` keep are trained."""
+    mask_column = next((c for c in ("assistant_masks", "completion_mask") if c in dataset.column_names), None)
+    columns = dataset.select_columns(["input_ids", *([mask_column] if mask_column else [])])
+    empty = 0
+    for row in columns:
+        mask = row[mask_column] if mask_column else [1] * len(row["input_ids"])
+        empty += not any(mask[1 : len(row["input_ids"])])
+    return empty
+
+
 def train_sft(
     recipe: Recipe,
     model: PreTrainedModel,
@@ -224,12 +237,24 @@ def train_sft(
     from trl import SFTTrainer
 
     config, adjustments = sft_config(recipe, output_dir, on_cpu=model.device.type == "cpu")
+    check_rows_render(tokenizer, rows)
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
+    untrainable = rows_without_targets(trainer.train_dataset)
+    if untrainable == len(trainer.train_dataset):
+        raise SftEvalError(
+            f"data.train: none of the {untrainable} rows keeps a token to learn after truncation to "
+            f"sft.max_length = {config.max_length} (and the loss mask): training would learn nothing"
+        )
+    if untrainable:
+        adjustments.append(
+            f"{untrainable} of {len(trainer.train_dataset)} rows keep no token to learn after truncation to "
+            f"sft.max_length = {config.max_length}: they cost steps and teach nothing"
+        )
     if config.disable_tqdm:  # without bars the Trainer prints every log dict instead; the run records them anyway
         trainer.remove_callback(PrinterCallback)
     recorder = StepRecorder()

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from sft_eval.chat import RenderRunaway
+
 Severity = Literal["error", "warning", "info"]
 
 
@@ -75,6 +77,8 @@ def guarded(check: CheckId, run: Callable[[], list[Finding]]) -> list[Finding]:
     `check` (with the template line where Jinja gives one) instead of ending the audit: the other checks run."""
     try:
         return run()
+    except RenderRunaway as exc:
+        return [Finding(check, "error", str(exc), "")]
     except Exception as exc:  # anything a user's Jinja, tokenizer or config can raise is a finding, not a crash
         line = getattr(exc, "lineno", None)
         where = f" (template line {line})" if line else ""

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from sft_eval.audit import CheckId, Finding, guarded
 from sft_eval.audit.template import EXCHANGES, audit_template, render
 from sft_eval.audit.tokenizer import check_pad
-from sft_eval.chat import special_literals
+from sft_eval.chat import RenderRunaway, special_literals
 
 
 def run_checks(
@@ -21,6 +21,13 @@ def run_checks(
     generation_eos: list[int] | None = None,
     rows: list[dict[str, Any]] | None = None,
 ) -> list[Finding]:
+    if tokenizer.chat_template:
+        try:
+            render(tokenizer, EXCHANGES, generation_prompt=False)
+        except RenderRunaway as exc:  # every other check would run away again: one finding, then stop
+            return [Finding(CheckId.TEMPLATE_RENDER, "error", f"{exc}; no other check could run", "")]
+        except Exception:  # noqa: S110 - a template that raises is audited check by check below
+            pass
     findings = audit_template(tokenizer, enable_thinking=enable_thinking, generation_eos=generation_eos, rows=rows)
     return findings + guarded(CheckId.TOKENIZER_PAD, lambda: check_pad(tokenizer))
 

@@ -16,6 +16,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding
+from sft_eval.chat import render
 from sft_eval.recipe import Recipe
 
 AUDIT_ROWS = 512  # the first rows of a large dataset are a sample, and the evidence says so
@@ -115,14 +116,12 @@ def _regions(
     Allowed: from the end of the generation prompt to the end of the turn's end-of-turn token (a think block
     may be trained). Required: the content and that end-of-turn token.
     """
-    text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template)
+    text = render(tokenizer, messages, chat_template=template)
     regions, cursor = [], 0
     eos = tokenizer.eos_token or ""
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
-            prompt = tokenizer.apply_chat_template(
-                messages[:i], tokenize=False, add_generation_prompt=True, chat_template=template
-            )
+            prompt = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=template)
             cursor = max(cursor, len(prompt)) if text.startswith(prompt) else cursor
         allowed = cursor  # search after the header: '<|im_start|>' contains 'star'
         start = text.find(message["content"], cursor) if message["content"] else -1

@@ -15,6 +15,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding, guarded, mark
+from sft_eval.chat import render as bounded_render
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant."}
 EXCHANGES = [
@@ -35,9 +36,7 @@ def render(
     generation_prompt: bool,
     enable_thinking: bool = False,
 ) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt, enable_thinking=enable_thinking
-    )
+    return bounded_render(tokenizer, messages, add_generation_prompt=generation_prompt, enable_thinking=enable_thinking)
 
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding
 from sft_eval.audit.template import EXCHANGES
+from sft_eval.chat import render
 
 
 def trl_collator(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
@@ -45,12 +46,7 @@ def check_pad(
     if pad == eos and eos is not None:
         conversations = [EXCHANGES[:2], EXCHANGES]  # different lengths, so the batch is padded
         features = [
-            {
-                "input_ids": tokenizer(tokenizer.apply_chat_template(c, tokenize=False), add_special_tokens=False)[
-                    "input_ids"
-                ]
-            }
-            for c in conversations
+            {"input_ids": tokenizer(render(tokenizer, c), add_special_tokens=False)["input_ids"]} for c in conversations
         ]
         batch = (collator or trl_collator(tokenizer))(features)
         ids, labels = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["labels"])

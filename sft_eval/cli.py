@@ -104,7 +104,9 @@ def _pipeline(args: argparse.Namespace) -> Any:
         max_train_rows=args.max_train_rows,
         max_eval_questions=getattr(args, "max_eval_questions", None),
     )
-    return Pipeline(recipe, FixtureCache(args.sft_cache), args.device)
+    pipeline = Pipeline(recipe, FixtureCache(args.sft_cache), args.device)
+    pipeline.questions  # noqa: B018 - validated at load, with the rest of the recipe's inputs, before any model work
+    return pipeline
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -240,8 +242,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sft_eval.report import build_context, write_report
+    from sft_eval.report import build_context, prepare_out_dir, write_report
 
+    prepare_out_dir(args.out)
     path = write_report(build_context(_pipeline(args)), args.out).resolve()
     print(dumps({"report": str(path)}) if args.json else f"report: {path}")
     return EXIT_OK

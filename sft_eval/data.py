@@ -25,25 +25,41 @@ class Question:
 
 
 def load_sft_rows(recipe: Recipe) -> list[dict[str, Any]]:
-    """The recipe's training rows (first `data.limit`), each a `messages` conversation or prompt/completion."""
+    """The recipe's training rows (first `data.limit`), each a `messages` conversation or prompt/completion, all
+    of one format (TRL prepares a dataset by the format of its first row)."""
     source = recipe.resolve(recipe.data.train)
     path = Path(source)
     if path.is_file():
-        rows = list(_read_jsonl(path, limit=recipe.data.limit))
-        for line, row in rows:
-            _check_row(row, f"{path}:{line}")
-        return [row for _, row in rows]
-    rows = _load_datasets_rows(source, recipe.data.limit)
-    for index, row in enumerate(rows):
-        _check_row(row, f"{source} row {index}")
+        numbered = list(_read_jsonl(path, limit=recipe.data.limit))
+        where = [f"{path}:{line}" for line, _ in numbered]
+        rows = [row for _, row in numbered]
+    else:
+        rows = _load_datasets_rows(source, recipe.data.limit)
+        where = [f"{source} row {index}" for index in range(len(rows))]
+    if not rows:
+        raise SftEvalError(f"data.train: {source} has no rows: there is nothing to train on")
+    first = _row_format(rows[0])
+    for row, spot in zip(rows, where, strict=True):
+        _check_row(row, spot)
+        if (kind := _row_format(row)) != first:
+            raise SftEvalError(
+                f"{spot}: a {kind} row in a dataset whose first row ({where[0]}) is {first}: TRL prepares every "
+                "row by the first one's format, so use one format throughout"
+            )
     return rows
 
 
 def _read_jsonl(path: Path, limit: int | None = None):
     """(line number, object) for each non-blank line; a malformed line is an error naming it."""
     count = 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SftEvalError(
+                    f"{path}:{number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             if limit is not None and count >= limit:
@@ -52,6 +68,8 @@ def _read_jsonl(path: Path, limit: int | None = None):
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SftEvalError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise SftEvalError(f"{path}:{number}: JSON nested too deeply to be a row") from None
             if not isinstance(row, dict):
                 raise SftEvalError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             count += 1
@@ -76,20 +94,46 @@ def _load_datasets_rows(source: str, limit: int | None) -> list[dict[str, Any]]:
     return list(loaded)
 
 
+# The roles chat templates know (OpenAI's and transformers' names); anything else is a typo or another dataset
+# convention (ShareGPT's human/gpt) that templates render wrong or silently drop.
+ROLES = ("system", "developer", "user", "assistant", "tool", "function", "ipython")
+_OTHER_CONVENTIONS = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
+
+
+def _row_format(row: dict[str, Any]) -> str:
+    if row.get("messages") is not None:
+        return "`messages`"
+    if isinstance(row.get("prompt"), list) or isinstance(row.get("completion"), list):
+        return "conversational prompt/completion"
+    return "text prompt/completion"
+
+
+def _check_messages(messages: Any, where: str, key: str) -> None:
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise SftEvalError(f'{where}: `{key}` must be a list of {{"role": ..., "content": ...}} objects')
+    for m in messages:
+        if m["role"] not in ROLES:
+            usual = _OTHER_CONVENTIONS.get(m["role"].lower())
+            hint = f" (ShareGPT-style? use {usual!r})" if usual else ""
+            raise SftEvalError(f"{where}: unknown role {m['role']!r}{hint}; chat templates know {', '.join(ROLES)}")
+
+
 def _check_row(row: dict[str, Any], where: str) -> None:
-    if "messages" in row:
+    if row.get("messages") is not None:
         messages = row["messages"]
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        ):
-            raise SftEvalError(f'{where}: `messages` must be a list of {{"role": ..., "content": ...}} objects')
+        _check_messages(messages, where, "messages")
         if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
             raise SftEvalError(f"{where}: conversation has no assistant message to learn from")
     elif "prompt" in row or "completion" in row:
         for key in ("prompt", "completion"):
             if not isinstance(row.get(key), (str, list)) or not row.get(key):
                 raise SftEvalError(f"{where}: prompt/completion row needs a non-empty `{key}`")
+            if isinstance(row[key], list):
+                _check_messages(row[key], where, key)
+        if isinstance(row["prompt"], str) != isinstance(row["completion"], str):
+            raise SftEvalError(f"{where}: `prompt` and `completion` must both be text or both be message lists")
     else:
         has = ", ".join(row) or "nothing"
         raise SftEvalError(f"{where}: row needs `messages` or `prompt`+`completion` (has {has})")
@@ -100,6 +144,8 @@ def load_questions(recipe: Recipe) -> list[Question]:
     questions = [Question(q) for q in recipe.eval.questions]
     if recipe.eval.questions_file:
         path = Path(recipe.resolve(recipe.eval.questions_file))
+        if path.is_dir():
+            raise SftEvalError(f"eval.questions_file: {path} is a folder, not a JSONL file of questions")
         if not path.is_file():
             raise SftEvalError(f"eval.questions_file: {path} does not exist")
         for number, row in _read_jsonl(path):

@@ -135,12 +135,22 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; any problem is one `SftEvalError` naming the file and key."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise SftEvalError(f"{path}: recipe file not found")
+        raise SftEvalError(f"{path}: recipe file not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise SftEvalError(f"{path}: not valid TOML: {exc}") from None
     return recipe_from_dict(raw, path.resolve())
+
+
+def read_text(path: Path) -> str:
+    """A user's text file as UTF-8; anything else is one `SftEvalError` naming the file and the byte's line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SftEvalError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x})") from None
 
 
 def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe:

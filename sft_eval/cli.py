@@ -213,6 +213,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"loss {first:.3f} -> {last:.3f} ({drop:.0%} drop, recipe asks at least {threshold:.0%})")
         if not_judged:
             print(f"loss not judged: {not_judged}")
+        for note in run.adjustments:
+            print(f"note: {note}")
         for problem in problems:
             print(f"problem: {problem}")
     return EXIT_FAILED if problems else EXIT_OK

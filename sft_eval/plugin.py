@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def session_recipe(config: pytest.Config) -> Any:
     """The recipe of this session: `--sft-recipe`, cut down by `--sft-max-train-rows` / `--sft-max-eval-questions`;
     a bad recipe is a usage error of one line."""
+    from sft_eval.data import load_questions
     from sft_eval.errors import SftEvalError
     from sft_eval.recipe import load_recipe, with_limits
 
@@ -52,6 +53,7 @@ def session_recipe(config: pytest.Config) -> Any:
         return config.stash[_RECIPE]
     try:
         recipe = load_recipe(option(config, "recipe"))
+        load_questions(recipe)  # its question file too (small, unlike the training rows): read at start-up
     except SftEvalError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_RECIPE] = with_limits(

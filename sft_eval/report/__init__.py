@@ -24,7 +24,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
 from sft_eval.pipeline import Pipeline
 from sft_eval.plan import plan_mismatches
-from sft_eval.training import loss_drop
+from sft_eval.training import loss_drop, loss_problems
 
 HTML_NAME = "sft_report.html"
 JSON_NAME = "sft_report.json"
@@ -70,6 +70,8 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
         "training": {
             "losses": run.losses(),
             "loss_drop": loss_drop(run),
+            # non-finite losses and grad norms (null in this JSON, which never writes NaN) and a loss that fell short
+            "problems": loss_problems(run, recipe.thresholds.min_loss_drop),
             "global_step": run.global_step,
             "train_rows": run.train_rows,
             "train_runtime_s": run.train_runtime_s,

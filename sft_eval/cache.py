@@ -170,3 +170,24 @@ def is_sealed(folder: Path) -> bool:
         if not path.is_file() or path.stat().st_size != meta["size"] or file_digest(path) != meta["sha256"]:
             return False
     return bool(manifest)
+
+
+def writable_folder(folder: str | Path, *, key: str, create: bool = True) -> Path:
+    """`folder`, created and proven writable (a file is written there and removed), or one `SftEvalError` naming
+    `key`: called before any model work, so a bad output folder costs one line and no generation. `create=False`
+    only checks that it could be (pytest start-up, which writes nothing unless a test evaluates)."""
+    out = Path(folder).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SftEvalError(f"{key}: {out} is a file, not a folder for the report")
+    if not create:
+        existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise SftEvalError(f"{key}: cannot write the report into {out}: {existing} is not a writable folder")
+        return out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise SftEvalError(f"{key}: cannot write the report into {out}: {exc.strerror or exc}") from None
+    return out

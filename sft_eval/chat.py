@@ -80,19 +80,26 @@ RENDER_TIMEOUT_S = float(os.environ.get("SFT_EVAL_RENDER_TIMEOUT_S", "10"))
 RENDER_MAX_CHARS = 1 << 20  # beyond the conversation's own text; a real template adds a few hundred characters
 
 
+RUNAWAY = "render stopped:"
+
+
 class RenderRunaway(SftEvalError):
-    """A chat template render that ran past the time or size limit (a loop, a huge output)."""
+    """A chat template render that ran past the time or size limit (a loop, a huge output); its message starts
+    with `RUNAWAY`."""
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise `RenderRunaway` in this block after `seconds` (main thread, POSIX timers; elsewhere unbounded)."""
     timer_free = signal.getitimer(signal.ITIMER_REAL)[0] == 0 if hasattr(signal, "setitimer") else False
     if not timer_free or threading.current_thread() is not threading.main_thread():
         yield  # another timer runs (an outer limit, pytest-timeout), or no signals here: render unbounded
         return
 
     def stop(signum: int, frame: Any) -> None:
-        raise RenderRunaway(f"the chat template was still rendering after {seconds:g} s (a loop that never ends?)")
+        raise RenderRunaway(
+            f"{RUNAWAY} the chat template was still rendering after {seconds:g} s (a loop that never ends?)"
+        )
 
     previous = signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -107,12 +114,12 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], **kwargs: Any) -> str
     """`tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)`, stopped with `RenderRunaway` after
     `RENDER_TIMEOUT_S` ($SFT_EVAL_RENDER_TIMEOUT_S) or when the text outgrows the conversation by
     `RENDER_MAX_CHARS`. Any other error the template raises passes through unchanged."""
-    with _time_limit(RENDER_TIMEOUT_S):
+    with time_limit(RENDER_TIMEOUT_S):
         text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
     content = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
     if isinstance(text, str) and len(text) > content + RENDER_MAX_CHARS:
         raise RenderRunaway(
-            f"the chat template rendered {len(text):,} characters for a conversation of {content:,}: "
+            f"{RUNAWAY} the chat template rendered {len(text):,} characters for a conversation of {content:,}: "
             f"over the limit of {RENDER_MAX_CHARS:,} more"
         )
     return text

@@ -244,9 +244,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sft_eval.report import build_context, prepare_out_dir, write_report
+    from sft_eval.cache import writable_folder
+    from sft_eval.report import build_context, write_report
 
-    prepare_out_dir(args.out)
+    writable_folder(args.out, key="--out")
     path = write_report(build_context(_pipeline(args)), args.out).resolve()
     print(dumps({"report": str(path)}) if args.json else f"report: {path}")
     return EXIT_OK

@@ -16,8 +16,10 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import Finding
+from sft_eval.audit.checkpoint import audit_checkpoint
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
+from sft_eval.audit.template import renders
 from sft_eval.cache import FixtureCache, cache_key, source_digest
 from sft_eval.chat import end_of_turn, load_template, shipped_templates, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
@@ -123,6 +125,11 @@ class Pipeline:
             pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed, device=self.device).save_pretrained(folder)
 
         return self.cache.get_or_build("base", key, build), key
+
+    @property
+    def base_model_dir(self) -> Path:
+        """The base model's folder: the cached tiny model, or the recipe's checkpoint."""
+        return self._base_entry[0]
 
     def load_base_model(self, *, dropout: bool = True) -> PreTrainedModel:
         """A fresh copy of the base model (training changes the one it is given); `dropout=False` for runs that
@@ -245,17 +252,20 @@ def audit_findings(
         rows = None
     else:
         tokenizer, rows = pipeline.tokenizer, pipeline.rows
-        generation_eos = generation_eos_ids(str(pipeline._base_entry[0]))
+        generation_eos = generation_eos_ids(str(pipeline.base_model_dir))
     if template:
         source = load_template(template, where="--template")
         tokenizer = (
             tokenizer_for_template(tokenizer, source) if not tokenizer_dir else _with_chat_template(tokenizer, source)
         )
-        generation_eos, rows = None, None
+        rows = None  # a tokenizer folder keeps its generation_config's stop ids; the recipe's model is not involved
+        generation_eos = generation_eos if tokenizer_dir else None
     findings = run_checks(
         tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos, rows=rows
     )
-    if rows is not None and not any(f.check == "template.render" and f.severity == "error" for f in findings):
+    if tokenizer_dir or not template:  # a template audited alone has a tokenizer adapted to it, not a model's
+        findings += audit_checkpoint(tokenizer, tokenizer_dir or pipeline.base_model_dir)
+    if rows is not None and renders(findings):
         findings += audit_labels(recipe, pipeline.load_base_model(), tokenizer, rows)
     return findings
 

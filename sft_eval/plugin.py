@@ -37,6 +37,14 @@ def pytest_configure(config: pytest.Config) -> None:
             resolve_device(option(config, "device"), flag=OPTIONS["device"].flag(PLUGIN_PREFIX))
         except SftEvalError as exc:
             raise pytest.UsageError(str(exc)) from None
+    if option(config, "report-dir") != OPTIONS["report-dir"].kwargs["default"]:
+        from sft_eval.cache import writable_folder
+        from sft_eval.errors import SftEvalError
+
+        try:  # a report folder named on the command line is proven writable now, not after every test ran
+            writable_folder(option(config, "report-dir"), key=OPTIONS["report-dir"].flag(PLUGIN_PREFIX), create=False)
+        except SftEvalError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if option(config, "recipe") != OPTIONS["recipe"].kwargs["default"]:
         session_recipe(config)  # a recipe named on the command line is read now: a bad one is a usage error
     config.pluginmanager.register(ReportWriter(config), "sft-eval-report")

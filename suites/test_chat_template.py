@@ -71,3 +71,10 @@ def test_no_special_token_strings_in_content(audit_of, template):
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_padding_keeps_end_of_turn_labels(audit_of, template):
     assert_check(audit_of, template, "tokenizer.pad")
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_renders_the_same_text_every_time_and_every_day(audit_of, template):
+    """Warnings too: a template that stamps the date makes training and serving differ from one day to the next."""
+    found = [f for f in audit_of(template) if f.check == "template.nondeterministic"]
+    assert not found, f"{template}: {found[0].message}\n  evidence: {found[0].evidence}"

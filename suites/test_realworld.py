@@ -53,6 +53,10 @@ SERVES_HEADER_ONLY = (
     "it serves the bare assistant header; training has more before the answer, which the model must write"
 )
 TOOLS_REQUIRED = "a tool-use variant: it renders only when `tools` (or `functions`) are passed"
+STOPS_BEFORE_WHITESPACE = (
+    "the served prompt stops before whitespace training writes ahead of the answer ('assistant:' vs 'assistant: ', "
+    "'</think>' vs '</think>\\n'): right for BPE, and template.prefix finds the served tokens a prefix of the trained"
+)
 LLAMA_CPP_EXPECTED = {
     "Apriel-1.6-15b-Thinker-fixed": (
         {"template.prefix", "template.whitespace"},
@@ -77,7 +81,7 @@ LLAMA_CPP_EXPECTED = {
     "Qwen-QwQ-32B": ({"template.thinking"}, QWEN_THINK),
     "Qwen-Qwen3-0.6B": ({"template.thinking"}, QWEN_THINK),
     "Qwen3.5-4B": ({"template.thinking"}, QWEN_THINK),
-    "Reka-Edge": ({"template.generation_prompt"}, "it serves 'assistant:' where training has 'assistant: '"),
+    "Reka-Edge": (set(), STOPS_BEFORE_WHITESPACE),
     "StepFun3.5-Flash": ({"template.thinking"}, "it serves an open '<think>' where training has an empty block"),
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B": ({"template.thinking"}, QWEN_THINK),
     "deepseek-ai-DeepSeek-V3.2": (
@@ -106,8 +110,8 @@ LLAMA_CPP_EXPECTED = {
     "muse-glimmer": ({"template.generation_prompt"}, SERVES_HEADER_ONLY),
     "openai-gpt-oss-120b": ({"template.generation_prompt"}, SERVES_HEADER_ONLY),
     "openbmb-MiniCPM5-1B": ({"template.thinking"}, QWEN_THINK),
-    "poolside-Laguna-XS-2.1": ({"template.generation_prompt"}, "training has a newline after '</think>', serving not"),
-    "poolside-Laguna-XS.2": ({"template.generation_prompt"}, "training has a newline after '</think>', serving not"),
+    "poolside-Laguna-XS-2.1": (set(), STOPS_BEFORE_WHITESPACE),
+    "poolside-Laguna-XS.2": (set(), STOPS_BEFORE_WHITESPACE),
     "upstage-Solar-Open-100B": ({"template.generation_prompt"}, SERVES_HEADER_ONLY),
 }
 

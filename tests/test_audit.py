@@ -16,7 +16,9 @@ from sft_eval.audit.template import (
     EXCHANGES,
     check_double_bos,
     check_generation_prompt,
+    check_nondeterministic,
     check_prefix,
+    check_prefix_preserving,
     check_render,
     check_special_in_content,
     check_stop_token,
@@ -145,10 +147,32 @@ def test_stop_token_fires_when_turns_end_with_a_token_eos_is_not(speaks):
     assert found and "'<|eot_id|>'" in found[0].message and "<|end_of_text|>" in found[0].evidence
 
 
-def test_stop_token_fires_when_generation_config_does_not_stop_there(speaks):
+def test_stop_token_is_an_error_when_neither_the_tokenizer_nor_generation_config_stops_there(speaks):
+    tok = speaks(LLAMA3)
+    tok.add_special_tokens({"eos_token": "<|end_of_text|>"})
+    found = errors(check_stop_token(tok, PROBE, generation_eos=[tok.eos_token_id]), "template.stop_token")
+    assert found and "never stop" in found[0].message and "generation_config.eos_token_id" in found[0].evidence
+
+
+def test_stop_token_warns_not_errs_when_generation_config_stops_where_the_tokenizer_eos_does_not(speaks):
+    """Issue 15, class 4: the end-of-turn token in generation_config but not the tokenizer's eos (Llama-3-Instruct's
+    first release): generate and vLLM stop, only loops that read tokenizer.eos_token_id run on: a warning naming
+    them, not "the model will never stop"."""
+    tok = speaks(LLAMA3)
+    tok.add_special_tokens({"eos_token": "<|end_of_text|>"})
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    found = check_stop_token(tok, PROBE, generation_eos=[tok.eos_token_id, eot])
+    assert [(f.check, f.severity) for f in found] == [("template.stop_token", "warning")], found
+    assert "model.generate, vLLM and sft-eval stop there" in found[0].message
+    assert "tokenizer.eos_token_id alone" in found[0].message
+
+
+def test_stop_token_warns_when_generation_config_leaves_out_the_tokenizer_eos(speaks):
+    """The end-of-turn token is the tokenizer's eos but generation_config lists another: generate runs on."""
     tok = speaks(CHATML)
-    found = errors(check_stop_token(tok, PROBE, generation_eos=[tok.pad_token_id]), "template.stop_token")
-    assert found and "generation_config.eos_token_id" in found[0].evidence
+    found = check_stop_token(tok, PROBE, generation_eos=[tok.pad_token_id])
+    assert [(f.check, f.severity) for f in found] == [("template.stop_token", "warning")], found
+    assert "model.generate runs on" in found[0].message
 
 
 def test_stop_token_silent_when_eos_and_generation_config_agree(speaks):
@@ -228,7 +252,7 @@ def test_unexplained_errors_names_what_differs_from_the_explanation():
 
 def test_every_finding_id_is_in_the_readme_table_and_nothing_else_is():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    table = set(re.findall(r"^\| `((?:template|tokenizer|labels)\.[a-z_]+)` \|", readme, flags=re.M))
+    table = set(re.findall(r"^\| `((?:template|tokenizer|labels|checkpoint)\.[a-z_]+)` \|", readme, flags=re.M))
     assert table == {str(c) for c in CheckId}, f"README only: {table - set(CheckId)}; code only: {set(CheckId) - table}"
 
 
@@ -266,3 +290,147 @@ def test_a_template_with_a_syntax_error_is_findings_with_its_line_not_a_tracebac
     result = cli.run("audit", "--template", str(template), "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "template.render" in {f["check"] for f in json.loads(result.stdout)["findings"]}
+
+
+# Issue 15, class 2: a template that drops the system message (a render error) and writes a BOS the tokenizer
+# also adds. The render error used to end the audit, so the double BOS, the bug its authors fixed, went unsaid.
+DROPS_SYSTEM_WITH_BOS = (
+    "{{- bos_token -}}{%- for m in messages if m['role'] != 'system' -%}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+
+def _adds_bos(tok):
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    return tok
+
+
+def test_a_render_error_does_not_stop_the_checks_that_can_still_run(speaks):
+    findings = run_checks(_adds_bos(speaks(DROPS_SYSTEM_WITH_BOS)))
+    assert errors(findings, "template.render") and "system message's content is missing" in str(findings)
+    assert errors(findings, "template.double_bos"), findings
+
+
+def test_the_fixed_template_has_neither_finding(speaks):
+    fixed = DROPS_SYSTEM_WITH_BOS.replace(" if m['role'] != 'system'", "")  # keeps the system message
+    findings = run_checks(speaks(fixed))  # and only the template writes BOS
+    assert not errors(findings, "template.render") and not errors(findings, "template.double_bos"), findings
+
+
+# Issue 15, class 3: the assistant header after every conversation, whatever add_generation_prompt says (the
+# shape of Llama-3-Instruct's first published template), against Mistral's [/INST], which closes the user turn.
+HEADER_ALWAYS = LLAMA3.replace("{%- if add_generation_prompt -%}", "").replace("{%- endif -%}", "")
+INST = (
+    "{{- bos_token -}}{%- for m in messages -%}{%- if m['role'] == 'user' -%}[INST] {{ m['content'] }} [/INST]"
+    "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}{{ eos_token }}{%- endif -%}{%- endfor -%}"
+)
+
+
+def test_generation_prompt_fires_on_a_header_written_after_every_turn(speaks):
+    assert HEADER_ALWAYS != LLAMA3
+    found = errors(check_generation_prompt(speaks(HEADER_ALWAYS), EXCHANGES), "template.generation_prompt")
+    assert found and "after every turn" in found[0].message, found
+    assert "<|start_header_id|>assistant" in found[0].evidence
+
+
+def test_generation_prompt_silent_on_a_cue_that_closes_the_user_turn(speaks):
+    assert check_generation_prompt(speaks(INST), EXCHANGES) == []
+    assert check_generation_prompt(speaks(LLAMA3), EXCHANGES) == []
+
+
+# Issue 15, class 5: training writes "Assistant: " before the answer; the served prompt stops at "Assistant:",
+# which is right for BPE (the space belongs to the answer's first token). template.prefix, which compares tokens,
+# is the one verdict: quiet here, an error when the prompt keeps the space and the tokens split differently.
+PLAIN_ROLES = (
+    "{%- for m in messages -%}{%- if m['role'] == 'assistant' -%}Assistant: {{ m['content'] }}<|im_end|>\n"
+    "{%- else -%}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}Assistant:{%- endif -%}"
+)
+
+
+def test_a_prompt_that_stops_before_the_space_gets_one_verdict_not_two(speaks):
+    tok = speaks(PLAIN_ROLES)
+    assert check_generation_prompt(tok, EXCHANGES) == []
+    assert check_prefix(tok, EXCHANGES) == [], "the served tokens are a prefix of the trained ones"
+
+
+def test_a_prompt_that_keeps_the_space_is_a_token_prefix_error_only(speaks):
+    tok = speaks(PLAIN_ROLES.replace("Assistant:{%- endif", "{{- 'Assistant: ' -}}{%- endif"))
+    assert check_generation_prompt(tok, EXCHANGES) == []
+    found = errors(check_prefix(tok, EXCHANGES), "template.prefix")
+    assert found and "the tokens are not" in found[0].message, found
+
+
+def test_template_and_tokenizer_flags_read_the_tokenizer_folders_generation_config(realworld_dir, tmp_path, cli):
+    """Issue 15: `audit --template F --tokenizer D` ignored D/generation_config.json. Phi-3's turns end with
+    <|end|> (id 32007), its eos is <|endoftext|>; with a generation_config that stops at <|end|> generation does
+    stop, so both spellings of the audit say warning, and without one both say error."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "phi3"
+    shutil.copytree(realworld_dir / "tokenizers" / "Phi-3-mini-4k-instruct", folder)
+    template = tmp_path / "phi3.jinja"
+    template.write_text(AutoTokenizer.from_pretrained(folder).chat_template, encoding="utf-8")
+
+    def stop_token(*args):
+        result = cli.run("audit", "--tokenizer", str(folder), *args, "--json")
+        assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-2000:]
+        return [f["severity"] for f in json.loads(result.stdout)["findings"] if f["check"] == "template.stop_token"]
+
+    assert stop_token() == ["error"] and stop_token("--template", str(template)) == ["error"]
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [32000, 32007]}), encoding="utf-8")
+    assert stop_token() == ["warning"]
+    assert stop_token("--template", str(template)) == ["warning"]
+
+
+# Issue 15, new check: a template that stamps today's date (as several published ones do with strftime_now).
+DATED = CHATML.replace(
+    "{%- for message in messages -%}",
+    "{{- 'Today is ' + strftime_now('%d %B %Y') + '.\\n' }}{%- for message in messages -%}",
+    1,
+)
+
+
+def test_nondeterministic_warns_on_a_template_that_writes_the_date(speaks):
+    assert DATED != CHATML
+    found = check_nondeterministic(speaks(DATED), PROBE)
+    assert [(f.check, f.severity) for f in found] == [("template.nondeterministic", "warning")], found
+    assert "15 January 2024" in found[0].evidence and "04 July 2025" in found[0].evidence
+
+
+def test_nondeterministic_errs_on_a_template_that_differs_between_two_renders(speaks):
+    tok = speaks(
+        CHATML.replace(
+            "{%- for message in messages -%}", "{{- range(10 ** 5) | random }}{%- for message in messages -%}", 1
+        )
+    )
+    found = check_nondeterministic(tok, PROBE)
+    assert [(f.check, f.severity) for f in found] == [("template.nondeterministic", "error")], found
+
+
+def test_nondeterministic_silent_on_chatml(speaks):
+    assert check_nondeterministic(speaks(CHATML), PROBE) == []
+
+
+# Issue 15, new check: multi-turn prefix preservation, on TRL's own copy of Qwen3's template and its fix.
+def test_prefix_preserving_fires_on_qwen3_and_names_trls_training_template(speaks):
+    from trl.chat_template_utils import qwen3_chat_template
+
+    tok = speaks(qwen3_chat_template)
+    alone = check_prefix_preserving(tok, PROBE)
+    assert [(f.check, f.severity) for f in alone] == [("template.prefix_preserving", "warning")], alone
+    assert "qwen3_training_chat_template" in alone[0].message and "<think>" in alone[0].evidence
+    multi_turn = [{"messages": PROBE}]
+    assert errors(check_prefix_preserving(tok, PROBE, rows=multi_turn), "template.prefix_preserving")
+
+
+def test_prefix_preserving_silent_on_trls_training_template_and_on_chatml(speaks):
+    from trl.chat_template_utils import qwen3_training_chat_template
+
+    assert check_prefix_preserving(speaks(qwen3_training_chat_template), PROBE, rows=[{"messages": PROBE}]) == []
+    assert check_prefix_preserving(speaks(CHATML), PROBE, rows=[{"messages": PROBE}]) == []

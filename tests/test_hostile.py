@@ -190,25 +190,39 @@ def _strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+RECURSES = "{% macro deeper(n) %}{{ deeper(n + 1) }}{% endmacro %}{{ deeper(0) }}"
+SYSTEM_ONLY_RAISES = (
+    "{%- if messages | length == 1 and messages[0]['role'] == 'system' -%}{{ raise_exception('lonely') }}"
+    "{%- endif -%}{{ bos_token }}" + ECHO
+)
+
+
 @pytest.mark.parametrize(
-    "name, template, says",
+    "name, template, check, says",
     [
-        ("a loop", LOOP + ECHO, "still rendering after 2 s"),
-        ("50 MB of output", "{{ 'x' * 50000000 }}" + ECHO, "rendered 50,0"),
-        ("a syntax error", "{% for m in messages %}{{ m.content }}", "TemplateSyntaxError"),
+        ("a loop", LOOP + ECHO, "template.render", "still rendering after 2 s"),
+        ("50 MB of output", "{{ 'x' * 50000000 }}" + ECHO, "template.render", "rendered 50,0"),
+        ("a syntax error", "{% for m in messages %}{{ m.content }}", "template.render", "TemplateSyntaxError"),
+        ("raises on anything", "{{ raise_exception('never') }}" + ECHO, "template.render", "never"),
+        ("infinite recursion", RECURSES + ECHO, "template.render", "Recursion"),
+        ("an undefined variable", "{{ settings.style }}" + ECHO, "template.render", "settings"),
+        ("raises only on a system-only conversation", SYSTEM_ONLY_RAISES, "template.double_bos", "lonely"),
+        ("stamps the date", "{{ strftime_now('%Y-%m-%d') }}" + ECHO, "template.nondeterministic", "2025-07-04"),
     ],
 )
-def test_a_misbehaving_template_is_an_audit_finding_with_the_json(name, template, says, tmp_path, cache, cli):
-    """The audit judges a user's template: one that runs away or does not parse is an error finding (exit 1, the
-    JSON printed), never a hang or a traceback; a syntax error is not called a refused system message."""
+def test_a_misbehaving_template_is_an_audit_finding_with_the_json(name, template, check, says, tmp_path, cache, cli):
+    """The audit judges a user's template: one that raises, runs away, recurses, reads what does not exist or
+    stamps the date ends the audit with findings of the check that hit it (the JSON printed, exit 0 or 1), never a
+    hang or a traceback; a syntax error is not called a refused system message."""
     case = Case(("audit", "--recipe", "R", "--json"), (), **_template(template))
+    if "bos_token" in template:  # audited alone, with a tokenizer adapted to it (the tiny one has no BOS)
+        case = Case(("audit", "--template", str(tmp_path / "t.jinja"), "--json"), (), files={"t.jinja": template})
     result = _run(cli, case, tmp_path, cache)
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode in (0, 1), result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr
     findings = _strict(result.stdout)["findings"]
-    assert [f["check"] for f in findings if f["severity"] == "error"][:1] == ["template.render"], findings
-    assert any(says in f["message"] + f["evidence"] for f in findings), findings
-    assert not any("system message" in f["message"] for f in findings), findings
+    assert any(f["check"] == check and says in f["message"] + f["evidence"] for f in findings), findings
+    assert not any("refuses a system message" in f["message"] for f in findings), findings
 
 
 def test_the_echo_template_itself_audits_clean_of_render_errors(tmp_path, cache, cli):
@@ -274,3 +288,15 @@ def test_the_plugin_turns_a_bad_questions_file_into_one_usage_line(tmp_path, cli
     assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
     assert "missing.jsonl does not exist" in result.stderr and "Traceback" not in result.stderr
     assert "test_x" not in result.stdout
+
+
+def test_the_plugin_turns_a_report_folder_that_is_a_file_into_one_usage_line(tmp_path, cli):
+    """6. A `--sft-report-dir` that is a file was an error after every test had run; now one usage line at start-up."""
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n", encoding="utf-8")
+    (tmp_path / "taken").write_text("a file\n", encoding="utf-8")
+    result = cli.pytest("test_x.py", "--sft-report-dir", "taken", cwd=tmp_path)
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "--sft-report-dir: taken is a file" in result.stderr and "Traceback" not in result.stderr
+    fine = cli.pytest("test_x.py", "--sft-report-dir", "new/reports", cwd=tmp_path)
+    assert fine.returncode == 0, fine.stdout[-2000:] + fine.stderr[-2000:]
+    assert not (tmp_path / "new").exists(), "start-up created the report folder though no test evaluated"

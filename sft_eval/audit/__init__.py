@@ -28,7 +28,11 @@ class CheckId(StrEnum):
     TEMPLATE_STOP_TOKEN = "template.stop_token"
     TEMPLATE_THINKING = "template.thinking"
     TEMPLATE_SPECIAL_IN_CONTENT = "template.special_in_content"
+    TEMPLATE_NONDETERMINISTIC = "template.nondeterministic"
+    TEMPLATE_PREFIX_PRESERVING = "template.prefix_preserving"
     TOKENIZER_PAD = "tokenizer.pad"
+    CHECKPOINT_VOCAB = "checkpoint.vocab"
+    CHECKPOINT_UNTRAINED_TOKENS = "checkpoint.untrained_tokens"
     LABELS_EOS = "labels.eos"
     LABELS_SCOPE = "labels.scope"
 
@@ -72,6 +76,9 @@ def mark(text: str, position: int, width: int = 60) -> str:
     return f"{prefix}{before!r}⟦here⟧{after!r}{suffix}"
 
 
+RAISED = "the template or tokenizer raised"
+
+
 def guarded(check: CheckId, run: Callable[[], list[Finding]]) -> list[Finding]:
     """`run()`'s findings; if a user's template or tokenizer raises inside it, that becomes an error finding of
     `check` (with the template line where Jinja gives one) instead of ending the audit: the other checks run."""
@@ -87,7 +94,7 @@ def guarded(check: CheckId, run: Callable[[], list[Finding]]) -> list[Finding]:
             Finding(
                 check,
                 "error",
-                f"the template or tokenizer raised {type(exc).__name__} during this check{where}: it fails on "
+                f"{RAISED} {type(exc).__name__} during this check{where}: it fails on "
                 "conversations that training or serving will send",
                 reason,
             )

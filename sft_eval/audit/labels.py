@@ -16,7 +16,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding
-from sft_eval.chat import render
+from sft_eval.chat import check_rows_render, render
+from sft_eval.errors import SftEvalError
 from sft_eval.recipe import Recipe
 
 AUDIT_ROWS = 512  # the first rows of a large dataset are a sample, and the evidence says so
@@ -215,6 +216,10 @@ def audit_labels(
                 "set packing = false for an audit run to check every row's labels",
             )
         ]
+    try:  # the trainer renders every sampled row unbounded: they are rendered under the limits first
+        check_rows_render(tokenizer, rows[:AUDIT_ROWS])
+    except SftEvalError as exc:
+        return [Finding(CheckId.LABELS_SCOPE, "error", f"labels not checked: {exc}", "")]
     batch = trainer_batch(recipe, model, tokenizer, rows)
     sampled = f" (first {AUDIT_ROWS} of {len(rows)} rows)" if len(rows) > AUDIT_ROWS else ""
     findings = check_eos(batch, tokenizer) + check_scope(batch, tokenizer, rows)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.audit import CheckId, Finding, guarded, mark
+from sft_eval.audit import RAISED, CheckId, Finding, guarded, mark
+from sft_eval.chat import RENDER_TIMEOUT_S, RUNAWAY, time_limit
 from sft_eval.chat import render as bounded_render
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant."}
@@ -66,6 +68,17 @@ def probe_conversation(tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict[st
     return list(EXCHANGES), findings
 
 
+FAILS_TO_RENDER = "the template fails to render a multi-turn conversation"
+
+
+def renders(findings: list[Finding]) -> bool:
+    """False when the audit found the template cannot render the probe conversation at all (it raises): the
+    checks that need a rendering are skipped. Content it drops or syntax it leaves is reported, and the other
+    checks still run on what it renders."""
+    raised = (FAILS_TO_RENDER, RAISED, RUNAWAY)
+    return not any(f.check == CheckId.TEMPLATE_RENDER and f.message.startswith(raised) for f in findings)
+
+
 def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:
     """The conversation renders, multi-turn, every content appears, and no Jinja or role syntax is left."""
     try:
@@ -76,7 +89,7 @@ def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, An
             Finding(
                 CheckId.TEMPLATE_RENDER,
                 "error",
-                "the template fails to render a multi-turn conversation",
+                FAILS_TO_RENDER,
                 f"{type(exc).__name__}: {exc}",
             )
         ]
@@ -165,7 +178,24 @@ def check_generation_prompt(
     trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
     content = messages[i]["content"]
     cue_in_user_turn = trained.startswith(before) and not trained[len(before) :].split(content)[0].strip()
-    if prompt == before and cue_in_user_turn:  # Mistral's [/INST] closes the user turn: no header is needed
+    if prompt == before and cue_in_user_turn:
+        # Mistral's [/INST] closes the user turn: no header is needed. But a template that writes the assistant
+        # header after every turn, whatever add_generation_prompt says, also writes it after the last answer.
+        question = messages[i - 1]["content"] if i and messages[i - 1]["content"] in before else None
+        cue = before[before.rindex(question) + len(question) :] if question else ""
+        after_answer = trained[trained.rindex(content) + len(content) :]
+        header = cue.replace(tokenizer.eos_token or "\x00", "").strip()  # an end-of-turn token is not a header
+        if header and after_answer.rstrip().endswith(cue.rstrip()):
+            return [
+                Finding(
+                    CheckId.TEMPLATE_GENERATION_PROMPT,
+                    "error",
+                    "the template writes the assistant header after every turn, whatever add_generation_prompt "
+                    "says: training puts a header after each answer, so the model learns to open a new turn "
+                    "instead of stopping",
+                    f"after the answer training has {after_answer!r}; after the question {cue!r}",
+                )
+            ]
         return []
     if prompt == before:
         return [
@@ -182,6 +212,10 @@ def check_generation_prompt(
     added = prompt[len(before) :]
     header = trained[len(before) : trained.index(content, len(before))]
     if _THINK_ANY.sub("", added) == _THINK_ANY.sub("", header) or added.startswith(header):
+        return []
+    if header.startswith(added) and header[len(added) :].isspace():
+        # the prompt stops before whitespace that training writes ahead of the answer: right for BPE, where the
+        # space belongs to the answer's first token; whether the tokens agree is template.prefix's one verdict
         return []
     return [
         Finding(
@@ -266,20 +300,46 @@ def end_of_turn_token(tokenizer: PreTrainedTokenizerBase, messages: list[dict[st
 def check_stop_token(
     tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_eos: list[int] | None = None
 ) -> list[Finding]:
-    """An assistant turn must end with a token that is the tokenizer's eos and a generation_config eos id."""
+    """An assistant turn must end with a token generation stops at. `model.generate`, vLLM and sft-eval's engine
+    stop at `generation_config.eos_token_id` when the checkpoint has one (vLLM also at the tokenizer's eos); code
+    that reads only `tokenizer.eos_token_id` stops there alone. Error where nothing would stop; a warning naming
+    the stacks that would run on where only some stop."""
     token, where = end_of_turn_token(tokenizer, messages)
     eos = tokenizer.eos_token_id
-    stops = {eos} if generation_eos is None else {eos} & set(generation_eos)
-    if token is not None and token in stops:
-        return []
-    described = "nothing" if token is None else f"{tokenizer.convert_ids_to_tokens(token)!r} (id {token})"
     configured = "" if generation_eos is None else f", generation_config.eos_token_id {generation_eos}"
+    evidence = f"{where}; tokenizer eos {tokenizer.eos_token!r} (id {eos}){configured}"
+    described = "nothing" if token is None else f"{tokenizer.convert_ids_to_tokens(token)!r} (id {token})"
+    in_config = generation_eos is not None and token in generation_eos
+    if token is not None and token == eos and (generation_eos is None or in_config):
+        return []
+    if token is not None and in_config:  # generate, vLLM and sft-eval stop; only tokenizer-eos loops run on
+        return [
+            Finding(
+                CheckId.TEMPLATE_STOP_TOKEN,
+                "warning",
+                f"an assistant turn ends with {described}: model.generate, vLLM and sft-eval stop there "
+                "(generation_config.json), but code that stops on tokenizer.eos_token_id alone (hand-written "
+                "loops, the lesson's) runs on; set the tokenizer's eos_token to it",
+                evidence,
+            )
+        ]
+    if token is not None and token == eos:  # vLLM and eos-only loops stop; generate reads generation_config
+        return [
+            Finding(
+                CheckId.TEMPLATE_STOP_TOKEN,
+                "warning",
+                f"an assistant turn ends with {described}, the tokenizer's eos, but generation_config.json does not "
+                "list it: model.generate runs on past the answer (vLLM and tokenizer-eos loops stop); add it to "
+                "generation_config.eos_token_id",
+                evidence,
+            )
+        ]
     return [
         Finding(
             CheckId.TEMPLATE_STOP_TOKEN,
             "error",
             f"an assistant turn ends with {described}, which generation does not stop at: the model will never stop",
-            f"{where}; tokenizer eos {tokenizer.eos_token!r} (id {eos}){configured}",
+            evidence,
         )
     ]
 
@@ -315,6 +375,106 @@ def check_thinking(
     return findings
 
 
+def check_prefix_preserving(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    rows: list[dict[str, Any]] | None = None,
+    enable_thinking: bool = False,
+) -> list[Finding]:
+    """A conversation's first turns must render the same whatever follows them: rendering up to assistant turn k is
+    a prefix of rendering the whole conversation. Otherwise multi-turn SFT (each assistant turn trained in one
+    sequence) trains earlier turns on text the model never sees when they are the last turn at inference (Qwen3
+    drops earlier turns' think blocks). An error when the recipe's rows have multi-turn conversations, a warning
+    for a template audited alone. TRL's `get_training_chat_template` names the fixed template where it has one."""
+    full = render(tokenizer, messages, generation_prompt=False, enable_thinking=enable_thinking)
+    turns = _assistant_turns(messages)[:-1]
+    for n, i in enumerate(turns, start=1):
+        earlier = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
+        if full.startswith(earlier):
+            continue
+        spot = next((k for k, (a, b) in enumerate(zip(earlier, full, strict=False)) if a != b), len(full))
+        multi_turn = [r for r in rows or [] if sum(m.get("role") == "assistant" for m in r.get("messages") or []) > 1]
+        fix = _trl_training_template(tokenizer)
+        said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
+        scope = f"{len(multi_turn)} of the recipe's rows are multi-turn" if multi_turn else "multi-turn data"
+        return [
+            Finding(
+                CheckId.TEMPLATE_PREFIX_PRESERVING,
+                "error" if multi_turn else "warning",
+                f"assistant turn {n} renders differently once the conversation goes on: {scope} would train "
+                f"earlier turns on text never served when they are the last turn{said}",
+                f"as the last turn {mark(earlier, spot)}; followed by more {mark(full, spot)}",
+            )
+        ]
+    return []
+
+
+def _trl_training_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The name of TRL's training version of this template (`qwen3_training_chat_template`...), when TRL has one."""
+    from trl import chat_template_utils
+
+    try:
+        fixed = chat_template_utils.get_training_chat_template(tokenizer)
+    except Exception:  # TRL raises for templates it has no training version of
+        return None
+    names = [n for n in dir(chat_template_utils) if n.endswith("_training_chat_template")]
+    return next((n for n in names if getattr(chat_template_utils, n) == fixed), None) if fixed else None
+
+
+def render_at(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], moment: datetime) -> str:
+    """The generation prompt as the template renders it when `strftime_now` reads `moment`: transformers' compiled
+    template (its sandbox, extensions and globals), with that one global replaced; bounded like every render.
+    transformers passes only plain data to templates, so a function cannot be handed over as a variable."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    source = tokenizer.chat_template
+    template = _compile_jinja_template(source).environment.from_string(
+        source, globals={"strftime_now": moment.strftime}
+    )
+    with time_limit(RENDER_TIMEOUT_S):
+        return template.render(messages=messages, add_generation_prompt=True, **tokenizer.special_tokens_map)
+
+
+# Two far-apart moments: a template that stamps the date (strftime_now) renders differently at each.
+_MOMENTS = (datetime(2024, 1, 15, 9, 30, 5), datetime(2025, 7, 4, 18, 45, 50))
+
+
+def check_nondeterministic(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:
+    """The same conversation must render to the same text: twice at one moment, and on two dates. transformers
+    gives templates `strftime_now`; one that stamps today's date into every prompt trains on one day's text and is
+    served another's, and golden outputs change overnight. Each moment is given to the template as its own
+    `strftime_now` (a template-level global in transformers' own Jinja environment), so nothing is patched."""
+
+    def at(moment: datetime) -> str:
+        return render_at(tokenizer, messages, moment)
+
+    first, again, other = at(_MOMENTS[0]), at(_MOMENTS[0]), at(_MOMENTS[1])
+    if first != again:
+        spot = next((k for k, (a, b) in enumerate(zip(first, again, strict=False)) if a != b), len(first))
+        return [
+            Finding(
+                CheckId.TEMPLATE_NONDETERMINISTIC,
+                "error",
+                "the template renders the same conversation differently each time: training text and served "
+                "prompts are random",
+                f"first {mark(first, spot)}; again {mark(again, spot)}",
+            )
+        ]
+    if first != other:
+        spot = next((k for k, (a, b) in enumerate(zip(first, other, strict=False)) if a != b), len(first))
+        return [
+            Finding(
+                CheckId.TEMPLATE_NONDETERMINISTIC,
+                "warning",
+                "the template writes the current date or time (strftime_now): a prompt rendered on another day is "
+                "another prompt, so training and serving differ and golden outputs change overnight; pass a fixed "
+                "date (its date variable) or remove it",
+                f"on {_MOMENTS[0]:%Y-%m-%d} {mark(first, spot)}; on {_MOMENTS[1]:%Y-%m-%d} {mark(other, spot)}",
+            )
+        ]
+    return []
+
+
 def check_special_in_content(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[Finding]:
     """Message text containing a special token's literal string forges a turn boundary when tokenized."""
     specials = [t for t in dict.fromkeys(tokenizer.all_special_tokens) if t]
@@ -339,6 +499,22 @@ def check_special_in_content(tokenizer: PreTrainedTokenizerBase, rows: list[dict
     return findings
 
 
+def _conversation_it_shows(
+    tokenizer: PreTrainedTokenizerBase, candidates: list[list[dict[str, Any]]]
+) -> list[dict[str, Any]] | None:
+    """The first candidate conversation whose every message content appears in its rendering (the probe, or the
+    probe without its system message for a template that drops it); None when none does (a multimodal template
+    that renders only typed content parts)."""
+    for messages in candidates:
+        try:
+            text = render(tokenizer, messages, generation_prompt=False)
+        except Exception:  # noqa: S112 - a candidate the template cannot render is not the one to check on
+            continue
+        if all(m["content"] in text for m in messages):
+            return messages
+    return None
+
+
 def audit_template(
     tokenizer: PreTrainedTokenizerBase,
     *,
@@ -346,22 +522,33 @@ def audit_template(
     generation_eos: list[int] | None = None,
     rows: list[dict[str, Any]] | None = None,
 ) -> list[Finding]:
-    """Every template check on the tokenizer's chat template; a template that does not render stops there."""
+    """Every template check on the tokenizer's chat template. A template that raises on the probe stops there; one
+    that renders it wrong (drops a message, leaves syntax) is reported and the other checks still run, those that
+    find messages in the text on the conversation whose contents it does render."""
     if not tokenizer.chat_template:
         return [Finding(CheckId.TEMPLATE_RENDER, "error", "the tokenizer has no chat template", "")]
     messages, findings = probe_conversation(tokenizer)
     findings += guarded(CheckId.TEMPLATE_RENDER, lambda: check_render(tokenizer, messages))
-    if any(f.check == "template.render" and f.severity == "error" for f in findings):
+    if not renders(findings):  # it raises on the probe: every other check would only raise again
         return findings
+    shown = _conversation_it_shows(tokenizer, [messages, list(EXCHANGES)])
     checks: list[tuple[CheckId, Callable[[], list[Finding]]]] = [
-        (CheckId.TEMPLATE_WHITESPACE, lambda: check_whitespace(tokenizer, messages)),
-        (CheckId.TEMPLATE_GENERATION_PROMPT, lambda: check_generation_prompt(tokenizer, messages, enable_thinking)),
-        (CheckId.TEMPLATE_PREFIX, lambda: check_prefix(tokenizer, messages, enable_thinking)),
         (CheckId.TEMPLATE_DOUBLE_BOS, lambda: check_double_bos(tokenizer, messages)),
-        (CheckId.TEMPLATE_STOP_TOKEN, lambda: check_stop_token(tokenizer, messages, generation_eos)),
-        (CheckId.TEMPLATE_THINKING, lambda: check_thinking(tokenizer, messages, enable_thinking)),
         (CheckId.TEMPLATE_SPECIAL_IN_CONTENT, lambda: check_special_in_content(tokenizer, rows or [])),
+        (CheckId.TEMPLATE_NONDETERMINISTIC, lambda: check_nondeterministic(tokenizer, messages)),
     ]
+    if shown is not None:  # checks that locate each message's content in the rendered text
+        checks += [
+            (CheckId.TEMPLATE_WHITESPACE, lambda: check_whitespace(tokenizer, shown)),
+            (CheckId.TEMPLATE_GENERATION_PROMPT, lambda: check_generation_prompt(tokenizer, shown, enable_thinking)),
+            (CheckId.TEMPLATE_PREFIX, lambda: check_prefix(tokenizer, shown, enable_thinking)),
+            (CheckId.TEMPLATE_STOP_TOKEN, lambda: check_stop_token(tokenizer, shown, generation_eos)),
+            (CheckId.TEMPLATE_THINKING, lambda: check_thinking(tokenizer, shown, enable_thinking)),
+            (
+                CheckId.TEMPLATE_PREFIX_PRESERVING,
+                lambda: check_prefix_preserving(tokenizer, shown, rows, enable_thinking),
+            ),
+        ]
     for check, run in checks:  # each on its own: one that a template breaks does not stop the others
         findings += guarded(check, run)
     return findings

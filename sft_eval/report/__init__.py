@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import platform
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from sft_eval.cache import library_versions, write_atomic
+from sft_eval.cache import library_versions, writable_folder, write_atomic
 from sft_eval.data import dataset_table
-from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
 from sft_eval.pipeline import Pipeline
 from sft_eval.plan import plan_mismatches
@@ -152,24 +150,9 @@ _ENV = Environment(
 )
 
 
-def prepare_out_dir(out_dir: str | Path, *, key: str = "--out") -> Path:
-    """The report folder, created and proven writable: called before generation, so a bad `--out` costs one line
-    and no model time."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise SftEvalError(f"{key}: {out} is a file, not a folder for the report")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise SftEvalError(f"{key}: cannot write the report into {out}: {exc.strerror or exc}") from None
-    return out
-
-
 def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
     """Render `context` to `out_dir/sft_report.html` and `.json`, each written whole or not at all."""
-    out = prepare_out_dir(out_dir)
+    out = writable_folder(out_dir, key="report folder")
     html = _ENV.get_template("report.html.j2").render(
         **context,
         loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input

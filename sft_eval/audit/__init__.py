@@ -35,6 +35,7 @@ class CheckId(StrEnum):
     CHECKPOINT_UNTRAINED_TOKENS = "checkpoint.untrained_tokens"
     LABELS_EOS = "labels.eos"
     LABELS_SCOPE = "labels.scope"
+    LABELS_PACKING = "labels.packing"
 
 
 @dataclass(frozen=True)

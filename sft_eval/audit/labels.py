@@ -203,24 +203,131 @@ def check_scope(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase, rows: l
     return findings
 
 
+PACKING_ROWS = 16  # rows packed for the contamination check: enough for several packs of two or more
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """One source row found inside a pack, after another row: where, and how its predictions compare."""
+
+    pack: int
+    offset: int
+    length: int
+    max_logprob_difference: float  # packed vs the row alone, over the row's own positions
+    boundary_label: int  # the label at the row's first token in the pack (-100: not trained across the seam)
+
+
+def packed_rows(
+    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+) -> tuple[list[PackedRow], int]:
+    """The recipe's own packed batch (its SFTTrainer, collator and [sft]) against each row run alone: every row
+    found whole inside a pack after another row, with how far its log-probabilities moved. Returns those rows and
+    how many packs were built."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from sft_eval.training import sft_config
+
+    sample = rows[:PACKING_ROWS]
+    tokenizer = copy.deepcopy(tokenizer)
+    prepared = {}
+    with tempfile.TemporaryDirectory() as out:
+        for packed in (True, False):
+            config, _ = sft_config(recipe.with_sft(packing=packed), out)
+            trainer = SFTTrainer(
+                model=model, args=config, train_dataset=Dataset.from_list(sample), processing_class=tokenizer
+            )
+            prepared[packed] = trainer
+        packs = prepared[True].train_dataset
+        batch = prepared[True].data_collator([packs[i] for i in range(len(packs))])
+        alone = [ids for ids in prepared[False].train_dataset["input_ids"] if len(ids) > 1]
+    model.eval()
+    inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items() if k != "labels"}
+    found = []
+    with torch.no_grad():
+        packed_logprobs = model(**inputs).logits.float().log_softmax(-1)
+        for p, sequence in enumerate(batch["input_ids"].tolist()):
+            for ids in alone:
+                offset = _find(sequence, ids)
+                if offset is None:
+                    continue
+                own = model(input_ids=torch.tensor([ids], device=model.device)).logits.float().log_softmax(-1)[0]
+                moved = (packed_logprobs[p, offset : offset + len(ids)] - own).abs().max().item()
+                label = int(batch["labels"][p, offset])
+                found.append(PackedRow(p, offset, len(ids), moved, label))
+    return found, len(packs)
+
+
+def _find(sequence: list[int], ids: list[int]) -> int | None:
+    """The first offset after 0 where `ids` lies whole in `sequence` (a row packed after another one)."""
+    for offset in range(1, len(sequence) - len(ids) + 1):
+        if sequence[offset] == ids[0] and sequence[offset : offset + len(ids)] == ids:
+            return offset
+    return None
+
+
+def check_packing(recipe: Recipe, found: list[PackedRow], packs: int, dtype: Any) -> list[Finding]:
+    """With `sft.packing`, each row must be trained as if alone: its predictions unchanged by the rows packed before
+    it (TRL's padding-free packing with position ids, and an attention that honours them), and its first token not
+    trained as the continuation of the previous row."""
+    import torch
+
+    tolerance = 1e-3 if dtype == torch.float32 else 5e-2
+    strategy = recipe.sft.get("packing_strategy", "bfd")
+    findings = []
+    mixed = [r for r in found if r.max_logprob_difference > tolerance]
+    if mixed:
+        worst = max(mixed, key=lambda r: r.max_logprob_difference)
+        findings.append(
+            Finding(
+                CheckId.LABELS_PACKING,
+                "error",
+                f"packed rows attend to the rows packed before them: {len(mixed)} of {len(found)} rows found inside "
+                f"a pack predict differently than alone (packing_strategy={strategy!r}), so each trains on its "
+                "neighbours' text; use TRL's padding-free 'bfd' packing with an attention that honours position ids",
+                f"pack {worst.pack}, offset {worst.offset}: log-probs moved by up to "
+                f"{worst.max_logprob_difference:.3g} (tolerance {tolerance:g})",
+            )
+        )
+    seams = [r for r in found if r.boundary_label != -100]
+    if seams:
+        findings.append(
+            Finding(
+                CheckId.LABELS_PACKING,
+                "error",
+                f"{len(seams)} of {len(found)} packed rows have their first token trained as the continuation of "
+                "the row before them: the model learns to run one example into the next",
+                f"pack {seams[0].pack}, offset {seams[0].offset}: label {seams[0].boundary_label}",
+            )
+        )
+    if not found:
+        findings.append(
+            Finding(
+                CheckId.LABELS_PACKING,
+                "info",
+                f"no pack of the first {PACKING_ROWS} rows held two whole rows ({packs} pack(s)): packing not checked",
+                "",
+            )
+        )
+    return findings
+
+
 def audit_labels(
     recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
 ) -> list[Finding]:
-    """`labels.eos` and `labels.scope` on the recipe trainer's own batch."""
-    if recipe.sft.get("packing"):
-        return [
-            Finding(
-                CheckId.LABELS_SCOPE,
-                "info",
-                "sft.packing is on: rows are packed into blocks, so per-row label checks were not run",
-                "set packing = false for an audit run to check every row's labels",
-            )
-        ]
+    """`labels.eos` and `labels.scope` on the recipe trainer's own batch (per row: unpacked, as TRL tokenizes
+    before it packs), and with `sft.packing` `labels.packing` on its packed batch."""
     try:  # the trainer renders every sampled row unbounded: they are rendered under the limits first
         check_rows_render(tokenizer, rows[:AUDIT_ROWS])
     except SftEvalError as exc:
         return [Finding(CheckId.LABELS_SCOPE, "error", f"labels not checked: {exc}", "")]
-    batch = trainer_batch(recipe, model, tokenizer, rows)
+    packing = bool(recipe.sft.get("packing"))
+    batch = trainer_batch(recipe.with_sft(packing=False) if packing else recipe, model, tokenizer, rows)
     sampled = f" (first {AUDIT_ROWS} of {len(rows)} rows)" if len(rows) > AUDIT_ROWS else ""
     findings = check_eos(batch, tokenizer) + check_scope(batch, tokenizer, rows)
-    return [Finding(f.check, f.severity, f.message + sampled, f.evidence) for f in findings]
+    findings = [Finding(f.check, f.severity, f.message + sampled, f.evidence) for f in findings]
+    if packing:
+        found, packs = packed_rows(recipe, model, tokenizer, rows)
+        findings += check_packing(recipe, found, packs, model.dtype)
+    return findings

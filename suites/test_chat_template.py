@@ -78,3 +78,10 @@ def test_renders_the_same_text_every_time_and_every_day(audit_of, template):
     """Warnings too: a template that stamps the date makes training and serving differ from one day to the next."""
     found = [f for f in audit_of(template) if f.check == "template.nondeterministic"]
     assert not found, f"{template}: {found[0].message}\n  evidence: {found[0].evidence}"
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_earlier_turns_render_the_same_as_the_conversation_goes_on(audit_of, template):
+    """template.prefix_preserving: an error only where the recipe's rows are multi-turn (the shipped templates are
+    audited alone, where it is a warning the report shows)."""
+    assert_check(audit_of, template, "template.prefix_preserving")

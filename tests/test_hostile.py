@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -258,7 +259,8 @@ def test_a_diverged_run_writes_strict_json_and_says_what_was_not_finite(tmp_path
 def test_a_build_killed_with_sigkill_leaves_no_staging_folder_after_the_next_run(tmp_path, cache, cli):
     """5. Leftovers: `sft-eval train` killed with SIGKILL mid-build leaves its staging folder; the next run of
     the same recipe builds the entry and collects it."""
-    recipe = Case(TRAIN, (), sft="max_steps = 60\nlogging_steps = 20\nseed = 7").write(tmp_path)
+    seed = random.randrange(2**31)  # an entry no earlier run has built, even in a warm cache
+    recipe = Case(TRAIN, (), sft=f"max_steps = 60\nlogging_steps = 20\nseed = {seed}").write(tmp_path)
     command = [sys.executable, "-m", "sft_eval.cli", "train", "--recipe", str(recipe), "--sft-cache", cache]
     staging = ".tuned-*.building-*"
     before = set(Path(cache).glob(staging))

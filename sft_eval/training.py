@@ -219,9 +219,9 @@ def rows_without_targets(dataset: Any) -> int:
     mask_column = next((c for c in ("assistant_masks", "completion_mask") if c in dataset.column_names), None)
     columns = dataset.select_columns(["input_ids", *([mask_column] if mask_column else [])])
     empty = 0
-    for row in columns:
-        mask = row[mask_column] if mask_column else [1] * len(row["input_ids"])
-        empty += not any(mask[1 : len(row["input_ids"])])
+    for batch in columns.iter(batch_size=1024):  # Arrow batches, not one Python dict per row
+        masks = batch[mask_column] if mask_column else [[1] * len(ids) for ids in batch["input_ids"]]
+        empty += sum(not any(mask[1 : len(ids)]) for ids, mask in zip(batch["input_ids"], masks, strict=True))
     return empty
 
 

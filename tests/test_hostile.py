@@ -302,3 +302,16 @@ def test_the_plugin_turns_a_report_folder_that_is_a_file_into_one_usage_line(tmp
     fine = cli.pytest("test_x.py", "--sft-report-dir", "new/reports", cwd=tmp_path)
     assert fine.returncode == 0, fine.stdout[-2000:] + fine.stderr[-2000:]
     assert not (tmp_path / "new").exists(), "start-up created the report folder though no test evaluated"
+
+
+def test_rows_without_targets_counts_rows_truncation_or_the_loss_mask_left_empty():
+    """2. What the "nothing trainable" check counts, on TRL-shaped prepared rows: position 0 is never a target."""
+    from datasets import Dataset
+
+    from sft_eval.training import rows_without_targets
+
+    masked = Dataset.from_dict({"input_ids": [[5, 6, 7], [5, 6], [5]], "assistant_masks": [[0, 1, 1], [1, 0], [1]]})
+    assert rows_without_targets(masked) == 2  # the second trains only position 0, the third has one token
+    plain = Dataset.from_dict({"input_ids": [[5, 6], [5]]})
+    assert rows_without_targets(plain) == 1
+    assert rows_without_targets(Dataset.from_dict({"input_ids": [[5, 6, 7]]})) == 0

@@ -425,9 +425,11 @@ def render_at(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]
     """The generation prompt as the template renders it when `strftime_now` reads `moment`: transformers' compiled
     template (its sandbox, extensions and globals), with that one global replaced; bounded like every render.
     transformers passes only plain data to templates, so a function cannot be handed over as a variable."""
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    source = tokenizer.chat_template
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except ImportError:  # a transformers without it: the real clock (a random template is still caught)
+        return bounded_render(tokenizer, messages, add_generation_prompt=True)
+    source = tokenizer.get_chat_template()  # the default of a tokenizer with named templates
     template = _compile_jinja_template(source).environment.from_string(
         source, globals={"strftime_now": moment.strftime}
     )

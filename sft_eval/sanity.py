@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -149,16 +148,25 @@ def paired_bootstrap(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> PairedDifference:
-    """Percentile bootstrap of the mean paired difference, resampling questions (pairs stay together)."""
-    pairs = list(zip(base, tuned, strict=True))
-    diffs = [t - b for b, t in pairs]
-    rng = random.Random(seed)
+    """Percentile bootstrap of the mean paired difference, resampling questions (pairs stay together), with numpy:
+    `resamples` x n indices drawn at once (in chunks, so 10,000 questions stay within a few MB)."""
+    import numpy as np
+
+    diffs = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
     n = len(diffs)
-    means = sorted(_mean([diffs[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)) if n else [0.0]
+    if n == 0:
+        return PairedDifference(metric, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)  # resamples per draw: at most 2e6 indices (16 MB) at a time
+    means = np.concatenate(
+        [
+            diffs[rng.integers(0, n, size=(min(chunk, resamples - start), n))].mean(axis=1)
+            for start in range(0, resamples, chunk)
+        ]
+    )
     tail = (1 - confidence) / 2
-    low = means[int(tail * (len(means) - 1))]
-    high = means[int((1 - tail) * (len(means) - 1))]
-    return PairedDifference(metric, _mean(base), _mean(tuned), _mean(diffs), low, high, n)
+    low, high = np.quantile(means, [tail, 1 - tail], method="lower")
+    return PairedDifference(metric, _mean(base), _mean(tuned), float(diffs.mean()), float(low), float(high), n)
 
 
 def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:

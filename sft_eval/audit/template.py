@@ -8,7 +8,7 @@ SFTTrainer and a serving stack do.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,11 @@ def render(
     enable_thinking: bool = False,
 ) -> str:
     return bounded_render(tokenizer, messages, add_generation_prompt=generation_prompt, enable_thinking=enable_thinking)
+
+
+def first_difference(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """The first position where two texts (or token lists) differ; the shorter one's length when it is a prefix."""
+    return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -237,7 +242,7 @@ def check_prefix(
         trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
         turn = f"assistant turn {_assistant_turns(messages).index(i) + 1}"
         if not trained.startswith(prompt):
-            spot = next((k for k, (a, b) in enumerate(zip(prompt, trained, strict=False)) if a != b), len(trained))
+            spot = first_difference(prompt, trained)
             if "think>" in prompt[spot - 10 :] + trained[spot - 10 : spot + 40]:
                 continue  # a think-block difference: template.thinking reports it
             findings.append(
@@ -252,7 +257,7 @@ def check_prefix(
             continue
         served_ids, trained_ids = token_ids(tokenizer, prompt), token_ids(tokenizer, trained)
         if trained_ids[: len(served_ids)] != served_ids:
-            k = next(k for k, (a, b) in enumerate(zip(served_ids, trained_ids, strict=False)) if a != b)
+            k = first_difference(served_ids, trained_ids)
             findings.append(
                 Finding(
                     CheckId.TEMPLATE_PREFIX,
@@ -392,7 +397,7 @@ def check_prefix_preserving(
         earlier = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
         if full.startswith(earlier):
             continue
-        spot = next((k for k, (a, b) in enumerate(zip(earlier, full, strict=False)) if a != b), len(full))
+        spot = first_difference(earlier, full)
         multi_turn = [r for r in rows or [] if sum(m.get("role") == "assistant" for m in r.get("messages") or []) > 1]
         fix = _trl_training_template(tokenizer)
         said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
@@ -452,7 +457,7 @@ def check_nondeterministic(tokenizer: PreTrainedTokenizerBase, messages: list[di
 
     first, again, other = at(_MOMENTS[0]), at(_MOMENTS[0]), at(_MOMENTS[1])
     if first != again:
-        spot = next((k for k, (a, b) in enumerate(zip(first, again, strict=False)) if a != b), len(first))
+        spot = first_difference(first, again)
         return [
             Finding(
                 CheckId.TEMPLATE_NONDETERMINISTIC,
@@ -463,7 +468,7 @@ def check_nondeterministic(tokenizer: PreTrainedTokenizerBase, messages: list[di
             )
         ]
     if first != other:
-        spot = next((k for k, (a, b) in enumerate(zip(first, other, strict=False)) if a != b), len(first))
+        spot = first_difference(first, other)
         return [
             Finding(
                 CheckId.TEMPLATE_NONDETERMINISTIC,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
-from sft_eval.models import SMOLLM2_135M, parameter_count, save_random_checkpoint
+from sft_eval.models import SMOLLM2_135M, save_random_checkpoint
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe, with_limits
 from sft_eval.training import train_sft
@@ -50,7 +50,7 @@ def main() -> int:
         smoke_s, smoke_run = _train(smoke, str(folder / "smoke"))
         full_s, full_run = _train(full, str(folder / "full"))
         result = {
-            "parameters": parameter_count(full.load_base_model()),
+            "parameters": full.load_base_model().num_parameters(),
             "rows": len(full.rows),
             "optimizer_steps": full_run.global_step,
             "full_recipe_s": round(full_s, 1),

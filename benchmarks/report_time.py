@@ -15,7 +15,7 @@ from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
-from sft_eval.report import build_context, write_report
+from sft_eval.report import write_report
 
 BUDGET_S = 2.0
 
@@ -23,9 +23,9 @@ BUDGET_S = 2.0
 def main() -> int:
     configure_libraries()
     with tempfile.TemporaryDirectory() as out:
-        write_report(build_context(Pipeline(load_recipe(DEFAULT_RECIPE), FixtureCache())), out)  # warm the cache
+        write_report(Pipeline(load_recipe(DEFAULT_RECIPE), FixtureCache()).report_context(), out)  # warm the cache
         start = time.perf_counter()
-        context = build_context(Pipeline(load_recipe(DEFAULT_RECIPE), FixtureCache()))
+        context = Pipeline(load_recipe(DEFAULT_RECIPE), FixtureCache()).report_context()
         middle = time.perf_counter()
         write_report(context, out)
         end = time.perf_counter()

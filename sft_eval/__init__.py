@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.4.0"  # part of every cache key: bump when a cached artifact changes shape
+__version__ = "0.5.0"  # part of every cache key: bump when a cached artifact changes shape
 
 _EXPORTS = {
     "Recipe": "sft_eval.recipe",
     "SftEvalError": "sft_eval.errors",
-    "ask": "sft_eval.generation",
+    "ask": "sft_eval.generation.local",
     "dataset_table": "sft_eval.data",
-    "generate_response": "sft_eval.generation",
+    "generate_response": "sft_eval.generation.local",
     "load_model_and_tokenizer": "sft_eval.models",
     "load_recipe": "sft_eval.recipe",
 }

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sft_eval.generation import generate, one_at_a_time, raw_greedy
+from sft_eval.chat import conversation, render_prompt
+from sft_eval.generation.local import generate, left_padded, stop_token_ids
+from sft_eval.records import Answer
 
 BENCH_PROMPTS = 32
 
@@ -21,6 +24,42 @@ BENCH_PROMPTS = 32
 def bench_prompts(questions: list[str], n: int = BENCH_PROMPTS) -> list[str]:
     """`n` prompts from the recipe's questions (repeated in order when there are fewer)."""
     return [questions[i % len(questions)] for i in range(n)]
+
+
+def one_at_a_time(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[str], *, max_new_tokens: int = 100
+) -> list[Answer]:
+    """The lesson's loop: one `model.generate` call per question (the speed baseline)."""
+    return [generate(model, tokenizer, [q], max_new_tokens=max_new_tokens, batch_size=1)[0] for q in questions]
+
+
+@torch.inference_mode()
+def raw_greedy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[str], *, max_new_tokens: int = 100
+) -> list[list[int]]:
+    """Greedy decoding written with plain torch and the model's KV cache, one left-padded batch: the floor of
+    what generation can cost, with none of `generate`'s machinery. Returns each row's new token ids."""
+    stops = torch.tensor(stop_token_ids(model, tokenizer), device=model.device)
+    prompts = [render_prompt(tokenizer, conversation(q)) for q in questions]
+    batch = left_padded(prompts, tokenizer, int(stops[0]), model.device)
+    mask = batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    output = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True)
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=model.device)
+    rows: list[list[int]] = [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        token = output.logits[:, -1].argmax(-1)
+        for i in (~finished).nonzero().flatten().tolist():
+            rows[i].append(int(token[i]))
+        finished |= torch.isin(token, stops)
+        if bool(finished.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+        positions = positions[:, -1:] + 1
+        output = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=output.cache, use_cache=True
+        )
+    return rows
 
 
 @dataclass(frozen=True)

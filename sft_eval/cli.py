@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_recipe("bench", "generation speed: the lesson's loop vs the batched engine vs a raw KV-cache loop")
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
+    report.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="render the HTML again from a report's sft_report.json, with no model, cache or recipe (default: off)",
+    )
     return parser
 
 
@@ -111,9 +116,8 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 def _audit(args: argparse.Namespace) -> int:
     from sft_eval.audit import has_errors
-    from sft_eval.pipeline import audit_findings
 
-    findings = audit_findings(_pipeline(args), template=args.template, tokenizer_dir=args.tokenizer)
+    findings = _pipeline(args).audit(template=args.template, tokenizer_dir=args.tokenizer)
     if args.json:
         print(dumps({"findings": [f.to_dict() for f in findings]}))
     else:
@@ -170,7 +174,7 @@ def _recipe_plan(args: argparse.Namespace) -> Any:
     from sft_eval.console import configure_libraries
     from sft_eval.data import load_sft_rows
     from sft_eval.recipe import load_recipe, with_limits
-    from sft_eval.training import recipe_plan
+    from sft_eval.trainer_config import recipe_plan
 
     configure_libraries()
     recipe = with_limits(load_recipe(args.recipe), max_train_rows=args.max_train_rows)
@@ -186,7 +190,7 @@ def _recipe_plan(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sft_eval.training import loss_drop, loss_problems, unjudged_loss
+    from sft_eval.records import loss_drop, loss_problems, unjudged_loss
 
     pipeline = _pipeline(args)
     run = pipeline.training_run
@@ -245,10 +249,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from sft_eval.cache import writable_folder
-    from sft_eval.report import build_context, write_report
+    from sft_eval.report import render_json, write_report
 
     writable_folder(args.out, key="--out")
-    path = write_report(build_context(_pipeline(args)), args.out).resolve()
+    if args.from_json:
+        path = render_json(args.from_json, args.out).resolve()
+    else:
+        path = write_report(_pipeline(args).report_context(), args.out).resolve()
     print(dumps({"report": str(path)}) if args.json else f"report: {path}")
     return EXIT_OK
 

@@ -7,6 +7,7 @@ drops or mangles rows is the kind of failure sft-eval exists to catch.
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,11 +179,15 @@ def user_turns(row: dict[str, Any]) -> list[str]:
     return [prompt] if isinstance(prompt, str) else [m.get("content", "") for m in prompt if m.get("role") == "user"]
 
 
+def normalise(text: str) -> str:
+    """Lower case, punctuation dropped, whitespace collapsed: `"Paris."` matches `"paris"` (answers against their
+    expected text, questions against training turns)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def leaked_questions(rows: list[dict[str, Any]], questions: list[Question]) -> list[str]:
     """Evaluation questions that are also a user turn of a training row (after normalising): they measure
     memory, not the fine-tune."""
-    from sft_eval.sanity import normalise
-
     trained = {normalise(turn) for row in rows for turn in user_turns(row)}
     return [q.question for q in questions if normalise(q.question) in trained]
 

@@ -2,7 +2,8 @@
 
     torchrun --nproc_per_node 2 -m sft_eval.distributed --out DIR [--recipe R] [--rows N] [--set key=value ...]
 
-Every rank trains with the same recipe (its `[sft]` overridden by `--set`) and writes its own record,
+Every rank trains the same variant run as `Pipeline.train_variant` (the recipe's `[sft]` overridden by `--set`,
+a loss logged every step, no warmup) and writes its own record,
 `DIR/rank-<r>.json` (a TrainingRun with that rank's StepRecorder steps), so a check can hold the plan against
 what each process really did. This is how a user who outgrows one process runs; sft-eval's math must hold here.
 """
@@ -20,30 +21,27 @@ import torch
 
 from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
-from sft_eval.options import add_options
+from sft_eval.options import add_options, positive_int
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import load_recipe
-from sft_eval.training import train_sft
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sft_eval.distributed")
     parser.add_argument("--out", required=True, metavar="DIR")
-    add_options(parser.add_argument, ("recipe", "sft-cache"))
-    parser.add_argument("--rows", type=int, default=None, metavar="N", help="the first N training rows")
+    add_options(parser.add_argument, ("recipe", "sft-cache", "device"))
+    parser.add_argument("--rows", type=positive_int, default=None, metavar="N", help="the first N training rows")
     parser.add_argument("--no-dropout", action="store_true", help="train with dropout off (exact comparisons)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an [sft] key (TOML)")
     args = parser.parse_args(argv)
     configure_libraries()
-    pipeline = Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache))
+    pipeline = Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), args.device)
     overrides = {k: v for item in args.set for k, v in tomllib.loads(item).items()}
-    recipe = pipeline.recipe.with_sft(**overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
-    rows = pipeline.rows[: args.rows] if args.rows else pipeline.rows
-    model = pipeline.load_base_model(dropout=not args.no_dropout)
-    run = train_sft(recipe, model, pipeline.tokenizer, rows, str(out / f"trainer-{rank}"))
+    rows = args.rows or len(pipeline.rows)
+    run, _ = pipeline.train_variant(rows, out / f"trainer-{rank}", dropout=not args.no_dropout, **overrides)
     (out / f"rank-{rank}.json").write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
     if torch.distributed.is_initialized():
         torch.distributed.barrier()

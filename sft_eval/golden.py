@@ -63,13 +63,9 @@ def describe_environment(env: dict[str, str]) -> str:
     )
 
 
-def golden_record(questions: list[str], answers: list[Any]) -> dict[str, Any]:
-    """What is pinned: each question's greedy answer text and its token ids."""
-    return {
-        "answers": [
-            {"question": q, "text": a.text, "token_ids": a.token_ids} for q, a in zip(questions, answers, strict=True)
-        ]
-    }
+def golden_record(answers: list[Any]) -> dict[str, Any]:
+    """What is pinned: each answer's question, its greedy text and its token ids."""
+    return {"answers": [{"question": a.question, "text": a.text, "token_ids": a.token_ids} for a in answers]}
 
 
 def _lines(record: dict[str, Any]) -> list[str]:

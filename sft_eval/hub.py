@@ -7,7 +7,6 @@ says in one line what is missing and which recipe key to point at a local copy.
 from __future__ import annotations
 
 import functools
-import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,10 +16,13 @@ from sft_eval.errors import SftEvalError
 
 @functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connection attempt to the hub endpoint; offline mode counts as unreachable."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    """One TCP connection attempt to the hub endpoint; offline mode (`HF_HUB_OFFLINE`) counts as unreachable.
+    huggingface_hub says which endpoint and whether offline; only the quick connection test is ours."""
+    from huggingface_hub import constants, is_offline_mode
+
+    if is_offline_mode():
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError:

@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 from transformers.trainer_callback import PrinterCallback
 
@@ -92,7 +93,7 @@ def save_random_checkpoint(
 ) -> Path:
     """A random-weight Llama checkpoint of the given shape, with `tokenizer` saved beside it (None: weights only):
     a hub model's architecture on disk, built offline, for trying a recipe before the real weights are at hand."""
-    torch.manual_seed(seed)
+    set_seed(seed)
     ids = {} if tokenizer is None else {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     model = LlamaForCausalLM(LlamaConfig(**{"bos_token_id": None, **ids, **config}))
     model.save_pretrained(folder)
@@ -105,7 +106,7 @@ def pretrain_base(
     tokenizer: PreTrainedTokenizerBase, documents: list[str], seed: int, device: str | torch.device = "cpu"
 ) -> PreTrainedModel:
     """Build the tiny model and pretrain it as a causal LM on plain prose (transformers' Trainer) on `device`."""
-    torch.manual_seed(seed)
+    set_seed(seed)
     model = LlamaForCausalLM(tiny_config(tokenizer))
     ids: list[int] = []
     for doc in documents:
@@ -137,22 +138,6 @@ def pretrain_base(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()
-
-
-def disable_dropout(model: torch.nn.Module) -> PreTrainedModel:
-    """Dropout off everywhere (modules, and the attention dropout rates models keep as plain floats), so two runs
-    that batch the same rows differently can be compared exactly: with dropout on they draw different masks."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        for name in ("attention_dropout", "dropout", "attn_dropout"):
-            if isinstance(getattr(module, name, None), float):
-                setattr(module, name, 0.0)
-    return model
-
-
-def parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
@@ -212,4 +197,4 @@ def load_model_and_tokenizer(name_or_path: str, device: str = "auto") -> LoadedM
 
 
 def describe(model: PreTrainedModel) -> dict[str, Any]:
-    return {"architecture": type(model).__name__, "parameters": parameter_count(model)}
+    return {"architecture": type(model).__name__, "parameters": model.num_parameters()}

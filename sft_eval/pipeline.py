@@ -1,62 +1,42 @@
-"""The flow for one recipe: build -> train -> generate -> score, each stage once, from the cache when it can.
+"""The orchestrator for one recipe: build -> audit -> train -> generate -> score -> report, each stage once, from
+the cache when it can.
 
-The pytest plugin's fixtures and every CLI subcommand go through a `Pipeline`, so a suite, the shell and the
-report always see the same tokenizer, the same models and the same answers.
+A `Pipeline` only caches and orchestrates: it reads the recipe's inputs, keys and fills the fixture cache, and
+hands each stage plain data (a tokenizer, rows, a model folder, answers); no stage receives the pipeline. The
+pytest plugin's fixtures and every CLI subcommand go through one, so a suite, the shell and the report always see
+the same tokenizer, the same models and the same answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from trl.trainer.utils import disable_dropout_in_model
 
 from sft_eval.audit import Finding
-from sft_eval.audit.checkpoint import audit_checkpoint
-from sft_eval.audit.checks import run_checks, tokenizer_for_template
-from sft_eval.audit.labels import audit_labels
-from sft_eval.audit.template import renders
+from sft_eval.audit.run import audit_recipe, audit_template_file, audit_tokenizer_folder
 from sft_eval.cache import FixtureCache, cache_key, source_digest
 from sft_eval.chat import end_of_turn, load_template, shipped_templates, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import SftEvalError
-from sft_eval.generation import Answer, generate, generate_served
-from sft_eval.models import disable_dropout, generation_eos_ids, load_model, pretrain_base, resolve_device
+from sft_eval.generation import GenerationSettings, Target, backend_for, check_backend
+from sft_eval.models import load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
-from sft_eval.sanity import PairedDifference, Score, Summary, compare, score, summarise
+from sft_eval.records import Answer, TrainingRun
+from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
-from sft_eval.training import TrainingRun, train_sft
+from sft_eval.training import train_sft
 
 TINY = "tiny"
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
 TRAINING_RUN_FILE = "training_run.json"
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Base and tuned answers to the recipe's questions, with their scores."""
-
-    questions: list[Question]
-    base: list[Answer]
-    tuned: list[Answer]
-    base_scores: list[Score]
-    tuned_scores: list[Score]
-
-    @property
-    def base_summary(self) -> Summary:
-        return summarise(self.base_scores)
-
-    @property
-    def tuned_summary(self) -> Summary:
-        return summarise(self.tuned_scores)
-
-    def comparison(self) -> list[PairedDifference]:
-        """Tuned minus base per metric, with a paired bootstrap interval over the questions."""
-        return compare(self.base_scores, self.tuned_scores)
 
 
 class Pipeline:
@@ -64,8 +44,7 @@ class Pipeline:
         self.recipe = recipe
         self.cache = cache or FixtureCache()
         self.device = resolve_device(device)
-        self.speed: dict[str, float] = {}  # tokens/s by method, filled when generation benchmarks run
-        torch.manual_seed(recipe.seed)
+        check_backend(recipe.eval.backend, str(recipe.path or recipe.name))
 
     # -- build ------------------------------------------------------------------------------------------
     @functools.cached_property
@@ -74,8 +53,9 @@ class Pipeline:
         return load_sft_rows(self.recipe)
 
     @functools.cached_property
-    def _tokenizer_entry(self) -> tuple[Path | None, str]:
-        """(cache folder or None, key) of the tokenizer; the tiny tokenizer is trained and cached."""
+    def tokenizer_entry(self) -> tuple[Path | None, str]:
+        """(cache folder or None, cache key) of the tokenizer; the tiny tokenizer is trained and cached, a recipe's
+        own is read where it is (None). The key names it in any entry built from it."""
         source = self.recipe.model.tokenizer or self.recipe.model.base
         if source != TINY:
             path = self.recipe.resolve(source)
@@ -97,7 +77,7 @@ class Pipeline:
 
     @functools.cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        folder, _ = self._tokenizer_entry
+        folder, _ = self.tokenizer_entry
         if folder is not None:
             return AutoTokenizer.from_pretrained(str(folder))
         source = self.recipe.resolve(self.recipe.model.tokenizer or self.recipe.model.base)
@@ -113,12 +93,12 @@ class Pipeline:
         return tokenizer
 
     @functools.cached_property
-    def _base_entry(self) -> tuple[Path, str]:
-        """(folder, key) of the base model: the tiny one is pretrained and cached, any other is loaded as is."""
+    def base_entry(self) -> tuple[Path, str]:
+        """(folder, cache key) of the base model: the tiny one is pretrained and cached, any other is read as is."""
         if self.recipe.model.base != TINY:
             path = self.recipe.resolve(self.recipe.model.base)
             return Path(path), cache_key("base", {"source": path, "digest": source_digest(path)})
-        _, tokenizer_key = self._tokenizer_entry
+        _, tokenizer_key = self.tokenizer_entry
         key = cache_key("base", {"tokenizer": tokenizer_key, "seed": self.recipe.seed, "device": self.device.type})
 
         def build(folder: Path) -> None:
@@ -129,14 +109,67 @@ class Pipeline:
     @property
     def base_model_dir(self) -> Path:
         """The base model's folder: the cached tiny model, or the recipe's checkpoint."""
-        return self._base_entry[0]
+        return self.base_entry[0]
 
     def load_base_model(self, *, dropout: bool = True) -> PreTrainedModel:
         """A fresh copy of the base model (training changes the one it is given); `dropout=False` for runs that
-        must be compared exactly (see `disable_dropout`)."""
-        folder, _ = self._base_entry
+        must be compared exactly: with dropout on, two runs that batch the same rows differently draw different
+        masks."""
+        folder, _ = self.base_entry
         model = load_model(folder, str(self.device), key="model.base")
-        return model if dropout else disable_dropout(model)
+        if not dropout:
+            disable_dropout_in_model(model)  # TRL's: every nn.Dropout
+            for module in model.modules():  # and the attention dropout rates attention layers keep as floats
+                if isinstance(getattr(module, "attention_dropout", None), float):
+                    module.attention_dropout = 0.0
+        return model
+
+    def cached(self, stage: str, inputs: Mapping[str, Any], build: Callable[[Path], None]) -> Path:
+        """A folder built once by `build(folder)` and kept in the fixture cache, keyed by `inputs` with this
+        recipe's base model and tokenizer (and the library versions, as every entry is)."""
+        key = cache_key(stage, {**inputs, "base": self.base_entry[1], "tokenizer": self.tokenizer_entry[1]})
+        return self.cache.get_or_build(stage, key, build)
+
+    def variant_recipe(self, **sft: Any) -> Recipe:
+        """The recipe as a short variant run trains it: a loss logged every step, no warmup, `sft` on top."""
+        return self.recipe.with_sft(**{"logging_steps": 1, "warmup_steps": 0, **sft})
+
+    def train_variant(
+        self, rows: int, output_dir: str | Path, *, dropout: bool = False, **sft: Any
+    ) -> tuple[TrainingRun, PreTrainedModel]:
+        """Train the base model (dropout off unless asked) on the recipe's first `rows` rows with
+        `variant_recipe(**sft)`, uncached: (what the trainer did, the trained model)."""
+        if rows > len(self.rows):
+            raise SftEvalError(f"a variant run needs {rows} training rows and the recipe has {len(self.rows)}")
+        model = self.load_base_model(dropout=dropout)
+        run = train_sft(self.variant_recipe(**sft), model, self.tokenizer, self.rows[:rows], str(output_dir))
+        return run, model
+
+    def variant_run(
+        self,
+        rows: int,
+        *,
+        stage: str = "short-run",
+        key: Mapping[str, Any] | None = None,
+        keep: Callable[[Path, PreTrainedModel], None] | None = None,
+        patch: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        **sft: Any,
+    ) -> tuple[TrainingRun, Path]:
+        """`train_variant`, cached on disk: (the run's record, its cache folder). `keep(folder, model)` saves more
+        of the trained model (parameters, say); `patch()` is a context the training runs in (a deliberately
+        broken trainer), named in `key` with anything else the run depends on."""
+        settings = dict(self.variant_recipe(**sft).sft)
+
+        def build(folder: Path) -> None:
+            with patch() if patch else contextlib.nullcontext():
+                run, model = self.train_variant(rows, folder / "trainer", **sft)
+            shutil.rmtree(folder / "trainer", ignore_errors=True)
+            (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict()), encoding="utf-8")
+            if keep is not None:
+                keep(folder, model)
+
+        folder = self.cached(stage, {"rows": rows, "sft": settings, "dropout": False, **(key or {})}, build)
+        return TrainingRun.from_dict(json.loads((folder / TRAINING_RUN_FILE).read_text(encoding="utf-8"))), folder
 
     @functools.cached_property
     def base_model(self) -> PreTrainedModel:
@@ -145,8 +178,8 @@ class Pipeline:
     # -- train ------------------------------------------------------------------------------------------
     @functools.cached_property
     def _tuned_entry(self) -> Path:
-        _, tokenizer_key = self._tokenizer_entry
-        _, base_key = self._base_entry
+        _, tokenizer_key = self.tokenizer_entry
+        _, base_key = self.base_entry
         # Contents, not spellings: the same data named by another path is the same entry, and editing a
         # threshold or a question never retrains.
         inputs = {
@@ -189,42 +222,50 @@ class Pipeline:
         return load_questions(self.recipe)
 
     def answers(self, which: str) -> list[Answer]:
-        """The `"base"` or `"tuned"` model's answers from the recipe's backend: this process, or the server
-        when `eval.backend = "openai"` serves that model."""
-        settings = self.recipe.eval
-        questions = [q.question for q in self.questions]
-        common: dict[str, Any] = {
-            "system_message": settings.system_message or None,
-            "max_new_tokens": settings.max_new_tokens,
-            "enable_thinking": settings.enable_thinking,
-        }
-        served = settings.backend == "openai" and (which == "tuned" or settings.base_model is not None)
-        if served:
-            name = settings.model if which == "tuned" else settings.base_model
-            url = str(settings.base_url)  # the recipe guarantees one with the openai backend
-            return generate_served(url, name, questions, concurrency=settings.batch_size, **common)
-        model = self.tuned_model if which == "tuned" else self.base_model
-        return generate(model, self.tokenizer, questions, batch_size=settings.batch_size, **common)
-
-    def _score(self, question: Question, answer: Answer) -> Score:
-        specials = [t for t in self.tokenizer.all_special_tokens if t]
-        return score(question, answer, specials, enable_thinking=self.recipe.eval.enable_thinking)
+        """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend."""
+        target = Target(which, lambda: (self.tuned_model if which == "tuned" else self.base_model, self.tokenizer))
+        backend = backend_for(target, self.recipe.eval)
+        return backend.answer([q.question for q in self.questions], GenerationSettings.from_eval(self.recipe.eval))
 
     @functools.cached_property
     def evaluation(self) -> Evaluation:
-        base, tuned = self.answers("base"), self.answers("tuned")
-        return Evaluation(
-            questions=self.questions,
-            base=base,
-            tuned=tuned,
-            base_scores=[self._score(q, a) for q, a in zip(self.questions, base, strict=True)],
-            tuned_scores=[self._score(q, a) for q, a in zip(self.questions, tuned, strict=True)],
+        return evaluate(
+            self.questions,
+            self.answers("base"),
+            self.answers("tuned"),
+            specials=[t for t in self.tokenizer.all_special_tokens if t],
+            enable_thinking=self.recipe.eval.enable_thinking,
         )
 
     @functools.cached_property
     def findings(self) -> list[Finding]:
-        """The audit of the recipe (template, tokenizer, the trainer's labels), once per pipeline."""
-        return audit_findings(self)
+        """The audit of the recipe (template, tokenizer, checkpoint files, the trainer's labels), once."""
+        return audit_recipe(self.recipe, self.tokenizer, self.rows, self.base_model_dir, self.load_base_model)
+
+    def audit(self, *, template: str | None = None, tokenizer_dir: str | None = None) -> list[Finding]:
+        """The recipe's audit; or a template file audited with the recipe's tokenizer adapted to it; or a
+        tokenizer folder, with its own template or `template`."""
+        if tokenizer_dir:
+            return audit_tokenizer_folder(self.recipe, tokenizer_dir, template)
+        if template:
+            return audit_template_file(self.recipe, self.tokenizer, template)
+        return self.findings
+
+    def report_context(self, outcomes: dict[str, Any] | None = None, speed: dict[str, float] | None = None) -> dict:
+        """The report's data for this recipe: the stages' plain records, gathered here and handed over."""
+        from sft_eval.data import dataset_table
+        from sft_eval.report import build_context
+
+        return build_context(
+            recipe=self.recipe,
+            run=self.training_run,
+            evaluation=self.evaluation,
+            findings=self.findings,
+            data_preview=[list(r) for r in dataset_table(self.rows, n=3).rows],
+            provenance=self.describe(),
+            outcomes=outcomes,
+            speed=speed,
+        )
 
     def describe(self) -> dict[str, Any]:
         """Where things came from, for the report and `--json` output."""
@@ -234,45 +275,6 @@ class Pipeline:
             "device": str(self.device),
             "tuned_entry": str(self._tuned_entry),
         }
-
-
-def audit_findings(
-    pipeline: Pipeline, *, template: str | None = None, tokenizer_dir: str | None = None
-) -> list[Finding]:
-    """The audit of a recipe: its own tokenizer, template and rows, and the labels its trainer builds from them;
-    or a template file / tokenizer folder instead (template and tokenizer checks only).
-
-    A template file is audited with the recipe's tokenizer adapted to it (its special strings registered), so
-    a template needs no tokenizer of its own; a tokenizer folder is audited with its own template.
-    """
-    recipe = pipeline.recipe
-    if tokenizer_dir:
-        tokenizer = load_tokenizer(tokenizer_dir, key="--tokenizer")
-        generation_eos = generation_eos_ids(tokenizer_dir)
-        rows = None
-    else:
-        tokenizer, rows = pipeline.tokenizer, pipeline.rows
-        generation_eos = generation_eos_ids(str(pipeline.base_model_dir))
-    if template:
-        source = load_template(template, where="--template")
-        tokenizer = (
-            tokenizer_for_template(tokenizer, source) if not tokenizer_dir else _with_chat_template(tokenizer, source)
-        )
-        rows = None  # a tokenizer folder keeps its generation_config's stop ids; the recipe's model is not involved
-        generation_eos = generation_eos if tokenizer_dir else None
-    findings = run_checks(
-        tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos, rows=rows
-    )
-    if tokenizer_dir or not template:  # a template audited alone has a tokenizer adapted to it, not a model's
-        findings += audit_checkpoint(tokenizer, tokenizer_dir or pipeline.base_model_dir)
-    if rows is not None and renders(findings):
-        findings += audit_labels(recipe, pipeline.load_base_model(), tokenizer, rows)
-    return findings
-
-
-def _with_chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:
-    tokenizer.chat_template = template
-    return tokenizer
 
 
 @functools.cache

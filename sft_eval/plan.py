@@ -10,6 +10,7 @@ accumulate fewer micro-batches than asked: with 100 rows at 1 x 8, step 13 sees 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -98,3 +99,18 @@ def plan_mismatches(plan: BatchPlan, steps: list[dict[str, Any]], max_steps: int
         if consumed != plan.rows * int(epochs):
             problems.append(f"{consumed} sequences consumed in {int(epochs)} epoch(s) of {plan.rows} rows")
     return problems
+
+
+def plan_from_config(config: Mapping[str, Any], rows: int, world_size: int = 1) -> BatchPlan:
+    """The batch plan an SFTConfig (as a dict: `SFTConfig.to_dict()`, or a run's record of it) gives `rows`
+    prepared rows on `world_size` processes."""
+    max_steps = config.get("max_steps", -1)
+    return plan_batches(
+        rows,
+        config["per_device_train_batch_size"],
+        config["gradient_accumulation_steps"],
+        world_size,
+        epochs=None if max_steps > 0 else config["num_train_epochs"],
+        max_steps=max_steps if max_steps > 0 else None,
+        drop_last=config.get("dataloader_drop_last", False),
+    )

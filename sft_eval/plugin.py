@@ -121,6 +121,14 @@ def sft_evaluation(sft_pipeline: Any) -> Any:
     return sft_pipeline.evaluation
 
 
+@pytest.fixture(scope="session")
+def sft_record_speed(request: pytest.FixtureRequest) -> Any:
+    """`sft_record_speed(method, tokens_per_s)`: a generation-speed figure for the report's speed panel (the
+    generation benchmarks record theirs; the report shows what was recorded)."""
+    writer = request.config.pluginmanager.get_plugin("sft-eval-report")
+    return writer.speed.__setitem__
+
+
 class ReportWriter:
     """Counts the run's outcomes through pytest's hooks and writes the report when the session ends.
 
@@ -132,7 +140,8 @@ class ReportWriter:
         self.config = config
         self.outcomes: dict[str, Any] = {"passed": 0, "failed": 0, "skipped": 0, "failures": []}
         self.path: Path | None = None
-        self.workers: dict[str, Any] = {"evaluated": False, "speed": {}}
+        self.speed: dict[str, float] = {}  # tokens/s by method, from sft_record_speed (and xdist workers)
+        self.evaluated_elsewhere = False  # an xdist worker evaluated
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
@@ -150,25 +159,23 @@ class ReportWriter:
         """An xdist worker finished: keep what it reported of its pipeline."""
         reported = getattr(node, "workeroutput", {}).get("sft_eval")
         if reported:
-            self.workers["evaluated"] |= reported["evaluated"]
-            self.workers["speed"].update(reported["speed"])
+            self.evaluated_elsewhere |= reported["evaluated"]
+            self.speed.update(reported["speed"])
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the report when this session evaluated models (a run that evaluated nothing leaves none)."""
         pipeline = self.config.stash.get(_PIPELINE, None)
         evaluated = pipeline is not None and "evaluation" in vars(pipeline)
         if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes the report
-            if pipeline is not None:
-                self.config.workeroutput["sft_eval"] = {"evaluated": evaluated, "speed": dict(pipeline.speed)}
+            self.config.workeroutput["sft_eval"] = {"evaluated": evaluated, "speed": dict(self.speed)}
             return
-        if not (evaluated or self.workers["evaluated"]):
+        if not (evaluated or self.evaluated_elsewhere):
             return
         if pipeline is None:  # the xdist controller: the same stages, from the cache the workers filled
             pipeline = _make_pipeline(self.config)
-        pipeline.speed.update(self.workers["speed"])
-        from sft_eval.report import build_context, write_report
+        from sft_eval.report import write_report
 
-        context = build_context(pipeline, self.outcomes)
+        context = pipeline.report_context(self.outcomes, self.speed)
         self.path = write_report(context, option(self.config, "report-dir")).resolve()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

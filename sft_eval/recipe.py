@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_args, get_origin, get_type_hints
 
+from sft_eval.backends import backend_names
 from sft_eval.errors import SftEvalError
 
 # fixtures/ of the checkout, or sft_eval/fixtures inside an installed wheel (pyproject maps one to the other).
@@ -57,7 +59,8 @@ class EvalSection:
     limit: int | None = None  # the first N questions (inline ones first)
     # "transformers": generate in this process; "openai": ask an OpenAI-compatible server (vLLM, SGLang, TGI,
     # `transformers serve`) at base_url for the tuned model's answers, and for the base model's when
-    # base_model names it there.
+    # base_model names it there; any other name: a backend registered with sft_eval.generation.register_backend
+    # (or the sft_eval.backends entry-point group) before the recipe is loaded.
     backend: str = "transformers"
     base_url: str | None = None
     model: str | None = None  # the tuned model's name on the server; default: the server's only model
@@ -97,7 +100,10 @@ class Recipe:
         return dataclasses.replace(self, sft=MappingProxyType({**self.sft, **overrides}))
 
     def fingerprint(self) -> dict[str, Any]:
-        """The whole recipe as plain JSON data (the report shows it)."""
+        """The whole recipe as plain JSON data (the report shows it, and reads it back from its JSON unchanged)."""
+        return json.loads(json.dumps(self._as_dict()))
+
+    def _as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "seed": self.seed,
@@ -127,7 +133,6 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".jsonl", ".json", ".jinja", ".toml"))
 
 
-BACKENDS = ("transformers", "openai")
 _SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}
 
 
@@ -293,15 +298,16 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise SftEvalError(f"{where}: `eval.max_new_tokens` must be at least 1")
     if recipe.eval.batch_size < 1:
         raise SftEvalError(f"{where}: `eval.batch_size` must be at least 1")
-    if recipe.eval.backend not in BACKENDS:
-        raise SftEvalError(f"{where}: `eval.backend` must be one of {', '.join(BACKENDS)}, not {recipe.eval.backend!r}")
+    if recipe.eval.backend not in backend_names():
+        names = ", ".join(backend_names())
+        raise SftEvalError(f"{where}: `eval.backend` must be one of {names}, not {recipe.eval.backend!r}")
     if recipe.eval.backend == "openai" and not (recipe.eval.base_url or "").startswith(("http://", "https://")):
         raise SftEvalError(
             f'{where}: `eval.backend = "openai"` needs `eval.base_url`, the server\'s http(s) URL '
             '(for example "http://127.0.0.1:8000/v1")'
         )
     for key in ("base_url", "model", "base_model"):
-        if recipe.eval.backend != "openai" and getattr(recipe.eval, key) is not None:
+        if recipe.eval.backend == "transformers" and getattr(recipe.eval, key) is not None:
             raise SftEvalError(f'{where}: `eval.{key}` is for a served model; set `eval.backend = "openai"` too')
     if not recipe.eval.questions and not recipe.eval.questions_file:
         raise SftEvalError(f"{where}: [eval] needs `questions` or `questions_file`")

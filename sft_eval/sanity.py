@@ -7,17 +7,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sft_eval.data import Question
-from sft_eval.generation import Answer
+from sft_eval.data import Question, normalise
+from sft_eval.records import Answer
 
 # Template scaffolding that must never reach the text a user reads.
 _ROLE_HEADER = re.compile(r"(?im)^\s*(system|user|assistant|human|model)\s*:|<\|?(im_start|im_end|eot_id|end)\|?>")
 _THINK = re.compile(r"</?think>")
-
-
-def normalise(text: str) -> str:
-    """Lower case, punctuation dropped, whitespace collapsed: `"Paris."` matches `"paris"`."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def repetition(text: str, n: int = 3) -> float:
@@ -180,3 +175,111 @@ def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:
         ("leaks", [float(bool(s.leaks)) for s in base], [float(bool(s.leaks)) for s in tuned]),
     ]
     return [paired_bootstrap(name, b, t) for name, b, t in rows if b]
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    """One evaluation question and everything known about it: the question (with its expected answer), the base
+    and tuned answers and their scores. Generation, scoring, the suites and the report pass these, never lists
+    matched by position."""
+
+    question: Question
+    base: Answer
+    tuned: Answer
+    base_score: Score
+    tuned_score: Score
+
+    def answer(self, which: str) -> Answer:
+        return self.base if which == "base" else self.tuned
+
+    def score(self, which: str) -> Score:
+        return self.base_score if which == "base" else self.tuned_score
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuestionRecord:
+        return cls(
+            question=Question(**data["question"]),
+            base=Answer.from_dict(data["base"]),
+            tuned=Answer.from_dict(data["tuned"]),
+            base_score=Score(**data["base_score"]),
+            tuned_score=Score(**data["tuned_score"]),
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation of a recipe: one record per question, in the recipe's order."""
+
+    records: list[QuestionRecord]
+
+    # Views over the records, for callers that want one column (users' tests read `sft_evaluation.tuned`).
+    @property
+    def questions(self) -> list[Question]:
+        return [r.question for r in self.records]
+
+    @property
+    def base(self) -> list[Answer]:
+        return [r.base for r in self.records]
+
+    @property
+    def tuned(self) -> list[Answer]:
+        return [r.tuned for r in self.records]
+
+    @property
+    def base_scores(self) -> list[Score]:
+        return [r.base_score for r in self.records]
+
+    @property
+    def tuned_scores(self) -> list[Score]:
+        return [r.tuned_score for r in self.records]
+
+    @property
+    def base_summary(self) -> Summary:
+        return summarise(self.base_scores)
+
+    @property
+    def tuned_summary(self) -> Summary:
+        return summarise(self.tuned_scores)
+
+    def comparison(self) -> list[PairedDifference]:
+        """Tuned minus base per metric, with a paired bootstrap interval over the questions."""
+        return compare(self.base_scores, self.tuned_scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"records": [r.to_dict() for r in self.records]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        return cls([QuestionRecord.from_dict(r) for r in data["records"]])
+
+
+def evaluate(
+    questions: Sequence[Question],
+    base: Sequence[Answer],
+    tuned: Sequence[Answer],
+    *,
+    specials: Sequence[str] = (),
+    enable_thinking: bool = False,
+) -> Evaluation:
+    """Score each question's base and tuned answer (a backend answers each question once, in order); an answer
+    that is not to its question is a backend's bug, said here rather than scored against the wrong question."""
+    if not len(questions) == len(base) == len(tuned):
+        raise ValueError(f"{len(questions)} questions but {len(base)} base and {len(tuned)} tuned answers")
+    records = []
+    for question, b, t in zip(questions, base, tuned, strict=True):
+        for answer in (b, t):
+            if answer.question != question.question:
+                raise ValueError(f"answer to {answer.question!r} returned for {question.question!r}")
+        records.append(
+            QuestionRecord(
+                question=question,
+                base=b,
+                tuned=t,
+                base_score=score(question, b, specials, enable_thinking),
+                tuned_score=score(question, t, specials, enable_thinking),
+            )
+        )
+    return Evaluation(records)

@@ -1,73 +1,22 @@
-"""Training: the recipe's SFT run with TRL (`SFTTrainer` + `SFTConfig`), and what it logged.
+"""Training: the recipe's SFT run with TRL (`SFTTrainer` + the recipe's `SFTConfig`), and what it logged.
 
-`[sft]` is passed to `trl.SFTConfig` by name; sft-eval only fixes what it must own (the output folder, the
-seed, no checkpoints, no external loggers) and, on a machine without a GPU, turns off bf16 mixed precision
-unless the recipe asks for it (TRL defaults it on). Every such choice is recorded in `TrainingRun.adjustments`.
+The config comes from `sft_eval.trainer_config`; every choice sft-eval made there is recorded in
+`TrainingRun.adjustments`. `StepRecorder` records what each optimizer step saw.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
 from sft_eval.chat import check_rows_render
-from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
-from sft_eval.plan import BatchPlan, plan_batches
 from sft_eval.recipe import Recipe
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """What the trainer did, as plain data: JSON in the cache, tables and curves in the report."""
-
-    log_history: list[dict[str, Any]]
-    global_step: int
-    max_steps: int
-    num_train_epochs: float
-    train_rows: int
-    train_runtime_s: float
-    sft_config: dict[str, Any]
-    adjustments: list[str] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)  # StepRecorder's records, one per optimizer step
-    world_size: int = 1
-
-    def plan(self) -> BatchPlan:
-        """The batch plan for this run's prepared rows and settings, to hold its record against."""
-        return plan_from_config(self.sft_config, self.train_rows, self.world_size)
-
-    def losses(self) -> list[tuple[int, float]]:
-        """(step, training loss) for each logging window, in order."""
-        return [(int(e["step"]), float(e["loss"])) for e in self.log_history if "loss" in e]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingRun:
-        return cls(**data)
-
-
-_ALWAYS_RECORDED = (
-    "seed",
-    "bf16",
-    "learning_rate",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "num_train_epochs",
-    "max_steps",
-    "logging_steps",
-    "dataloader_drop_last",
-)
+from sft_eval.records import TrainingRun
+from sft_eval.trainer_config import ALWAYS_RECORDED, sft_config
 
 
 class StepRecorder(TrainerCallback):
@@ -121,96 +70,6 @@ class StepRecorder(TrainerCallback):
             for key in ("grad_norm", "learning_rate"):
                 if key in logs:
                     self.steps[-1][key] = float(logs[key])
-
-
-def loss_drop(run: TrainingRun) -> float | None:
-    """Fraction by which the last logging window's loss is below the first's (0.5 = halved); None when the run
-    logged fewer than two windows (a smoke run of a step or two), see `unjudged_loss`."""
-    losses = run.losses()
-    if len(losses) < 2:
-        return None
-    first, last = losses[0][1], losses[-1][1]
-    return (first - last) / first
-
-
-def unjudged_loss(run: TrainingRun) -> str | None:
-    """Why the loss trend of `run` cannot be judged, or None when it can."""
-    logged = len(run.losses())
-    if logged >= 2:
-        return None
-    return (
-        f"training logged {logged} loss value(s) in {run.global_step} step(s), too few to see whether the loss "
-        "fell; train longer or set `sft.logging_steps` lower"
-    )
-
-
-def loss_problems(run: TrainingRun, min_loss_drop: float) -> list[str]:
-    """Non-finite losses or grad norms, and a last logging window not `min_loss_drop` below the first."""
-    problems = [f"step {s}: loss {v}" for s, v in run.losses() if not math.isfinite(v)]
-    problems += [
-        f"step {e['step']}: grad norm {e['grad_norm']}"
-        for e in run.log_history
-        if "grad_norm" in e and not math.isfinite(float(e["grad_norm"]))
-    ]
-    drop = loss_drop(run)
-    if not problems and drop is not None and drop < min_loss_drop:
-        first, last = run.losses()[0], run.losses()[-1]
-        problems.append(
-            f"loss {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]}): a {drop:.0%} drop, "
-            f"below {min_loss_drop:.0%}"
-        )
-    return problems
-
-
-def plan_from_config(config: Mapping[str, Any], rows: int, world_size: int = 1) -> BatchPlan:
-    """The batch plan an SFTConfig (as a dict) gives `rows` prepared rows on `world_size` processes."""
-    max_steps = config.get("max_steps", -1)
-    return plan_batches(
-        rows,
-        config["per_device_train_batch_size"],
-        config["gradient_accumulation_steps"],
-        world_size,
-        epochs=None if max_steps > 0 else config["num_train_epochs"],
-        max_steps=max_steps if max_steps > 0 else None,
-        drop_last=config.get("dataloader_drop_last", False),
-    )
-
-
-def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
-    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
-    with tempfile.TemporaryDirectory() as out:
-        config, _ = sft_config(recipe, out)
-    return plan_from_config(config.to_dict(), rows, world_size)
-
-
-def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -> tuple[Any, list[str]]:
-    """The recipe's `[sft]` as a `trl.SFTConfig`, plus the settings sft-eval chose and why. `on_cpu`: train on the
-    CPU (the model is there: `--device cpu`) or not; None: on the CPU when no GPU is available."""
-    from trl import SFTConfig
-
-    values = dict(recipe.sft)
-    adjustments = []
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if on_cpu is None:
-        on_cpu = not torch.cuda.is_available()
-    if on_cpu:
-        values["use_cpu"] = True
-        if "bf16" not in values:
-            values["bf16"] = False
-            adjustments.append("on the CPU: bf16 mixed precision off (TRL's default is on; set sft.bf16 to choose)")
-        if distributed:
-            values.setdefault("ddp_backend", "gloo")  # torchrun on CPU: NCCL needs GPUs
-    if distributed:
-        values.setdefault("ddp_find_unused_parameters", False)  # a decoder uses every parameter
-    values.setdefault("seed", recipe.seed)
-    values.setdefault("data_seed", recipe.seed)
-    values.setdefault("disable_tqdm", not interactive())
-    try:
-        config = SFTConfig(output_dir=output_dir, save_strategy="no", report_to=[], **values)
-    except (ValueError, TypeError) as exc:
-        where = recipe.path or "recipe"
-        raise SftEvalError(f"{where}: [sft] is not a valid trl.SFTConfig: {str(exc).splitlines()[0]}") from None
-    return config, adjustments
 
 
 def rows_without_targets(dataset: Any) -> int:
@@ -269,7 +128,7 @@ def train_sft(
         num_train_epochs=float(config.num_train_epochs),
         train_rows=len(trainer.train_dataset),
         train_runtime_s=float(result.metrics.get("train_runtime", 0.0)),
-        sft_config={k: v for k, v in config.to_dict().items() if k in recipe.sft or k in _ALWAYS_RECORDED},
+        sft_config={k: v for k, v in config.to_dict().items() if k in recipe.sft or k in ALWAYS_RECORDED},
         world_size=config.world_size,
         adjustments=adjustments,
         steps=recorder.steps,

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
-import shutil
 
 import pytest
 
-from sft_eval.cache import cache_key
 from sft_eval.chat import shipped_templates
 from sft_eval.data import load_questions
 from sft_eval.errors import SftEvalError
-from sft_eval.pipeline import audit_findings
 from sft_eval.plugin import session_recipe
-from sft_eval.training import TrainingRun, train_sft
+from sft_eval.records import TrainingRun
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -44,7 +40,7 @@ def audit_of(sft_pipeline):
         if name == "recipe":
             return sft_pipeline.findings
         _require_embedded(sft_pipeline)
-        return audit_findings(sft_pipeline, template=str(shipped_templates()[name]))
+        return sft_pipeline.audit(template=str(shipped_templates()[name]))
 
     return audit
 
@@ -67,41 +63,19 @@ def _require_embedded(pipeline) -> None:
 
 @pytest.fixture(scope="session")
 def cached(sft_pipeline):
-    """`cached(stage, inputs, build)`: a folder built once by `build(folder)` and kept in the fixture cache,
-    keyed by the inputs, the recipe's base model and the library versions (short runs are fixtures too)."""
-
-    def get(stage: str, inputs: dict, build):
-        _, base_key = sft_pipeline._base_entry
-        _, tokenizer_key = sft_pipeline._tokenizer_entry
-        key = cache_key(stage, {**inputs, "base": base_key, "tokenizer": tokenizer_key})
-        return sft_pipeline.cache.get_or_build(stage, key, build)
-
-    return get
+    """`cached(stage, inputs, build)`: a folder built once by `build(folder)` and kept in the fixture cache (the
+    pipeline's own cache, keyed with the recipe's base model and tokenizer): short runs are fixtures too."""
+    return sft_pipeline.cached
 
 
 @pytest.fixture(scope="session")
-def short_run(sft_pipeline, cached):
+def short_run(sft_pipeline):
     """A short SFT run of the recipe with other settings: (rows, sft overrides) -> TrainingRun, cached on disk."""
 
     @functools.cache
     def run(rows: int, **sft) -> TrainingRun:
         if rows > len(sft_pipeline.rows):
             pytest.skip(f"this check trains on {rows} rows and the recipe has {len(sft_pipeline.rows)}")
-        settings = {**sft_pipeline.recipe.sft, "logging_steps": 1, "warmup_steps": 0, **sft}
-
-        def build(folder):
-            recipe = sft_pipeline.recipe.with_sft(**settings)
-            result = train_sft(
-                recipe,
-                sft_pipeline.load_base_model(dropout=False),
-                sft_pipeline.tokenizer,
-                sft_pipeline.rows[:rows],
-                str(folder / "trainer"),
-            )
-            shutil.rmtree(folder / "trainer", ignore_errors=True)
-            (folder / "run.json").write_text(json.dumps(result.to_dict()), encoding="utf-8")
-
-        folder = cached("short-run", {"rows": rows, "sft": settings, "dropout": False}, build)
-        return TrainingRun.from_dict(json.loads((folder / "run.json").read_text(encoding="utf-8")))
+        return sft_pipeline.variant_run(rows, **sft)[0]
 
     return run

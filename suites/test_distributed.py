@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from sft_eval.plan import plan_batches
-from sft_eval.training import TrainingRun
+from sft_eval.records import TrainingRun
 
 pytestmark = pytest.mark.distributed
 ROWS, BATCH, ACCUM, WORLD = 32, 2, 2, 2

@@ -15,7 +15,7 @@ def test_tuned_answers_match_the_golden_outputs(request, sft_pipeline, sft_recip
         pytest.skip("golden outputs hold the in-process engine's token ids; a served backend returns text only")
     verdict = check_golden(
         golden_path(sft_recipe),
-        golden_record([q.question for q in sft_evaluation.questions], sft_evaluation.tuned),
+        golden_record(sft_evaluation.tuned),
         environment(str(sft_pipeline.device)),
         sft_pipeline.cache.root / "golden-local",
         update=option(request.config, "update-golden"),

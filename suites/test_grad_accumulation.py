@@ -10,51 +10,46 @@ the accumulation: transformers before `num_items_in_batch`) differs by 7.4e-3 to
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
-import shutil
 
 import pytest
 import torch
 import trl
-
-from sft_eval.training import train_sft
 
 LOSS_TOLERANCE = 5e-6
 PARAMETER_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def trained(sft_pipeline, cached):
+def trained(sft_pipeline):
     """(batch, accumulation, broken) -> (per-step logged losses, final parameters), cached on disk."""
+
+    @contextlib.contextmanager
+    def broken_trainer():  # no token count across micro-batches: each is its own mean, then / accumulation
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trl.SFTTrainer, "_get_num_items_in_batch", lambda self, *args, **kwargs: None)
+            yield
+
+    def keep_parameters(folder, model):
+        torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), folder / "parameters.pt")
 
     @functools.cache
     def train(batch: int, accum: int, broken: bool = False):
-        settings = {
-            **sft_pipeline.recipe.sft,
-            "per_device_train_batch_size": batch,
-            "gradient_accumulation_steps": accum,
-            "num_train_epochs": 1,
-            "learning_rate": 1e-3,
-            "lr_scheduler_type": "constant",
-            "warmup_steps": 0,
-            "max_grad_norm": 0.0,
-            "logging_steps": 1,
-        }
-
-        def build(folder):
-            recipe = sft_pipeline.recipe.with_sft(**settings)
-            model = sft_pipeline.load_base_model(dropout=False)
-            with pytest.MonkeyPatch.context() as patch:
-                if broken:  # no token count across micro-batches: each is its own mean, then / accumulation
-                    patch.setattr(trl.SFTTrainer, "_get_num_items_in_batch", lambda self, *args, **kwargs: None)
-                run = train_sft(recipe, model, sft_pipeline.tokenizer, sft_pipeline.rows[:32], str(folder / "t"))
-            (folder / "losses.json").write_text(json.dumps([loss for _, loss in run.losses()]), encoding="utf-8")
-            torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), folder / "parameters.pt")
-            shutil.rmtree(folder / "t", ignore_errors=True)
-
-        folder = cached("ga-run", {"sft": settings, "broken": broken, "dropout": False}, build)
-        return json.loads((folder / "losses.json").read_text()), torch.load(folder / "parameters.pt")
+        run, folder = sft_pipeline.variant_run(
+            32,
+            stage="ga-run",
+            key={"broken": broken},
+            keep=keep_parameters,
+            patch=broken_trainer if broken else None,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accum,
+            num_train_epochs=1,
+            learning_rate=1e-3,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+        )
+        return [loss for _, loss in run.losses()], torch.load(folder / "parameters.pt")
 
     return train
 

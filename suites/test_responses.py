@@ -21,8 +21,8 @@ def _record(node, prefix: str, score) -> None:
 def test_answer_is_well_formed(sft_evaluation, sft_recipe, question_index, model, request):
     """Both models, every question: the engine's answer is consistent (new tokens within the budget; `length`
     exactly when the budget ran out). Quality is recorded here, judged for the tuned model only."""
-    answer = getattr(sft_evaluation, model)[question_index]
-    score = getattr(sft_evaluation, f"{model}_scores")[question_index]
+    record = sft_evaluation.records[question_index]
+    answer, score = record.answer(model), record.score(model)
     _record(request.node, model, score)
     budget = sft_recipe.eval.max_new_tokens
     assert 0 < answer.new_tokens <= budget, f"{model} answer has {answer.new_tokens} new tokens, budget {budget}"
@@ -34,7 +34,7 @@ def test_answer_is_well_formed(sft_evaluation, sft_recipe, question_index, model
 
 def test_tuned_answer_is_sane(sft_evaluation, sft_recipe, question_index):
     """Every tuned answer: not empty, not looping past `max_repetition`, no template markers in the text."""
-    s = sft_evaluation.tuned_scores[question_index]
+    s = sft_evaluation.records[question_index].tuned_score
     problems = []
     if s.empty:
         problems.append("it is empty")

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from sft_eval.plan import plan_batches, plan_mismatches
-from sft_eval.training import loss_problems, train_sft, unjudged_loss
+from sft_eval.records import loss_problems, unjudged_loss
 
 
 def test_loss_and_grad_norm_are_finite_and_the_loss_fell(sft_training_run, sft_recipe):
@@ -75,14 +75,7 @@ def test_an_absurd_learning_rate_fails_the_loss_check(short_run, sft_recipe):
 def test_same_recipe_and_seed_give_the_same_loss_trajectory(sft_pipeline, short_run, tmp_path):
     settings = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "num_train_epochs": 1}
     first = short_run(40, **settings)
-    recipe = sft_pipeline.recipe.with_sft(logging_steps=1, warmup_steps=0, **settings)
-    again = train_sft(
-        recipe,
-        sft_pipeline.load_base_model(dropout=False),
-        sft_pipeline.tokenizer,
-        sft_pipeline.rows[:40],
-        str(tmp_path),
-    )
+    again, _ = sft_pipeline.train_variant(40, tmp_path, **settings)  # the same run, not from the cache
     assert [s["loss"] for s in again.steps] == [s["loss"] for s in first.steps]
 
 

@@ -129,13 +129,13 @@ def test_two_xdist_workers_build_the_same_entry_once(tmp_path, break_lock, build
 
 def test_truncated_tokenizer_in_a_real_pipeline_cache_is_rebuilt(tmp_path):
     recipe = load_recipe(DEFAULT_RECIPE)
-    folder, _ = Pipeline(recipe, FixtureCache(tmp_path))._tokenizer_entry
+    folder, _ = Pipeline(recipe, FixtureCache(tmp_path)).tokenizer_entry
     tokenizer_json = folder / "tokenizer.json"
     size = tokenizer_json.stat().st_size
     tokenizer_json.write_bytes(tokenizer_json.read_bytes()[: size // 2])
 
     pipeline = Pipeline(recipe, FixtureCache(tmp_path))
-    rebuilt, _ = pipeline._tokenizer_entry
+    rebuilt, _ = pipeline.tokenizer_entry
     assert rebuilt == folder and tokenizer_json.stat().st_size == size
     assert pipeline.tokenizer.eos_token == "<|im_end|>"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaForCausalLM
 
-from sft_eval.models import parameter_count, perplexity, tiny_config
+from sft_eval.models import perplexity, tiny_config
 from sft_eval.pipeline import _corpus
 from sft_eval.tokenizer import DOCUMENT_SEPARATOR
 
@@ -41,7 +41,7 @@ def test_base_model_learned_prose_in_pretraining(sft_tokenizer, sft_base_model):
 
 
 def test_base_model_is_small_and_never_saw_a_chat_turn(sft_base_model, sft_tokenizer):
-    assert 0.5e6 < parameter_count(sft_base_model) < 5e6
+    assert 0.5e6 < sft_base_model.num_parameters() < 5e6
     assert sft_tokenizer.eos_token != DOCUMENT_SEPARATOR
     assert not any("<|im_start|>" in doc or "<|im_end|>" in doc for doc in _corpus())
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from sft_eval.errors import SftEvalError
-from sft_eval.generation import Answer
 from sft_eval.golden import (
     ENVIRONMENT_KEYS,
     check_golden,
@@ -23,6 +22,7 @@ from sft_eval.golden import (
     write_golden,
 )
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe
+from sft_eval.records import Answer
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 AVX2 = {"device": "cpu", "machine": "x86_64", "kernels": "AVX2", "torch": "2.13.0", "transformers": "5.0.0"}
@@ -31,7 +31,7 @@ NEON = {**AVX2, "machine": "arm64", "kernels": "DEFAULT"}
 
 def record(*texts: str) -> dict:
     answers = [Answer(f"q{i}", t, t, [i, 7], 2, "eos") for i, t in enumerate(texts)]
-    return golden_record([a.question for a in answers], answers)
+    return golden_record(answers)
 
 
 def test_no_drift_no_diff():
@@ -132,10 +132,10 @@ def test_the_check_fails_on_a_real_drift_in_the_recording_environment(sft_pipeli
     env = environment(str(sft_pipeline.device))
     questions = [q.question for q in sft_evaluation.questions]
     path = tmp_path / "golden" / "tiny.json"
-    write_golden(path, golden_record(questions, sft_evaluation.tuned), env)
-    same = check_golden(path, golden_record(questions, sft_evaluation.tuned), env, tmp_path / "local")
+    write_golden(path, golden_record(sft_evaluation.tuned), env)
+    same = check_golden(path, golden_record(sft_evaluation.tuned), env, tmp_path / "local")
     assert same.status == "match", same
-    other_model = check_golden(path, golden_record(questions, sft_evaluation.base), env, tmp_path / "local")
+    other_model = check_golden(path, golden_record(sft_evaluation.base), env, tmp_path / "local")
     assert other_model.status == "drift" and f"{len(questions)} of {len(questions)}" in other_model.message
 
 

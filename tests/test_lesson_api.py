@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sft_eval import ask, generate_response, load_model_and_tokenizer
+from sft_eval.bench import raw_greedy
 from sft_eval.chat import conversation, render_prompt
-from sft_eval.generation import raw_greedy
 from sft_eval.models import LESSON_FALLBACK_TEMPLATE
 
 
@@ -33,7 +33,7 @@ def test_batched_answers_equal_one_at_a_time(sft_tuned_model, sft_base_model, sf
 @pytest.fixture()
 def bare_checkpoint(tmp_path, sft_pipeline):
     """A saved model whose tokenizer has no chat template and no pad token: the lesson's SmolLM2 situation."""
-    tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(sft_pipeline._tokenizer_entry[0])
+    tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(sft_pipeline.tokenizer_entry[0])
     tokenizer.chat_template = None
     tokenizer.pad_token = None
     tokenizer.padding_side = "right"

@@ -8,13 +8,12 @@ import re
 
 import pytest
 
-from sft_eval.report import HTML_NAME, JSON_NAME, build_context, write_report
+from sft_eval.report import HTML_NAME, JSON_NAME, write_report
 
 
 @pytest.fixture(scope="module")
 def context(sft_pipeline):
-    return build_context(
-        sft_pipeline,
+    return sft_pipeline.report_context(
         {
             "passed": 3,
             "failed": 1,
@@ -115,7 +114,7 @@ def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline,
 
     tests = "".join(f"def test_ok_{i}(sft_evaluation):\n    assert sft_evaluation.tuned\n\n" for i in range(6))
     tests += "def test_bad(sft_evaluation):\n    assert False, 'deliberately failing check'\n\n"
-    tests += "def test_speed(sft_pipeline):\n    sft_pipeline.speed['batched'] = 123.0\n"
+    tests += "def test_speed(sft_record_speed):\n    sft_record_speed('batched', 123.0)\n"
     (tmp_path / "test_user.py").write_text(tests, encoding="utf-8")
     result = cli.pytest(
         *["-q", "-n", "2", "test_user.py", f"--sft-cache={sft_pipeline.cache.root}"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sft_eval.report import build_context, write_report
+from sft_eval.report import write_report
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -29,7 +29,7 @@ def page(sft_pipeline, tmp_path_factory, request):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    context = build_context(sft_pipeline, {"passed": 1, "failed": 0, "skipped": 0, "failures": []})
+    context = sft_pipeline.report_context({"passed": 1, "failed": 0, "skipped": 0, "failures": []})
     hostile = copy.deepcopy(context)
     hostile["cards"][0]["question"] = "<script>window.__injected = 'question'</script>"
     hostile["cards"][0]["tuned"]["text"] = "<img src=x onerror=\"window.__injected='answer'\">"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sft_eval.data import Question
-from sft_eval.generation import Answer
+from sft_eval.records import Answer
 from sft_eval.sanity import compare, distinct, leaks, normalise, paired_bootstrap, repetition, score
 
 SPECIALS = ["<|im_end|>", "<|im_start|>", "<|pad|>", "<|endoftext|>"]

@@ -18,9 +18,10 @@ import pytest
 
 from sft_eval.chat import load_template
 from sft_eval.errors import SftEvalError
-from sft_eval.generation import Answer, generate_served
+from sft_eval.generation.served import generate_served
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import Recipe
+from sft_eval.records import Answer
 
 pytestmark = pytest.mark.served
 STARTUP_TIMEOUT_S = 180

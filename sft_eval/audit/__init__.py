@@ -38,6 +38,25 @@ class CheckId(StrEnum):
     LABELS_PACKING = "labels.packing"
 
 
+# Checks added with `register_check`: their ids, and what runs them on the audited tokenizer.
+_REGISTERED: dict[str, Callable[[Any], list[Finding]]] = {}
+
+
+def register_check(check_id: str, run: Callable[[Any], list[Finding]]) -> None:
+    """Add a check of one's own to every audit: `run(tokenizer)` (the audited tokenizer, with its chat template)
+    returns `Finding`s of `check_id`. A check that raises becomes an error finding of its id, like the built-in
+    ones. Ids are dotted (`myteam.system_prompt`) and cannot take a built-in one."""
+    if check_id in CheckId.__members__.values():
+        raise ValueError(f"{check_id!r} is a built-in finding id; choose another")
+    if "." not in check_id or check_id != check_id.strip():
+        raise ValueError(f"finding ids are dotted, like 'myteam.system_prompt', not {check_id!r}")
+    _REGISTERED[check_id] = run
+
+
+def registered_checks() -> dict[str, Callable[[Any], list[Finding]]]:
+    return dict(_REGISTERED)
+
+
 @dataclass(frozen=True)
 class Finding:
     check: str  # stable id, e.g. "template.prefix"
@@ -46,8 +65,8 @@ class Finding:
     evidence: str = ""  # the offending text or tokens, the spot marked
 
     def __post_init__(self) -> None:
-        if self.check not in CheckId.__members__.values():
-            raise ValueError(f"unknown finding id {self.check!r}: add it to sft_eval.audit.CheckId (and README)")
+        if self.check not in CheckId.__members__.values() and self.check not in _REGISTERED:
+            raise ValueError(f"unknown finding id {self.check!r}: add it to CheckId (and README) or register_check it")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +99,7 @@ def mark(text: str, position: int, width: int = 60) -> str:
 RAISED = "the template or tokenizer raised"
 
 
-def guarded(check: CheckId, run: Callable[[], list[Finding]]) -> list[Finding]:
+def guarded(check: str, run: Callable[[], list[Finding]]) -> list[Finding]:
     """`run()`'s findings; if a user's template or tokenizer raises inside it, that becomes an error finding of
     `check` (with the template line where Jinja gives one) instead of ending the audit: the other checks run."""
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.audit import CheckId, Finding, guarded
+from sft_eval.audit import CheckId, Finding, guarded, registered_checks
 from sft_eval.audit.template import EXCHANGES, audit_template, render
 from sft_eval.audit.tokenizer import check_pad
 from sft_eval.chat import RenderRunaway, special_literals
@@ -29,7 +30,10 @@ def run_checks(
         except Exception:  # noqa: S110 - a template that raises is audited check by check below
             pass
     findings = audit_template(tokenizer, enable_thinking=enable_thinking, generation_eos=generation_eos, rows=rows)
-    return findings + guarded(CheckId.TOKENIZER_PAD, lambda: check_pad(tokenizer))
+    findings += guarded(CheckId.TOKENIZER_PAD, lambda: check_pad(tokenizer))
+    for check_id, check in registered_checks().items():  # users' own checks, after the built-in ones
+        findings += guarded(check_id, functools.partial(check, tokenizer))
+    return findings
 
 
 def tokenizer_for_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:

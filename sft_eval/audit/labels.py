@@ -19,6 +19,7 @@ from sft_eval.audit import CheckId, Finding
 from sft_eval.chat import check_rows_render, render
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import Recipe
+from sft_eval.trainer_config import sft_config
 
 AUDIT_ROWS = 512  # the first rows of a large dataset are a sample, and the evidence says so
 ROW_KEY = "sft_eval_row"
@@ -44,8 +45,6 @@ def trainer_batch(
     """Build the recipe's SFTTrainer on (a sample of) `rows` and collate its prepared dataset."""
     from datasets import Dataset
     from trl import SFTTrainer
-
-    from sft_eval.training import sft_config
 
     sample = [dict(row, **{ROW_KEY: i}) for i, row in enumerate(rows[:AUDIT_ROWS])]
     tokenizer = copy.deepcopy(tokenizer)  # the trainer may set its pad token
@@ -226,8 +225,6 @@ def packed_rows(
     import torch
     from datasets import Dataset
     from trl import SFTTrainer
-
-    from sft_eval.training import sft_config
 
     sample = rows[:PACKING_ROWS]
     tokenizer = copy.deepcopy(tokenizer)

@@ -1,14 +1,19 @@
 """The before/after report: one self-contained HTML file (and the same data as JSON) a reviewer can audit.
 
-`build_context` gathers plain data from a `Pipeline`; `write_report` renders it with the package's Jinja2
-templates, autoescaped, so a question or answer containing markup shows as text. Nothing is fetched at view
-time: styles and the loss curve are inline.
+`build_context` turns the stages' plain records (recipe, training record, evaluation, findings, speed) into
+JSON-able data; `write_report` renders it with the package's Jinja2 templates, autoescaped, so a question or
+answer containing markup shows as text, and writes the JSON beside it; `render_json` renders the HTML again
+from that JSON alone. This package imports nothing that trains or generates: it cannot start a run.
+
+A report section of one's own is a `Section` (an id, a title and a Jinja template over the report's data)
+added with `register_section`; it is rendered after the built-in sections, from the same data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import platform
 from importlib.metadata import version
 from pathlib import Path
@@ -17,39 +22,59 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from sft_eval.audit import Finding
 from sft_eval.cache import library_versions, writable_folder, write_atomic
-from sft_eval.data import dataset_table
+from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
-from sft_eval.pipeline import Pipeline
 from sft_eval.plan import plan_mismatches
-from sft_eval.training import loss_drop, loss_problems
+from sft_eval.recipe import Recipe
+from sft_eval.records import TrainingRun, loss_drop, loss_problems
+from sft_eval.sanity import Evaluation
 
 HTML_NAME = "sft_report.html"
 JSON_NAME = "sft_report.json"
 
 
-def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the report shows, as JSON-able data."""
-    recipe = pipeline.recipe
-    run = pipeline.training_run
-    evaluation = pipeline.evaluation
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A report section: `template` is Jinja source rendered with the report's data (autoescaped), shown under
+    `title` in `<section id="{id}">` after the built-in sections."""
+
+    id: str
+    title: str
+    template: str
+
+
+_SECTIONS: dict[str, Section] = {}
+
+
+def register_section(section: Section) -> None:
+    """Add (or replace, by id) a section every report renders from now on."""
+    _SECTIONS[section.id] = section
+
+
+def build_context(
+    *,
+    recipe: Recipe,
+    run: TrainingRun,
+    evaluation: Evaluation,
+    findings: list[Finding],
+    data_preview: list[list[str]] | None = None,
+    provenance: dict[str, Any] | None = None,
+    outcomes: dict[str, Any] | None = None,
+    speed: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Everything the report shows, as JSON-able data, from the stages' records."""
     cards = [
         {
-            "question": q.question,
-            "expected": q.expected,
-            "kind": q.kind,
-            "base": _side(b, bs),
-            "tuned": _side(t, ts),
-            "diff": word_diff(b.text, t.text),
+            "question": r.question.question,
+            "expected": r.question.expected,
+            "kind": r.question.kind,
+            "base": _side(r.base, r.base_score),
+            "tuned": _side(r.tuned, r.tuned_score),
+            "diff": word_diff(r.base.text, r.tuned.text),
         }
-        for q, b, t, bs, ts in zip(
-            evaluation.questions,
-            evaluation.base,
-            evaluation.tuned,
-            evaluation.base_scores,
-            evaluation.tuned_scores,
-            strict=True,
-        )
+        for r in evaluation.records
     ]
     return {
         "title": f"sft-eval report: {recipe.name}",
@@ -60,11 +85,10 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
             **library_versions(),
             "jinja2": version("jinja2"),
             "python": platform.python_version(),
-            "seed": recipe.seed,
-            **pipeline.describe(),
+            **(provenance or {}),
         },
-        "audit": [f.to_dict() for f in pipeline.findings],
-        "data_preview": [list(r) for r in dataset_table(pipeline.rows, n=3).rows],
+        "audit": [f.to_dict() for f in findings],
+        "data_preview": data_preview or [],
         "training": {
             "losses": run.losses(),
             "loss_drop": loss_drop(run),
@@ -82,7 +106,7 @@ def build_context(pipeline: Pipeline, outcomes: dict[str, Any] | None = None) ->
         "comparison": [d.to_dict() for d in evaluation.comparison()],
         "thresholds": dataclasses.asdict(recipe.thresholds),
         "cards": cards,
-        "speed": dict(pipeline.speed) or None,
+        "speed": dict(speed) if speed else None,
     }
 
 
@@ -150,12 +174,39 @@ _ENV = Environment(
 )
 
 
+def render_html(context: dict[str, Any]) -> str:
+    """The report's HTML for `context` (what `build_context` returns, or the report's JSON read back)."""
+    sections = [
+        {"id": s.id, "title": s.title, "html": Markup(_ENV.from_string(s.template).render(**context))}
+        for s in _SECTIONS.values()
+    ]
+    return _ENV.get_template("report.html.j2").render(
+        **context,
+        extra_sections=sections,
+        loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
+    )
+
+
 def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
     """Render `context` to `out_dir/sft_report.html` and `.json`, each written whole or not at all."""
     out = writable_folder(out_dir, key="report folder")
-    html = _ENV.get_template("report.html.j2").render(
-        **context,
-        loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
-    )
+    html = render_html(context)
     write_atomic(out / JSON_NAME, dumps(context, indent=1, default=str))
     return write_atomic(out / HTML_NAME, html)
+
+
+def render_json(path: str | Path, out_dir: str | Path) -> Path:
+    """Render the HTML report again from a report's JSON (`sft_report.json`): no model, no cache, no recipe."""
+    try:
+        context = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SftEvalError(f"{path}: not a readable sft-eval report JSON: {str(exc).splitlines()[0]}") from None
+    missing = [
+        k
+        for k in ("title", "training", "cards", "summary", "audit")
+        if not isinstance(context, dict) or k not in context
+    ]
+    if missing:
+        raise SftEvalError(f"{path}: not an sft-eval report JSON (no {', '.join(missing)})")
+    out = writable_folder(out_dir, key="--out")
+    return write_atomic(out / HTML_NAME, render_html(context))

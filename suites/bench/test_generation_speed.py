@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from sft_eval.bench import bench_prompts
-from sft_eval.generation import generate, one_at_a_time, raw_greedy
+from sft_eval.bench import bench_prompts, one_at_a_time, raw_greedy
+from sft_eval.generation.local import generate
 
 pytestmark = pytest.mark.bench
 
@@ -24,7 +24,7 @@ def _tokens(answers) -> int:
     return sum(a.new_tokens for a in answers)
 
 
-def test_one_at_a_time_loop(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_pipeline):
+def test_one_at_a_time_loop(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_record_speed):
     answers = benchmark.pedantic(
         one_at_a_time,
         args=(sft_tuned_model, sft_tokenizer, prompts),
@@ -33,10 +33,10 @@ def test_one_at_a_time_loop(benchmark, sft_tuned_model, sft_tokenizer, prompts, 
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = _tokens(answers) / benchmark.stats.stats.min
-    sft_pipeline.speed["one at a time"] = benchmark.extra_info["tokens_per_s"]  # the report's speed panel
+    sft_record_speed("one at a time", benchmark.extra_info["tokens_per_s"])  # the report's speed panel
 
 
-def test_batched_engine(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_pipeline):
+def test_batched_engine(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_record_speed):
     answers = benchmark.pedantic(
         generate,
         args=(sft_tuned_model, sft_tokenizer, prompts),
@@ -45,12 +45,12 @@ def test_batched_engine(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = _tokens(answers) / benchmark.stats.stats.min
-    sft_pipeline.speed["batched engine"] = benchmark.extra_info["tokens_per_s"]
+    sft_record_speed("batched engine", benchmark.extra_info["tokens_per_s"])
     loop = one_at_a_time(sft_tuned_model, sft_tokenizer, prompts, max_new_tokens=sft_recipe.eval.max_new_tokens)
     assert [a.token_ids for a in answers] == [a.token_ids for a in loop], "batched answers differ from the loop's"
 
 
-def test_raw_kv_cache_floor(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_pipeline):
+def test_raw_kv_cache_floor(benchmark, sft_tuned_model, sft_tokenizer, prompts, sft_recipe, sft_record_speed):
     rows = benchmark.pedantic(
         raw_greedy,
         args=(sft_tuned_model, sft_tokenizer, prompts),
@@ -59,4 +59,4 @@ def test_raw_kv_cache_floor(benchmark, sft_tuned_model, sft_tokenizer, prompts, 
         warmup_rounds=1,
     )
     benchmark.extra_info["tokens_per_s"] = sum(len(r) for r in rows) / benchmark.stats.stats.min
-    sft_pipeline.speed["raw KV-cache floor"] = benchmark.extra_info["tokens_per_s"]
+    sft_record_speed("raw KV-cache floor", benchmark.extra_info["tokens_per_s"])

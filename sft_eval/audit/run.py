@@ -1,0 +1,66 @@
+"""The audit's entry: what `sft-eval audit`, the suites and the report run, from plain inputs.
+
+Three ways in, each a function of data (no pipeline): a recipe's own tokenizer, rows and base model
+(`audit_recipe`); a template file audited with a tokenizer adapted to it (`audit_template_file`); a tokenizer
+folder with its own template or another (`audit_tokenizer_folder`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sft_eval.audit import Finding
+from sft_eval.audit.checkpoint import audit_checkpoint
+from sft_eval.audit.checks import run_checks, tokenizer_for_template
+from sft_eval.audit.labels import audit_labels
+from sft_eval.audit.template import renders
+from sft_eval.chat import load_template
+from sft_eval.models import generation_eos_ids
+from sft_eval.recipe import Recipe
+from sft_eval.tokenizer import load_tokenizer
+
+
+def audit_recipe(
+    recipe: Recipe,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    model_dir: str | Path,
+    load_model: Callable[[], PreTrainedModel],
+) -> list[Finding]:
+    """The recipe's template, tokenizer and rows; its base checkpoint's files (`model_dir`: vocabulary, embedding
+    rows, generation config, read without loading weights); and the labels its trainer builds, for which
+    `load_model()` gives the base model (called only when the template renders)."""
+    findings = run_checks(
+        tokenizer,
+        enable_thinking=recipe.eval.enable_thinking,
+        generation_eos=generation_eos_ids(str(model_dir)),
+        rows=rows,
+    )
+    findings += audit_checkpoint(tokenizer, model_dir)
+    if renders(findings):
+        findings += audit_labels(recipe, load_model(), tokenizer, rows)
+    return findings
+
+
+def audit_template_file(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, template: str | Path) -> list[Finding]:
+    """A template file alone, with `tokenizer` adapted to it (its special strings registered), so a template needs
+    no tokenizer of its own; no model is involved, so no generation-config or checkpoint checks."""
+    source = load_template(str(template), where="--template")
+    adapted = tokenizer_for_template(tokenizer, source)
+    return run_checks(adapted, enable_thinking=recipe.eval.enable_thinking)
+
+
+def audit_tokenizer_folder(recipe: Recipe, folder: str | Path, template: str | Path | None = None) -> list[Finding]:
+    """A tokenizer folder (offline) with its own chat template, or `template` instead; its generation_config's
+    stop ids and its checkpoint files when they are there."""
+    tokenizer = load_tokenizer(str(folder), key="--tokenizer")
+    if template is not None:
+        tokenizer.chat_template = load_template(str(template), where="--template")
+    findings = run_checks(
+        tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos_ids(str(folder))
+    )
+    return findings + audit_checkpoint(tokenizer, folder)

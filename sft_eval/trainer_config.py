@@ -1,0 +1,70 @@
+"""The recipe's `[sft]` as a `trl.SFTConfig`: what a run will be configured with, known before any training.
+
+The audit (which builds the trainer's labels), `sft-eval plan` and training all read the config from here, so
+none of them reaches into a later stage for it. sft-eval only fixes what it must own (the output folder, the
+seed, no checkpoints, no external loggers) and, on the CPU, turns off bf16 mixed precision unless the recipe asks
+for it (TRL defaults it on); every such choice is returned as an adjustment, said in the run's record.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from sft_eval.console import interactive
+from sft_eval.errors import SftEvalError
+from sft_eval.plan import BatchPlan, plan_from_config
+from sft_eval.recipe import Recipe
+
+# Settings every run's record keeps, with whatever else `[sft]` set.
+ALWAYS_RECORDED = (
+    "seed",
+    "bf16",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "logging_steps",
+    "dataloader_drop_last",
+)
+
+
+def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
+    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
+    with tempfile.TemporaryDirectory() as out:
+        config, _ = sft_config(recipe, out)
+    return plan_from_config(config.to_dict(), rows, world_size)
+
+
+def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -> tuple[Any, list[str]]:
+    """The recipe's `[sft]` as a `trl.SFTConfig`, plus the settings sft-eval chose and why. `on_cpu`: train on the
+    CPU (the model is there: `--device cpu`) or not; None: on the CPU when no GPU is available."""
+    from trl import SFTConfig
+
+    values = dict(recipe.sft)
+    adjustments = []
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if on_cpu is None:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+    if on_cpu:
+        values["use_cpu"] = True
+        if "bf16" not in values:
+            values["bf16"] = False
+            adjustments.append("on the CPU: bf16 mixed precision off (TRL's default is on; set sft.bf16 to choose)")
+        if distributed:
+            values.setdefault("ddp_backend", "gloo")  # torchrun on CPU: NCCL needs GPUs
+    if distributed:
+        values.setdefault("ddp_find_unused_parameters", False)  # a decoder uses every parameter
+    values.setdefault("seed", recipe.seed)
+    values.setdefault("data_seed", recipe.seed)
+    values.setdefault("disable_tqdm", not interactive())
+    try:
+        config = SFTConfig(output_dir=output_dir, save_strategy="no", report_to=[], **values)
+    except (ValueError, TypeError) as exc:
+        where = recipe.path or "recipe"
+        raise SftEvalError(f"{where}: [sft] is not a valid trl.SFTConfig: {str(exc).splitlines()[0]}") from None
+    return config, adjustments

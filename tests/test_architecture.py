@@ -1,0 +1,144 @@
+"""The flow as the imports say it: stages in order, no circle, a report that cannot train or generate.
+
+Every `import` and `from ... import` in sft_eval (function-level ones too) is read with `ast`. Each module has a
+place in the flow (`LAYERS`); a module may import its own layer or earlier ones, never a later one. A new module
+must be given a place here, which is the point: where it sits is a decision, not an accident.
+
+    python tests/test_architecture.py    # print the module map: each module, its layer and what it imports
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "sft_eval"
+
+# The flow of DESIGN.md, earliest first: recipe -> build -> audit -> train -> generate -> score -> report, with
+# what every stage may use below it and the orchestrators (which call stages, and are called by nothing) on top.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "foundation": ("sft_eval", "errors", "console", "jsonout", "hub", "cache", "backends", "recipe", "options"),
+    "inputs": ("chat", "data", "plan", "trainer_config", "records", "tokenizer"),
+    "build": ("models",),
+    "audit": (
+        "audit",
+        "audit.template",
+        "audit.tokenizer",
+        "audit.checks",
+        "audit.checkpoint",
+        "audit.labels",
+        "audit.run",
+    ),
+    "train": ("training",),
+    "generate": ("generation", "generation.local", "generation.served"),
+    "score": ("sanity", "golden"),
+    "report": ("report",),
+    "orchestrate": ("pipeline", "bench", "cli", "plugin", "distributed"),
+}
+RANK = {
+    (name if name == "sft_eval" else f"sft_eval.{name}"): rank
+    for rank, names in enumerate(LAYERS.values())
+    for name in names
+}
+TRAINS_OR_GENERATES = {"sft_eval.training", "sft_eval.generation", "sft_eval.models", "sft_eval.pipeline"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The sft_eval modules `path` imports anywhere in it (a `from pkg import name` of a submodule counts)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "sft_eval"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sft_eval":
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def closure(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, stack = set(), [start]
+    while stack:
+        for nxt in graph[stack.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every module that can reach itself, with one path back to it."""
+    found = []
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        seen = set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    found.append([*path, start])
+                    stack = []
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def backward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{a} ({list(LAYERS)[RANK[a]]}) imports {b} ({list(LAYERS)[RANK[b]]})"
+        for a, targets in sorted(graph.items())
+        for b in sorted(targets)
+        if RANK[b] > RANK[a]
+    ]
+
+
+def test_every_module_has_a_place_in_the_flow():
+    unplaced = sorted(set(import_graph()) - set(RANK))
+    assert not unplaced, f"give these modules a layer in LAYERS: {unplaced}"
+
+
+def test_no_import_circle():
+    assert cycles(import_graph()) == []
+
+
+def test_no_stage_imports_a_later_one():
+    assert backward_arrows(import_graph()) == []
+
+
+def test_the_report_imports_nothing_that_trains_or_generates():
+    assert closure(import_graph(), "sft_eval.report") & TRAINS_OR_GENERATES == set()
+
+
+def test_the_checks_above_can_fail():
+    """The same functions on a graph with the bends this design removed: a circle (data <-> sanity), a stage
+    reaching forward (audit.labels -> training) and a report that imports the pipeline."""
+    bent = {name: set(targets) for name, targets in import_graph().items()}
+    bent["sft_eval.data"].add("sft_eval.sanity")
+    bent["sft_eval.audit.labels"].add("sft_eval.training")
+    bent["sft_eval.report"].add("sft_eval.pipeline")
+    assert any(c[0] == "sft_eval.data" for c in cycles(bent))
+    arrows = backward_arrows(bent)
+    assert "sft_eval.audit.labels (audit) imports sft_eval.training (train)" in arrows
+    assert "sft_eval.data (inputs) imports sft_eval.sanity (score)" in arrows
+    assert "sft_eval.pipeline" in closure(bent, "sft_eval.report")
+
+
+if __name__ == "__main__":
+    graph = import_graph()
+    for layer, names in LAYERS.items():
+        print(f"{layer}:")
+        for name in names:
+            full = name if name == "sft_eval" else f"sft_eval.{name}"
+            uses = sorted(m.removeprefix("sft_eval.") for m in graph.get(full, ()))
+            print(f"  {full.removeprefix('sft_eval.') or 'sft_eval'}: {', '.join(uses) or '-'}")

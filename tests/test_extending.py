@@ -1,0 +1,151 @@
+"""README's "Extending": a backend, an audit check and a report section, each added through its documented route
+by a toy one, and shown to take effect (and, where it can, to fire on a broken case and stay quiet on a correct one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+
+import pytest
+
+from sft_eval import audit as audit_module
+from sft_eval import backends, report
+from sft_eval.audit import Finding, register_check
+from sft_eval.chat import shipped_templates
+from sft_eval.generation import GenerationSettings, register_backend
+from sft_eval.pipeline import Pipeline
+from sft_eval.records import Answer
+from sft_eval.report import Section, register_section, render_html, render_json, write_report
+
+
+class Shouting:
+    """A toy backend: answers each question with the question in capitals, and says which model it stood for."""
+
+    def __init__(self, which: str):
+        self.which = which
+
+    def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
+        return [
+            Answer(
+                question=q,
+                text=f"{self.which}: {q.upper()}",
+                raw=q.upper(),
+                token_ids=[],
+                new_tokens=1,
+                stop_reason="eos",
+            )
+            for q in questions
+        ]
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """Registries as they were after each test (a toy registration does not leak into other tests)."""
+    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+    monkeypatch.setattr(audit_module, "_REGISTERED", dict(audit_module._REGISTERED))
+    monkeypatch.setattr(report, "_SECTIONS", dict(report._SECTIONS))
+
+
+def _with_backend(pipeline: Pipeline, name: str) -> Pipeline:
+    recipe = dataclasses.replace(pipeline.recipe, eval=dataclasses.replace(pipeline.recipe.eval, backend=name))
+    return Pipeline(recipe, pipeline.cache, str(pipeline.device))
+
+
+def test_a_registered_backend_answers_the_evaluation(registered, sft_pipeline):
+    register_backend("shouting", lambda target, eval_settings: Shouting(target.which))
+    evaluation = _with_backend(sft_pipeline, "shouting").evaluation
+    assert [r.tuned.text for r in evaluation.records] == [f"tuned: {q.question.upper()}" for q in evaluation.questions]
+    assert [r.base.text for r in evaluation.records] == [f"base: {q.question.upper()}" for q in evaluation.questions]
+    assert all(r.tuned_score.stopped_at_eos and r.tuned_score.answer == r.tuned.text for r in evaluation.records)
+
+
+def test_a_backend_nobody_registered_is_bad_input(registered, sft_pipeline, tiny_variant, cli):
+    with pytest.raises(Exception, match="`eval.backend` must be one of transformers, openai, not 'shouting'"):
+        _with_backend(sft_pipeline, "shouting")
+    recipe = tiny_variant({"[eval]\n": '[eval]\nbackend = "shouting"\n'})
+    cli.bad_input(cli.run("audit", "--recipe", str(recipe)), str(recipe), "eval.backend", "'shouting'")
+
+
+def test_a_backend_registered_in_a_users_conftest_runs_in_their_suite(tmp_path, sft_pipeline, tiny_variant, cli):
+    """The route a user takes: `register_backend` in their conftest.py, `eval.backend` in their recipe."""
+    recipe = tiny_variant({"[eval]\n": '[eval]\nbackend = "shouting"\n'})
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            from sft_eval.generation import register_backend
+            from sft_eval.records import Answer
+
+            class Shouting:
+                def answer(self, questions, settings):
+                    return [Answer(q, q.upper(), q.upper(), [], 1, "eos") for q in questions]
+
+            register_backend("shouting", lambda target, eval_settings: Shouting())
+            """
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "test_answers.py").write_text(
+        "def test_shouted(sft_evaluation):\n"
+        "    assert all(a.text == a.question.upper() for a in sft_evaluation.tuned)\n",
+        encoding="utf-8",
+    )
+    result = cli.pytest(
+        "-q", f"--sft-recipe={recipe}", f"--sft-cache={sft_pipeline.cache.root}", "--sft-report-dir=out", cwd=tmp_path
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+    written = json.loads((tmp_path / "out" / report.JSON_NAME).read_text(encoding="utf-8"))
+    assert all(c["tuned"]["text"] == c["question"].upper() for c in written["cards"])
+
+
+def _no_system_turn(tokenizer) -> list[Finding]:
+    """A toy team rule: the chat template must render a system turn it is given."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "SYSTEM-MARK"}, {"role": "user", "content": "hi"}], tokenize=False
+    )
+    if "SYSTEM-MARK" in text:
+        return []
+    return [Finding("myteam.system_turn", "error", "the template drops the system message", text[:80])]
+
+
+def test_a_registered_check_runs_in_the_audit_and_can_fire(registered, sft_pipeline, tmp_path):
+    register_check("myteam.system_turn", _no_system_turn)
+    quiet = sft_pipeline.audit(template=str(shipped_templates()["chatml"]))
+    assert "myteam.system_turn" not in {f.check for f in quiet}
+    dropping = tmp_path / "drops_system.jinja"
+    dropping.write_text(
+        "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        encoding="utf-8",
+    )
+    fired = [f for f in sft_pipeline.audit(template=str(dropping)) if f.check == "myteam.system_turn"]
+    assert [f.severity for f in fired] == ["error"], fired
+
+
+def test_a_check_that_raises_is_a_finding_and_ids_stay_honest(registered, sft_pipeline):
+    def broken(tokenizer):
+        raise KeyError("no such thing")
+
+    register_check("myteam.broken", broken)
+    findings = sft_pipeline.audit(template=str(shipped_templates()["chatml"]))
+    assert [f.severity for f in findings if f.check == "myteam.broken"] == ["error"]
+    with pytest.raises(ValueError, match="built-in"):
+        register_check("template.prefix", broken)
+    with pytest.raises(ValueError, match="unknown finding id"):
+        Finding("myteam.typo", "error", "an id nobody registered")
+
+
+def test_a_registered_section_is_rendered_and_survives_the_json(registered, sft_pipeline, tmp_path):
+    register_section(
+        Section(
+            "toy", "Toy: longest tuned answer", "<p>{{ cards | map(attribute='tuned.new_tokens') | max }} tokens</p>"
+        )
+    )
+    context = sft_pipeline.report_context()
+    longest = max(r.tuned.new_tokens for r in sft_pipeline.evaluation.records)
+    html = render_html(context)
+    assert f'<section id="toy">\n<h2>Toy: longest tuned answer</h2>\n<p>{longest} tokens</p>' in html
+    write_report(context, tmp_path / "first")
+    again = render_json(tmp_path / "first" / report.JSON_NAME, tmp_path / "again").read_text(encoding="utf-8")
+    assert again == (tmp_path / "first" / report.HTML_NAME).read_text(encoding="utf-8")

@@ -148,8 +148,19 @@ def write_atomic(path: Path, text: str) -> Path:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; an output file gets the mode `open` would give it
     os.replace(tmp, path)
     return path
+
+
+def _read_umask() -> int:
+    """This process's umask, read once at import (setting it is the only portable way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def seal(folder: Path) -> None:

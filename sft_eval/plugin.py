@@ -129,6 +129,22 @@ def sft_record_speed(request: pytest.FixtureRequest) -> Any:
     return writer.speed.__setitem__
 
 
+def failure_message(report: pytest.TestReport) -> str:
+    """The message of a failed test, once: an assertion's own message without pytest's restatement of it (the
+    `assert ...` explanation that repeats the message, escaped, after it)."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(report.longrepr)
+    own, restated, _ = message.partition("\nassert ")
+    return own if restated and own.startswith("AssertionError: ") and own != "AssertionError: " else message
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """Why a test skipped (pytest keeps it as (file, line, "Skipped: reason"))."""
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
 class ReportWriter:
     """Counts the run's outcomes through pytest's hooks and writes the report when the session ends.
 
@@ -138,7 +154,7 @@ class ReportWriter:
 
     def __init__(self, config: pytest.Config):
         self.config = config
-        self.outcomes: dict[str, Any] = {"passed": 0, "failed": 0, "skipped": 0, "failures": []}
+        self.outcomes: dict[str, Any] = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "skips": []}
         self.path: Path | None = None
         self.speed: dict[str, float] = {}  # tokens/s by method, from sft_record_speed (and xdist workers)
         self.evaluated_elsewhere = False  # an xdist worker evaluated
@@ -148,11 +164,12 @@ class ReportWriter:
             self.outcomes["passed"] += 1
         elif report.skipped:
             self.outcomes["skipped"] += 1
+            self.outcomes["skips"].append({"nodeid": report.nodeid, "reason": skip_reason(report)})
         elif report.failed:
             self.outcomes["failed"] += 1
-            crash = getattr(report.longrepr, "reprcrash", None)
-            message = crash.message if crash is not None else str(report.longrepr)
-            self.outcomes["failures"].append({"nodeid": report.nodeid, "when": report.when, "message": message})
+            self.outcomes["failures"].append(
+                {"nodeid": report.nodeid, "when": report.when, "message": failure_message(report)}
+            )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 
 import pytest
 
-from sft_eval.report import HTML_NAME, JSON_NAME, write_report
+from sft_eval.report import HTML_NAME, JSON_NAME, render_html, write_report
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,10 @@ def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline, cli
     """A real second pytest process, in another folder, through the plugin's hooks: one pass, one deliberate fail."""
 
     (tmp_path / "test_user.py").write_text(
+        "import pytest\n\n"
         "def test_ok(sft_evaluation):\n    assert sft_evaluation.tuned\n\n"
-        "def test_bad(sft_evaluation):\n    assert False, 'deliberately failing check'\n",
+        "def test_bad(sft_evaluation):\n    answer = 'deliberately failing check'\n    assert answer == 'x', answer\n\n"
+        "def test_not_here(sft_evaluation):\n    pytest.skip('needs a GPU this machine lacks')\n",
         encoding="utf-8",
     )
     result = cli.pytest(
@@ -104,8 +107,33 @@ def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline, cli
     assert result.returncode == 1, result.stdout[-2000:]
     assert f"report: {tmp_path / 'out' / 'sft_report.html'}" in result.stdout
     outcomes = json.loads((tmp_path / "out" / JSON_NAME).read_text(encoding="utf-8"))["outcomes"]
-    assert (outcomes["passed"], outcomes["failed"]) == (1, 1)
-    assert "deliberately failing check" in outcomes["failures"][0]["message"]
+    assert (outcomes["passed"], outcomes["failed"], outcomes["skipped"]) == (1, 1, 1)
+    # the message once: pytest's own text restates it ("assert 'deliberately...' == 'x'"); the report does not
+    assert outcomes["failures"][0]["message"] == "AssertionError: deliberately failing check", outcomes["failures"]
+    assert outcomes["skips"] == [{"nodeid": "test_user.py::test_not_here", "reason": "needs a GPU this machine lacks"}]
+    html = (tmp_path / "out" / HTML_NAME).read_text(encoding="utf-8")
+    assert html.count("deliberately failing check") == 1 and "needs a GPU this machine lacks" in html
+    for name in (HTML_NAME, JSON_NAME):  # readable like any output file, not mkstemp's 0600
+        mode = (tmp_path / "out" / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~_umask(), f"{name}: mode {mode:o}"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_a_leaked_marker_is_visible_where_the_badge_says_it_leaks(context):
+    """The leaks badge names a special token; the card shows the answer decoded with special tokens kept, so the
+    reviewer sees it; an answer without a leak shows the clean text."""
+    leaked = dict(context["cards"][0])
+    leaked["tuned"] = dict(leaked["tuned"], text="Paris", raw="Paris<|im_start|>user", leaks=["<|im_start|>"])
+    clean = dict(context["cards"][1])
+    clean["tuned"] = dict(clean["tuned"], text="Rome", raw="Rome<|im_end|>", leaks=[])
+    html = render_html({**context, "cards": [leaked, clean]})
+    assert "leaks &lt;|im_start|&gt;" in html and "Paris&lt;|im_start|&gt;user</pre>" in html
+    assert "<pre>Rome</pre>" in html and "Rome&lt;|im_end|&gt;" not in html
 
 
 def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline, cli):

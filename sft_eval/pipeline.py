@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from trl.trainer.utils import disable_dropout_in_model
 
 from sft_eval.audit import Finding
 from sft_eval.audit.run import audit_recipe, audit_template_file, audit_tokenizer_folder
@@ -118,6 +117,8 @@ class Pipeline:
         folder, _ = self.base_entry
         model = load_model(folder, str(self.device), key="model.base")
         if not dropout:
+            from trl.trainer.utils import disable_dropout_in_model  # trl loads on first use, as in training
+
             disable_dropout_in_model(model)  # TRL's: every nn.Dropout
             for module in model.modules():  # and the attention dropout rates attention layers keep as floats
                 if isinstance(getattr(module, "attention_dropout", None), float):

@@ -154,3 +154,15 @@ def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline,
     report = json.loads((tmp_path / "out" / JSON_NAME).read_text(encoding="utf-8"))
     assert (report["outcomes"]["passed"], report["outcomes"]["failed"]) == (7, 1), report["outcomes"]
     assert report["speed"] == {"batched": 123.0}, report["speed"]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("{not json", "not a readable sft-eval report JSON"), ('{"cards": []}', "not an sft-eval report JSON (no title")],
+    ids=["broken-json", "other-json"],
+)
+def test_rendering_from_a_json_that_is_no_report_is_one_line(tmp_path, cli, content, fragment):
+    path = tmp_path / "sft_report.json"
+    path.write_text(content, encoding="utf-8")
+    cli.bad_input(cli.run("report", "--from-json", str(path), "--out", str(tmp_path / "out")), str(path), fragment)
+    assert not (tmp_path / "out" / HTML_NAME).exists()

@@ -8,6 +8,7 @@ implements is in `sft_eval.generation`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -28,9 +29,16 @@ def register_backend(name: str, factory: Callable[..., Any] | str) -> None:
 
 
 def backend_names() -> list[str]:
+    _discover()
+    return list(_BACKENDS)  # shipped ones first, then in the order registered
+
+
+@functools.cache
+def _discover() -> None:
+    """Installed packages' backends (entry points), read once per process: scanning every distribution's metadata
+    is not free, and the recipe, the pipeline and each backend lookup ask for the names."""
     for point in entry_points(group=ENTRY_POINT_GROUP):
         _BACKENDS.setdefault(point.name, point.value)
-    return list(_BACKENDS)  # shipped ones first, then in the order registered
 
 
 def backend_factory(name: str) -> Callable[..., Any]:

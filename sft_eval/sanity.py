@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sft_eval.data import Question, normalise
+from sft_eval.errors import SftEvalError
 from sft_eval.records import Answer
 
 # Template scaffolding that must never reach the text a user reads.
@@ -264,15 +265,18 @@ def evaluate(
     specials: Sequence[str] = (),
     enable_thinking: bool = False,
 ) -> Evaluation:
-    """Score each question's base and tuned answer (a backend answers each question once, in order); an answer
-    that is not to its question is a backend's bug, said here rather than scored against the wrong question."""
+    """Score each question's base and tuned answer (a backend answers each question once, in order); a backend
+    that answers too few questions, or another question, is one line naming `eval.backend` (a user's backend that
+    misbehaves is bad input, not a traceback), never an answer scored against the wrong question."""
     if not len(questions) == len(base) == len(tuned):
-        raise ValueError(f"{len(questions)} questions but {len(base)} base and {len(tuned)} tuned answers")
+        raise SftEvalError(
+            f"eval.backend: {len(questions)} questions but {len(base)} base and {len(tuned)} tuned answers"
+        )
     records = []
     for question, b, t in zip(questions, base, tuned, strict=True):
         for answer in (b, t):
             if answer.question != question.question:
-                raise ValueError(f"answer to {answer.question!r} returned for {question.question!r}")
+                raise SftEvalError(f"eval.backend: answer to {answer.question!r} returned for {question.question!r}")
         records.append(
             QuestionRecord(
                 question=question,

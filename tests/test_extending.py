@@ -14,6 +14,7 @@ from sft_eval import audit as audit_module
 from sft_eval import backends, report
 from sft_eval.audit import Finding, register_check
 from sft_eval.chat import shipped_templates
+from sft_eval.errors import SftEvalError
 from sft_eval.generation import GenerationSettings, register_backend
 from sft_eval.pipeline import Pipeline
 from sft_eval.records import Answer
@@ -59,6 +60,16 @@ def test_a_registered_backend_answers_the_evaluation(registered, sft_pipeline):
     assert [r.tuned.text for r in evaluation.records] == [f"tuned: {q.question.upper()}" for q in evaluation.questions]
     assert [r.base.text for r in evaluation.records] == [f"base: {q.question.upper()}" for q in evaluation.questions]
     assert all(r.tuned_score.stopped_at_eos and r.tuned_score.answer == r.tuned.text for r in evaluation.records)
+
+
+def test_a_backend_that_answers_too_few_questions_is_one_line(registered, sft_pipeline):
+    class Forgetful(Shouting):
+        def answer(self, questions, settings):
+            return super().answer(questions[:-1], settings)
+
+    register_backend("forgetful", lambda target, eval_settings: Forgetful(target.which))
+    with pytest.raises(SftEvalError, match=r"^eval.backend: \d+ questions but \d+ base and \d+ tuned answers$"):
+        _with_backend(sft_pipeline, "forgetful").evaluation  # noqa: B018 - the property is what is tested
 
 
 def test_a_backend_nobody_registered_is_bad_input(registered, sft_pipeline, tiny_variant, cli):

@@ -10,6 +10,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe
@@ -23,33 +25,48 @@ print(len(load_sft_rows(recipe)), len(load_questions(recipe)), len(shipped_templ
 """
 
 
-def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path, cli):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory, cli) -> tuple[Path, Path]:
+    """(the wheel built from this checkout, the folder it is installed into with `pip --target`)."""
+    folder = tmp_path_factory.mktemp("wheel")
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(folder / "dist"), str(REPO)],
         capture_output=True,
         text=True,
         timeout=cli.hang_guard_s,
     )
     assert build.returncode == 0, build.stderr[-2000:]
-    (wheel,) = (tmp_path / "dist").glob("sft_eval-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    (built,) = (folder / "dist").glob("sft_eval-*.whl")
+    site = folder / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(built)],
+        capture_output=True,
+        text=True,
+        timeout=cli.hang_guard_s,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    return built, site
+
+
+def test_the_wheel_ships_fixtures_and_works_without_the_checkout(wheel, tmp_path, cli):
+    built, site = wheel
+    names = set(zipfile.ZipFile(built).namelist())
     for name in (
         "sft_eval/fixtures/recipes/tiny.toml",
         "sft_eval/fixtures/data/sft_train.jsonl",
         "sft_eval/fixtures/templates/chatml.jinja",
         "sft_eval/fixtures/recipes/golden/tiny.json",
         "sft_eval/report/templates/report.html.j2",
+        "sft_eval/suites/conftest.py",
+        "sft_eval/suites/test_training.py",
+        "sft_eval/suites/bench/test_generation_speed.py",
     ):
-        assert name in names, f"{wheel.name} lacks {name}"
-    site = tmp_path / "site"
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=cli.hang_guard_s,
-    )
-    assert install.returncode == 0, install.stderr[-2000:]
+        assert name in names, f"{built.name} lacks {name}"
+    every_module = {
+        f"sft_eval/{p.relative_to(REPO / 'sft_eval').as_posix()}" for p in (REPO / "sft_eval").rglob("*.py")
+    }
+    assert not every_module - names, f"{built.name} lacks {sorted(every_module - names)}"
     probe = subprocess.run(
         [sys.executable, "-c", PROBE],
         capture_output=True,
@@ -62,3 +79,19 @@ def test_the_wheel_ships_fixtures_and_works_without_the_checkout(tmp_path, cli):
     fixtures, counts = probe.stdout.strip().splitlines()
     assert Path(fixtures) == site / "sft_eval" / "fixtures", f"fixtures came from {fixtures}, not the wheel"
     assert counts == "421 31 6 True", counts
+
+
+def test_the_suites_run_from_the_installed_package_in_any_folder(wheel, tmp_path, cli):
+    """`pytest --pyargs sft_eval.suites` from a folder with no suites/ of its own collects the wheel's suites (not
+    the benchmarks, which need `-m bench`) and runs them: the data suite here, which trains nothing."""
+    site = wheel[1]
+    env = {"PYTHONPATH": str(site), "SFT_EVAL_CACHE": str(tmp_path / "cache")}
+    collected = cli.pytest(  # node ids relative to the install folder: a file from elsewhere would show as ../
+        "--pyargs", "sft_eval.suites", "--collect-only", "-q", f"--rootdir={site}", cwd=tmp_path, env=env
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    files = {line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line}
+    assert files and all(f.startswith("sft_eval/suites/") for f in files), sorted(files)[:5]
+    assert any(f.endswith("test_training.py") for f in files) and not any("/bench/" in f for f in files), files
+    ran = cli.pytest("--pyargs", "sft_eval.suites.test_data", "-q", cwd=tmp_path, env=env)
+    assert ran.returncode == 0 and " passed" in ran.stdout, ran.stdout[-2000:] + ran.stderr[-2000:]

@@ -1,0 +1,1 @@
+"""Generation speed benchmarks (pytest-benchmark, marker `bench`): selected only with `-m bench`."""

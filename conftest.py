@@ -70,6 +70,17 @@ class Cli:
             timeout=self.hang_guard_s,
         )
 
+    def python(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """`python ARGS` in a fresh process: a user's own script."""
+        return subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=self.environ(),
+            timeout=self.hang_guard_s,
+        )
+
     def pytest(
         self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:

@@ -190,12 +190,14 @@ def _recipe_plan(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sft_eval.records import loss_drop, loss_problems, unjudged_loss
+    from sft_eval.records import loss_drop, loss_problems, plan_problems, unjudged_loss
 
     pipeline = _pipeline(args)
     run = pipeline.training_run
     drop, threshold = loss_drop(run), pipeline.recipe.thresholds.min_loss_drop
     problems, not_judged = loss_problems(run, threshold), unjudged_loss(run)
+    if run.log_history:  # the steps the recipe plans against the ones the trainer planned and ran
+        problems += plan_problems(run)
     result = {
         "global_step": run.global_step,
         "train_rows": run.train_rows,
@@ -211,7 +213,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(result))
     else:
-        print(f"trained {run.global_step} step(s) on {run.train_rows} rows; cached at {result['tuned_entry']}")
+        if run.source:  # a run trained elsewhere: nothing trained, its record read
+            print(f"nothing trained: read the record of {run.global_step} step(s) from {run.source}")
+        else:
+            print(f"trained {run.global_step} step(s) on {run.train_rows} rows; cached at {result['tuned_entry']}")
         if drop is not None:
             first, last = run.losses()[0][1], run.losses()[-1][1]
             print(f"loss {first:.3f} -> {last:.3f} ({drop:.0%} drop, recipe asks at least {threshold:.0%})")

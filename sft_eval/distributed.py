@@ -4,7 +4,7 @@
 
 Every rank trains the same variant run as `Pipeline.train_variant` (the recipe's `[sft]` overridden by `--set`,
 a loss logged every step, no warmup) and writes its own record,
-`DIR/rank-<r>.json` (a TrainingRun with that rank's StepRecorder steps), so a check can hold the plan against
+`DIR/rank-<r>.json` (a TrainingRun with that rank's SftEvalRecorder steps), so a check can hold the plan against
 what each process really did. This is how a user who outgrows one process runs; sft-eval's math must hold here.
 """
 
@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an [sft] key (TOML)")
     args = parser.parse_args(argv)
     configure_libraries()
-    pipeline = Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), args.device)
+    device = args.device
+    if device in ("auto", "cuda") and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per rank, as torchrun numbers them
+    pipeline = Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), device)
     overrides = {k: v for item in args.set for k, v in tomllib.loads(item).items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ end-of-turn token. SFT is what must teach it to answer and to stop.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -198,3 +199,78 @@ def load_model_and_tokenizer(name_or_path: str, device: str = "auto") -> LoadedM
 
 def describe(model: PreTrainedModel) -> dict[str, Any]:
     return {"architecture": type(model).__name__, "parameters": model.num_parameters()}
+
+
+# -- a run trained elsewhere ---------------------------------------------------------------------------------
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TRAINER_STATE = "trainer_state.json"
+# config.json keys that fix a decoder's shapes: a fine-tuned checkpoint has its base's
+ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+class FinishedRun(NamedTuple):
+    """Where a run trained elsewhere keeps its parts: the weights to load, and the trainer's record."""
+
+    weights: Path  # config.json + safetensors weights (+ the tokenizer and generation config it was saved with)
+    state: Path | None  # trainer_state.json: the folder's own, else its latest checkpoint's; None when absent
+    output_dir: Path  # where the trainer wrote (the named folder, or the checkpoint's parent): SftEvalRecorder files
+
+
+def checkpoint_folders(folder: Path) -> list[Path]:
+    """`checkpoint-<step>` folders of a Trainer output folder, by step (as `Trainer` numbers them)."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in SAFE_WEIGHTS)
+
+
+def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
+    """Resolve a Trainer/SFTTrainer output folder or one of its `checkpoint-N` folders: the weights are the
+    folder's own (`trainer.save_model`) or else its latest checkpoint's; the record is the folder's
+    `trainer_state.json` (`trainer.save_state`) or else the latest checkpoint's. Only safetensors are read:
+    pickled weights and `training_args.bin` are never unpickled (loading a pickle runs code from the folder)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise SftEvalError(f"{key}: {path} is not a folder (a Trainer output folder or a checkpoint-N folder)")
+    checkpoints = checkpoint_folders(folder)
+    if any((p / "adapter_config.json").is_file() for p in (folder, *checkpoints[-1:])):
+        raise SftEvalError(
+            f"{key}: {path} holds a PEFT adapter (adapter_config.json), not full weights; adapters as the tuned "
+            "model are not supported yet: merge it (merge_and_unload, then save_pretrained) and name that folder"
+        )
+    weights = folder if has_weights(folder) else next((p for p in reversed(checkpoints) if has_weights(p)), None)
+    if weights is None:
+        pickled = [p / n for p in (folder, *checkpoints[-1:]) for n in PICKLED_WEIGHTS if (p / n).is_file()]
+        if pickled:
+            raise SftEvalError(
+                f"{key}: {pickled[0]} holds pickled weights and no model.safetensors; sft-eval never unpickles a "
+                "file from a run's folder (a pickle runs code): save it with save_pretrained (safetensors)"
+            )
+        raise SftEvalError(
+            f"{key}: {path} is neither a checkpoint (config.json + model.safetensors) nor a Trainer output folder "
+            "with checkpoint-N folders holding one"
+        )
+    state = folder / TRAINER_STATE
+    if not state.is_file():
+        state = next((p / TRAINER_STATE for p in reversed(checkpoints) if (p / TRAINER_STATE).is_file()), None)
+    output_dir = folder.parent if folder.name.startswith("checkpoint-") and not checkpoints else folder
+    return FinishedRun(weights, state, output_dir)
+
+
+def architecture_mismatch(tuned: Path, base: Path) -> str | None:
+    """How the tuned checkpoint's config.json differs from the base's in the keys that fix its shapes; None when
+    it does not (read as JSON, no weights)."""
+    configs = []
+    for folder in (tuned, base):
+        try:
+            configs.append(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise SftEvalError(f"{folder / 'config.json'}: cannot be read as JSON: {exc}") from None
+    differ = [k for k in ARCHITECTURE_KEYS if configs[0].get(k) != configs[1].get(k)]
+    if not differ:
+        return None
+    shape = ", ".join(f"{k} {configs[0].get(k)!r} (base {configs[1].get(k)!r})" for k in differ)
+    return f"{shape}: this run did not start from model.base"

@@ -26,12 +26,12 @@ from sft_eval.chat import end_of_turn, load_template, shipped_templates, special
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import GenerationSettings, Target, backend_for, check_backend
-from sft_eval.models import load_model, pretrain_base, resolve_device
+from sft_eval.models import FinishedRun, architecture_mismatch, finished_run, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
 from sft_eval.records import Answer, TrainingRun
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
-from sft_eval.training import train_sft
+from sft_eval.training import read_finished_run, train_sft
 
 TINY = "tiny"
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
@@ -197,6 +197,7 @@ class Pipeline:
         def build(folder: Path) -> None:
             model = self.load_base_model()
             run = train_sft(self.recipe, model, self.tokenizer, self.rows, str(folder / "trainer"))
+            model.config.use_cache = True  # Trainer set it to TrainingArguments.use_cache (off); serving wants it
             model.save_pretrained(folder / "model")
             self.tokenizer.save_pretrained(folder / "model")
             (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
@@ -204,17 +205,34 @@ class Pipeline:
         return self.cache.get_or_build("tuned", cache_key("tuned", inputs), build)
 
     @functools.cached_property
+    def finished_run(self) -> FinishedRun | None:
+        """The run trained elsewhere that `[model] tuned` names (its weights and record), or None: trained here."""
+        if self.recipe.model.tuned is None:
+            return None
+        found = finished_run(self.recipe.resolve(self.recipe.model.tuned))
+        if mismatch := architecture_mismatch(found.weights, self.base_model_dir):
+            raise SftEvalError(f"model.tuned: {found.weights} is not a fine-tune of model.base: {mismatch}")
+        return found
+
+    @functools.cached_property
     def training_run(self) -> TrainingRun:
+        """What the trainer did: the run trained elsewhere from its own record, else the run trained here."""
+        if self.finished_run is not None:
+            return read_finished_run(self.finished_run, self.recipe, len(self.rows))
         data = json.loads((self._tuned_entry / TRAINING_RUN_FILE).read_text(encoding="utf-8"))
         return TrainingRun.from_dict(data)
 
     @property
     def tuned_model_dir(self) -> Path:
         """The tuned checkpoint folder (model and tokenizer with its chat template): what a server serves."""
+        if self.finished_run is not None:
+            return self.finished_run.weights
         return self._tuned_entry / "model"
 
     @functools.cached_property
     def tuned_model(self) -> PreTrainedModel:
+        if self.finished_run is not None:
+            return load_model(self.finished_run.weights, str(self.device), key="model.tuned")
         return load_model(self.tuned_model_dir, str(self.device), key="model.base")
 
     # -- generate and score -----------------------------------------------------------------------------
@@ -241,7 +259,10 @@ class Pipeline:
     @functools.cached_property
     def findings(self) -> list[Finding]:
         """The audit of the recipe (template, tokenizer, checkpoint files, the trainer's labels), once."""
-        return audit_recipe(self.recipe, self.tokenizer, self.rows, self.base_model_dir, self.load_base_model)
+        tuned = self.finished_run.weights if self.finished_run else None
+        return audit_recipe(
+            self.recipe, self.tokenizer, self.rows, self.base_model_dir, self.load_base_model, tuned_dir=tuned
+        )
 
     def audit(self, *, template: str | None = None, tokenizer_dir: str | None = None) -> list[Finding]:
         """The recipe's audit; or a template file audited with the recipe's tokenizer adapted to it; or a
@@ -274,7 +295,7 @@ class Pipeline:
             "recipe": str(self.recipe.path) if self.recipe.path else self.recipe.name,
             "cache": str(self.cache.root),
             "device": str(self.device),
-            "tuned_entry": str(self._tuned_entry),
+            "tuned_entry": str(self.tuned_model_dir if self.finished_run else self._tuned_entry),
         }
 
 

@@ -33,6 +33,9 @@ class ModelSection:
     # a shipped template name, a .jinja file, or "tokenizer" (its own); default: "chatml" for the tiny model,
     # "tokenizer" for any other (a user's checkpoint keeps the template it came with)
     chat_template: str | None = None
+    # a run trained elsewhere: a Trainer/SFTTrainer output folder or one of its checkpoint-N folders; when set,
+    # nothing trains and its trainer_state.json is the training record
+    tuned: str | None = None
 
     @property
     def template(self) -> str:
@@ -117,7 +120,11 @@ class Recipe:
 
 def with_limits(recipe: Recipe, *, max_train_rows: int | None = None, max_eval_questions: int | None = None) -> Recipe:
     """The recipe cut down for a quick smoke run (`--max-train-rows`, `--max-eval-questions`): at most that many
-    training rows and questions, whatever `data.limit` and `eval.limit` say; None leaves a limit as it is."""
+    training rows and questions, whatever `data.limit` and `eval.limit` say; None leaves a limit as it is. A recipe
+    judging a run trained elsewhere (`model.tuned`) keeps its rows: nothing trains, and its plan is held against
+    the whole run's record."""
+    if recipe.model.tuned is not None:
+        max_train_rows = None
 
     def lower(limit: int | None, cap: int | None) -> int | None:
         return limit if cap is None else cap if limit is None else min(limit, cap)
@@ -290,6 +297,11 @@ def _check_values(recipe: Recipe, where: str) -> None:
                 f"{where}: `eval.golden` must be a .json file inside the recipe's folder {folder}, "
                 f"not {recipe.eval.golden!r}"
             )
+    if recipe.model.tuned is not None and not Path(recipe.resolve(recipe.model.tuned)).expanduser().is_dir():
+        raise SftEvalError(
+            f"{where}: `model.tuned` must be a folder a trainer wrote (an output folder or checkpoint-N), and "
+            f"{recipe.resolve(recipe.model.tuned)} is not one"
+        )
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
     if recipe.eval.limit is not None and recipe.eval.limit < 1:

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sft_eval.plan import BatchPlan, plan_from_config
+from sft_eval.plan import BatchPlan, plan_from_config, plan_mismatches
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,10 @@ class TrainingRun:
     train_runtime_s: float
     sft_config: dict[str, Any]
     adjustments: list[str] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)  # StepRecorder's records, one per optimizer step
+    steps: list[dict[str, Any]] = field(default_factory=list)  # SftEvalRecorder's records, one per optimizer step
     world_size: int = 1
+    source: str = ""  # a run trained elsewhere: its trainer_state.json (or why there is none); "" trained here
+    train_batch_size: int | None = None  # per device, as that trainer_state.json recorded it
 
     def plan(self) -> BatchPlan:
         """The batch plan for this run's prepared rows and settings, to hold its record against."""
@@ -76,10 +78,59 @@ def unjudged_loss(run: TrainingRun) -> str | None:
     logged = len(run.losses())
     if logged >= 2:
         return None
+    if not run.log_history and run.source:
+        return run.source
     return (
         f"training logged {logged} loss value(s) in {run.global_step} step(s), too few to see whether the loss "
         "fell; train longer or set `sft.logging_steps` lower"
     )
+
+
+def plan_problems(run: TrainingRun) -> list[str]:
+    """Where the run did not do what its recipe planned: the optimizer steps the trainer planned and ran, the
+    per-device batch it recorded, and (with per-step records) each step's micro-batches and sequences."""
+    plan = run.plan()
+    setup = f"{run.train_rows} rows at {plan.per_device_batch} x {plan.world_size} x {plan.grad_accum}"
+    problems = []
+    if run.steps:
+        problems += plan_mismatches(plan, run.steps, run.max_steps)
+    elif run.max_steps != plan.optimizer_steps:
+        problems.append(
+            f"the trainer planned {run.max_steps} optimizer steps; the recipe's plan for {setup} is "
+            f"{plan.optimizer_steps}"
+        )
+    if run.global_step != run.max_steps:
+        problems.append(f"the run stopped at step {run.global_step} of {run.max_steps}: the model is not its last")
+    if run.train_batch_size is not None and run.train_batch_size != plan.per_device_batch:
+        problems.append(
+            f"the trainer ran {run.train_batch_size} sequences per device per micro-batch; the recipe says "
+            f"per_device_train_batch_size = {plan.per_device_batch}"
+        )
+    return problems
+
+
+# Relative: float32 runs agree to about 1e-7 (the trainer's sum and the recorder's are the same numbers added in
+# another order); the broken trainer (each micro-batch its own mean) is off by 2% to 3%.
+NORMALISATION_TOLERANCE = 2e-3
+
+
+def normalisation_problems(steps: list[dict[str, Any]], tolerance: float = NORMALISATION_TOLERANCE) -> list[str]:
+    """Steps whose loss, as the trainer logged it, is not the token-weighted loss of every micro-batch of every
+    rank in the step (`SftEvalRecorder`'s `token_weighted_loss`): the trainer then normalised per micro-batch or
+    per rank, and accumulation or a second process changes what the model learns. Only steps logged alone
+    (logging every step) can be compared."""
+    problems = []
+    for step in steps:
+        if "logged_loss" not in step:
+            continue
+        logged, expected = step["logged_loss"], step["token_weighted_loss"]
+        if not abs(logged - expected) <= tolerance * max(1.0, abs(expected)):
+            problems.append(
+                f"step {step['step']}: the trainer logged loss {logged:.6f}; over the {step['step_label_tokens']} "
+                f"label tokens of the step's {step['micro_batches']} micro-batch(es) x {step['world_size']} "
+                f"process(es) the token-weighted loss is {expected:.6f}"
+            )
+    return problems
 
 
 def loss_problems(run: TrainingRun, min_loss_drop: float) -> list[str]:

@@ -8,6 +8,7 @@ for it (TRL defaults it on); every such choice is returned as an adjustment, sai
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from typing import Any
@@ -59,6 +60,11 @@ def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -
             values.setdefault("ddp_backend", "gloo")  # torchrun on CPU: NCCL needs GPUs
     if distributed:
         values.setdefault("ddp_find_unused_parameters", False)  # a decoder uses every parameter
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
+        # transformers 5 renamed gradient_checkpointing, and TRL still defaults the old name (to True), so every
+        # SFTConfig warns unless the new name is set: the recipe's value (or TRL's default) is given by its new name
+        old = values.pop("gradient_checkpointing", True)
+        values.setdefault("activation_checkpointing", old)
     values.setdefault("seed", recipe.seed)
     values.setdefault("data_seed", recipe.seed)
     values.setdefault("disable_tqdm", not interactive())

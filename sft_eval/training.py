@@ -1,75 +1,128 @@
 """Training: the recipe's SFT run with TRL (`SFTTrainer` + the recipe's `SFTConfig`), and what it logged.
 
 The config comes from `sft_eval.trainer_config`; every choice sft-eval made there is recorded in
-`TrainingRun.adjustments`. `StepRecorder` records what each optimizer step saw.
+`TrainingRun.adjustments`. `SftEvalRecorder`, the public callback a user adds to their own job too, records
+what each optimizer step saw; `read_finished_run` reads a run trained elsewhere from its `trainer_state.json`
+(and that callback's files).
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
 from sft_eval.chat import check_rows_render
 from sft_eval.errors import SftEvalError
+from sft_eval.models import TRAINER_STATE, FinishedRun
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun
 from sft_eval.trainer_config import ALWAYS_RECORDED, sft_config
 
+STEPS_FILE = "sft-eval-steps-rank{rank}.json"  # one per rank, in the trainer's output_dir
+STEPS_FORMAT = "sft-eval-steps/1"
 
-class StepRecorder(TrainerCallback):
-    """Records, per optimizer step and per rank, what the trainer really did.
 
-    It sees each micro-batch where the trainer computes its loss (it wraps `trainer.compute_loss`): sequences,
-    trainable label tokens (shifted, as the loss counts them), the `num_items_in_batch` the trainer normalised
-    by, and the loss; the learning rate and grad norm come from the trainer's log at logging steps.
+class SftEvalRecorder(TrainerCallback):
+    """Records, per optimizer step and per rank, what the trainer really did; add it to any `Trainer` or
+    `SFTTrainer` (`callbacks=[SftEvalRecorder()]`) and it writes `sft-eval-steps-rank<r>.json` into the run's
+    `output_dir`, where `[model] tuned` finds it.
+
+    It watches the model's forward passes that build gradients (a forward hook; nothing of the trainer is
+    replaced): per micro-batch the sequences, the trainable label tokens (shifted, as the loss counts them), the
+    `num_items_in_batch` the model was given (plain `Trainer`; TRL computes its loss outside the model and passes
+    none) and the summed token loss (from TRL's fused `log_probs`, or the model's `loss`). At each step's end the
+    ranks add up their tokens and summed losses, so `token_weighted_loss` is the loss a correct trainer logs for
+    the whole effective batch; the trainer's own logged loss, grad norm and learning rate are added from its log.
     """
 
     def __init__(self) -> None:
         self.steps: list[dict[str, Any]] = []
         self._micro: list[dict[str, Any]] = []
+        self._hook: Any = None
+        self._last_logged = 0  # the step of the trainer's last loss log
 
-    def attach(self, trainer: Any) -> None:
-        compute_loss = trainer.compute_loss
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is not None and self._hook is None:
+            self._hook = model.register_forward_hook(self._observe, with_kwargs=True)
 
-        def observed(model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None):
-            result = compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            loss = result[0] if return_outputs else result
-            labels = inputs["labels"]
-            self._micro.append(
-                {
-                    "sequences": int(labels.shape[0]),
-                    "label_tokens": int((labels[..., 1:] != -100).sum()),
-                    "num_items_in_batch": None if num_items_in_batch is None else int(num_items_in_batch),
-                    "loss": float(loss.detach()),
-                }
-            )
-            return result
-
-        trainer.compute_loss = observed
-        trainer.add_callback(self)
+    def _observe(self, module: Any, positional: tuple, inputs: dict[str, Any], outputs: Any) -> None:
+        labels = inputs.get("labels")
+        if labels is None or not module.training or not torch.is_grad_enabled():
+            return  # an evaluation or metrics-only pass (TRL repeats the forward without grad for its metrics)
+        tokens = int((labels[..., 1:] != -100).sum())
+        given = inputs.get("num_items_in_batch")
+        if getattr(outputs, "log_probs", None) is not None:  # TRL's fused head: zero on ignored positions
+            summed = -float(outputs.log_probs.detach().float().sum())
+        else:  # the model's own loss: a mean over the tokens it was told to divide by
+            summed = float(outputs.loss.detach().float()) * (int(given) if given is not None else tokens)
+        self._micro.append(
+            {
+                "sequences": int(labels.shape[0]),
+                "label_tokens": tokens,
+                "num_items_in_batch": None if given is None else int(given),
+                "loss_sum": summed,
+            }
+        )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         micro, self._micro = self._micro, []
+        tokens = sum(m["label_tokens"] for m in micro)
+        loss_sum = sum(m["loss_sum"] for m in micro)
+        all_tokens, all_loss_sum = tokens, loss_sum
+        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            totals = torch.tensor([tokens, loss_sum], dtype=torch.float64, device=args.device)
+            torch.distributed.all_reduce(totals)  # every rank ends each step here, so the ranks meet
+            all_tokens, all_loss_sum = int(totals[0].item()), float(totals[1].item())
         self.steps.append(
             {
                 "step": state.global_step,
                 "rank": args.process_index,
+                "world_size": args.world_size,
                 "micro_batches": len(micro),
                 "sequences": sum(m["sequences"] for m in micro),
-                "label_tokens": sum(m["label_tokens"] for m in micro),
+                "label_tokens": tokens,
                 "num_items_in_batch": micro[0]["num_items_in_batch"] if micro else None,
-                "loss": sum(m["loss"] for m in micro),  # what the step's gradients come from
+                "loss": loss_sum,  # this rank's summed token loss: what its gradients come from
+                "step_label_tokens": all_tokens,  # all ranks
+                "token_weighted_loss": all_loss_sum / max(all_tokens, 1),  # what the trainer should log
             }
         )
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if logs and self.steps and self.steps[-1]["step"] == state.global_step:
-            for key in ("grad_norm", "learning_rate"):
-                if key in logs:
-                    self.steps[-1][key] = float(logs[key])
+        if not logs or not self.steps or self.steps[-1]["step"] != state.global_step:
+            return
+        for key in ("grad_norm", "learning_rate"):
+            if key in logs:
+                self.steps[-1][key] = float(logs[key])
+        if "loss" in logs:
+            if state.global_step - self._last_logged == 1:  # a window of one step: that step's own loss
+                self.steps[-1]["logged_loss"] = float(logs["loss"])
+            self._last_logged = state.global_step
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.write(args.output_dir, args.process_index, args.world_size)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.write(args.output_dir, args.process_index, args.world_size)
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def write(self, folder: str | Path, rank: int, world_size: int) -> None:
+        """This rank's record as JSON, written whole under a temporary name and renamed into place."""
+        path = Path(folder) / STEPS_FILE.format(rank=rank)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"format": STEPS_FORMAT, "rank": rank, "world_size": world_size, "steps": self.steps}
+        staging = path.with_name(path.name + ".partial")
+        staging.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        staging.replace(path)
 
 
 def rows_without_targets(dataset: Any) -> int:
@@ -116,8 +169,8 @@ def train_sft(
         )
     if config.disable_tqdm:  # without bars the Trainer prints every log dict instead; the run records them anyway
         trainer.remove_callback(PrinterCallback)
-    recorder = StepRecorder()
-    recorder.attach(trainer)
+    recorder = SftEvalRecorder()
+    trainer.add_callback(recorder)
     result = trainer.train()
     model.eval()
     state = trainer.state
@@ -133,3 +186,75 @@ def train_sft(
         adjustments=adjustments,
         steps=recorder.steps,
     )
+
+
+# -- a run trained elsewhere ---------------------------------------------------------------------------------
+def read_finished_run(found: FinishedRun, recipe: Recipe, train_rows: int, *, key: str = "model.tuned") -> TrainingRun:
+    """A run trained elsewhere, as a `TrainingRun`: what ran from its `trainer_state.json` (log history, steps,
+    per-device batch), what was planned from the recipe's `[sft]` and its `train_rows` rows, and per-step records
+    where the job ran `SftEvalRecorder` (rank 0's file; the ranks' totals are in each step)."""
+    with tempfile.TemporaryDirectory() as out:
+        config, _ = sft_config(recipe, out)
+    planned = {k: v for k, v in config.to_dict().items() if k in recipe.sft or k in ALWAYS_RECORDED}
+    steps, world_size = read_steps([found.output_dir, *([found.state.parent] if found.state else [])], key)
+    if found.state is None:
+        return TrainingRun(
+            log_history=[],
+            global_step=0,
+            max_steps=0,
+            num_train_epochs=float(planned.get("num_train_epochs", 0)),
+            train_rows=train_rows,
+            train_runtime_s=0.0,
+            sft_config=planned,
+            steps=steps,
+            world_size=world_size,
+            source=f"no {TRAINER_STATE} in {found.weights} or its checkpoints: the trainer's record is missing",
+        )
+    state = read_trainer_state(found.state, key)
+    runtime = next((e["train_runtime"] for e in reversed(state["log_history"]) if "train_runtime" in e), 0.0)
+    return TrainingRun(
+        log_history=list(state["log_history"]),
+        global_step=int(state["global_step"]),
+        max_steps=int(state["max_steps"]),
+        num_train_epochs=float(state.get("num_train_epochs") or planned.get("num_train_epochs", 0)),
+        train_rows=train_rows,
+        train_runtime_s=float(runtime),
+        sft_config=planned,
+        steps=steps,
+        world_size=world_size,
+        source=str(found.state),
+        train_batch_size=state.get("train_batch_size"),
+    )
+
+
+def read_trainer_state(path: Path, key: str = "model.tuned") -> dict[str, Any]:
+    """`trainer_state.json` as plain data; anything that is not one is one line naming the file."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SftEvalError(f"{key}: {path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SftEvalError(f"{key}: {path}: cannot be read: {exc}") from None
+    wanted = {"log_history": list, "global_step": int, "max_steps": int}
+    for name, kind in wanted.items():
+        if not isinstance(state, dict) or not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
+            raise SftEvalError(f"{key}: {path}: not a trainer state (`{name}` missing or not a {kind.__name__})")
+    if not all(isinstance(e, dict) for e in state["log_history"]):
+        raise SftEvalError(f"{key}: {path}: not a trainer state (`log_history` holds something other than objects)")
+    return state
+
+
+def read_steps(folders: list[Path], key: str = "model.tuned") -> tuple[list[dict[str, Any]], int]:
+    """Rank 0's `SftEvalRecorder` steps and the world size, from the first folder that has the file; ([], 1)
+    when no folder has one (the job ran without the recorder)."""
+    for folder in folders:
+        path = folder / STEPS_FILE.format(rank=0)
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SftEvalError(f"{key}: {path}: not valid JSON ({exc})") from None
+            if not isinstance(data, dict) or data.get("format") != STEPS_FORMAT or not isinstance(data["steps"], list):
+                raise SftEvalError(f"{key}: {path}: not an SftEvalRecorder file (format {STEPS_FORMAT})")
+            return data["steps"], int(data.get("world_size", 1))
+    return [], 1

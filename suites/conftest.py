@@ -13,6 +13,29 @@ from sft_eval.errors import SftEvalError
 from sft_eval.plugin import session_recipe
 from sft_eval.records import TrainingRun
 
+MARKERS = {
+    "bench": "generation speed benchmarks (pytest-benchmark); selected with -m bench",
+    "distributed": "runs training in two processes with torchrun (gloo)",
+    "realworld": "uses the real tokenizers and templates in ../shared/realworld (skipped where absent)",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suites' markers, registered where the suites run (a user's project need not know them)."""
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks run only when asked for (`-m bench`), also from the installed package, whose session has no
+    pyproject of ours to say `-m 'not bench'`."""
+    if config.option.markexpr:
+        return
+    benches = [item for item in items if item.get_closest_marker("bench")]
+    if benches:
+        config.hook.pytest_deselected(items=benches)
+        items[:] = [item for item in items if not item.get_closest_marker("bench")]
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`question_index` runs a test once per question of `--recipe`, with the question in its id:
@@ -62,14 +85,25 @@ def _require_embedded(pipeline) -> None:
 
 
 @pytest.fixture(scope="session")
-def cached(sft_pipeline):
+def trains_here(sft_pipeline) -> None:
+    """Checks that train runs of their own (the batch-plan grid, accumulation, two processes) need the recipe to
+    train here; a recipe judging a run trained elsewhere (`[model] tuned`) trains nothing, so they skip."""
+    if sft_pipeline.recipe.model.tuned is not None:
+        pytest.skip(
+            f"the recipe judges a run trained elsewhere ({sft_pipeline.recipe.model.tuned}): nothing trains here; "
+            "its own record is checked instead (test_training.py)"
+        )
+
+
+@pytest.fixture(scope="session")
+def cached(sft_pipeline, trains_here):
     """`cached(stage, inputs, build)`: a folder built once by `build(folder)` and kept in the fixture cache (the
     pipeline's own cache, keyed with the recipe's base model and tokenizer): short runs are fixtures too."""
     return sft_pipeline.cached
 
 
 @pytest.fixture(scope="session")
-def short_run(sft_pipeline):
+def short_run(sft_pipeline, trains_here):
     """A short SFT run of the recipe with other settings: (rows, sft overrides) -> TrainingRun, cached on disk."""
 
     @functools.cache

@@ -1,7 +1,7 @@
 """Did SFT train, and did the trainer do what the batch plan says? The lesson reads this by eye.
 
 The plan-vs-measured grid runs short SFT runs of the recipe's own model, tokenizer and rows with other batch
-settings (the lesson's 100 rows at 1 x 8 among them) and compares the StepRecorder's record with the plan.
+settings (the lesson's 100 rows at 1 x 8 among them) and compares the SftEvalRecorder's record with the plan.
 Each check also meets a deliberately broken case, so it is shown able to fail.
 """
 
@@ -13,7 +13,7 @@ import math
 import pytest
 
 from sft_eval.plan import plan_batches, plan_mismatches
-from sft_eval.records import loss_problems, unjudged_loss
+from sft_eval.records import loss_problems, normalisation_problems, plan_problems, unjudged_loss
 
 
 def test_loss_and_grad_norm_are_finite_and_the_loss_fell(sft_training_run, sft_recipe):
@@ -21,6 +21,23 @@ def test_loss_and_grad_norm_are_finite_and_the_loss_fell(sft_training_run, sft_r
         pytest.skip(reason)
     problems = loss_problems(sft_training_run, sft_recipe.thresholds.min_loss_drop)
     assert not problems, "; ".join(problems)
+
+
+def test_the_run_did_what_the_recipe_planned(sft_training_run):
+    """Optimizer steps planned and run, the per-device batch, and (with SftEvalRecorder's records) each step."""
+    if not sft_training_run.log_history and sft_training_run.source:
+        pytest.skip(sft_training_run.source)
+    problems = plan_problems(sft_training_run)
+    assert not problems, "; ".join(problems)
+
+
+def test_the_logged_loss_is_normalised_over_each_whole_step(sft_training_run):
+    if not any("logged_loss" in s for s in sft_training_run.steps):
+        pytest.skip(
+            "no step of this run was logged alone with SftEvalRecorder's record (logging_steps = 1 and the "
+            "callback): the normalisation is checked on the grid's runs"
+        )
+    assert not (problems := normalisation_problems(sft_training_run.steps)), "; ".join(problems)
 
 
 GRID = [
@@ -44,7 +61,7 @@ def test_plan_matches_what_the_trainer_did(short_run, rows, batch, accum, span):
     )
     problems = plan_mismatches(plan, run.steps, run.max_steps)
     assert not problems, "; ".join(problems)
-    assert all(s["num_items_in_batch"] == s["label_tokens"] for s in run.steps), "num_items_in_batch != labels"
+    assert not (problems := normalisation_problems(run.steps)), "; ".join(problems)
 
 
 def test_the_lessons_run_is_13_steps_and_the_last_sees_4_rows(short_run):

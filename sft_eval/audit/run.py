@@ -14,7 +14,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import Finding
-from sft_eval.audit.checkpoint import audit_checkpoint
+from sft_eval.audit.checkpoint import audit_checkpoint, audit_tuned_checkpoint
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
 from sft_eval.audit.template import renders
@@ -30,10 +30,13 @@ def audit_recipe(
     rows: list[dict[str, Any]],
     model_dir: str | Path,
     load_model: Callable[[], PreTrainedModel],
+    *,
+    tuned_dir: str | Path | None = None,
 ) -> list[Finding]:
     """The recipe's template, tokenizer and rows; its base checkpoint's files (`model_dir`: vocabulary, embedding
     rows, generation config, read without loading weights); and the labels its trainer builds, for which
-    `load_model()` gives the base model (called only when the template renders)."""
+    `load_model()` gives the base model (called only when the template renders). `tuned_dir`, a run trained
+    elsewhere: its saved template, stop ids and generation defaults against what training used."""
     findings = run_checks(
         tokenizer,
         enable_thinking=recipe.eval.enable_thinking,
@@ -41,6 +44,8 @@ def audit_recipe(
         rows=rows,
     )
     findings += audit_checkpoint(tokenizer, model_dir)
+    if tuned_dir is not None:
+        findings += audit_tuned_checkpoint(tokenizer, tuned_dir)
     if renders(findings):
         findings += audit_labels(recipe, load_model(), tokenizer, rows)
     return findings

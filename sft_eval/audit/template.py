@@ -302,6 +302,11 @@ def end_of_turn_token(tokenizer: PreTrainedTokenizerBase, messages: list[dict[st
     return None, mark(text, end)
 
 
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The token the template writes to end an assistant turn (a system + user + assistant conversation)."""
+    return end_of_turn_token(tokenizer, [SYSTEM, *EXCHANGES[:2]])[0]
+
+
 def check_stop_token(
     tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], generation_eos: list[int] | None = None
 ) -> list[Finding]:

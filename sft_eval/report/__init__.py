@@ -26,9 +26,8 @@ from sft_eval.audit import Finding
 from sft_eval.cache import library_versions, writable_folder, write_atomic
 from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
-from sft_eval.plan import plan_mismatches
 from sft_eval.recipe import Recipe
-from sft_eval.records import TrainingRun, loss_drop, loss_problems
+from sft_eval.records import TrainingRun, loss_drop, loss_problems, plan_problems
 from sft_eval.sanity import Evaluation
 
 HTML_NAME = "sft_report.html"
@@ -99,7 +98,8 @@ def build_context(
             "train_runtime_s": run.train_runtime_s,
             "adjustments": run.adjustments,
             "plan": run.plan().to_dict(),
-            "plan_mismatches": plan_mismatches(run.plan(), run.steps, run.max_steps),
+            "plan_mismatches": plan_problems(run),
+            "source": run.source,
             "steps": run.steps,
         },
         "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},

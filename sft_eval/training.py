@@ -51,35 +51,44 @@ class SftEvalRecorder(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is not None and self._hook is None:
             self._hook = model.register_forward_hook(self._observe, with_kwargs=True)
+        path = Path(args.output_dir) / STEPS_FILE.format(rank=args.process_index)
+        if state.global_step > 0 and not self.steps and path.is_file():  # resumed from a checkpoint: keep its steps
+            earlier = json.loads(path.read_text(encoding="utf-8")).get("steps", [])
+            self.steps = [s for s in earlier if s.get("step", 0) <= state.global_step]
+            self._last_logged = state.global_step
 
     def _observe(self, module: Any, positional: tuple, inputs: dict[str, Any], outputs: Any) -> None:
         labels = inputs.get("labels")
         if labels is None or not module.training or not torch.is_grad_enabled():
             return  # an evaluation or metrics-only pass (TRL repeats the forward without grad for its metrics)
-        tokens = int((labels[..., 1:] != -100).sum())
+        tokens = (labels[..., 1:] != -100).sum()
         given = inputs.get("num_items_in_batch")
         if getattr(outputs, "log_probs", None) is not None:  # TRL's fused head: zero on ignored positions
-            summed = -float(outputs.log_probs.detach().float().sum())
+            summed = -outputs.log_probs.detach().double().sum()
         else:  # the model's own loss: a mean over the tokens it was told to divide by
-            summed = float(outputs.loss.detach().float()) * (int(given) if given is not None else tokens)
-        self._micro.append(
-            {
-                "sequences": int(labels.shape[0]),
-                "label_tokens": tokens,
-                "num_items_in_batch": None if given is None else int(given),
-                "loss_sum": summed,
-            }
-        )
+            summed = outputs.loss.detach().double() * (given if given is not None else tokens)
+        # tensors, read once at the step's end: no device sync per micro-batch
+        self._micro.append({"sequences": int(labels.shape[0]), "tokens": tokens, "given": given, "loss_sum": summed})
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         micro, self._micro = self._micro, []
-        tokens = sum(m["label_tokens"] for m in micro)
-        loss_sum = sum(m["loss_sum"] for m in micro)
-        all_tokens, all_loss_sum = tokens, loss_sum
+        # this rank's tokens and summed loss, and the sum and count of its micro-batch means (what a trainer that
+        # normalises each micro-batch by its own tokens would log); all ranks' after the all-reduce
+        totals = torch.zeros(4, dtype=torch.float64, device=args.device)
+        if micro:
+            totals = torch.stack(
+                [
+                    sum(m["tokens"] for m in micro).double(),
+                    sum(m["loss_sum"] for m in micro),
+                    sum(m["loss_sum"] / m["tokens"].clamp(min=1) for m in micro),
+                    torch.tensor(float(len(micro)), dtype=torch.float64, device=micro[0]["loss_sum"].device),
+                ]
+            ).to(args.device)
+        tokens, loss_sum = int(totals[0].item()), float(totals[1].item())
         if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            totals = torch.tensor([tokens, loss_sum], dtype=torch.float64, device=args.device)
             torch.distributed.all_reduce(totals)  # every rank ends each step here, so the ranks meet
-            all_tokens, all_loss_sum = int(totals[0].item()), float(totals[1].item())
+        all_tokens, all_loss_sum, means, count = totals.tolist()
+        given = micro[0]["given"] if micro else None
         self.steps.append(
             {
                 "step": state.global_step,
@@ -88,10 +97,11 @@ class SftEvalRecorder(TrainerCallback):
                 "micro_batches": len(micro),
                 "sequences": sum(m["sequences"] for m in micro),
                 "label_tokens": tokens,
-                "num_items_in_batch": micro[0]["num_items_in_batch"] if micro else None,
+                "num_items_in_batch": None if given is None else int(given),
                 "loss": loss_sum,  # this rank's summed token loss: what its gradients come from
-                "step_label_tokens": all_tokens,  # all ranks
+                "step_label_tokens": int(all_tokens),  # all ranks
                 "token_weighted_loss": all_loss_sum / max(all_tokens, 1),  # what the trainer should log
+                "per_micro_batch_loss": means / max(count, 1),  # what per-micro-batch normalisation logs
             }
         )
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 import trl
 
-from sft_eval.records import normalisation_problems
+from sft_eval.records import normalisation_problems, normalisation_unjudged
 
 LOSS_TOLERANCE = 5e-5
 PARAMETER_TOLERANCE = {"cpu": 1e-4, "cuda": 2.5e-3}
@@ -83,5 +83,8 @@ def test_per_micro_batch_averaging_is_detected(trained, batch, accum, sft_pipeli
 def test_the_recorder_sees_the_loss_normalised_over_the_whole_step(trained, batch, accum):
     """SftEvalRecorder's own check, the one a user's GPU run gets: the trainer's logged loss is the token-weighted
     loss of the step's micro-batches; quiet on the correct trainer, firing on the broken one."""
+    broken = trained(batch, accum, broken=True)[2].steps
+    if reason := normalisation_unjudged(broken):
+        pytest.skip(reason)
     assert not (problems := normalisation_problems(trained(batch, accum)[2].steps)), "; ".join(problems)
-    assert normalisation_problems(trained(batch, accum, broken=True)[2].steps)
+    assert normalisation_problems(broken)

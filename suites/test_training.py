@@ -13,7 +13,13 @@ import math
 import pytest
 
 from sft_eval.plan import plan_batches, plan_mismatches
-from sft_eval.records import loss_problems, normalisation_problems, plan_problems, unjudged_loss
+from sft_eval.records import (
+    loss_problems,
+    normalisation_problems,
+    normalisation_unjudged,
+    plan_problems,
+    unjudged_loss,
+)
 
 
 def test_loss_and_grad_norm_are_finite_and_the_loss_fell(sft_training_run, sft_recipe):
@@ -32,11 +38,8 @@ def test_the_run_did_what_the_recipe_planned(sft_training_run):
 
 
 def test_the_logged_loss_is_normalised_over_each_whole_step(sft_training_run):
-    if not any("logged_loss" in s for s in sft_training_run.steps):
-        pytest.skip(
-            "no step of this run was logged alone with SftEvalRecorder's record (logging_steps = 1 and the "
-            "callback): the normalisation is checked on the grid's runs"
-        )
+    if reason := normalisation_unjudged(sft_training_run.steps):
+        pytest.skip(f"{reason}; the grid's runs check the normalisation")
     assert not (problems := normalisation_problems(sft_training_run.steps)), "; ".join(problems)
 
 

@@ -15,15 +15,18 @@ import re
 import shlex
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sft_eval.audit import CheckId
 from sft_eval.audit.checkpoint import audit_tuned_checkpoint
+from sft_eval.cache import FixtureCache
 from sft_eval.models import finished_run
+from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import FIXTURES_DIR, load_recipe
 from sft_eval.records import normalisation_problems, plan_problems
-from sft_eval.training import read_finished_run
+from sft_eval.training import STEPS_FILE, SftEvalRecorder, read_finished_run
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "Judge a run you trained elsewhere"
@@ -231,3 +234,31 @@ def test_a_smoke_row_limit_leaves_the_finished_runs_plan_whole(user, cli, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     run = json.loads(result.stdout)
     assert (run["global_step"], run["train_rows"], run["problems"]) == (540, 421, []), run
+
+
+def test_a_resumed_job_keeps_the_recorders_earlier_steps(tmp_path):
+    """`trainer.train(resume_from_checkpoint=...)` starts a new process at step N: the record keeps steps 1..N
+    from the file and drops what a crashed run recorded after its checkpoint."""
+    earlier = SftEvalRecorder()
+    earlier.steps = [{"step": s, "loss": float(s)} for s in range(1, 6)]
+    earlier.write(tmp_path, 0, 1)
+    resumed = SftEvalRecorder()
+    args = SimpleNamespace(output_dir=str(tmp_path), process_index=0)
+    resumed.on_train_begin(args, SimpleNamespace(global_step=3), None)
+    assert [s["step"] for s in resumed.steps] == [1, 2, 3]
+    fresh = SftEvalRecorder()
+    fresh.on_train_begin(args, SimpleNamespace(global_step=0), None)
+    assert fresh.steps == [] and (tmp_path / STEPS_FILE.format(rank=0)).is_file()
+
+
+def test_a_served_tuned_model_with_its_folder_for_the_record_trains_nothing(user, tmp_path):
+    """`eval.backend = "openai"` answers from a server; the folder still gives the record, and nothing trains."""
+    recipe_path = recipe_for(user, tmp_path, user / "runs" / "my-sft")
+    text = recipe_path.read_text(encoding="utf-8").replace(
+        "[eval]\n", '[eval]\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    recipe_path.write_text(text, encoding="utf-8")
+    pipeline = Pipeline(load_recipe(recipe_path), FixtureCache(tmp_path / "cache"), "cpu")
+    assert pipeline.training_run.global_step == 540 and pipeline.training_run.source.endswith("trainer_state.json")
+    assert pipeline.tuned_model_dir == user / "runs" / "my-sft" / "checkpoint-540"
+    assert not [p for p in (tmp_path / "cache").glob("*") if p.name.startswith(("tuned-", "base-", "tokenizer-"))]

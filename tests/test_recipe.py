@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
 
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe
+from sft_eval.trainer_config import sft_config
 
 SEED = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
 MINIMAL = 'name = "r"\n[data]\ntrain = "rows.jsonl"\n[eval]\nquestions = ["Hi"]\n'
@@ -164,3 +167,18 @@ def test_a_questions_file_with_no_question_is_one_line(tmp_path):
     )
     with pytest.raises(SftEvalError, match="empty.jsonl: no evaluation questions"):
         load_questions(recipe)
+
+
+@pytest.mark.parametrize(
+    ("sft", "expected"), [({}, True), ({"gradient_checkpointing": False}, False)], ids=["trl-default", "lesson"]
+)
+def test_checkpointing_reaches_sftconfig_by_its_new_name_without_a_warning(tmp_path, sft, expected):
+    """TRL defaults the deprecated `gradient_checkpointing` (True), so a bare SFTConfig warns (FutureWarning); the
+    recipe's value, or TRL's default, is passed as `activation_checkpointing` and nothing warns."""
+    recipe = load_recipe(DEFAULT_RECIPE)
+    others = {k: v for k, v in recipe.sft.items() if k != "gradient_checkpointing"}
+    recipe = dataclasses.replace(recipe, sft={**others, **sft})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        config, _ = sft_config(recipe, str(tmp_path))
+    assert config.activation_checkpointing is expected and config.gradient_checkpointing is expected

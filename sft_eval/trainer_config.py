@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from sft_eval.console import interactive
@@ -32,11 +33,21 @@ ALWAYS_RECORDED = (
 )
 
 
-def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
-    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
+def recipe_config(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's own SFTConfig as a dict (TRL's defaults where `[sft]` is silent), built without training."""
     with tempfile.TemporaryDirectory() as out:
         config, _ = sft_config(recipe, out)
-    return plan_from_config(config.to_dict(), rows, world_size)
+    return config.to_dict()
+
+
+def recorded_settings(config: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """What a run's record keeps of its SFTConfig (as a dict): the recipe's own keys and `ALWAYS_RECORDED`."""
+    return {k: v for k, v in config.items() if k in recipe.sft or k in ALWAYS_RECORDED}
+
+
+def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
+    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
+    return plan_from_config(recipe_config(recipe), rows, world_size)
 
 
 def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -> tuple[Any, list[str]]:

@@ -9,7 +9,6 @@ what each optimizer step saw; `read_finished_run` reads a run trained elsewhere 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,13 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
+from sft_eval.cache import write_atomic
 from sft_eval.chat import check_rows_render
 from sft_eval.errors import SftEvalError
 from sft_eval.models import TRAINER_STATE, FinishedRun
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun
-from sft_eval.trainer_config import ALWAYS_RECORDED, sft_config
+from sft_eval.trainer_config import recipe_config, recorded_settings, sft_config
 
 STEPS_FILE = "sft-eval-steps-rank{rank}.json"  # one per rank, in the trainer's output_dir
 STEPS_FORMAT = "sft-eval-steps/1"
@@ -84,7 +84,7 @@ class SftEvalRecorder(TrainerCallback):
                     torch.tensor(float(len(micro)), dtype=torch.float64, device=micro[0]["loss_sum"].device),
                 ]
             ).to(args.device)
-        tokens, loss_sum = int(totals[0].item()), float(totals[1].item())
+        tokens, loss_sum = totals[:2].tolist()
         if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)  # every rank ends each step here, so the ranks meet
         all_tokens, all_loss_sum, means, count = totals.tolist()
@@ -96,7 +96,7 @@ class SftEvalRecorder(TrainerCallback):
                 "world_size": args.world_size,
                 "micro_batches": len(micro),
                 "sequences": sum(m["sequences"] for m in micro),
-                "label_tokens": tokens,
+                "label_tokens": int(tokens),
                 "num_items_in_batch": None if given is None else int(given),
                 "loss": loss_sum,  # this rank's summed token loss: what its gradients come from
                 "step_label_tokens": int(all_tokens),  # all ranks
@@ -126,13 +126,11 @@ class SftEvalRecorder(TrainerCallback):
             self._hook = None
 
     def write(self, folder: str | Path, rank: int, world_size: int) -> None:
-        """This rank's record as JSON, written whole under a temporary name and renamed into place."""
+        """This rank's record as JSON, written whole (`write_atomic`): a reader never sees a torn file."""
         path = Path(folder) / STEPS_FILE.format(rank=rank)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"format": STEPS_FORMAT, "rank": rank, "world_size": world_size, "steps": self.steps}
-        staging = path.with_name(path.name + ".partial")
-        staging.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        staging.replace(path)
+        write_atomic(path, json.dumps(data, indent=1))
 
 
 def rows_without_targets(dataset: Any) -> int:
@@ -191,7 +189,7 @@ def train_sft(
         num_train_epochs=float(config.num_train_epochs),
         train_rows=len(trainer.train_dataset),
         train_runtime_s=float(result.metrics.get("train_runtime", 0.0)),
-        sft_config={k: v for k, v in config.to_dict().items() if k in recipe.sft or k in ALWAYS_RECORDED},
+        sft_config=recorded_settings(config.to_dict(), recipe),
         world_size=config.world_size,
         adjustments=adjustments,
         steps=recorder.steps,
@@ -203,24 +201,13 @@ def read_finished_run(found: FinishedRun, recipe: Recipe, train_rows: int, *, ke
     """A run trained elsewhere, as a `TrainingRun`: what ran from its `trainer_state.json` (log history, steps,
     per-device batch), what was planned from the recipe's `[sft]` and its `train_rows` rows, and per-step records
     where the job ran `SftEvalRecorder` (rank 0's file; the ranks' totals are in each step)."""
-    with tempfile.TemporaryDirectory() as out:
-        config, _ = sft_config(recipe, out)
-    planned = {k: v for k, v in config.to_dict().items() if k in recipe.sft or k in ALWAYS_RECORDED}
+    planned = recorded_settings(recipe_config(recipe), recipe)
     steps, world_size = read_steps([found.output_dir, *([found.state.parent] if found.state else [])], key)
     if found.state is None:
-        return TrainingRun(
-            log_history=[],
-            global_step=0,
-            max_steps=0,
-            num_train_epochs=float(planned.get("num_train_epochs", 0)),
-            train_rows=train_rows,
-            train_runtime_s=0.0,
-            sft_config=planned,
-            steps=steps,
-            world_size=world_size,
-            source=f"no {TRAINER_STATE} in {found.weights} or its checkpoints: the trainer's record is missing",
-        )
-    state = read_trainer_state(found.state, key)
+        state: dict[str, Any] = {"log_history": [], "global_step": 0, "max_steps": 0}
+        source = f"no {TRAINER_STATE} in {found.weights} or its checkpoints: the trainer's record is missing"
+    else:
+        state, source = read_trainer_state(found.state, key), str(found.state)
     runtime = next((e["train_runtime"] for e in reversed(state["log_history"]) if "train_runtime" in e), 0.0)
     return TrainingRun(
         log_history=list(state["log_history"]),
@@ -232,7 +219,7 @@ def read_finished_run(found: FinishedRun, recipe: Recipe, train_rows: int, *, ke
         sft_config=planned,
         steps=steps,
         world_size=world_size,
-        source=str(found.state),
+        source=source,
         train_batch_size=state.get("train_batch_size"),
     )
 

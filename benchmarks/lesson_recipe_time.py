@@ -28,7 +28,7 @@ SEED_LESSON = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
 def _train(pipeline: Pipeline, out: str) -> tuple[float, object]:
     model = pipeline.load_base_model()
     start = time.perf_counter()
-    run = train_sft(pipeline.recipe, model, pipeline.tokenizer, pipeline.rows, out)
+    run, _ = train_sft(pipeline.recipe, model, pipeline.tokenizer, pipeline.rows, out)
     return time.perf_counter() - start, run
 
 

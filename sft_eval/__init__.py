@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.6.0"  # part of every cache key: bump when a cached artifact changes shape
+__version__ = "0.7.0"  # part of every cache key: bump when a cached artifact changes shape
 
 _EXPORTS = {
     "Recipe": "sft_eval.recipe",

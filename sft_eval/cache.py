@@ -16,7 +16,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from sft_eval.errors import SftEvalError
 
 MANIFEST = "MANIFEST.json"
 _LIBRARIES = ("torch", "transformers", "trl", "tokenizers", "datasets")
+_OPTIONAL_LIBRARIES = ("peft",)  # keyed when installed: LoRA runs and adapters depend on it
 
 
 def default_cache_dir() -> Path:
@@ -35,7 +36,13 @@ def default_cache_dir() -> Path:
 def library_versions() -> dict[str, str]:
     from sft_eval import __version__
 
-    return {**{name: version(name) for name in _LIBRARIES}, "sft-eval": __version__}
+    optional = {}
+    for name in _OPTIONAL_LIBRARIES:
+        try:
+            optional[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return {**{name: version(name) for name in _LIBRARIES}, **optional, "sft-eval": __version__}
 
 
 def file_digest(path: Path) -> str:

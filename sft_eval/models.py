@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import safe_open
 from transformers import (
     AutoModelForCausalLM,
     DataCollatorForLanguageModeling,
@@ -138,6 +139,9 @@ def pretrain_base(
     # which pretraining never showed the base; so the base runs to max_new_tokens, as a real base model does.
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # Trainer wrote TrainingArguments.use_cache (off) into the config; a base is served with its KV cache (a LoRA
+    # adapter on it is served with this config: checkpoint.use_cache)
+    model.config.use_cache = True
     return model.eval()
 
 
@@ -205,6 +209,9 @@ def describe(model: PreTrainedModel) -> dict[str, Any]:
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TRAINER_STATE = "trainer_state.json"
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder (LoRA): applied to model.base
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLED_ADAPTER = "adapter_model.bin"
 # config.json keys that fix a decoder's shapes: a fine-tuned checkpoint has its base's
 ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -215,6 +222,7 @@ class FinishedRun(NamedTuple):
     weights: Path  # config.json + safetensors weights (+ the tokenizer and generation config it was saved with)
     state: Path | None  # trainer_state.json: the folder's own, else its latest checkpoint's; None when absent
     output_dir: Path  # where the trainer wrote (the named folder, or the checkpoint's parent): SftEvalRecorder files
+    adapter: bool = False  # `weights` is a PEFT adapter folder, applied to model.base
 
 
 def checkpoint_folders(folder: Path) -> list[Path]:
@@ -227,21 +235,49 @@ def has_weights(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any((folder / name).is_file() for name in SAFE_WEIGHTS)
 
 
+def load_json(path: Path, key: str) -> Any:
+    """A JSON file of a run's folder as plain data; not JSON (with its line), or unreadable, is one line naming
+    `key` and the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SftEvalError(f"{key}: {path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SftEvalError(f"{key}: {path}: cannot be read: {exc}") from None
+
+
+def has_adapter(folder: Path) -> bool:
+    """A PEFT adapter folder (`save_pretrained` of a PeftModel, or a LoRA run's checkpoint)."""
+    return (folder / ADAPTER_CONFIG).is_file()
+
+
 def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
     """Resolve a Trainer/SFTTrainer output folder or one of its `checkpoint-N` folders: the weights are the
-    folder's own (`trainer.save_model`) or else its latest checkpoint's; the record is the folder's
-    `trainer_state.json` (`trainer.save_state`) or else the latest checkpoint's. Only safetensors are read:
-    pickled weights and `training_args.bin` are never unpickled (loading a pickle runs code from the folder)."""
+    folder's own (`trainer.save_model`) or else its latest checkpoint's, full weights or a PEFT adapter
+    (`adapter_config.json`, applied to `model.base`); the record is the folder's `trainer_state.json`
+    (`trainer.save_state`) or else the latest checkpoint's. Only safetensors are read: pickled weights and
+    `training_args.bin` are never unpickled (loading a pickle runs code from the folder)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise SftEvalError(f"{key}: {path} is not a folder (a Trainer output folder or a checkpoint-N folder)")
     checkpoints = checkpoint_folders(folder)
-    if any((p / "adapter_config.json").is_file() for p in (folder, *checkpoints[-1:])):
+
+    def loadable(p: Path) -> bool:
+        return has_weights(p) or has_adapter(p)
+
+    weights = folder if loadable(folder) else next((p for p in reversed(checkpoints) if loadable(p)), None)
+    adapter = weights is not None and has_adapter(weights) and not has_weights(weights)  # full weights win
+    if adapter and not (weights / ADAPTER_WEIGHTS).is_file():
+        pickled = weights / PICKLED_ADAPTER
+        if pickled.is_file():
+            raise SftEvalError(
+                f"{key}: {pickled} holds pickled adapter weights and no {ADAPTER_WEIGHTS}; sft-eval never unpickles a "
+                "file from a run's folder (a pickle runs code): save it with save_pretrained (safetensors)"
+            )
         raise SftEvalError(
-            f"{key}: {path} holds a PEFT adapter (adapter_config.json), not full weights; adapters as the tuned "
-            "model are not supported yet: merge it (merge_and_unload, then save_pretrained) and name that folder"
+            f"{key}: {weights} holds a PEFT adapter config ({ADAPTER_CONFIG}) but no {ADAPTER_WEIGHTS}, the adapter's "
+            "weights"
         )
-    weights = folder if has_weights(folder) else next((p for p in reversed(checkpoints) if has_weights(p)), None)
     if weights is None:
         pickled = [p / n for p in (folder, *checkpoints[-1:]) for n in PICKLED_WEIGHTS if (p / n).is_file()]
         if pickled:
@@ -250,14 +286,41 @@ def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
                 "file from a run's folder (a pickle runs code): save it with save_pretrained (safetensors)"
             )
         raise SftEvalError(
-            f"{key}: {path} is neither a checkpoint (config.json + model.safetensors) nor a Trainer output folder "
-            "with checkpoint-N folders holding one"
+            f"{key}: {path} is neither a checkpoint (config.json + model.safetensors, or a PEFT adapter's "
+            f"{ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}) nor a Trainer output folder with checkpoint-N folders holding one"
         )
     state = folder / TRAINER_STATE
     if not state.is_file():
         state = next((p / TRAINER_STATE for p in reversed(checkpoints) if (p / TRAINER_STATE).is_file()), None)
     output_dir = folder.parent if folder.name.startswith("checkpoint-") and not checkpoints else folder
-    return FinishedRun(weights, state, output_dir)
+    return FinishedRun(weights, state, output_dir, adapter=adapter)
+
+
+def weight_files(folder: str | Path) -> dict[str, Path]:
+    """Each tensor name of a safetensors checkpoint and the file holding it (from the index or the one file's
+    header); empty for a folder without safetensors weights."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: folder / file for name, file in weight_map.items()}
+    single = next((folder / n for n in ("model.safetensors", ADAPTER_WEIGHTS) if (folder / n).is_file()), None)
+    if single is None:
+        return {}
+    with safe_open(single, framework="pt") as handle:
+        return dict.fromkeys(handle.keys(), single)
+
+
+def tensor_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a safetensors checkpoint or adapter folder, from the file headers only."""
+    shapes = {}
+    by_file: dict[Path, list[str]] = {}
+    for name, file in weight_files(folder).items():
+        by_file.setdefault(file, []).append(name)
+    for file, names in by_file.items():
+        with safe_open(file, framework="pt") as handle:
+            shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in names})
+    return shapes
 
 
 def architecture_mismatch(tuned: Path, base: Path) -> str | None:

@@ -19,10 +19,12 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from sft_eval.adapters import adapter_mismatch, load_adapted_model, merged_model, read_adapter_config
 from sft_eval.audit import Finding
+from sft_eval.audit.adapter import check_merge
 from sft_eval.audit.run import audit_recipe, audit_template_file, audit_tokenizer_folder
 from sft_eval.cache import FixtureCache, cache_key, source_digest
-from sft_eval.chat import end_of_turn, load_template, shipped_templates, special_literals
+from sft_eval.chat import conversation, end_of_turn, load_template, render_prompt, shipped_templates, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import GenerationSettings, Target, backend_for, check_backend
@@ -36,6 +38,7 @@ from sft_eval.training import read_finished_run, train_sft
 TINY = "tiny"
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
 TRAINING_RUN_FILE = "training_run.json"
+MERGE_PROMPTS = 32  # evaluation prompts the LoRA merge check compares logits on (all positions of each)
 
 
 class Pipeline:
@@ -143,8 +146,7 @@ class Pipeline:
         if rows > len(self.rows):
             raise SftEvalError(f"a variant run needs {rows} training rows and the recipe has {len(self.rows)}")
         model = self.load_base_model(dropout=dropout)
-        run = train_sft(self.variant_recipe(**sft), model, self.tokenizer, self.rows[:rows], str(output_dir))
-        return run, model
+        return train_sft(self.variant_recipe(**sft), model, self.tokenizer, self.rows[:rows], str(output_dir))
 
     def variant_run(
         self,
@@ -169,7 +171,8 @@ class Pipeline:
             if keep is not None:
                 keep(folder, model)
 
-        folder = self.cached(stage, {"rows": rows, "sft": settings, "dropout": False, **(key or {})}, build)
+        lora = {"peft": dict(self.recipe.peft)} if self.recipe.peft is not None else {}
+        folder = self.cached(stage, {"rows": rows, "sft": settings, "dropout": False, **lora, **(key or {})}, build)
         return TrainingRun.from_dict(json.loads((folder / TRAINING_RUN_FILE).read_text(encoding="utf-8"))), folder
 
     @functools.cached_property
@@ -190,14 +193,16 @@ class Pipeline:
             "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
             "limit": self.recipe.data.limit,
             "sft": dict(self.recipe.sft),
+            **({"peft": dict(self.recipe.peft)} if self.recipe.peft is not None else {}),
             "seed": self.recipe.seed,
             "device": self.device.type,  # trained on a GPU or on the CPU: different numerics, different weights
         }
 
         def build(folder: Path) -> None:
-            model = self.load_base_model()
-            run = train_sft(self.recipe, model, self.tokenizer, self.rows, str(folder / "trainer"))
-            model.config.use_cache = True  # Trainer set it to TrainingArguments.use_cache (off); serving wants it
+            base = self.load_base_model()
+            run, model = train_sft(self.recipe, base, self.tokenizer, self.rows, str(folder / "trainer"))
+            if self.recipe.peft is None:  # a LoRA run saves its adapter alone; the base's config is untouched
+                model.config.use_cache = True  # Trainer set it to TrainingArguments.use_cache (off); serving wants it
             model.save_pretrained(folder / "model")
             self.tokenizer.save_pretrained(folder / "model")
             (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
@@ -210,30 +215,57 @@ class Pipeline:
         if self.recipe.model.tuned is None:
             return None
         found = finished_run(self.recipe.resolve(self.recipe.model.tuned))
-        if mismatch := architecture_mismatch(found.weights, self.base_model_dir):
-            raise SftEvalError(f"model.tuned: {found.weights} is not a fine-tune of model.base: {mismatch}")
+        if found.adapter:
+            mismatch = adapter_mismatch(found.weights, self.base_model_dir, self.recipe.model.base)
+        else:
+            mismatch = architecture_mismatch(found.weights, self.base_model_dir)
+        if mismatch:
+            kind = "an adapter for" if found.adapter else "a fine-tune of"
+            raise SftEvalError(f"model.tuned: {found.weights} is not {kind} model.base: {mismatch}")
+        if self.recipe.model.merged is not None and not found.adapter:
+            raise SftEvalError(
+                f"model.merged: the tuned model {found.weights} holds full weights, not a LoRA adapter: there is no "
+                "merge to check; remove model.merged, or name the adapter folder as model.tuned"
+            )
         return found
 
     @functools.cached_property
     def training_run(self) -> TrainingRun:
         """What the trainer did: the run trained elsewhere from its own record, else the run trained here."""
         if self.finished_run is not None:
-            return read_finished_run(self.finished_run, self.recipe, len(self.rows))
+            return read_finished_run(self.finished_run, self.recipe, len(self.rows), base_dir=self.base_model_dir)
         data = json.loads((self._tuned_entry / TRAINING_RUN_FILE).read_text(encoding="utf-8"))
         return TrainingRun.from_dict(data)
 
     @property
     def tuned_model_dir(self) -> Path:
-        """The tuned checkpoint folder (model and tokenizer with its chat template): what a server serves."""
+        """The tuned checkpoint folder (model and tokenizer with its chat template): what a server serves; for a
+        LoRA run, the adapter folder (applied to `base_model_dir`)."""
         if self.finished_run is not None:
             return self.finished_run.weights
         return self._tuned_entry / "model"
 
+    @property
+    def tuned_is_adapter(self) -> bool:
+        """The tuned model is a PEFT adapter on the base: a LoRA recipe trained here, or an adapter folder."""
+        if self.finished_run is not None:
+            return self.finished_run.adapter
+        return self.recipe.peft is not None
+
+    @property
+    def lora_settings(self) -> dict[str, Any] | None:
+        """What the LoRA run trains (target modules, modules_to_save, trainable tokens): the adapter folder's own
+        config for a run trained elsewhere, else the recipe's `[peft]`; None for full fine-tuning."""
+        if self.finished_run is not None:
+            return read_adapter_config(self.finished_run.weights) if self.finished_run.adapter else None
+        return None if self.recipe.peft is None else dict(self.recipe.peft)
+
     @functools.cached_property
     def tuned_model(self) -> PreTrainedModel:
-        if self.finished_run is not None:
-            return load_model(self.finished_run.weights, str(self.device), key="model.tuned")
-        return load_model(self.tuned_model_dir, str(self.device), key="model.base")
+        key = "model.tuned" if self.finished_run is not None else "model.base"
+        if self.tuned_is_adapter:
+            return load_adapted_model(self.base_model_dir, self.tuned_model_dir, str(self.device), key=key)
+        return load_model(self.tuned_model_dir, str(self.device), key=key)
 
     # -- generate and score -----------------------------------------------------------------------------
     @functools.cached_property
@@ -258,11 +290,37 @@ class Pipeline:
 
     @functools.cached_property
     def findings(self) -> list[Finding]:
-        """The audit of the recipe (template, tokenizer, checkpoint files, the trainer's labels), once."""
+        """The audit of the recipe (template, tokenizer, checkpoint files, a LoRA run's trainable tokens, the
+        trainer's labels), once; nothing is trained for it."""
         tuned = self.finished_run.weights if self.finished_run else None
         return audit_recipe(
-            self.recipe, self.tokenizer, self.rows, self.base_model_dir, self.load_base_model, tuned_dir=tuned
+            self.recipe,
+            self.tokenizer,
+            self.rows,
+            self.base_model_dir,
+            self.load_base_model,
+            tuned_dir=tuned,
+            tuned_is_adapter=self.tuned_is_adapter,
+            lora=self.lora_settings,
         )
+
+    @functools.cached_property
+    def merge_findings(self) -> list[Finding]:
+        """`peft.merge` for a LoRA run: the merged model (the recipe's `model.merged`, else the adapter merged here)
+        against the adapter, on the first `MERGE_PROMPTS` evaluation prompts; nothing for full fine-tuning."""
+        if not self.tuned_is_adapter:
+            return []
+        named = Path(self.recipe.resolve(self.recipe.model.merged)) if self.recipe.model.merged else None
+        merged, source = merged_model(self.base_model_dir, self.tuned_model_dir, str(self.device), named)
+        prompts = [
+            render_prompt(
+                self.tokenizer,
+                conversation(q.question, self.recipe.eval.system_message or None),
+                enable_thinking=self.recipe.eval.enable_thinking,
+            )
+            for q in self.questions[:MERGE_PROMPTS]
+        ]
+        return check_merge(self.tuned_model, merged, self.tokenizer, prompts, source)
 
     def audit(self, *, template: str | None = None, tokenizer_dir: str | None = None) -> list[Finding]:
         """The recipe's audit; or a template file audited with the recipe's tokenizer adapted to it; or a
@@ -282,7 +340,7 @@ class Pipeline:
             recipe=self.recipe,
             run=self.training_run,
             evaluation=self.evaluation,
-            findings=self.findings,
+            findings=self.findings + self.merge_findings,
             data_preview=[list(r) for r in dataset_table(self.rows, n=3).rows],
             provenance=self.describe(),
             outcomes=outcomes,

@@ -36,6 +36,9 @@ class ModelSection:
     # a run trained elsewhere: a Trainer/SFTTrainer output folder or one of its checkpoint-N folders; when set,
     # nothing trains and its trainer_state.json is the training record
     tuned: str | None = None
+    # a LoRA run's merged checkpoint, as served (merge_and_unload + save_pretrained): held against the adapter;
+    # default: the adapter is merged here
+    merged: str | None = None
 
     @property
     def template(self) -> str:
@@ -87,6 +90,8 @@ class Recipe:
     seed: int = 0
     model: ModelSection = field(default_factory=ModelSection)
     sft: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # LoRA through PEFT: peft.LoraConfig's fields by name, given to SFTTrainer(peft_config=...); None: full fine-tuning
+    peft: Mapping[str, Any] | None = None
     eval: EvalSection = field(default_factory=EvalSection)
     thresholds: Thresholds = field(default_factory=Thresholds)
     path: Path | None = None  # the file it was loaded from; relative paths resolve against its folder
@@ -113,6 +118,7 @@ class Recipe:
             "model": dataclasses.asdict(self.model),
             "data": dataclasses.asdict(self.data),
             "sft": dict(self.sft),
+            "peft": None if self.peft is None else dict(self.peft),
             "eval": dataclasses.asdict(self.eval),
             "thresholds": dataclasses.asdict(self.thresholds),
         }
@@ -167,7 +173,7 @@ def read_text(path: Path) -> str:
 
 def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe:
     where = str(path) if path else "recipe"
-    _reject_unknown(raw, {"name", "seed", "sft", *_SECTIONS}, where, "")
+    _reject_unknown(raw, {"name", "seed", "sft", "peft", *_SECTIONS}, where, "")
     if "data" not in raw:
         raise SftEvalError(f'{where}: missing section [data] (at least `train = "..."`)')
     sections = {name: _section(cls, raw.get(name, {}), where, name) for name, cls in _SECTIONS.items()}
@@ -175,12 +181,16 @@ def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe
     if not isinstance(sft, dict):
         raise SftEvalError(f"{where}: [sft] must be a table of trl.SFTConfig fields")
     _check_sft_names(sft, where)
+    peft = raw.get("peft")
+    if peft is not None:
+        _check_peft(peft, where)
     top = {k: raw[k] for k in ("name", "seed") if k in raw}
     _check_types(Recipe, top, where, "")
     recipe = Recipe(
         name=top.get("name", path.stem if path else "recipe"),
         seed=top.get("seed", 0),
         sft=MappingProxyType(dict(sft)),
+        peft=None if peft is None else MappingProxyType(dict(peft)),
         path=path,
         **sections,
     )
@@ -248,6 +258,42 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
         raise SftEvalError(f"{where}: `sft.output_dir` is chosen by sft-eval (the fixture cache); remove it")
 
 
+# peft.LoraConfig fields a recipe does not set: PEFT fills them in when it saves or loads an adapter.
+_PEFT_OWNED = ("peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision", "inference_mode")
+
+
+def lora_config_class() -> Any:
+    """`peft.LoraConfig`; without peft installed, one line naming the extra that installs it."""
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise SftEvalError(
+            "[peft] (LoRA) needs the peft package, which is not installed: pip install 'sft-eval[peft]'"
+        ) from None
+    return LoraConfig
+
+
+def _check_peft(peft: Any, where: str) -> None:
+    """`[peft]` names peft.LoraConfig fields (close matches for a typo), for a causal LM, and builds a config."""
+    if not isinstance(peft, dict):
+        raise SftEvalError(f"{where}: [peft] must be a table of peft.LoraConfig fields")
+    try:
+        lora = lora_config_class()
+    except SftEvalError as exc:
+        raise SftEvalError(f"{where}: {exc}") from None
+    known = {f.name for f in dataclasses.fields(lora) if f.init} - set(_PEFT_OWNED)
+    _reject_unknown(peft, known, where, "peft.")
+    if peft.get("task_type", "CAUSAL_LM") != "CAUSAL_LM":
+        raise SftEvalError(f'{where}: `peft.task_type` must be "CAUSAL_LM" (a chat model), not {peft["task_type"]!r}')
+    rank = peft.get("r", 8)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise SftEvalError(f"{where}: `peft.r` must be a whole number of at least 1, not {rank!r}")
+    try:
+        lora(**{"task_type": "CAUSAL_LM", **peft})
+    except (ValueError, TypeError) as exc:
+        raise SftEvalError(f"{where}: [peft] is not a valid peft.LoraConfig: {str(exc).splitlines()[0]}") from None
+
+
 # [sft] values SFTConfig accepts but the trainer rejects later, deep inside a run (a ZeroDivisionError, an empty
 # dataloader, a silently untrained model): checked at load, each as one line naming the key.
 _SFT_AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length")
@@ -302,6 +348,17 @@ def _check_values(recipe: Recipe, where: str) -> None:
             f"{where}: `model.tuned` must be a folder a trainer wrote (an output folder or checkpoint-N), and "
             f"{recipe.resolve(recipe.model.tuned)} is not one"
         )
+    if recipe.model.merged is not None:
+        if recipe.peft is None and recipe.model.tuned is None:
+            raise SftEvalError(
+                f"{where}: `model.merged` is the merged checkpoint of a LoRA run: set [peft] (trained here) or "
+                "`model.tuned` (an adapter trained elsewhere) too"
+            )
+        if not Path(recipe.resolve(recipe.model.merged)).expanduser().is_dir():
+            raise SftEvalError(
+                f"{where}: `model.merged` must be a checkpoint folder, and {recipe.resolve(recipe.model.merged)} is "
+                "not one"
+            )
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
     if recipe.eval.limit is not None and recipe.eval.limit < 1:

@@ -46,6 +46,7 @@ class TrainingRun:
     world_size: int = 1
     source: str = ""  # a run trained elsewhere: its trainer_state.json (or why there is none); "" trained here
     train_batch_size: int | None = None  # per device, as that trainer_state.json recorded it
+    peft: dict[str, Any] | None = None  # a LoRA run: rank, alpha, adapted modules, trainable parameters; None: full
 
     def plan(self) -> BatchPlan:
         """The batch plan for this run's prepared rows and settings, to hold its record against."""

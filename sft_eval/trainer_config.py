@@ -17,7 +17,7 @@ from typing import Any
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 from sft_eval.plan import BatchPlan, plan_from_config
-from sft_eval.recipe import Recipe
+from sft_eval.recipe import Recipe, lora_config_class
 
 # Settings every run's record keeps, with whatever else `[sft]` set.
 ALWAYS_RECORDED = (
@@ -48,6 +48,14 @@ def recorded_settings(config: Mapping[str, Any], recipe: Recipe) -> dict[str, An
 def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
     """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
     return plan_from_config(recipe_config(recipe), rows, world_size)
+
+
+def lora_config(recipe: Recipe) -> Any:
+    """The recipe's `[peft]` as a `peft.LoraConfig` for a causal LM (what `SFTTrainer(peft_config=...)` gets), or
+    None for full fine-tuning."""
+    if recipe.peft is None:
+        return None
+    return lora_config_class()(**{"task_type": "CAUSAL_LM", **recipe.peft})
 
 
 def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -> tuple[Any, list[str]]:

@@ -17,13 +17,14 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
+from sft_eval.adapters import adapter_summary, trained_summary
 from sft_eval.cache import write_atomic
 from sft_eval.chat import check_rows_render
 from sft_eval.errors import SftEvalError
-from sft_eval.models import TRAINER_STATE, FinishedRun
+from sft_eval.models import TRAINER_STATE, FinishedRun, load_json
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun
-from sft_eval.trainer_config import recipe_config, recorded_settings, sft_config
+from sft_eval.trainer_config import lora_config, recipe_config, recorded_settings, sft_config
 
 STEPS_FILE = "sft-eval-steps-rank{rank}.json"  # one per rank, in the trainer's output_dir
 STEPS_FORMAT = "sft-eval-steps/1"
@@ -151,9 +152,10 @@ def train_sft(
     tokenizer: PreTrainedTokenizerBase,
     rows: list[dict[str, Any]],
     output_dir: str,
-) -> TrainingRun:
-    """Fine-tune `model` in place on `rows` with the recipe's SFTConfig, on the device the model is on; return what
-    the trainer logged."""
+) -> tuple[TrainingRun, PreTrainedModel]:
+    """Fine-tune `model` on `rows` with the recipe's SFTConfig (and its `[peft]` LoRA config, when it has one), on
+    the device the model is on: (what the trainer logged, the trained model). Full fine-tuning trains `model` in
+    place and returns it; LoRA returns the `PeftModel` TRL wrapped around it (its adapter is what is saved)."""
     from trl import SFTTrainer
 
     config, adjustments = sft_config(recipe, output_dir, on_cpu=model.device.type == "cpu")
@@ -163,6 +165,7 @@ def train_sft(
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
+        peft_config=lora_config(recipe),
     )
     untrainable = rows_without_targets(trainer.train_dataset)
     if untrainable == len(trainer.train_dataset):
@@ -180,9 +183,9 @@ def train_sft(
     recorder = SftEvalRecorder()
     trainer.add_callback(recorder)
     result = trainer.train()
-    model.eval()
+    trained = trainer.model.eval()
     state = trainer.state
-    return TrainingRun(
+    run = TrainingRun(
         log_history=list(state.log_history),
         global_step=state.global_step,
         max_steps=state.max_steps,
@@ -193,14 +196,19 @@ def train_sft(
         world_size=config.world_size,
         adjustments=adjustments,
         steps=recorder.steps,
+        peft=trained_summary(trained),
     )
+    return run, trained
 
 
 # -- a run trained elsewhere ---------------------------------------------------------------------------------
-def read_finished_run(found: FinishedRun, recipe: Recipe, train_rows: int, *, key: str = "model.tuned") -> TrainingRun:
+def read_finished_run(
+    found: FinishedRun, recipe: Recipe, train_rows: int, *, base_dir: Path | None = None, key: str = "model.tuned"
+) -> TrainingRun:
     """A run trained elsewhere, as a `TrainingRun`: what ran from its `trainer_state.json` (log history, steps,
     per-device batch), what was planned from the recipe's `[sft]` and its `train_rows` rows, and per-step records
-    where the job ran `SftEvalRecorder` (rank 0's file; the ranks' totals are in each step)."""
+    where the job ran `SftEvalRecorder` (rank 0's file; the ranks' totals are in each step); for an adapter, its
+    LoRA summary (parameters counted with those of `base_dir`, model.base's folder)."""
     planned = recorded_settings(recipe_config(recipe), recipe)
     steps, world_size = read_steps([found.output_dir, *([found.state.parent] if found.state else [])], key)
     if found.state is None:
@@ -221,17 +229,13 @@ def read_finished_run(found: FinishedRun, recipe: Recipe, train_rows: int, *, ke
         world_size=world_size,
         source=source,
         train_batch_size=state.get("train_batch_size"),
+        peft=adapter_summary(found.weights, base_dir) if found.adapter else None,
     )
 
 
 def read_trainer_state(path: Path, key: str = "model.tuned") -> dict[str, Any]:
     """`trainer_state.json` as plain data; anything that is not one is one line naming the file."""
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SftEvalError(f"{key}: {path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SftEvalError(f"{key}: {path}: cannot be read: {exc}") from None
+    state = load_json(path, key)
     wanted = {"log_history": list, "global_step": int, "max_steps": int}
     for name, kind in wanted.items():
         if not isinstance(state, dict) or not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):

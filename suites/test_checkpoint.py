@@ -1,8 +1,9 @@
 """The tuned checkpoint's contract with whoever serves it: what a server reads from the folder is what training used.
 
-Trained here or elsewhere (`[model] tuned`), the folder must carry the chat template training rendered with, stop
-at the end-of-turn token the template writes, keep the KV cache on, and not sample by default. Each check reads
-JSON and template files only, never the weights.
+Trained here or elsewhere (`[model] tuned`), a full checkpoint or a LoRA adapter folder, the folder must carry the
+chat template training rendered with, stop at the end-of-turn token the template writes, keep the KV cache on, and
+not sample by default (an adapter folder's config and generation config are its base's). Each check reads JSON
+and template files only, never the weights.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ CONTRACT = [
 
 @pytest.fixture(scope="module")
 def contract(sft_pipeline, sft_tokenizer):
-    return audit_tuned_checkpoint(sft_tokenizer, sft_pipeline.tuned_model_dir)
+    # a LoRA adapter folder carries the tokenizer; the config and generation config it is served with are the base's
+    configs = sft_pipeline.base_model_dir if sft_pipeline.tuned_is_adapter else None
+    return audit_tuned_checkpoint(sft_tokenizer, sft_pipeline.tuned_model_dir, config_folder=configs)
 
 
 @pytest.mark.parametrize("check", CONTRACT, ids=[str(c) for c in CONTRACT])

@@ -19,13 +19,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sft_eval"
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("sft_eval", "errors", "console", "jsonout", "hub", "cache", "backends", "recipe", "options"),
     "inputs": ("chat", "data", "plan", "trainer_config", "records", "tokenizer"),
-    "build": ("models",),
+    "build": ("models", "adapters"),
     "audit": (
         "audit",
         "audit.template",
         "audit.tokenizer",
         "audit.checks",
         "audit.checkpoint",
+        "audit.adapter",
         "audit.labels",
         "audit.run",
     ),

@@ -197,10 +197,10 @@ def test_a_trainer_state_whose_steps_are_not_the_plan_is_caught(user, tmp_path):
     ("make", "fragments"),
     [
         (lambda f: (f / "notes.txt").write_text("x"), ["is neither a checkpoint"]),
-        (lambda f: (f / "adapter_config.json").write_text("{}"), ["PEFT adapter"]),
+        (lambda f: (f / "adapter_config.json").write_text("{}"), ["PEFT adapter", "no adapter_model.safetensors"]),
         (lambda f: ((f / "config.json").write_text("{}"), (f / "pytorch_model.bin").write_bytes(b"")), ["pickled"]),
     ],
-    ids=["not-a-checkpoint", "adapter", "pickled-weights"],
+    ids=["not-a-checkpoint", "adapter-without-weights", "pickled-weights"],
 )
 def test_a_tuned_folder_that_is_no_full_checkpoint_is_one_line(tmp_path, user, cli, make, fragments):
     folder = tmp_path / "run"

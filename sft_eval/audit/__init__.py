@@ -37,6 +37,8 @@ class CheckId(StrEnum):
     CHECKPOINT_EOS = "checkpoint.eos"
     CHECKPOINT_USE_CACHE = "checkpoint.use_cache"
     CHECKPOINT_SAMPLING = "checkpoint.sampling"
+    PEFT_TRAINABLE_TOKENS = "peft.trainable_tokens"
+    PEFT_MERGE = "peft.merge"
     LABELS_EOS = "labels.eos"
     LABELS_SCOPE = "labels.scope"
     LABELS_PACKING = "labels.packing"

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from sft_eval.audit import CheckId, Finding, guarded
 from sft_eval.audit.template import end_of_turn_id
 from sft_eval.chat import special_literals
+from sft_eval.models import weight_files
 
 _INPUT_EMBEDDING = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 _OUTPUT_EMBEDDING = ("lm_head.weight", "embed_out.weight")
@@ -36,16 +37,7 @@ class Embedding:
 def embeddings(folder: str | Path) -> dict[str, Embedding]:
     """The input (`"input"`) and untied output (`"output"`) embedding tensors of a safetensors checkpoint, from
     its headers only; empty for a folder without safetensors weights."""
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        located = {name: folder / file for name, file in weight_map.items()}
-    elif (folder / "model.safetensors").is_file():
-        with safe_open(folder / "model.safetensors", framework="pt") as handle:
-            located = dict.fromkeys(handle.keys(), folder / "model.safetensors")
-    else:
-        return {}
+    located = weight_files(folder)
     found = {}
     for role, suffixes in (("input", _INPUT_EMBEDDING), ("output", _OUTPUT_EMBEDDING)):
         name = next((n for n in sorted(located) if n.endswith(suffixes)), None)
@@ -223,13 +215,17 @@ def check_saved_template(trained: str | None, folder: Path) -> list[Finding]:
     return []
 
 
-def check_saved_stop_ids(tokenizer: PreTrainedTokenizerBase, end_of_turn: int | None, folder: Path) -> list[Finding]:
+def check_saved_stop_ids(
+    tokenizer: PreTrainedTokenizerBase, end_of_turn: int | None, folder: Path, *, configs: Path | None = None
+) -> list[Finding]:
     """The end-of-turn token the template writes is a stop id of the saved checkpoint: `generation_config.json`'s
-    `eos_token_id` (config.json's without one) or the saved tokenizer's eos, which vLLM also stops at."""
+    `eos_token_id` (config.json's without one; both read from `configs`, default `folder`) or the saved
+    tokenizer's eos, which vLLM also stops at."""
     if end_of_turn is None:
         return []  # the template writes none: template.stop_token says so
-    generation = read_json(folder / "generation_config.json")
-    source = generation if "eos_token_id" in generation else read_json(folder / "config.json")
+    configs = configs or folder
+    generation = read_json(configs / "generation_config.json")
+    source = generation if "eos_token_id" in generation else read_json(configs / "config.json")
     configured = source.get("eos_token_id")
     ids = set(configured if isinstance(configured, list) else [] if configured is None else [configured])
     eos = read_json(folder / "tokenizer_config.json").get("eos_token")
@@ -290,13 +286,21 @@ def check_sampling_defaults(folder: Path) -> list[Finding]:
     ]
 
 
-def audit_tuned_checkpoint(tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> list[Finding]:
+def audit_tuned_checkpoint(
+    tokenizer: PreTrainedTokenizerBase, folder: str | Path, *, config_folder: str | Path | None = None
+) -> list[Finding]:
     """The tuned checkpoint's files against what training used (`tokenizer`, its template, the end-of-turn token
-    it writes): what a server reads from the folder. JSON and the template files only; no weights."""
+    it writes): what a server reads from the folder. JSON and the template files only; no weights. A LoRA
+    adapter folder carries the tokenizer (and its template) but not the model's config and generation config:
+    those come from `config_folder`, the base the adapter is applied to."""
     folder = Path(folder)
+    configs = Path(config_folder) if config_folder is not None else folder
     return (
         guarded(CheckId.CHECKPOINT_TEMPLATE, lambda: check_saved_template(tokenizer.chat_template, folder))
-        + guarded(CheckId.CHECKPOINT_EOS, lambda: check_saved_stop_ids(tokenizer, end_of_turn_id(tokenizer), folder))
-        + guarded(CheckId.CHECKPOINT_USE_CACHE, lambda: check_use_cache(folder))
-        + guarded(CheckId.CHECKPOINT_SAMPLING, lambda: check_sampling_defaults(folder))
+        + guarded(
+            CheckId.CHECKPOINT_EOS,
+            lambda: check_saved_stop_ids(tokenizer, end_of_turn_id(tokenizer), folder, configs=configs),
+        )
+        + guarded(CheckId.CHECKPOINT_USE_CACHE, lambda: check_use_cache(configs))
+        + guarded(CheckId.CHECKPOINT_SAMPLING, lambda: check_sampling_defaults(configs))
     )

@@ -7,13 +7,14 @@ folder with its own template or another (`audit_tokenizer_folder`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sft_eval.audit import Finding
+from sft_eval.audit import CheckId, Finding, guarded
+from sft_eval.audit.adapter import check_trainable_tokens
 from sft_eval.audit.checkpoint import audit_checkpoint, audit_tuned_checkpoint
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
@@ -32,11 +33,15 @@ def audit_recipe(
     load_model: Callable[[], PreTrainedModel],
     *,
     tuned_dir: str | Path | None = None,
+    tuned_is_adapter: bool = False,
+    lora: Mapping[str, Any] | None = None,
 ) -> list[Finding]:
     """The recipe's template, tokenizer and rows; its base checkpoint's files (`model_dir`: vocabulary, embedding
     rows, generation config, read without loading weights); and the labels its trainer builds, for which
     `load_model()` gives the base model (called only when the template renders). `tuned_dir`, a run trained
-    elsewhere: its saved template, stop ids and generation defaults against what training used."""
+    elsewhere: its saved template, stop ids and generation defaults against what training used (an adapter
+    folder's config and generation config are the base's). `lora`, a LoRA run's settings (the recipe's `[peft]`
+    or the adapter's config): whether it trains the template tokens' untrained rows."""
     findings = run_checks(
         tokenizer,
         enable_thinking=recipe.eval.enable_thinking,
@@ -44,8 +49,10 @@ def audit_recipe(
         rows=rows,
     )
     findings += audit_checkpoint(tokenizer, model_dir)
+    if lora is not None:
+        findings += guarded(CheckId.PEFT_TRAINABLE_TOKENS, lambda: check_trainable_tokens(tokenizer, model_dir, lora))
     if tuned_dir is not None:
-        findings += audit_tuned_checkpoint(tokenizer, tuned_dir)
+        findings += audit_tuned_checkpoint(tokenizer, tuned_dir, config_folder=model_dir if tuned_is_adapter else None)
     if renders(findings):
         findings += audit_labels(recipe, load_model(), tokenizer, rows)
     return findings

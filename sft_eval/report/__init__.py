@@ -100,6 +100,7 @@ def build_context(
             "plan": run.plan().to_dict(),
             "plan_mismatches": plan_problems(run),
             "source": run.source,
+            "peft": run.peft,
             "steps": run.steps,
         },
         "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},

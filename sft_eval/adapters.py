@@ -63,7 +63,8 @@ def adapter_mismatch(adapter: Path, base: Path, base_spec: str) -> str | None:
     tied = bool(base_config.get("tie_word_embeddings", True))
     input_embedding = next((n for n in base_shapes if n.endswith("embed_tokens.weight")), None)
     for name, shape in sorted(tensor_shapes(adapter).items()):
-        module = name.removeprefix(_PREFIX)
+        # save_embedding_layers=True writes the (resized) base embedding under the LoRA layer's `base_layer`
+        module = name.removeprefix(_PREFIX).replace(".base_layer.", ".")
         part = next((p for p in _LORA_PARTS if module.endswith(p)), None)
         target = module.removesuffix(part) if part else module.removesuffix(".weight")
         if part is None and not module.endswith(".weight"):

@@ -276,6 +276,30 @@ def test_an_adapter_on_a_base_of_another_shape_is_refused(adapter_dir, lora_pipe
     assert reason and "model.base's" in reason and "[49152, 576]" in reason, reason  # a tensor, both shapes
 
 
+@pytest.mark.parametrize(
+    "lora",
+    [
+        {"target_modules": ["embed_tokens", "q_proj"], "save_embedding_layers": True},  # the embedding saved too
+        {"target_modules": ["q_proj"], "use_dora": True},  # DoRA's magnitude vectors
+    ],
+    ids=["embedding-lora", "dora"],
+)
+def test_adapters_peft_writes_fit_their_base(sft_pipeline, tmp_path, lora):
+    from peft import LoraConfig, get_peft_model
+
+    from sft_eval.models import load_model
+
+    tokenizer = sft_pipeline.tokenizer
+    shape = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+    base = save_random_checkpoint(tmp_path / "base", tokenizer, num_attention_heads=4, **shape)
+    save_embedding_layers = lora.pop("save_embedding_layers", "auto")
+    model = get_peft_model(load_model(base, "cpu"), LoraConfig(r=4, task_type="CAUSAL_LM", **lora))
+    model.save_pretrained(tmp_path / "adapter", save_embedding_layers=save_embedding_layers)
+    assert adapter_mismatch(tmp_path / "adapter", base, str(base)) is None
+    other = save_random_checkpoint(tmp_path / "other", tokenizer, num_attention_heads=4, **{**shape, "hidden_size": 32})
+    assert "model.base's" in adapter_mismatch(tmp_path / "adapter", other, str(other))
+
+
 def test_peft_keys_are_checked_at_load(tmp_path, cli):
     typo = recipe_copy(tmp_path, {"lora_alpha = 32": "lora_alph = 32"})
     cli.bad_input(cli.run("plan", "--recipe", str(typo)), "unknown key `peft.lora_alph`", "peft.lora_alpha")

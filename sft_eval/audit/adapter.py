@@ -25,9 +25,10 @@ from sft_eval.audit import CheckId, Finding
 from sft_eval.audit.checkpoint import UNTRAINED_NORM_RATIO, Embedding, embeddings, row_norms, template_token_ids
 
 # The merged model's logits may differ from the adapter's by rounding only: W + s*B@A is summed once in the
-# weights' dtype instead of in every forward. Measured on tiny LoRA runs in float32 (merge, save, load back): at
-# most 1.1e-5 absolute, 9.5e-7 of the largest |logit|, so 1e-4 leaves a hundredfold margin; bfloat16 keeps 8 bits
-# of mantissa (relative rounding 4e-3 per weight). A lost row moves logits by whole units.
+# weights' dtype instead of in every forward. Measured on the tiny LoRA recipe in float32 (merge, save, load back):
+# 1.7e-5 absolute, 1.1e-6 of the largest |logit|, so 1e-4 leaves a ninetyfold margin; a hand-rolled merge that
+# lost the trained embedding: 17.9, 1.2 of it. bfloat16 keeps 8 bits of mantissa (rounding 4e-3 per weight): its
+# tolerance is set from that, not measured.
 MERGE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
@@ -44,11 +45,12 @@ def row_trained(lora: Mapping[str, Any], role: str, token_id: int, *, embed: str
     """Whether a LoRA run as TRL's `SFTTrainer` trains it moves row `token_id` of the input embedding (`role`
     "input", module `embed`) or of the output head (`"output"`, module `head`; with `tied`, one matrix for both).
 
-    Measured with TRL 1.16 and PEFT 0.21 on the tiny model: `modules_to_save`, LoRA on the embedding
-    (`target_modules`) and `trainable_token_indices` train input rows; TRL computes the loss from
-    `lm_head.weight` directly, so only a `modules_to_save` copy of the head trains output rows (LoRA on the head is
-    refused by TRL), and on a tied model a copy of the embedding leaves the head on the frozen original unless
-    `ensure_weight_tying` ties them again."""
+    `modules_to_save`, LoRA on the embedding (`target_modules`) and `trainable_token_indices` train input rows.
+    TRL 1.16 computes the loss from `lm_head.weight` directly, so only a `modules_to_save` copy of the head trains
+    output rows (TRL refuses LoRA on the head). Measured with PEFT 0.21 on the tiny tied model: a copy of the
+    embedding leaves the head on the frozen original unless `ensure_weight_tying` ties them again (PEFT's table in
+    huggingface/peft#2864: "treat as separate"); `trainable_token_indices` on a tied model stops TRL's fused head
+    with an AttributeError (loud, so not judged here)."""
     saved = list(lora.get("modules_to_save") or [])
     targets = lora.get("target_modules")
     indices = lora.get("trainable_token_indices")
@@ -120,33 +122,42 @@ def check_trainable_tokens(
     ]
 
 
+MERGE_BATCH = 4  # prompts per forward: logits are prompts x positions x vocabulary (150k for Qwen) floats
+
+
 @torch.no_grad()
 def check_merge(
     adapted: Any, merged: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], merged_name: str
 ) -> list[Finding]:
     """The adapter applied (`adapted`, a PeftModel) and the merged model (`merged`, as served) give the same
-    next-token logits on `prompts` (rendered evaluation prompts) within `MERGE_TOLERANCE` of the largest |logit|
-    for the weights' dtype; `merged_name` says where the merged model came from."""
-    if not prompts:
-        return []
+    next-token logits at every position of `prompts` (rendered evaluation prompts) within `MERGE_TOLERANCE` of the
+    largest |logit| for the weights' dtype; `merged_name` says where the merged model came from. Compared
+    `MERGE_BATCH` prompts at a time, keeping only the largest differences."""
+    scale, worst, greedy, by_token = 0.0, 0.0, 0, None
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        for start in range(0, len(prompts), MERGE_BATCH):
+            batch = tokenizer(
+                list(prompts[start : start + MERGE_BATCH]), return_tensors="pt", padding=True, add_special_tokens=False
+            )
+            mask = batch["attention_mask"].bool()
+            ours = adapted(**batch.to(adapted.device)).logits[mask.to(adapted.device)].float().cpu()
+            theirs = merged(**batch.to(merged.device)).logits[mask.to(merged.device)].float().cpu()
+            last = mask.sum(dim=1).cumsum(0) - 1  # each prompt's last position among the kept rows
+            greedy += int((ours[last].argmax(-1) != theirs[last].argmax(-1)).sum())
+            difference = (ours - theirs).abs().amax(dim=0)
+            by_token = difference if by_token is None else torch.maximum(by_token, difference)
+            scale = max(scale, float(ours.abs().max()))
     finally:
         tokenizer.padding_side = side
-    mask = batch["attention_mask"].bool()
-    ours = adapted(**batch.to(adapted.device)).logits[mask.to(adapted.device)].float().cpu()
-    theirs = merged(**batch.to(merged.device)).logits[mask.to(merged.device)].float().cpu()
+    if by_token is None:
+        return []
     dtype = next(merged.parameters()).dtype
     tolerance = MERGE_TOLERANCE.get(dtype, MERGE_TOLERANCE[torch.bfloat16])
-    scale = float(ours.abs().max())
-    worst = float((ours - theirs).abs().max())
+    worst = float(by_token.max())
     if worst <= tolerance * max(scale, 1.0):
         return []
-    last = batch["attention_mask"].sum(dim=1).cumsum(0) - 1  # each prompt's last position in the masked rows
-    greedy = int((ours[last].argmax(-1) != theirs[last].argmax(-1)).sum())
-    by_token = (ours - theirs).abs().amax(dim=0)
     top = by_token.topk(min(5, by_token.numel()))
     values, ids = top.values.tolist(), top.indices.tolist()
     rows = ", ".join(

@@ -87,6 +87,11 @@ class FixtureCache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"
 
+    @property
+    def answers(self) -> AnswerCache:
+        """The answer cache beside the fixtures (`--sft-cache` holds both)."""
+        return AnswerCache(self.root)
+
     def get_or_build(self, stage: str, key: str, build: Callable[[Path], None]) -> Path:
         """The sealed entry for (stage, key), built by `build(folder)` first if it is missing or damaged."""
         final = self.path(stage, key)
@@ -148,6 +153,35 @@ def _owner(lock: Path) -> str:
         return Path(str(lock) + ".owner").read_text(encoding="utf-8").strip() or "another process"
     except OSError:
         return "another process"
+
+
+class AnswerCache:
+    """Generated answers on disk, one JSON file per answer under `<cache>/answers/`, named by a key of everything
+    that determines it (`Pipeline.answers` builds the key). A file is written whole or not at all (`write_atomic`):
+    a run killed mid-write (SIGKILL included) leaves at most a hidden staging file no reader opens, and workers
+    (pytest-xdist) that write the same answer at once each replace the file with identical content. No locks."""
+
+    def __init__(self, root: Path):
+        self.folder = root / "answers"
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The answer stored under `key`, or None (absent, or a file that is not one: it is regenerated)."""
+        try:
+            data = json.loads(self.path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def put(self, key: str, answer: dict[str, Any]) -> None:
+        path = self.path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(answer))
+        except OSError as exc:
+            raise SftEvalError(f"answer cache {self.folder}: cannot write ({exc.strerror or exc})") from None
 
 
 def write_atomic(path: Path, text: str) -> Path:

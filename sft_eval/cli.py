@@ -109,7 +109,9 @@ def _pipeline(args: argparse.Namespace) -> Any:
         max_train_rows=args.max_train_rows,
         max_eval_questions=getattr(args, "max_eval_questions", None),
     )
-    pipeline = Pipeline(recipe, FixtureCache(args.sft_cache), args.device)
+    pipeline = Pipeline(
+        recipe, FixtureCache(args.sft_cache), args.device, answer_cache=not getattr(args, "no_answer_cache", False)
+    )
     pipeline.questions  # noqa: B018 - validated at load, with the rest of the recipe's inputs, before any model work
     return pipeline
 

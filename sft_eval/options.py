@@ -82,6 +82,12 @@ OPTIONS = {
             {"metavar": "N", "type": positive_int, "default": None},
         ),
         Option(
+            "no-answer-cache",
+            "generate every answer again instead of reading the answer cache (in the --sft-cache folder); fresh "
+            "answers are not stored either (default: off)",
+            {"action": "store_true", "default": False},
+        ),
+        Option(
             "report-dir",
             "where the HTML and JSON report are written (default: reports)",
             {"metavar": "DIR", "default": "reports"},
@@ -97,7 +103,7 @@ OPTIONS = {
 
 # What each consumer takes.
 RUN = ("recipe", "sft-cache", "device", "max-train-rows")  # anything that builds or trains
-EVALUATE = (*RUN, "max-eval-questions")  # anything that also asks the questions
+EVALUATE = (*RUN, "max-eval-questions", "no-answer-cache")  # anything that also asks the questions
 PLUGIN = (*EVALUATE, "report-dir", "update-golden")
 
 

@@ -10,6 +10,7 @@ the same tokenizer, the same models and the same answers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import shutil
@@ -42,10 +43,14 @@ MERGE_PROMPTS = 32  # evaluation prompts the LoRA merge check compares logits on
 
 
 class Pipeline:
-    def __init__(self, recipe: Recipe, cache: FixtureCache | None = None, device: str = "auto"):
+    def __init__(
+        self, recipe: Recipe, cache: FixtureCache | None = None, device: str = "auto", *, answer_cache: bool = True
+    ):
         self.recipe = recipe
         self.cache = cache or FixtureCache()
         self.device = resolve_device(device)
+        self.answer_cache = answer_cache  # False: generate every answer again (`--no-answer-cache`)
+        self.answer_counts: dict[str, dict[str, int]] = {}  # per model: answers read from the cache, generated
         check_backend(recipe.eval.backend, str(recipe.path or recipe.name))
 
     # -- build ------------------------------------------------------------------------------------------
@@ -273,10 +278,63 @@ class Pipeline:
         return load_questions(self.recipe)
 
     def answers(self, which: str) -> list[Answer]:
-        """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend."""
+        """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend; each
+        answer is kept in the answer cache under a key of everything that determines it (`answer_identity`, the
+        question, the generation settings), so a rerun generates only what changed. The backend (and the model
+        it loads) is built only when an answer is missing; answers are stored a batch at a time, so a run that
+        fails half-way (a server that went away) resumes where it stopped."""
         target = Target(which, lambda: (self.tuned_model if which == "tuned" else self.base_model, self.tokenizer))
-        backend = backend_for(target, self.recipe.eval)
-        return backend.answer([q.question for q in self.questions], GenerationSettings.from_eval(self.recipe.eval))
+        questions = [q.question for q in self.questions]
+        settings = GenerationSettings.from_eval(self.recipe.eval)
+        identity = self.answer_identity(which) if self.answer_cache else None
+        if identity is None:
+            self.answer_counts[which] = {"cached": 0, "generated": len(questions)}
+            return backend_for(target, self.recipe.eval).answer(questions, settings)
+        store = self.cache.answers
+        asked = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
+        keys = [cache_key("answer", {**identity, **asked, "question": q}) for q in questions]
+        found: list[dict[str, Any] | None] = [store.get(key) for key in keys]
+        missing = [i for i, answer in enumerate(found) if answer is None or answer.get("question") != questions[i]]
+        backend = backend_for(target, self.recipe.eval) if missing else None
+        for start in range(0, len(missing), settings.batch_size):
+            chunk = missing[start : start + settings.batch_size]
+            fresh = backend.answer([questions[i] for i in chunk], settings)
+            if len(fresh) != len(chunk):
+                raise SftEvalError(f"eval.backend: {len(chunk)} questions but {len(fresh)} answers")
+            for i, answer in zip(chunk, fresh, strict=True):
+                found[i] = answer.to_dict()
+                store.put(keys[i], found[i])
+        self.answer_counts[which] = {"cached": len(questions) - len(missing), "generated": len(missing)}
+        return [Answer.from_dict(answer) for answer in found]
+
+    def answer_identity(self, which: str) -> dict[str, Any] | None:
+        """What determines the `which` model's answers besides the question and settings: the model (its cache
+        entry's key, or its folder's digest), the tokenizer and template it is prompted with, the device; for a
+        served model, the server and the model's name there. None for a backend sft-eval does not know (a
+        registered one): its answers are not cached."""
+        backend = self.recipe.eval.backend
+        served_name = self.recipe.eval.model if which == "tuned" else self.recipe.eval.base_model
+        if backend == "openai" and (which == "tuned" or served_name is not None):
+            # a server is known by its URL and the model's name there; the run folder named for the record, when
+            # there is one, ties the answers to those weights too (a retrained run writes new files)
+            record = self.recipe.model.tuned if which == "tuned" else None
+            run = {"run": source_digest(self.recipe.resolve(record))} if record else {}
+            return {"backend": backend, "server": self.recipe.eval.base_url, "model": served_name, **run}
+        if backend not in ("transformers", "openai"):
+            return None
+        if which == "base":
+            model = {"base": self.base_entry[1]}
+        elif self.finished_run is not None:
+            model = {"tuned": source_digest(str(self.finished_run.weights)), "base": self.base_entry[1]}
+        else:
+            model = {"tuned": self._tuned_entry.name}
+        return {
+            "backend": "transformers",
+            **model,
+            "tokenizer": self.tokenizer_entry[1],
+            "chat_template": self.tokenizer.chat_template,
+            "device": self.device.type,
+        }
 
     @functools.cached_property
     def evaluation(self) -> Evaluation:
@@ -347,6 +405,15 @@ class Pipeline:
             speed=speed,
         )
 
+    def answer_provenance(self) -> str:
+        """How many answers came from the answer cache and how many were generated, per model."""
+        if not self.answer_cache:
+            return "answer cache off (--no-answer-cache): every answer generated"
+        return "; ".join(
+            f"{which}: {n['cached']} from the answer cache, {n['generated']} generated"
+            for which, n in self.answer_counts.items()
+        )
+
     def describe(self) -> dict[str, Any]:
         """Where things came from, for the report and `--json` output."""
         return {
@@ -354,6 +421,7 @@ class Pipeline:
             "cache": str(self.cache.root),
             "device": str(self.device),
             "tuned_entry": str(self.tuned_model_dir if self.finished_run else self._tuned_entry),
+            **({"answers": self.answer_provenance()} if self.answer_counts else {}),
         }
 
 

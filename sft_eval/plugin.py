@@ -86,7 +86,12 @@ def _make_pipeline(config: pytest.Config) -> Any:
     from sft_eval.pipeline import Pipeline
 
     configure_libraries(quiet=config.get_verbosity() < 0)
-    return Pipeline(session_recipe(config), FixtureCache(option(config, "sft-cache")), option(config, "device"))
+    return Pipeline(
+        session_recipe(config),
+        FixtureCache(option(config, "sft-cache")),
+        option(config, "device"),
+        answer_cache=not option(config, "no-answer-cache"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,233 @@
+"""The answer cache: base and tuned answers kept on disk, keyed by everything that determines them.
+
+A warm run generates nothing; a changed question regenerates that question only; a changed template, model,
+generation setting or system message regenerates everything; nothing else does (the batch size is speed, not
+content). An entry is written whole or not at all: a writer killed with SIGKILL half-way through leaves the old
+answer (or none) readable, never a torn one. `--no-answer-cache` generates everything again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from sft_eval.cache import AnswerCache
+from sft_eval.generation import LocalBackend
+from sft_eval.pipeline import Pipeline
+from sft_eval.recipe import load_recipe
+
+
+@pytest.fixture
+def generated(monkeypatch):
+    """The questions the in-process engine was asked, per call (a spy on the real backend: it still generates)."""
+    asked: list[list[str]] = []
+    real = LocalBackend.answer
+
+    def spy(self, questions, settings):
+        asked.append(list(questions))
+        return real(self, questions, settings)
+
+    monkeypatch.setattr(LocalBackend, "answer", spy)
+    return asked
+
+
+@pytest.fixture
+def questions() -> list[str]:
+    """Three questions no other test asks (a fresh nonce), so the shared cache starts cold for them."""
+    nonce = uuid.uuid4().hex[:8]
+    return [f"What is the capital of France? ({nonce})", f"Calculate 1+1-1 ({nonce})", f"Say hi ({nonce})"]
+
+
+SHIPPED_QUESTIONS = """questions = [
+    "Give me an 1-sentence introduction of LLM.",
+    "Calculate 1+1-1",
+    "What's the difference between thread and process?",
+]"""
+
+
+def pipeline_for(sft_pipeline, tiny_variant, questions, **edits) -> Pipeline:
+    """The tiny recipe asking only `questions` (and with `edits`), on the session's cache: its models are built."""
+    recipe = tiny_variant(
+        {
+            SHIPPED_QUESTIONS: f"questions = {json.dumps(questions)}",
+            'questions_file = "': '# questions_file = "',
+            **edits,
+        }
+    )
+    return Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu")
+
+
+def asked_questions(asked: list[list[str]]) -> list[str]:
+    return [q for call in asked for q in call]
+
+
+def test_a_warm_run_generates_nothing_and_a_changed_question_only_itself(
+    sft_pipeline, tiny_variant, questions, generated
+):
+    cold = pipeline_for(sft_pipeline, tiny_variant, questions)
+    first = cold.evaluation
+    assert sorted(asked_questions(generated)) == sorted(questions * 2)  # base and tuned, each question once
+    assert cold.answer_counts == {w: {"cached": 0, "generated": 3} for w in ("base", "tuned")}
+
+    generated.clear()
+    warm = pipeline_for(sft_pipeline, tiny_variant, questions)
+    assert warm.evaluation.to_dict() == first.to_dict()  # the same answers, token ids and scores
+    assert generated == []
+    assert "base: 3 from the answer cache, 0 generated" in warm.describe()["answers"]
+
+    changed = [*questions[:2], questions[2] + " again"]
+    again = pipeline_for(sft_pipeline, tiny_variant, changed)
+    again.evaluation  # noqa: B018
+    assert asked_questions(generated) == [changed[2], changed[2]]  # base and tuned: the new question only
+
+
+@pytest.mark.parametrize(
+    ("edit", "misses"),
+    [
+        ({"max_new_tokens = 100": "max_new_tokens = 12"}, True),
+        ({'system_message = ""': 'system_message = "Be brief."'}, True),
+        ({"enable_thinking = false": "enable_thinking = true"}, True),
+        ({'chat_template = "chatml"': 'chat_template = "lesson_fallback"'}, True),
+        ({"max_repetition = 0.3": "max_repetition = 0.25"}, False),  # a threshold does not change an answer
+        ({"[eval]": "[eval]\nbatch_size = 2"}, False),  # speed, not content
+    ],
+    ids=["max-new-tokens", "system-message", "thinking", "template", "threshold", "batch-size"],
+)
+def test_what_changes_an_answer_misses_and_nothing_else_does(
+    sft_pipeline, tiny_variant, questions, generated, edit, misses
+):
+    pipeline_for(sft_pipeline, tiny_variant, questions).answers("base")
+    generated.clear()
+    edited = pipeline_for(sft_pipeline, tiny_variant, questions, **edit)
+    edited.answers("base")
+    assert bool(generated) == misses, generated
+    if misses:
+        assert sorted(asked_questions(generated)) == sorted(questions)
+
+
+def test_another_model_misses(sft_pipeline, tiny_variant, questions, generated, tmp_path):
+    pipeline = pipeline_for(sft_pipeline, tiny_variant, questions)
+    pipeline.answers("tuned")
+    generated.clear()
+    assert pipeline.answer_identity("base") != pipeline.answer_identity("tuned")
+    # the tuned checkpoint as a run trained elsewhere: another source, and after its weights change, another again
+    tuned = tmp_path / "run"
+    for item in sft_pipeline.tuned_model_dir.iterdir():
+        (tuned / item.name).parent.mkdir(exist_ok=True)
+        (tuned / item.name).write_bytes(item.read_bytes())
+    as_tuned = {'chat_template = "chatml"': f'chat_template = "chatml"\ntuned = "{tuned}"'}
+    pipeline_for(sft_pipeline, tiny_variant, questions, **as_tuned).answers("tuned")
+    assert sorted(asked_questions(generated)) == sorted(questions)
+    generated.clear()
+    pipeline_for(sft_pipeline, tiny_variant, questions, **as_tuned).answers("tuned")
+    assert generated == []
+    os.utime(tuned / "model.safetensors", ns=(1, 1))  # another file than the one the answers came from
+    pipeline_for(sft_pipeline, tiny_variant, questions, **as_tuned).answers("tuned")
+    assert sorted(asked_questions(generated)) == sorted(questions)
+
+
+def test_a_run_that_fails_half_way_resumes(sft_pipeline, tiny_variant, questions, generated, monkeypatch):
+    """Answers are stored a batch at a time: after a failure (a server that went away), the rerun asks only
+    what was not answered yet."""
+    spied = LocalBackend.answer
+
+    def fails_on_the_second_batch(self, batch, settings):
+        if len(generated) == 1:
+            raise ConnectionError("the server went away")
+        return spied(self, batch, settings)
+
+    monkeypatch.setattr(LocalBackend, "answer", fails_on_the_second_batch)
+    one_at_a_time = {"[eval]": "[eval]\nbatch_size = 1"}
+    with pytest.raises(ConnectionError):
+        pipeline_for(sft_pipeline, tiny_variant, questions, **one_at_a_time).answers("base")
+    assert generated == [[questions[0]]]
+    monkeypatch.setattr(LocalBackend, "answer", spied)
+    generated.clear()
+    resumed = pipeline_for(sft_pipeline, tiny_variant, questions, **one_at_a_time)
+    resumed.answers("base")
+    assert generated == [[questions[1]], [questions[2]]]
+    assert resumed.answer_counts["base"] == {"cached": 1, "generated": 2}
+
+
+def test_no_answer_cache_generates_everything(sft_pipeline, tiny_variant, questions, generated):
+    pipeline_for(sft_pipeline, tiny_variant, questions).answers("base")
+    generated.clear()
+    fresh = pipeline_for(sft_pipeline, tiny_variant, questions)
+    fresh.answer_cache = False
+    fresh.answers("base")
+    assert sorted(asked_questions(generated)) == sorted(questions)
+    assert fresh.answer_provenance().startswith("answer cache off")
+
+
+def test_the_flag_is_offered_by_the_cli_and_the_plugin(cli):
+    assert "--no-answer-cache" in cli.run("report", "--help").stdout
+    assert "--sft-no-answer-cache" in cli.pytest("--help").stdout
+
+
+# A writer that stages half of the answer, says so, and waits to be killed.
+KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from sft_eval.cache import AnswerCache
+
+real_fdopen = os.fdopen
+
+
+class HalfWriter:
+    def __init__(self, *args, **kwargs):
+        self.file = real_fdopen(*args, **kwargs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, text):
+        self.file.write(text[: len(text) // 2])
+        self.file.flush()
+        print("half written", flush=True)
+        time.sleep(600)
+
+
+os.fdopen = HalfWriter
+AnswerCache(Path(sys.argv[1])).put("k" * 24, {"question": "q", "text": "NEW " * 1000})
+"""
+
+
+@pytest.mark.parametrize("earlier", [None, {"question": "q", "text": "old"}], ids=["new-entry", "overwrite"])
+def test_a_writer_killed_mid_write_leaves_no_torn_answer(tmp_path, earlier):
+    cache = AnswerCache(tmp_path)
+    key = "k" * 24
+    if earlier is not None:
+        cache.put(key, earlier)
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "half written"
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+    staged = [p for p in cache.path(key).parent.iterdir() if p.name.startswith(".")]
+    assert staged and 0 < staged[0].stat().st_size < len(json.dumps({"question": "q", "text": "NEW " * 1000}))
+    assert cache.get(key) == earlier  # the old answer whole, or none: never half of the new one
+    cache.put(key, {"question": "q", "text": "again"})
+    assert cache.get(key) == {"question": "q", "text": "again"}
+
+
+def test_settings_the_key_ignores_are_named():
+    from sft_eval.generation import GenerationSettings
+
+    assert {f.name for f in dataclasses.fields(GenerationSettings)} == {
+        "system_message",
+        "max_new_tokens",
+        "enable_thinking",
+        "batch_size",  # the one left out of the key: how many prompts share a batch, not what is asked
+    }

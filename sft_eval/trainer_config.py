@@ -8,6 +8,7 @@ for it (TRL defaults it on); every such choice is returned as an adjustment, sai
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -55,7 +56,9 @@ def lora_config(recipe: Recipe) -> Any:
     None for full fine-tuning."""
     if recipe.peft is None:
         return None
-    return lora_config_class()(**{"task_type": "CAUSAL_LM", **recipe.peft})
+    # a copy: PEFT extends the lists it is given (modules_to_save gains the tied module's full name), and the
+    # recipe's own lists key the cache
+    return lora_config_class()(**copy.deepcopy({"task_type": "CAUSAL_LM", **recipe.peft}))
 
 
 def sft_config(recipe: Recipe, output_dir: str, *, on_cpu: bool | None = None) -> tuple[Any, list[str]]:

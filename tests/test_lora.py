@@ -300,6 +300,20 @@ def test_adapters_peft_writes_fit_their_base(sft_pipeline, tmp_path, lora):
     assert "model.base's" in adapter_mismatch(tmp_path / "adapter", other, str(other))
 
 
+def test_peft_leaves_the_recipe_as_it_was(sft_pipeline):
+    """PEFT extends the lists of the config it is given (modules_to_save gains `model.embed_tokens` on a tied model);
+    the recipe's own `[peft]`, which keys the cache, must not change with it."""
+    from peft import get_peft_model
+
+    from sft_eval.trainer_config import lora_config
+
+    recipe = load_recipe(LORA_RECIPE)
+    config = lora_config(recipe)
+    get_peft_model(sft_pipeline.load_base_model(), config)
+    assert "model.embed_tokens" in config.modules_to_save  # what PEFT did to its config
+    assert list(recipe.peft["modules_to_save"]) == ["embed_tokens"]  # and not to the recipe's
+
+
 def test_peft_keys_are_checked_at_load(tmp_path, cli):
     typo = recipe_copy(tmp_path, {"lora_alpha = 32": "lora_alph = 32"})
     cli.bad_input(cli.run("plan", "--recipe", str(typo)), "unknown key `peft.lora_alph`", "peft.lora_alpha")

@@ -28,7 +28,7 @@ from sft_eval.cache import FixtureCache, cache_key, source_digest
 from sft_eval.chat import conversation, end_of_turn, load_template, render_prompt, shipped_templates, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import SftEvalError
-from sft_eval.generation import GenerationSettings, Target, backend_for, check_backend
+from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
 from sft_eval.models import FinishedRun, architecture_mismatch, finished_run, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
 from sft_eval.records import Answer, TrainingRun
@@ -135,8 +135,10 @@ class Pipeline:
 
     def cached(self, stage: str, inputs: Mapping[str, Any], build: Callable[[Path], None]) -> Path:
         """A folder built once by `build(folder)` and kept in the fixture cache, keyed by `inputs` with this
-        recipe's base model and tokenizer (and the library versions, as every entry is)."""
-        key = cache_key(stage, {**inputs, "base": self.base_entry[1], "tokenizer": self.tokenizer_entry[1]})
+        recipe's base model, tokenizer and LoRA settings (and the library versions, as every entry is): a LoRA
+        recipe's short runs and torchrun runs never share an entry with full fine-tuning's."""
+        lora = {"peft": dict(self.recipe.peft)} if self.recipe.peft is not None else {}
+        key = cache_key(stage, {**inputs, "base": self.base_entry[1], "tokenizer": self.tokenizer_entry[1], **lora})
         return self.cache.get_or_build(stage, key, build)
 
     def variant_recipe(self, **sft: Any) -> Recipe:
@@ -176,8 +178,7 @@ class Pipeline:
             if keep is not None:
                 keep(folder, model)
 
-        lora = {"peft": dict(self.recipe.peft)} if self.recipe.peft is not None else {}
-        folder = self.cached(stage, {"rows": rows, "sft": settings, "dropout": False, **lora, **(key or {})}, build)
+        folder = self.cached(stage, {"rows": rows, "sft": settings, "dropout": False, **(key or {})}, build)
         return TrainingRun.from_dict(json.loads((folder / TRAINING_RUN_FILE).read_text(encoding="utf-8"))), folder
 
     @functools.cached_property
@@ -296,8 +297,11 @@ class Pipeline:
         found: list[dict[str, Any] | None] = [store.get(key) for key in keys]
         missing = [i for i, answer in enumerate(found) if answer is None or answer.get("question") != questions[i]]
         backend = backend_for(target, self.recipe.eval) if missing else None
-        for start in range(0, len(missing), settings.batch_size):
-            chunk = missing[start : start + settings.batch_size]
+        # a server is asked a batch at a time and each batch stored, so a failure half-way (a connection reset)
+        # keeps what was answered; the in-process engine gets every missing question at once (one progress bar)
+        step = settings.batch_size if isinstance(backend, ServedBackend) else max(len(missing), 1)
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
             fresh = backend.answer([questions[i] for i in chunk], settings)
             if len(fresh) != len(chunk):
                 raise SftEvalError(f"eval.backend: {len(chunk)} questions but {len(fresh)} answers")

@@ -19,9 +19,11 @@ import uuid
 import pytest
 
 from sft_eval.cache import AnswerCache
-from sft_eval.generation import LocalBackend
+from sft_eval.errors import SftEvalError
+from sft_eval.generation import LocalBackend, ServedBackend
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import load_recipe
+from sft_eval.records import Answer
 
 
 @pytest.fixture
@@ -133,27 +135,37 @@ def test_another_model_misses(sft_pipeline, tiny_variant, questions, generated, 
     assert sorted(asked_questions(generated)) == sorted(questions)
 
 
-def test_a_run_that_fails_half_way_resumes(sft_pipeline, tiny_variant, questions, generated, monkeypatch):
-    """Answers are stored a batch at a time: after a failure (a server that went away), the rerun asks only
-    what was not answered yet."""
-    spied = LocalBackend.answer
+def test_a_served_run_that_fails_half_way_resumes(sft_pipeline, tiny_variant, questions, monkeypatch):
+    """A server is asked a batch at a time and each batch is stored: after a failure (a connection reset half-way),
+    the rerun asks only what was not answered yet. The transport is replaced by a fake that fails on its second
+    batch; everything else (keys, storage, the pipeline) is the real path."""
+    asked: list[list[str]] = []
 
-    def fails_on_the_second_batch(self, batch, settings):
-        if len(generated) == 1:
-            raise ConnectionError("the server went away")
-        return spied(self, batch, settings)
+    def flaky(self, batch, settings):
+        asked.append(list(batch))
+        if flaky.fail and len(asked) == 2:
+            raise SftEvalError("eval.base_url: the connection was reset")
+        return [Answer(q, f"answer to {q}", f"answer to {q}", [], 3, "eos") for q in batch]
 
-    monkeypatch.setattr(LocalBackend, "answer", fails_on_the_second_batch)
-    one_at_a_time = {"[eval]": "[eval]\nbatch_size = 1"}
-    with pytest.raises(ConnectionError):
-        pipeline_for(sft_pipeline, tiny_variant, questions, **one_at_a_time).answers("base")
-    assert generated == [[questions[0]]]
-    monkeypatch.setattr(LocalBackend, "answer", spied)
-    generated.clear()
-    resumed = pipeline_for(sft_pipeline, tiny_variant, questions, **one_at_a_time)
-    resumed.answers("base")
-    assert generated == [[questions[1]], [questions[2]]]
-    assert resumed.answer_counts["base"] == {"cached": 1, "generated": 2}
+    flaky.fail = True
+    monkeypatch.setattr(ServedBackend, "answer", flaky)
+    served = {"[eval]": '[eval]\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nbatch_size = 1'}
+    with pytest.raises(SftEvalError, match="connection was reset"):
+        pipeline_for(sft_pipeline, tiny_variant, questions, **served).answers("tuned")
+    assert asked == [[questions[0]], [questions[1]]]
+    flaky.fail = False
+    asked.clear()
+    resumed = pipeline_for(sft_pipeline, tiny_variant, questions, **served)
+    answers = resumed.answers("tuned")
+    assert asked == [[questions[1]], [questions[2]]]  # the first answer came from the cache
+    assert [a.text for a in answers] == [f"answer to {q}" for q in questions]
+    assert resumed.answer_counts["tuned"] == {"cached": 1, "generated": 2}
+
+
+def test_in_process_generation_is_one_call(sft_pipeline, tiny_variant, questions, generated):
+    """The in-process engine gets every missing question at once, in its own batches (one progress bar)."""
+    pipeline_for(sft_pipeline, tiny_variant, questions, **{"[eval]": "[eval]\nbatch_size = 1"}).answers("base")
+    assert generated == [questions]
 
 
 def test_no_answer_cache_generates_everything(sft_pipeline, tiny_variant, questions, generated):

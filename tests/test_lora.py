@@ -300,6 +300,15 @@ def test_adapters_peft_writes_fit_their_base(sft_pipeline, tmp_path, lora):
     assert "model.base's" in adapter_mismatch(tmp_path / "adapter", other, str(other))
 
 
+def test_lora_runs_never_share_a_cache_entry_with_full_fine_tuning(sft_pipeline, lora_pipeline):
+    """The suites' own cached runs (short runs, torchrun) are keyed with the LoRA settings: found when the LoRA
+    suites and then the default ones ran on one cache, and the default torchrun check got the LoRA ranks' record."""
+    built = []
+    for pipeline in (sft_pipeline, lora_pipeline):
+        built.append(pipeline.cached("keying-probe", {"rows": 1}, lambda folder: (folder / "x").write_text("x")))
+    assert built[0] != built[1]
+
+
 def test_peft_leaves_the_recipe_as_it_was(sft_pipeline):
     """PEFT extends the lists of the config it is given (modules_to_save gains `model.embed_tokens` on a tied model);
     the recipe's own `[peft]`, which keys the cache, must not change with it."""

@@ -282,8 +282,8 @@ class Pipeline:
         """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend; each
         answer is kept in the answer cache under a key of everything that determines it (`answer_identity`, the
         question, the generation settings), so a rerun generates only what changed. The backend (and the model
-        it loads) is built only when an answer is missing; answers are stored a batch at a time, so a run that
-        fails half-way (a server that went away) resumes where it stopped."""
+        it loads) is built only when an answer is missing; a served model's answers are stored a batch at a time, so
+        a run that fails half-way (a server that went away) resumes where it stopped."""
         target = Target(which, lambda: (self.tuned_model if which == "tuned" else self.base_model, self.tokenizer))
         questions = [q.question for q in self.questions]
         settings = GenerationSettings.from_eval(self.recipe.eval)

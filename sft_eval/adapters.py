@@ -8,7 +8,7 @@ for another base is one line, not a size-mismatch traceback deep inside PEFT.
 
 from __future__ import annotations
 
-import json
+import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,8 +59,7 @@ def adapter_mismatch(adapter: Path, base: Path, base_spec: str) -> str | None:
     base_shapes = tensor_shapes(base)
     if not base_shapes:
         return None  # a base without safetensors weights: PEFT's loader says what it finds
-    base_config = _json(base / "config.json")
-    tied = bool(base_config.get("tie_word_embeddings", True))
+    tied = not any(n.endswith("lm_head.weight") for n in base_shapes)  # a tied head is not saved: the embedding
     input_embedding = next((n for n in base_shapes if n.endswith("embed_tokens.weight")), None)
     for name, shape in sorted(tensor_shapes(adapter).items()):
         # save_embedding_layers=True writes the (resized) base embedding under the LoRA layer's `base_layer`
@@ -82,14 +81,6 @@ def adapter_mismatch(adapter: Path, base: Path, base_spec: str) -> str | None:
         if shape[mine] != wanted[theirs]:
             return f"{name} is {list(shape)}, which does not fit model.base's {target}.weight {list(wanted)}"
     return None
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def load_adapted_model(base: Path, adapter: Path, device: str = "auto", *, key: str = "model.tuned") -> Any:
@@ -142,13 +133,7 @@ def adapter_summary(adapter: Path, base: Path | None) -> dict[str, Any]:
     those of the base (when given), counted from the safetensors headers."""
 
     def count(folder: Path) -> int:
-        total = 0
-        for shape in tensor_shapes(folder).values():
-            size = 1
-            for dim in shape:
-                size *= dim
-            total += size
-        return total
+        return sum(math.prod(shape) for shape in tensor_shapes(folder).values())
 
     trainable = count(adapter)
     return lora_summary(read_adapter_config(adapter), trainable, (count(base) if base else 0) + trainable)

@@ -5,6 +5,7 @@ What lives here is for this repository's own tests: the real-world material shar
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,28 @@ def tiny_variant(tmp_path: Path):
         path = tmp_path / name
         path.write_text(text, encoding="utf-8")
         return path
+
+    return write
+
+
+SHIPPED_QUESTIONS = """questions = [
+    "Give me an 1-sentence introduction of LLM.",
+    "Calculate 1+1-1",
+    "What's the difference between thread and process?",
+]"""
+
+
+@pytest.fixture
+def asking(tiny_variant):
+    """`asking(questions, edits)`: the default recipe asking only `questions` (inline, its questions file left
+    out), with `tiny_variant` edits, written to a temporary folder."""
+
+    def write(questions: list[str], edits: dict[str, str] | None = None) -> Path:
+        inline = {
+            SHIPPED_QUESTIONS: f"questions = {json.dumps(questions)}",
+            'questions_file = "': '# questions_file = "',
+        }
+        return tiny_variant({**inline, **(edits or {})})
 
     return write
 

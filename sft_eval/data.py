@@ -13,9 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
+from sft_eval.cache import default_cache_dir
 from sft_eval.errors import SftEvalError
 from sft_eval.hub import require_local_or_reachable
 from sft_eval.recipe import Recipe
+
+# Training rows as stages take them: the Arrow `Dataset` `load_sft_rows` returns, or a list of row dicts (a sample
+# a test builds). Iterating either gives dicts; slice a `Dataset` with `head`, never `[:n]` (which gives columns).
+Rows = Dataset | list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -25,19 +32,37 @@ class Question:
     kind: str = ""
 
 
-def load_sft_rows(recipe: Recipe) -> list[dict[str, Any]]:
-    """The recipe's training rows (first `data.limit`), each a `messages` conversation or prompt/completion, all
-    of one format (TRL prepares a dataset by the format of its first row)."""
+def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dataset:
+    """The recipe's training rows (first `data.limit`) as an Arrow `datasets.Dataset`, each a `messages`
+    conversation or prompt/completion, all of one format (TRL prepares a dataset by the format of its first row).
+
+    A JSONL file is read by `datasets`' JSON builder into memory-mapped Arrow files under `cache_dir` (default:
+    `datasets/` in the sft-eval cache) and validated column by column with pyarrow compute. Only when Arrow cannot
+    read the file, or a column does not pass, is it scanned line by line: that scan names the first bad line (or
+    vouches for rows the columnar check could not, e.g. a column of mixed types that Arrow reads as one)."""
     source = recipe.resolve(recipe.data.train)
     path = Path(source)
+    limit = recipe.data.limit
     if path.is_file():
-        numbered = list(_read_jsonl(path, limit=recipe.data.limit))
-        where = [f"{path}:{line}" for line, _ in numbered]
-        rows = [row for _, row in numbered]
+        dataset = _arrow_jsonl(path, cache_dir)
+        if dataset is not None:
+            dataset = _first(dataset, limit)
+        if dataset is None or not rows_pass(dataset):
+            numbered = list(_read_jsonl(path, limit=limit))
+            rows = _validated([row for _, row in numbered], [f"{path}:{line}" for line, _ in numbered], source)
+            dataset = dataset if dataset is not None else _from_rows(rows, path)
     else:
-        rows = _load_datasets_rows(source, recipe.data.limit)
-        where = [f"{source} row {index}" for index in range(len(rows))]
-    if not rows:
+        dataset = _first(_load_datasets_rows(source), limit)
+        if not rows_pass(dataset):
+            _validated(dataset, [f"{source} row {index}" for index in range(len(dataset))], source)
+    if not len(dataset):
+        raise SftEvalError(f"data.train: {source} has no rows: there is nothing to train on")
+    return dataset
+
+
+def _validated(rows: Any, where: list[str], source: str) -> Any:
+    """The row-by-row check: the first bad row is one `SftEvalError` naming its line (or row index)."""
+    if not len(rows):
         raise SftEvalError(f"data.train: {source} has no rows: there is nothing to train on")
     first = _row_format(rows[0])
     for row, spot in zip(rows, where, strict=True):
@@ -48,6 +73,117 @@ def load_sft_rows(recipe: Recipe) -> list[dict[str, Any]]:
                 "row by the first one's format, so use one format throughout"
             )
     return rows
+
+
+def _first(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first `limit` rows: a contiguous range, which `datasets` selects as a slice of the memory map."""
+    return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
+
+
+def _arrow_jsonl(path: Path, cache_dir: str | Path | None) -> Dataset | None:
+    """The JSONL file through `datasets`' JSON builder (cached Arrow, memory-mapped), or None when Arrow cannot
+    read it (bad JSON, bad UTF-8, a line that is not an object, a key whose type changes between rows)."""
+    import datasets
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "datasets"
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(folder))
+    except Exception:  # noqa: BLE001 - any failure means "scan it line by line", which names the line
+        return None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _from_rows(rows: list[dict[str, Any]], path: Path) -> Dataset:
+    """Rows the line scan vouched for but Arrow could not read as one table (a key with a number in one row and a
+    string in another): `Dataset.from_list` says which column when it cannot either."""
+    try:
+        return Dataset.from_list(rows)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's type errors, said once with the file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SftEvalError(
+            f"{path}: the rows do not form one table (a key changes type between rows): {reason}"
+        ) from None
+
+
+VALIDATE_BATCH = 100_000  # rows checked per Arrow batch: memory stays bounded at millions of rows
+
+
+def rows_pass(dataset: Dataset) -> bool:
+    """Whether every row passes the row check, decided on Arrow columns (no Python dict per row). False is not an
+    error: it means "check row by row", which then raises with the row's line, or accepts what this could not."""
+    columns = set(dataset.column_names)
+    if "messages" in columns:
+        check = _messages_rows_pass
+    elif {"prompt", "completion"} <= columns:
+        check = _prompt_completion_rows_pass
+    else:
+        return False
+    return all(check(batch) for batch in dataset.with_format("arrow").iter(batch_size=VALIDATE_BATCH))
+
+
+def _is_messages_type(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if (
+        kind is None
+        or not (pa.types.is_list(kind) or pa.types.is_large_list(kind))
+        or not pa.types.is_struct(kind.value_type)
+    ):
+        return False
+    fields = {field.name: field.type for field in kind.value_type}
+    return all(
+        name in fields and (pa.types.is_string(fields[name]) or pa.types.is_large_string(fields[name]))
+        for name in ("role", "content")
+    )
+
+
+def _messages_pass(column: Any, *, need_assistant: bool) -> bool:
+    """Every row a non-empty list of {role, content} strings with a known role (and, for `messages`, an assistant
+    message with text)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not _is_messages_type(column.type) or column.null_count:
+        return False
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    messages = lists.flatten()
+    role, content = pc.struct_field(messages, "role"), pc.struct_field(messages, "content")
+    if messages.null_count or role.null_count or content.null_count:
+        return False
+    if not _all(pc.is_in(role, value_set=pa.array(ROLES))):
+        return False
+    if not need_assistant:
+        return _all(pc.greater(pc.list_value_length(lists), 0))
+    answered = pc.and_(pc.equal(role, "assistant"), pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(content)), 0))
+    parents = pc.list_parent_indices(lists).to_numpy()
+    counts = np.bincount(parents[answered.to_numpy(zero_copy_only=False)], minlength=len(lists))
+    return bool((counts > 0).all())
+
+
+def _all(mask: Any) -> bool:
+    """True when every value of a boolean Arrow array is true (an empty array included)."""
+    import pyarrow.compute as pc
+
+    return pc.all(mask).as_py() is not False
+
+
+def _messages_rows_pass(batch: Any) -> bool:
+    return _messages_pass(batch.column("messages"), need_assistant=True)
+
+
+def _prompt_completion_rows_pass(batch: Any) -> bool:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    prompt, completion = batch.column("prompt"), batch.column("completion")
+    if all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in (prompt, completion)):
+        return all(not c.null_count and _all(pc.greater(pc.utf8_length(c), 0)) for c in (prompt, completion))
+    return all(_messages_pass(c, need_assistant=False) for c in (prompt, completion))
 
 
 def _read_jsonl(path: Path, limit: int | None = None):
@@ -77,7 +213,7 @@ def _read_jsonl(path: Path, limit: int | None = None):
             yield number, row
 
 
-def _load_datasets_rows(source: str, limit: int | None) -> list[dict[str, Any]]:
+def _load_datasets_rows(source: str) -> Dataset:
     """A `save_to_disk` folder, or a hub dataset id when the hub is reachable (its train split)."""
     import datasets
 
@@ -90,9 +226,7 @@ def _load_datasets_rows(source: str, limit: int | None) -> list[dict[str, Any]]:
         if "train" not in loaded:
             raise SftEvalError(f"data.train: {source!r} has no 'train' split (it has {', '.join(loaded)})")
         loaded = loaded["train"]
-    if limit is not None:
-        loaded = loaded.select(range(min(limit, len(loaded))))
-    return list(loaded)
+    return loaded
 
 
 # The roles chat templates know (OpenAI's and transformers' names); anything else is a typo or another dataset
@@ -185,11 +319,87 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def leaked_questions(rows: list[dict[str, Any]], questions: list[Question]) -> list[str]:
+def leaked_questions(rows: Any, questions: list[Question]) -> list[str]:
     """Evaluation questions that are also a user turn of a training row (after normalising): they measure
-    memory, not the fine-tune."""
-    trained = {normalise(turn) for row in rows for turn in user_turns(row)}
+    memory, not the fine-tune. Rows are a `Dataset` (its user turns read column-wise) or a list of rows."""
+    trained = {normalise(turn) for turn in all_user_turns(rows)}
     return [q.question for q in questions if normalise(q.question) in trained]
+
+
+def all_user_turns(rows: Any) -> list[str]:
+    """Every user message of every row. On a `Dataset` of `messages` (or message-list prompts) the user contents
+    are picked out with pyarrow compute, batch by batch, never a Python dict per row."""
+    column = next((c for c in ("messages", "prompt") if c in getattr(rows, "column_names", ())), None)
+    if column is None:
+        return [turn for row in rows for turn in user_turns(row)]
+    if not _is_messages_type(_column_type(rows, column)):
+        return [p for batch in rows.select_columns([column]).iter(batch_size=VALIDATE_BATCH) for p in batch[column]]
+    import pyarrow.compute as pc
+
+    turns: list[str] = []
+    for batch in rows.with_format("arrow").select_columns([column]).iter(batch_size=VALIDATE_BATCH):
+        messages = batch.column(column).combine_chunks().flatten()
+        user = pc.equal(pc.struct_field(messages, "role"), "user")
+        turns += pc.filter(pc.struct_field(messages, "content"), user).to_pylist()
+    return turns
+
+
+def rows_with_text(rows: Any, needles: list[str]) -> list[int]:
+    """Indices of the `messages` rows whose message contents contain any of `needles`, in order."""
+    if not needles:
+        return []
+    if not isinstance(rows, Dataset) or not _is_messages_type(_column_type(rows, "messages")):
+        return [
+            i
+            for i, row in enumerate(rows)
+            if any(
+                isinstance(m.get("content"), str) and any(n in m["content"] for n in needles)
+                for m in row.get("messages") or []
+            )
+        ]
+    import numpy as np
+    import pyarrow.compute as pc
+
+    found: list[int] = []
+    start = 0
+    for batch in rows.with_format("arrow").select_columns(["messages"]).iter(batch_size=VALIDATE_BATCH):
+        lists = batch.column("messages").combine_chunks()
+        content = pc.struct_field(lists.flatten(), "content")
+        hit = np.zeros(len(content), dtype=bool)
+        for needle in needles:
+            hit |= pc.fill_null(pc.match_substring(content, needle), False).to_numpy(zero_copy_only=False)
+        parents = pc.list_parent_indices(lists).to_numpy()
+        found += (np.unique(parents[hit]) + start).tolist()
+        start += len(lists)
+    return found
+
+
+def multi_turn_rows(rows: Any) -> int:
+    """How many `messages` rows have more than one assistant message (column-wise on a `Dataset`)."""
+    if not isinstance(rows, Dataset) or not _is_messages_type(_column_type(rows, "messages")):
+        return sum(sum(m.get("role") == "assistant" for m in r.get("messages") or []) > 1 for r in rows or [])
+    import numpy as np
+    import pyarrow.compute as pc
+
+    count = 0
+    for batch in rows.with_format("arrow").select_columns(["messages"]).iter(batch_size=VALIDATE_BATCH):
+        lists = batch.column("messages").combine_chunks()
+        assistant = pc.equal(pc.struct_field(lists.flatten(), "role"), "assistant").to_numpy(zero_copy_only=False)
+        parents = pc.list_parent_indices(lists).to_numpy()
+        count += int((np.bincount(parents[assistant], minlength=len(lists)) > 1).sum())
+    return count
+
+
+def _column_type(dataset: Dataset, column: str) -> Any:
+    schema = dataset.features.arrow_schema
+    return schema.field(column).type if column in schema.names else None
+
+
+def head(rows: Any, n: int) -> list[dict[str, Any]]:
+    """The first `n` rows as a list of dicts, from a `Dataset` (slicing one gives columns, not rows) or a list."""
+    if isinstance(rows, Dataset):
+        return rows.select(range(min(n, len(rows)))).to_list()
+    return list(rows[:n])
 
 
 def _as_text(value: str | list[dict[str, Any]]) -> str:

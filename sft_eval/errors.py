@@ -5,3 +5,12 @@ from __future__ import annotations
 
 class SftEvalError(Exception):
     """Bad input: what is wrong, where (file, key, line) and what to do. The CLI turns it into exit 2."""
+
+
+class PartlyAnswered(SftEvalError):
+    """A backend that answered some questions and not others: `answered` maps a question's position in the list
+    it was asked to its `Answer`, so the caller keeps (and caches) those before reporting the rest."""
+
+    def __init__(self, message: str, answered: dict[int, object]):
+        super().__init__(message)
+        self.answered = answered

@@ -27,7 +27,7 @@ from sft_eval.audit.run import audit_recipe, audit_template_file, audit_tokenize
 from sft_eval.cache import FixtureCache, cache_key, source_digest
 from sft_eval.chat import conversation, end_of_turn, load_template, render_prompt, shipped_templates, special_literals
 from sft_eval.data import Question, load_questions, load_sft_rows
-from sft_eval.errors import SftEvalError
+from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
 from sft_eval.models import FinishedRun, architecture_mismatch, finished_run, load_model, pretrain_base, resolve_device
 from sft_eval.recipe import FIXTURES_DIR, Recipe
@@ -302,7 +302,12 @@ class Pipeline:
         step = settings.batch_size if isinstance(backend, ServedBackend) else max(len(missing), 1)
         for start in range(0, len(missing), step):
             chunk = missing[start : start + step]
-            fresh = backend.answer([questions[i] for i in chunk], settings)
+            try:
+                fresh = backend.answer([questions[i] for i in chunk], settings)
+            except PartlyAnswered as exc:  # keep what the server did answer; a rerun asks only the rest
+                for j, answer in exc.answered.items():
+                    store.put(keys[chunk[j]], answer.to_dict())
+                raise
             if len(fresh) != len(chunk):
                 raise SftEvalError(f"eval.backend: {len(chunk)} questions but {len(fresh)} answers")
             for i, answer in zip(chunk, fresh, strict=True):

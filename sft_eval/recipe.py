@@ -71,6 +71,7 @@ class EvalSection:
     base_url: str | None = None
     model: str | None = None  # the tuned model's name on the server; default: the server's only model
     base_model: str | None = None  # the base model's name on the server; default: base answers in-process
+    max_retries: int = 4  # a served request's retries after a transient failure (reset, 429, 5xx), with backoff
     golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
 
 
@@ -367,6 +368,8 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise SftEvalError(f"{where}: `eval.max_new_tokens` must be at least 1")
     if recipe.eval.batch_size < 1:
         raise SftEvalError(f"{where}: `eval.batch_size` must be at least 1")
+    if recipe.eval.max_retries < 0:
+        raise SftEvalError(f"{where}: `eval.max_retries` must be 0 or more, not {recipe.eval.max_retries}")
     if recipe.eval.backend not in backend_names():
         names = ", ".join(backend_names())
         raise SftEvalError(f"{where}: `eval.backend` must be one of {names}, not {recipe.eval.backend!r}")

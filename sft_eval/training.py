@@ -20,6 +20,7 @@ from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from sft_eval.adapters import adapter_summary, trained_summary
 from sft_eval.cache import write_atomic
 from sft_eval.chat import check_rows_render
+from sft_eval.data import Rows
 from sft_eval.errors import SftEvalError
 from sft_eval.models import TRAINER_STATE, FinishedRun, load_json
 from sft_eval.recipe import Recipe
@@ -150,7 +151,7 @@ def train_sft(
     recipe: Recipe,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    rows: list[dict[str, Any]],
+    rows: Rows,
     output_dir: str,
 ) -> tuple[TrainingRun, PreTrainedModel]:
     """Fine-tune `model` on `rows` with the recipe's SFTConfig (and its `[peft]` LoRA config, when it has one), on
@@ -163,7 +164,7 @@ def train_sft(
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=rows if isinstance(rows, Dataset) else Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
     )

@@ -47,45 +47,35 @@ def questions() -> list[str]:
     return [f"What is the capital of France? ({nonce})", f"Calculate 1+1-1 ({nonce})", f"Say hi ({nonce})"]
 
 
-SHIPPED_QUESTIONS = """questions = [
-    "Give me an 1-sentence introduction of LLM.",
-    "Calculate 1+1-1",
-    "What's the difference between thread and process?",
-]"""
+@pytest.fixture
+def pipeline_for(sft_pipeline, asking):
+    """`pipeline_for(questions, **edits)`: the tiny recipe asking only `questions`, on the session's cache (its
+    models are built)."""
 
+    def build(questions: list[str], **edits: str) -> Pipeline:
+        return Pipeline(load_recipe(asking(questions, edits)), sft_pipeline.cache, device="cpu")
 
-def pipeline_for(sft_pipeline, tiny_variant, questions, **edits) -> Pipeline:
-    """The tiny recipe asking only `questions` (and with `edits`), on the session's cache: its models are built."""
-    recipe = tiny_variant(
-        {
-            SHIPPED_QUESTIONS: f"questions = {json.dumps(questions)}",
-            'questions_file = "': '# questions_file = "',
-            **edits,
-        }
-    )
-    return Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu")
+    return build
 
 
 def asked_questions(asked: list[list[str]]) -> list[str]:
     return [q for call in asked for q in call]
 
 
-def test_a_warm_run_generates_nothing_and_a_changed_question_only_itself(
-    sft_pipeline, tiny_variant, questions, generated
-):
-    cold = pipeline_for(sft_pipeline, tiny_variant, questions)
+def test_a_warm_run_generates_nothing_and_a_changed_question_only_itself(pipeline_for, questions, generated):
+    cold = pipeline_for(questions)
     first = cold.evaluation
     assert sorted(asked_questions(generated)) == sorted(questions * 2)  # base and tuned, each question once
     assert cold.answer_counts == {w: {"cached": 0, "generated": 3} for w in ("base", "tuned")}
 
     generated.clear()
-    warm = pipeline_for(sft_pipeline, tiny_variant, questions)
+    warm = pipeline_for(questions)
     assert warm.evaluation.to_dict() == first.to_dict()  # the same answers, token ids and scores
     assert generated == []
     assert "base: 3 from the answer cache, 0 generated" in warm.describe()["answers"]
 
     changed = [*questions[:2], questions[2] + " again"]
-    again = pipeline_for(sft_pipeline, tiny_variant, changed)
+    again = pipeline_for(changed)
     again.evaluation  # noqa: B018
     assert asked_questions(generated) == [changed[2], changed[2]]  # base and tuned: the new question only
 
@@ -102,20 +92,18 @@ def test_a_warm_run_generates_nothing_and_a_changed_question_only_itself(
     ],
     ids=["max-new-tokens", "system-message", "thinking", "template", "threshold", "batch-size"],
 )
-def test_what_changes_an_answer_misses_and_nothing_else_does(
-    sft_pipeline, tiny_variant, questions, generated, edit, misses
-):
-    pipeline_for(sft_pipeline, tiny_variant, questions).answers("base")
+def test_what_changes_an_answer_misses_and_nothing_else_does(pipeline_for, questions, generated, edit, misses):
+    pipeline_for(questions).answers("base")
     generated.clear()
-    edited = pipeline_for(sft_pipeline, tiny_variant, questions, **edit)
+    edited = pipeline_for(questions, **edit)
     edited.answers("base")
     assert bool(generated) == misses, generated
     if misses:
         assert sorted(asked_questions(generated)) == sorted(questions)
 
 
-def test_another_model_misses(sft_pipeline, tiny_variant, questions, generated, tmp_path):
-    pipeline = pipeline_for(sft_pipeline, tiny_variant, questions)
+def test_another_model_misses(sft_pipeline, pipeline_for, questions, generated, tmp_path):
+    pipeline = pipeline_for(questions)
     pipeline.answers("tuned")
     generated.clear()
     assert pipeline.answer_identity("base") != pipeline.answer_identity("tuned")
@@ -125,17 +113,17 @@ def test_another_model_misses(sft_pipeline, tiny_variant, questions, generated, 
         (tuned / item.name).parent.mkdir(exist_ok=True)
         (tuned / item.name).write_bytes(item.read_bytes())
     as_tuned = {'chat_template = "chatml"': f'chat_template = "chatml"\ntuned = "{tuned}"'}
-    pipeline_for(sft_pipeline, tiny_variant, questions, **as_tuned).answers("tuned")
+    pipeline_for(questions, **as_tuned).answers("tuned")
     assert sorted(asked_questions(generated)) == sorted(questions)
     generated.clear()
-    pipeline_for(sft_pipeline, tiny_variant, questions, **as_tuned).answers("tuned")
+    pipeline_for(questions, **as_tuned).answers("tuned")
     assert generated == []
     os.utime(tuned / "model.safetensors", ns=(1, 1))  # another file than the one the answers came from
-    pipeline_for(sft_pipeline, tiny_variant, questions, **as_tuned).answers("tuned")
+    pipeline_for(questions, **as_tuned).answers("tuned")
     assert sorted(asked_questions(generated)) == sorted(questions)
 
 
-def test_a_served_run_that_fails_half_way_resumes(sft_pipeline, tiny_variant, questions, monkeypatch):
+def test_a_served_run_that_fails_half_way_resumes(pipeline_for, questions, monkeypatch):
     """A server is asked a batch at a time and each batch is stored: after a failure (a connection reset half-way),
     the rerun asks only what was not answered yet. The transport is replaced by a fake that fails on its second
     batch; everything else (keys, storage, the pipeline) is the real path."""
@@ -151,27 +139,27 @@ def test_a_served_run_that_fails_half_way_resumes(sft_pipeline, tiny_variant, qu
     monkeypatch.setattr(ServedBackend, "answer", flaky)
     served = {"[eval]": '[eval]\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nbatch_size = 1'}
     with pytest.raises(SftEvalError, match="connection was reset"):
-        pipeline_for(sft_pipeline, tiny_variant, questions, **served).answers("tuned")
+        pipeline_for(questions, **served).answers("tuned")
     assert asked == [[questions[0]], [questions[1]]]
     flaky.fail = False
     asked.clear()
-    resumed = pipeline_for(sft_pipeline, tiny_variant, questions, **served)
+    resumed = pipeline_for(questions, **served)
     answers = resumed.answers("tuned")
     assert asked == [[questions[1]], [questions[2]]]  # the first answer came from the cache
     assert [a.text for a in answers] == [f"answer to {q}" for q in questions]
     assert resumed.answer_counts["tuned"] == {"cached": 1, "generated": 2}
 
 
-def test_in_process_generation_is_one_call(sft_pipeline, tiny_variant, questions, generated):
+def test_in_process_generation_is_one_call(pipeline_for, questions, generated):
     """The in-process engine gets every missing question at once, in its own batches (one progress bar)."""
-    pipeline_for(sft_pipeline, tiny_variant, questions, **{"[eval]": "[eval]\nbatch_size = 1"}).answers("base")
+    pipeline_for(questions, **{"[eval]": "[eval]\nbatch_size = 1"}).answers("base")
     assert generated == [questions]
 
 
-def test_no_answer_cache_generates_everything(sft_pipeline, tiny_variant, questions, generated):
-    pipeline_for(sft_pipeline, tiny_variant, questions).answers("base")
+def test_no_answer_cache_generates_everything(pipeline_for, questions, generated):
+    pipeline_for(questions).answers("base")
     generated.clear()
-    fresh = pipeline_for(sft_pipeline, tiny_variant, questions)
+    fresh = pipeline_for(questions)
     fresh.answer_cache = False
     fresh.answers("base")
     assert sorted(asked_questions(generated)) == sorted(questions)

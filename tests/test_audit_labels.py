@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from sft_eval.audit.labels import audit_labels
+from sft_eval.data import head
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
 
 ROWS = [
@@ -85,7 +86,7 @@ def test_bfd_packing_keeps_each_row_as_if_alone(sft_pipeline, sft_tokenizer):
     """Issue 15: TRL's padding-free 'bfd' packing with position ids, on transformers' sdpa attention: every row
     inside a pack predicts as it does alone, and no row's first token is trained across the seam."""
     recipe = recipe_with(packing=True, max_length=64)
-    findings = audit_labels(recipe, sft_pipeline.load_base_model(), sft_tokenizer, sft_pipeline.rows[:16])
+    findings = audit_labels(recipe, sft_pipeline.load_base_model(), sft_tokenizer, head(sft_pipeline.rows, 16))
     assert [f for f in findings if f.check == "labels.packing"] == [], findings
     assert not [f for f in findings if f.severity == "error"], findings
 
@@ -94,6 +95,6 @@ def test_wrapped_packing_mixes_rows_and_is_caught(sft_pipeline, sft_tokenizer):
     """The broken case: 'wrapped' packing cuts the concatenated rows into blocks with one causal mask, so a row
     attends to the rows before it in its block."""
     recipe = recipe_with(packing=True, packing_strategy="wrapped", max_length=64)
-    findings = audit_labels(recipe, sft_pipeline.load_base_model(), sft_tokenizer, sft_pipeline.rows[:16])
+    findings = audit_labels(recipe, sft_pipeline.load_base_model(), sft_tokenizer, head(sft_pipeline.rows, 16))
     found = [f for f in findings if f.check == "labels.packing" and f.severity == "error"]
     assert found and "attend to the rows packed before them" in found[0].message, findings

@@ -5,12 +5,30 @@ from __future__ import annotations
 import json
 
 import pytest
+from datasets import Dataset
 
-from sft_eval.data import Question, dataset_table, leaked_questions, load_questions, load_sft_rows
+from sft_eval.data import (
+    Question,
+    all_user_turns,
+    dataset_table,
+    head,
+    leaked_questions,
+    load_questions,
+    load_sft_rows,
+    multi_turn_rows,
+    rows_pass,
+    rows_with_text,
+)
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe, recipe_from_dict
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path, monkeypatch):
+    """The Arrow files `load_sft_rows` writes go to this test's folder, not the user's cache."""
+    monkeypatch.setenv("SFT_EVAL_CACHE", str(tmp_path / "cache"))
 
 
 def recipe_for(tmp_path, rows: list, limit: int | None = None, raw_lines: list[str] | None = None):
@@ -34,7 +52,7 @@ def test_limit_takes_the_first_rows_like_the_lessons_select(tmp_path):
 
 def test_prompt_completion_rows_are_accepted(tmp_path):
     recipe, _ = recipe_for(tmp_path, [{"prompt": "2+2?", "completion": "4"}])
-    assert load_sft_rows(recipe) == [{"prompt": "2+2?", "completion": "4"}]
+    assert load_sft_rows(recipe).to_list() == [{"prompt": "2+2?", "completion": "4"}]
 
 
 @pytest.mark.parametrize(
@@ -105,3 +123,97 @@ def test_a_question_trained_on_is_caught_in_every_row_format(question):
 
 def test_a_held_out_question_is_not_flagged():
     assert leaked_questions(ROWS, [Question("What is the capital of Spain?")]) == []
+
+
+# -- the Arrow path ----------------------------------------------------------------------------------------------
+def _turns(*pairs):
+    return {"messages": [{"role": r, "content": c} for r, c in pairs]}
+
+
+def test_rows_are_a_memory_mapped_arrow_dataset_handed_on_as_is(tmp_path):
+    """The rows TRL gets are the Arrow table `datasets` wrote under the cache (no Python-list round trip)."""
+    rows = [dict(GOOD, id=i) for i in range(50)]
+    recipe, _ = recipe_for(tmp_path, rows, limit=20)
+    dataset = load_sft_rows(recipe, cache_dir=tmp_path / "arrow")
+    assert isinstance(dataset, Dataset) and len(dataset) == 20
+    assert dataset.cache_files and all(str(tmp_path / "arrow") in f["filename"] for f in dataset.cache_files)
+    assert head(dataset, 2) == [dict(GOOD, id=0), dict(GOOD, id=1)] and head([1, 2, 3], 2) == [1, 2]
+
+
+GOOD_TABLES = {
+    "messages": [GOOD, _turns(("system", "s"), ("user", "u"), ("assistant", "a"), ("user", "v"), ("assistant", "b"))],
+    "text prompt/completion": [{"prompt": "2+2?", "completion": "4"}] * 2,
+    "conversational prompt/completion": [
+        {"prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "4"}]}
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(GOOD_TABLES))
+def test_the_columnar_check_vouches_for_good_rows(name):
+    assert rows_pass(Dataset.from_list(GOOD_TABLES[name]))
+
+
+BAD_TABLES = {
+    "unknown role": [GOOD, _turns(("human", "u"), ("assistant", "a"))],
+    "no assistant": [GOOD, _turns(("user", "u"))],
+    "blank assistant": [GOOD, _turns(("user", "u"), ("assistant", " \n "))],
+    "empty conversation": [GOOD, {"messages": []}],
+    "a message without content": [GOOD, {"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}],
+    "mixed formats": [GOOD, {"prompt": "p", "completion": "c"}],
+    "empty completion": [{"prompt": "p", "completion": "c"}, {"prompt": "p", "completion": ""}],
+    "empty prompt list": [
+        {"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "assistant", "content": "c"}]},
+        {"prompt": [], "completion": [{"role": "assistant", "content": "c"}]},
+    ],
+    "no known columns": [{"text": "hello"}],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TABLES))
+def test_the_columnar_check_refuses_what_the_row_check_refuses(name, tmp_path):
+    """Each table the columnar check refuses, the line scan refuses too, naming the second line."""
+    rows = BAD_TABLES[name]
+    assert not rows_pass(Dataset.from_list(rows))
+    recipe, path = recipe_for(tmp_path, rows)
+    with pytest.raises(SftEvalError, match=rf"{path}:{len(rows)}: "):
+        load_sft_rows(recipe)
+
+
+def test_a_key_whose_type_changes_between_rows_loads_unchanged(tmp_path):
+    """`datasets` 5 reads a key that is a number in one row and a string in the next as a `Json` column."""
+    recipe, _ = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta="x")])
+    assert load_sft_rows(recipe).to_list() == [dict(GOOD, meta=1), dict(GOOD, meta="x")]
+
+
+def test_rows_no_table_can_hold_are_one_line(tmp_path, monkeypatch):
+    """When Arrow cannot read the file and the line scan vouches for its rows, they become a table from the list,
+    or one line naming the file when no table can hold them (older `datasets` without the `Json` feature)."""
+    import sft_eval.data
+
+    monkeypatch.setattr(sft_eval.data, "_arrow_jsonl", lambda path, cache_dir: None)
+    recipe, path = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta="x")])
+    with pytest.raises(SftEvalError, match=rf"^{path}: the rows do not form one table .*int64"):
+        load_sft_rows(recipe)
+    recipe, _ = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta=2)])
+    assert load_sft_rows(recipe).to_list() == [dict(GOOD, meta=1), dict(GOOD, meta=2)]
+
+
+def test_a_bad_line_past_the_limit_is_not_read(tmp_path):
+    """`data.limit` rows are what trains: a broken line after them stops nothing (Arrow fails, the scan stops)."""
+    recipe, _ = recipe_for(tmp_path, [], limit=2, raw_lines=[json.dumps(GOOD)] * 2 + ['{"messages": ['])
+    assert len(load_sft_rows(recipe)) == 2
+
+
+def test_column_wise_helpers_agree_with_row_by_row():
+    rows = [
+        _turns(("user", "What is <|im_end|>?"), ("assistant", "a")),
+        _turns(("user", "u1"), ("assistant", "a"), ("user", "u2"), ("assistant", "b")),
+        _turns(("user", "plain"), ("assistant", "has <|im_start|> in it")),
+    ]
+    dataset = Dataset.from_list(rows)
+    for both in (rows, dataset):
+        assert rows_with_text(both, ["<|im_end|>", "<|im_start|>"]) == [0, 2]
+        assert rows_with_text(both, ["absent"]) == []
+        assert multi_turn_rows(both) == 1
+        assert all_user_turns(both) == ["What is <|im_end|>?", "u1", "u2", "plain"]

@@ -13,6 +13,7 @@ from sft_eval.audit import CheckId, Finding, guarded, registered_checks
 from sft_eval.audit.template import EXCHANGES, audit_template, render
 from sft_eval.audit.tokenizer import check_pad
 from sft_eval.chat import RenderRunaway, special_literals
+from sft_eval.data import Rows
 
 
 def run_checks(
@@ -20,7 +21,7 @@ def run_checks(
     *,
     enable_thinking: bool = False,
     generation_eos: list[int] | None = None,
-    rows: list[dict[str, Any]] | None = None,
+    rows: Rows | None = None,
 ) -> list[Finding]:
     if tokenizer.chat_template:
         try:

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding
 from sft_eval.chat import check_rows_render, render
+from sft_eval.data import Rows, head
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import Recipe
 from sft_eval.trainer_config import sft_config
@@ -40,13 +41,13 @@ class TrainerBatch:
 
 
 def trainer_batch(
-    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Rows
 ) -> TrainerBatch:
     """Build the recipe's SFTTrainer on (a sample of) `rows` and collate its prepared dataset."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    sample = [dict(row, **{ROW_KEY: i}) for i, row in enumerate(rows[:AUDIT_ROWS])]
+    sample = [dict(row, **{ROW_KEY: i}) for i, row in enumerate(head(rows, AUDIT_ROWS))]
     tokenizer = copy.deepcopy(tokenizer)  # the trainer may set its pad token
     with tempfile.TemporaryDirectory() as out:
         config, _ = sft_config(recipe, out)
@@ -137,7 +138,7 @@ def _regions(
     return text, regions
 
 
-def check_scope(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[Finding]:
+def check_scope(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase, rows: Rows) -> list[Finding]:
     """With assistant-only or completion-only loss: train exactly the answers and their end-of-turn tokens."""
     if not (batch.assistant_only or batch.completion_only):
         return []
@@ -217,7 +218,7 @@ class PackedRow:
 
 
 def packed_rows(
-    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Rows
 ) -> tuple[list[PackedRow], int]:
     """The recipe's own packed batch (its SFTTrainer, collator and [sft]) against each row run alone: every row
     found whole inside a pack after another row, with how far its log-probabilities moved. Returns those rows and
@@ -226,7 +227,7 @@ def packed_rows(
     from datasets import Dataset
     from trl import SFTTrainer
 
-    sample = rows[:PACKING_ROWS]
+    sample = head(rows, PACKING_ROWS)
     tokenizer = copy.deepcopy(tokenizer)
     prepared = {}
     with tempfile.TemporaryDirectory() as out:
@@ -311,12 +312,12 @@ def check_packing(recipe: Recipe, found: list[PackedRow], packs: int, dtype: Any
 
 
 def audit_labels(
-    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Rows
 ) -> list[Finding]:
     """`labels.eos` and `labels.scope` on the recipe trainer's own batch (per row: unpacked, as TRL tokenizes
     before it packs), and with `sft.packing` `labels.packing` on its packed batch."""
     try:  # the trainer renders every sampled row unbounded: they are rendered under the limits first
-        check_rows_render(tokenizer, rows[:AUDIT_ROWS])
+        check_rows_render(tokenizer, head(rows, AUDIT_ROWS))
     except SftEvalError as exc:
         return [Finding(CheckId.LABELS_SCOPE, "error", f"labels not checked: {exc}", "")]
     packing = bool(recipe.sft.get("packing"))

@@ -20,6 +20,7 @@ from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
 from sft_eval.audit.template import renders
 from sft_eval.chat import load_template
+from sft_eval.data import Rows
 from sft_eval.models import generation_eos_ids
 from sft_eval.recipe import Recipe
 from sft_eval.tokenizer import load_tokenizer
@@ -28,7 +29,7 @@ from sft_eval.tokenizer import load_tokenizer
 def audit_recipe(
     recipe: Recipe,
     tokenizer: PreTrainedTokenizerBase,
-    rows: list[dict[str, Any]],
+    rows: Rows,
     model_dir: str | Path,
     load_model: Callable[[], PreTrainedModel],
     *,

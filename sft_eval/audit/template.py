@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from sft_eval.audit import RAISED, CheckId, Finding, guarded, mark
 from sft_eval.chat import RENDER_TIMEOUT_S, RUNAWAY, time_limit
 from sft_eval.chat import render as bounded_render
+from sft_eval.data import Rows, multi_turn_rows, rows_with_text
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant."}
 EXCHANGES = [
@@ -388,7 +389,7 @@ def check_thinking(
 def check_prefix_preserving(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[dict[str, Any]],
-    rows: list[dict[str, Any]] | None = None,
+    rows: Rows | None = None,
     enable_thinking: bool = False,
 ) -> list[Finding]:
     """A conversation's first turns must render the same whatever follows them: rendering up to assistant turn k is
@@ -403,10 +404,10 @@ def check_prefix_preserving(
         if full.startswith(earlier):
             continue
         spot = first_difference(earlier, full)
-        multi_turn = [r for r in rows or [] if sum(m.get("role") == "assistant" for m in r.get("messages") or []) > 1]
+        multi_turn = multi_turn_rows(rows)
         fix = _trl_training_template(tokenizer)
         said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
-        scope = f"{len(multi_turn)} of the recipe's rows are multi-turn" if multi_turn else "multi-turn data"
+        scope = f"{multi_turn} of the recipe's rows are multi-turn" if multi_turn else "multi-turn data"
         return [
             Finding(
                 CheckId.TEMPLATE_PREFIX_PRESERVING,
@@ -487,12 +488,14 @@ def check_nondeterministic(tokenizer: PreTrainedTokenizerBase, messages: list[di
     return []
 
 
-def check_special_in_content(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> list[Finding]:
-    """Message text containing a special token's literal string forges a turn boundary when tokenized."""
+def check_special_in_content(tokenizer: PreTrainedTokenizerBase, rows: Any) -> list[Finding]:
+    """Message text containing a special token's literal string forges a turn boundary when tokenized. On a
+    `Dataset` the message contents are searched column-wise (pyarrow's substring match), so a million rows cost
+    seconds; only rows with a hit are read as Python."""
     specials = [t for t in dict.fromkeys(tokenizer.all_special_tokens) if t]
     findings = []
-    for index, row in enumerate(rows):
-        for message in row.get("messages", []):
+    for index in rows_with_text(rows, specials):
+        for message in rows[index].get("messages") or []:
             content = message.get("content")
             if not isinstance(content, str):
                 continue
@@ -532,7 +535,7 @@ def audit_template(
     *,
     enable_thinking: bool = False,
     generation_eos: list[int] | None = None,
-    rows: list[dict[str, Any]] | None = None,
+    rows: Rows | None = None,
 ) -> list[Finding]:
     """Every template check on the tokenizer's chat template. A template that raises on the probe stops there; one
     that renders it wrong (drops a message, leaves syntax) is reported and the other checks still run, those that

@@ -104,10 +104,11 @@ class LocalBackend:
 
 
 class ServedBackend:
-    """Chat completions from an OpenAI-compatible server, `batch_size` requests in flight."""
+    """Chat completions from an OpenAI-compatible server, `batch_size` requests in flight, each transient failure
+    (connection reset, timeout, 408/409/429, 5xx) retried up to `max_retries` times with the client's backoff."""
 
-    def __init__(self, base_url: str, model: str | None):
-        self.base_url, self.model = base_url, model
+    def __init__(self, base_url: str, model: str | None, max_retries: int = 4):
+        self.base_url, self.model, self.max_retries = base_url, model, max_retries
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         from sft_eval.generation.served import generate_served
@@ -120,6 +121,7 @@ class ServedBackend:
             max_new_tokens=settings.max_new_tokens,
             enable_thinking=settings.enable_thinking,
             concurrency=settings.batch_size,
+            max_retries=self.max_retries,
         )
 
 
@@ -134,7 +136,7 @@ def openai_backend(target: Target, eval_settings: Any) -> Backend:
     if target.which == "base" and eval_settings.base_model is None:
         return local_backend(target, eval_settings)
     name = eval_settings.model if target.which == "tuned" else eval_settings.base_model
-    return ServedBackend(str(eval_settings.base_url), name)
+    return ServedBackend(str(eval_settings.base_url), name, max_retries=eval_settings.max_retries)
 
 
 def __getattr__(name: str) -> Any:

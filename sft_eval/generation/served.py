@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from sft_eval.chat import conversation
 from sft_eval.console import interactive
-from sft_eval.errors import SftEvalError
+from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.records import Answer
+
+FAILED_SHOWN = 5  # failed questions named in the error line
 
 
 def generate_served(
@@ -23,9 +26,16 @@ def generate_served(
     enable_thinking: bool = False,
     concurrency: int = 32,
     timeout: float = 600.0,
+    max_retries: int = 4,
 ) -> list[Answer]:
     """Greedy answers from an OpenAI-compatible server's chat completions endpoint (vLLM, SGLang, TGI,
     `transformers serve`), `concurrency` requests in flight so the server can batch them, in input order.
+
+    A transient failure (connection reset or refused, timeout, 408, 409, 429, 5xx) is retried up to `max_retries`
+    times by the OpenAI client itself: exponential backoff from 0.5 s to 8 s with jitter, or the server's
+    `Retry-After`. A question that still fails does not stop the others: all are asked, then one `SftEvalError`
+    says how many failed, why, and which (the first few). The pipeline stores answers a batch at a time, so a
+    rerun asks only the batches that did not complete.
 
     The server renders the chat with its own template: when that is not the one the model was trained with,
     its answers differ from the in-process engine's, which is what the served-backend tests compare. Servers
@@ -36,11 +46,15 @@ def generate_served(
 
     openai = _openai()
     client = openai.OpenAI(
-        base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "sft-eval"), timeout=timeout, max_retries=1
+        base_url=base_url,
+        api_key=os.environ.get("OPENAI_API_KEY", "sft-eval"),
+        timeout=timeout,
+        max_retries=max_retries,
     )
     name = model or _only_served_model(client, base_url)
 
-    def one(question: str) -> Answer:
+    def one(question: str) -> Answer | str:
+        """The answer, or why the question failed (after the client's retries)."""
         try:
             reply = client.chat.completions.create(
                 model=name,
@@ -50,11 +64,9 @@ def generate_served(
                 extra_body={"chat_template_kwargs": {"enable_thinking": enable_thinking}},
             )
         except openai.APIConnectionError as exc:
-            raise SftEvalError(f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}") from None
+            return f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}"
         except openai.APIStatusError as exc:
-            raise SftEvalError(
-                f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
-            ) from None
+            return f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
         choice = reply.choices[0]
         content = choice.message.content or ""
         return Answer(
@@ -67,8 +79,28 @@ def generate_served(
         )
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) or 1))) as pool:
-        answers = pool.map(one, questions)
-        return list(tqdm(answers, desc=f"asking {name}", total=len(questions), disable=not interactive()))
+        replies = pool.map(one, questions)
+        results = list(tqdm(replies, desc=f"asking {name}", total=len(questions), disable=not interactive()))
+    failed = [(q, r) for q, r in zip(questions, results, strict=True) if isinstance(r, str)]
+    if failed:
+        answered = {i: r for i, r in enumerate(results) if isinstance(r, Answer)}
+        raise PartlyAnswered(_failures(failed, len(questions), max_retries), answered)
+    return results  # type: ignore[return-value] - every result is an Answer once none failed
+
+
+def _failures(failed: list[tuple[str, str]], asked: int, max_retries: int) -> str:
+    """One line: how many questions failed, the commonest reason, and the first few questions."""
+    reasons = Counter(reason for _, reason in failed)
+    reason, _ = reasons.most_common(1)[0]
+    others = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+    if len(failed) == asked and len(reasons) == 1:
+        return reason  # nothing answered, for one reason: the reason is the message
+    shown = "; ".join(repr(q if len(q) <= 60 else q[:57] + "...") for q, _ in failed[:FAILED_SHOWN])
+    more = f" and {len(failed) - FAILED_SHOWN} more" if len(failed) > FAILED_SHOWN else ""
+    return (
+        f"{len(failed)} of {asked} questions failed after {max_retries} retries each (eval.max_retries): "
+        f"{reason}{others}; failed: {shown}{more}"
+    )
 
 
 def _openai() -> Any:

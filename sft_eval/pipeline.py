@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.adapters import adapter_mismatch, load_adapted_model, merged_model, read_adapter_config
@@ -55,9 +56,10 @@ class Pipeline:
 
     # -- build ------------------------------------------------------------------------------------------
     @functools.cached_property
-    def rows(self) -> list[dict[str, Any]]:
-        """The recipe's training rows, read and validated once per pipeline."""
-        return load_sft_rows(self.recipe)
+    def rows(self) -> Dataset:
+        """The recipe's training rows (an Arrow `Dataset`, memory-mapped under the cache's `datasets/`), read and
+        validated once per pipeline."""
+        return load_sft_rows(self.recipe, cache_dir=self.cache.root / "datasets")
 
     @functools.cached_property
     def tokenizer_entry(self) -> tuple[Path | None, str]:
@@ -76,7 +78,7 @@ class Pipeline:
         key = cache_key("tokenizer", inputs)
 
         def build(folder: Path) -> None:
-            texts = _corpus() + [m["content"] for row in self.rows for m in row.get("messages", [])]
+            texts = _corpus() + [m["content"] for row in self.rows for m in row.get("messages") or []]
             specials = special_literals(template)
             train_tokenizer(texts, template, specials, eos_token=end_of_turn(specials)).save_pretrained(folder)
 
@@ -153,7 +155,9 @@ class Pipeline:
         if rows > len(self.rows):
             raise SftEvalError(f"a variant run needs {rows} training rows and the recipe has {len(self.rows)}")
         model = self.load_base_model(dropout=dropout)
-        return train_sft(self.variant_recipe(**sft), model, self.tokenizer, self.rows[:rows], str(output_dir))
+        return train_sft(
+            self.variant_recipe(**sft), model, self.tokenizer, self.rows.select(range(rows)), str(output_dir)
+        )
 
     def variant_run(
         self,

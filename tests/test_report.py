@@ -12,6 +12,13 @@ import pytest
 from sft_eval.report import HTML_NAME, JSON_NAME, render_html, write_report
 
 
+def page_cards(html: str) -> list[dict]:
+    """The answer cards the page's script draws: the JSON in its `card-data` element."""
+    found = re.search(r'<script type="application/json" id="card-data">(.*?)</script>', html, re.S)
+    assert found, "no card data in the page"
+    return json.loads(found.group(1))["cards"]
+
+
 @pytest.fixture(scope="module")
 def context(sft_pipeline):
     return sft_pipeline.report_context(
@@ -28,8 +35,10 @@ def context(sft_pipeline):
 
 def test_report_has_each_question_with_base_and_tuned_side_by_side(tmp_path, context, sft_evaluation):
     html = write_report(context, tmp_path).read_text(encoding="utf-8")
-    assert html.count('class="card"') == len(sft_evaluation.questions)
-    assert html.count('class="side base"') == html.count('class="side tuned"') == len(sft_evaluation.questions)
+    cards = page_cards(html)
+    assert [c["q"] for c in cards] == [q.question for q in sft_evaluation.questions]
+    assert [c["tuned"]["t"] for c in cards] == [r.tuned.text for r in sft_evaluation.records]
+    assert [c["base"]["t"] for c in cards] == [r.base.text for r in sft_evaluation.records]
     assert "1 failed" in html and "loss rose" in html
     for section in ("verdict", "summary", "audit", "training", "answers", "data", "recipe"):
         assert f'<section id="{section}">' in html
@@ -70,15 +79,21 @@ def test_markup_in_answers_and_questions_is_shown_as_text(tmp_path, context):
     hostile = copy.deepcopy(context)
     hostile["cards"][0]["question"] = "<script>alert(1)</script>"
     hostile["cards"][0]["tuned"]["text"] = "<img src=x onerror=alert(2)>"
+    hostile["cards"][1]["tuned"]["text"] = "</script><script>alert(3)</script>"
     html = write_report(hostile, tmp_path).read_text(encoding="utf-8")
-    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "<img src=x" not in html
+    assert "<script>alert(" not in html and "<img src=x" not in html and "</script><script>" not in html
+    cards = page_cards(html)  # the page's data holds them as written (its script draws them as text)
+    assert cards[0]["q"] == "<script>alert(1)</script>" and cards[0]["tuned"]["t"] == "<img src=x onerror=alert(2)>"
+    assert cards[1]["tuned"]["t"] == "</script><script>alert(3)</script>"
 
 
 def test_nothing_is_fetched_at_view_time(tmp_path, context):
     html = write_report(context, tmp_path).read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
-    assert "<script" not in html.lower()
+    scripts = re.findall(r"<script([^>]*)>", html.lower())
+    assert scripts == [' type="application/json" id="card-data"', ""]  # the cards' data and the page's own script
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1]
 
 
 def test_loss_curve_is_inline_svg_with_labelled_axes(tmp_path, context):
@@ -131,9 +146,10 @@ def test_a_leaked_marker_is_visible_where_the_badge_says_it_leaks(context):
     leaked["tuned"] = dict(leaked["tuned"], text="Paris", raw="Paris<|im_start|>user", leaks=["<|im_start|>"])
     clean = dict(context["cards"][1])
     clean["tuned"] = dict(clean["tuned"], text="Rome", raw="Rome<|im_end|>", leaks=[])
-    html = render_html({**context, "cards": [leaked, clean]})
-    assert "leaks &lt;|im_start|&gt;" in html and "Paris&lt;|im_start|&gt;user</pre>" in html
-    assert "<pre>Rome</pre>" in html and "Rome&lt;|im_end|&gt;" not in html
+    cards = page_cards(render_html({**context, "cards": [leaked, clean]}))
+    assert cards[0]["tuned"]["l"] == ["<|im_start|>"] and cards[0]["tuned"]["raw"] == "Paris<|im_start|>user"
+    assert cards[1]["tuned"]["t"] == "Rome" and "raw" not in cards[1]["tuned"]  # the clean text, no marker
+    assert cards[0]["leaked"] and cards[0]["failed"] and not cards[1]["leaked"]
 
 
 def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline, cli):

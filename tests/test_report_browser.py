@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sft_eval.report import write_report
+from sft_eval.report import _SECTIONS, Section, register_section, write_report
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -25,30 +25,37 @@ SECTIONS = ["verdict", "summary", "audit", "training", "answers", "data", "recip
 
 
 @pytest.fixture(scope="module")
-def page(sft_pipeline, tmp_path_factory, request):
+def browser():
+    """One headless Chromium for the module (Playwright's sync API runs one instance per thread)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, sft_pipeline, tmp_path_factory, request):
     context = sft_pipeline.report_context({"passed": 1, "failed": 0, "skipped": 0, "failures": []})
     hostile = copy.deepcopy(context)
     hostile["cards"][0]["question"] = "<script>window.__injected = 'question'</script>"
     hostile["cards"][0]["tuned"]["text"] = "<img src=x onerror=\"window.__injected='answer'\">"
     out = tmp_path_factory.mktemp("report")
     path = write_report(hostile, out)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        requests: list[str] = []
-        tab.on("request", lambda r: requests.append(r.url))
-        tab.goto(path.as_uri())
-        tab.wait_for_load_state("load")
-        tab.requests = requests  # type: ignore[attr-defined]
-        tab.cards_expected = len(context["cards"])  # type: ignore[attr-defined]
-        yield tab
-        shot = Path(request.config.getoption("sft_report_dir")) / "sft_report.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(shot), full_page=False)  # the CI artifact
-        browser.close()
+    tab = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests: list[str] = []
+    tab.on("request", lambda r: requests.append(r.url))
+    tab.goto(path.as_uri())
+    tab.wait_for_load_state("load")
+    tab.requests = requests  # type: ignore[attr-defined]
+    tab.cards_expected = len(context["cards"])  # type: ignore[attr-defined]
+    yield tab
+    shot = Path(request.config.getoption("sft_report_dir")) / "sft_report.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(shot), full_page=False)  # the CI artifact
+    tab.close()
 
 
 def test_every_section_is_there(page):
@@ -79,3 +86,104 @@ def test_example_screenshot_is_committed_and_linked_from_the_readme():
     root = Path(__file__).parent.parent
     assert (root / "reports" / "examples" / "sft_report.png").is_file()
     assert "reports/examples/sft_report.png" in (root / "README.md").read_text(encoding="utf-8")
+
+
+def _many_cards(context: dict, n: int) -> dict:
+    """`n` cards from the run's own: every 4th tuned answer leaks `<|im_start|>`, every 3rd question carries a
+    word only it has (`needle-<i>`), so filters and search have known answers."""
+    cards = []
+    for i in range(n):
+        card = copy.deepcopy(context["cards"][i % len(context["cards"])])
+        card["question"] = f"{card['question']} #{i}" + (f" needle-{i}" if i % 3 == 0 else "")
+        if i % 4 == 0:
+            card["tuned"].update(raw=card["tuned"]["raw"] + "<|im_start|>user", leaks=["<|im_start|>"])
+        cards.append(card)
+    return {**context, "cards": cards}
+
+
+@pytest.fixture(scope="module")
+def big_page(browser, sft_pipeline, tmp_path_factory):
+    """A report of 240 questions, for the answers' filters, search and pages."""
+    context = _many_cards(sft_pipeline.report_context(None), 240)
+    # a section whose template writes an inline script: the page's Content-Security-Policy must keep it from running
+    register_section(Section("rogue", "Rogue", "<script>window.__rogue = 1</script><p id='rogue-text'>here</p>"))
+    try:
+        path = write_report(context, tmp_path_factory.mktemp("big"))
+    finally:
+        _SECTIONS.pop("rogue")
+    tab = browser.new_page(viewport={"width": 1280, "height": 900})
+    tab.goto(path.as_uri())
+    tab.wait_for_load_state("load")
+    tab.context_data = context  # type: ignore[attr-defined]
+    yield tab
+    tab.close()
+
+
+def _press(page, name: str) -> None:
+    page.locator(f'.filters [data-filter="{name}"]').click()
+
+
+def test_answers_come_a_page_at_a_time_and_the_pager_walks_them(big_page):
+    assert big_page.locator(".card").count() == 50 and big_page.inner_text("#card-range") == "1–50 of 240"
+    assert big_page.locator("#card-prev").is_disabled()
+    big_page.click("#card-next")
+    assert big_page.inner_text("#card-range") == "51–100 of 240"
+    assert big_page.locator(".card strong").first.inner_text().endswith("#50")
+    for _ in range(3):
+        big_page.click("#card-next")
+    assert big_page.inner_text("#card-range") == "201–240 of 240" and big_page.locator(".card").count() == 40
+    assert big_page.locator("#card-next").is_disabled()
+    big_page.click("#card-prev")
+    assert big_page.inner_text("#card-range") == "151–200 of 240"
+
+
+def test_the_leaked_filter_shows_exactly_the_leaking_answers_with_their_marker(big_page):
+    leaking = [c for c in big_page.context_data["cards"] if c["tuned"]["leaks"] or c["base"]["leaks"]]
+    assert big_page.inner_text('.filters [data-filter="leaked"]') == f"leaked ({len(leaking)})"
+    _press(big_page, "leaked")
+    assert big_page.inner_text("#card-range") == f"1–50 of {len(leaking)}"
+    first = big_page.locator(".card").first
+    assert first.locator(".side.tuned .badge.bad", has_text="leaks <|im_start|>").count() == 1
+    assert "<|im_start|>user" in first.locator(".side.tuned pre.raw").inner_text()  # the marker is shown
+    _press(big_page, "all")
+    assert big_page.inner_text("#card-range") == "1–50 of 240"
+
+
+def test_failed_and_changed_count_what_the_page_data_flags(big_page):
+    for name in ("failed", "changed"):
+        flagged = big_page.evaluate(
+            f"JSON.parse(document.getElementById('card-data').textContent).cards.filter(c => c.{name}).length"
+        )
+        _press(big_page, name)
+        shown = big_page.inner_text("#card-range")
+        assert shown == (f"1–{min(50, flagged)} of {flagged}" if flagged else "no question matches")
+    _press(big_page, "all")
+
+
+def test_search_finds_questions_and_answers(big_page):
+    big_page.fill("#card-search", "NEEDLE-123")  # case does not matter
+    assert big_page.locator(".card").count() == 1 and big_page.inner_text("#card-range") == "1–1 of 1"
+    assert "#123 needle-123" in big_page.locator(".card strong").inner_text()
+    big_page.fill("#card-search", "no such text anywhere")
+    assert big_page.locator(".card").count() == 0 and big_page.inner_text("#card-range") == "no question matches"
+    big_page.fill("#card-search", "")
+    assert big_page.locator(".card").count() == 50
+
+
+def test_the_word_diff_rebuilds_each_answers_words(big_page):
+    """The diff is drawn from (op, word count) runs: its kept + deleted words are the base answer's, its kept +
+    inserted words the tuned answer's, for every card on the page."""
+    for i in range(big_page.locator(".card").count()):
+        card = big_page.context_data["cards"][i]
+        diff = big_page.locator(".card").nth(i).locator("details.diff")
+        text = diff.evaluate("d => Array.from(d.childNodes).slice(1).map(n => [n.nodeName, n.textContent])")
+        base = " ".join(t.strip() for name, t in text if name in ("#text", "DEL") and t.strip())
+        tuned = " ".join(t.strip() for name, t in text if name in ("#text", "INS") and t.strip())
+        assert base.split() == card["base"]["text"].split() and tuned.split() == card["tuned"]["text"].split()
+
+
+def test_only_the_pages_own_script_runs(big_page):
+    """The cards are drawn (the page's script ran), the rogue section's text is there and its script was not run:
+    the Content-Security-Policy allows the one script by its hash."""
+    assert big_page.locator(".card").count() == 50 and big_page.inner_text("#rogue-text") == "here"
+    assert big_page.evaluate("window.__rogue") is None

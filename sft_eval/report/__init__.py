@@ -11,8 +11,10 @@ added with `register_section`; it is rendered after the built-in sections, from 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
+import hashlib
 import json
 import platform
 from importlib.metadata import version
@@ -167,6 +169,64 @@ def loss_curve_svg(losses: list[list[float]] | list[tuple[int, float]], width: i
     )
 
 
+CARD_FILTERS = ("failed", "changed", "leaked")  # besides "all"; each card's flags, see `card_payload`
+# A Python `str.split()` separator, so the browser splits an answer into the words `word_diff` counted.
+PY_WHITESPACE = r"[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+
+
+def card_payload(context: dict[str, Any]) -> dict[str, Any]:
+    """The answer cards as the report page renders them on demand: compact JSON (short keys; the word diff as
+    (op, word count) runs over the answers' own words) with the filters' flags computed here, once.
+
+    `failed`: the tuned answer fails a per-answer check (no match where checkable, no end-of-turn stop, repetition
+    over the threshold, a leaked special token). `changed`: one of those outcomes differs between base and tuned.
+    `leaked`: either answer leaks a special token."""
+    max_repetition = context["thresholds"]["max_repetition"]
+
+    def side(answer: dict[str, Any]) -> dict[str, Any]:
+        shown = {
+            "t": answer["text"],
+            "eos": answer["stop_reason"] == "eos",
+            "n": answer["new_tokens"],
+            "m": answer["matched"],
+            "r": answer["repetition"],
+            "l": answer["leaks"],
+        }
+        return shown | ({"raw": answer["raw"]} if answer["leaks"] else {})
+
+    def outcomes(answer: dict[str, Any]) -> tuple[bool, ...]:
+        return (
+            answer["matched"] is False,
+            answer["stop_reason"] != "eos",
+            answer["repetition"] > max_repetition,
+            bool(answer["leaks"]),
+        )
+
+    cards = []
+    for card in context["cards"]:
+        base, tuned = outcomes(card["base"]), outcomes(card["tuned"])
+        cards.append(
+            {
+                "q": card["question"],
+                "e": card["expected"],
+                "base": side(card["base"]),
+                "tuned": side(card["tuned"]),
+                "d": [[op[0], len(words.split())] for op, words in card["diff"]],
+                "failed": any(tuned),
+                "changed": base != tuned,
+                "leaked": bool(card["base"]["leaks"] or card["tuned"]["leaks"]),
+            }
+        )
+    return {"cards": cards, "max_repetition": max_repetition, "whitespace": PY_WHITESPACE}
+
+
+def script_json(data: Any) -> Markup:
+    """JSON safe inside `<script type="application/json">`: no `<`, `>` or `&` survives as itself, so an answer
+    holding `</script>` cannot end the element; `JSON.parse` reads the escapes back."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
 _ENV = Environment(
     loader=PackageLoader("sft_eval.report", "templates"),
     autoescape=select_autoescape(["html", "j2"]),
@@ -175,8 +235,17 @@ _ENV = Environment(
 )
 
 
+_CARD_SCRIPT = (Path(__file__).parent / "templates" / "cards.js").read_text(encoding="utf-8")
+# The page's Content-Security-Policy runs this one script (by its hash) and fetches nothing: no other script, even
+# one a future escaping bug let through, runs; no request leaves the file.
+_CARD_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_CARD_SCRIPT.encode()).digest()).decode()
+
+
 def render_html(context: dict[str, Any]) -> str:
-    """The report's HTML for `context` (what `build_context` returns, or the report's JSON read back)."""
+    """The report's HTML for `context` (what `build_context` returns, or the report's JSON read back). The answer
+    cards travel as JSON in the page and are drawn a page at a time by its script (filters, search, pages), so a
+    report of 10,000 questions stays one small file that opens at once."""
+    payload = card_payload(context)
     sections = [
         {"id": s.id, "title": s.title, "html": Markup(_ENV.from_string(s.template).render(**context))}
         for s in _SECTIONS.values()
@@ -185,6 +254,10 @@ def render_html(context: dict[str, Any]) -> str:
         **context,
         extra_sections=sections,
         loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
+        card_json=script_json(payload),
+        card_script=Markup(_CARD_SCRIPT),  # our own file, shipped with the package
+        script_hash=_CARD_SCRIPT_HASH,
+        filter_counts={name: sum(card[name] for card in payload["cards"]) for name in CARD_FILTERS},
     )
 
 

@@ -24,5 +24,9 @@ def finite(value: Any) -> Any:
 
 
 def dumps(value: Any, **kwargs: Any) -> str:
-    """`json.dumps` of `value` with non-finite floats as null, refusing anything else that is not JSON."""
-    return json.dumps(finite(value), allow_nan=False, **kwargs)
+    """`json.dumps` of `value` with non-finite floats as null, refusing anything else that is not JSON. The walk
+    that replaces them runs only when there is one (a 10,000-question report is mostly strings)."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:  # "Out of range float values are not JSON compliant" (or another ValueError: said again)
+        return json.dumps(finite(value), allow_nan=False, **kwargs)

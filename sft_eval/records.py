@@ -23,7 +23,15 @@ class Answer:
     stop_reason: str  # "eos": ended with a stop token; "length": ran into max_new_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand, not asdict's recursive deep copy: one per answer, 20,000 in a 10,000-question report
+        return {
+            "question": self.question,
+            "text": self.text,
+            "raw": self.raw,
+            "token_ids": list(self.token_ids),
+            "new_tokens": self.new_tokens,
+            "stop_reason": self.stop_reason,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Answer:

@@ -187,3 +187,10 @@ def test_only_the_pages_own_script_runs(big_page):
     the Content-Security-Policy allows the one script by its hash."""
     assert big_page.locator(".card").count() == 50 and big_page.inner_text("#rogue-text") == "here"
     assert big_page.evaluate("window.__rogue") is None
+
+
+def test_printing_holds_every_selected_card_then_the_page_again(big_page):
+    big_page.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+    assert big_page.locator(".card").count() == 240
+    big_page.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    assert big_page.locator(".card").count() == 50

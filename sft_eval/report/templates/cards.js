@@ -2,7 +2,7 @@
   "use strict";
   var data = JSON.parse(document.getElementById("card-data").textContent);
   var cards = data.cards, words = new RegExp(data.whitespace), PAGE = 50;
-  var state = { filter: "all", query: "", page: 0 }, shown = cards, haystack = null;
+  var state = { filter: "all", query: "", page: 0, printing: false }, shown = cards, haystack = null;
   var box = document.getElementById("cards"), range = document.getElementById("card-range");
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -58,7 +58,8 @@
     shown = cards.filter(matches);
     var pages = Math.max(1, Math.ceil(shown.length / PAGE));
     state.page = Math.min(state.page, pages - 1);
-    var start = state.page * PAGE, end = Math.min(shown.length, start + PAGE), frag = document.createDocumentFragment();
+    var start = state.printing ? 0 : state.page * PAGE, frag = document.createDocumentFragment();
+    var end = state.printing ? shown.length : Math.min(shown.length, start + PAGE);
     shown.slice(start, end).forEach(function (c) { frag.appendChild(card(c)); });
     box.replaceChildren(frag);
     range.textContent = shown.length ? (start + 1) + "–" + end + " of " + shown.length : "no question matches";
@@ -75,5 +76,8 @@
   document.getElementById("card-search").addEventListener("input", function (event) { state.query = event.target.value.trim().toLowerCase(); state.page = 0; draw(); });
   document.getElementById("card-prev").addEventListener("click", function () { state.page -= 1; draw(); });
   document.getElementById("card-next").addEventListener("click", function () { state.page += 1; draw(); });
+  // printed, the report holds every card the filter and search select, not one page of them
+  window.addEventListener("beforeprint", function () { state.printing = true; draw(); });
+  window.addEventListener("afterprint", function () { state.printing = false; draw(); });
   draw();
 })();

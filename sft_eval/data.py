@@ -329,12 +329,15 @@ def leaked_questions(rows: Any, questions: list[Question]) -> list[str]:
 def all_user_turns(rows: Any) -> list[str]:
     """Every user message of every row. On a `Dataset` of `messages` (or message-list prompts) the user contents
     are picked out with pyarrow compute, batch by batch, never a Python dict per row."""
-    column = next((c for c in ("messages", "prompt") if c in getattr(rows, "column_names", ())), None)
-    if column is None:
-        return [turn for row in rows for turn in user_turns(row)]
-    if not _is_messages_type(_column_type(rows, column)):
-        return [p for batch in rows.select_columns([column]).iter(batch_size=VALIDATE_BATCH) for p in batch[column]]
+    import pyarrow as pa
     import pyarrow.compute as pc
+
+    column = next((c for c in ("messages", "prompt") if c in getattr(rows, "column_names", ())), None)
+    kind = _column_type(rows, column) if column else None
+    if column == "prompt" and kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return [p for batch in rows.select_columns([column]).iter(batch_size=VALIDATE_BATCH) for p in batch[column]]
+    if column is None or not _is_messages_type(kind):  # a list of rows, or a column Arrow typed otherwise (Json)
+        return [turn for row in rows for turn in user_turns(row)]
 
     turns: list[str] = []
     for batch in rows.with_format("arrow").select_columns([column]).iter(batch_size=VALIDATE_BATCH):

@@ -217,3 +217,7 @@ def test_column_wise_helpers_agree_with_row_by_row():
         assert rows_with_text(both, ["absent"]) == []
         assert multi_turn_rows(both) == 1
         assert all_user_turns(both) == ["What is <|im_end|>?", "u1", "u2", "plain"]
+    text = [{"prompt": "p1", "completion": "c"}, {"prompt": "p2", "completion": "c"}]
+    conversational = GOOD_TABLES["conversational prompt/completion"]
+    for rows, turns in ((text, ["p1", "p2"]), (conversational, ["2+2?"])):
+        assert all_user_turns(rows) == all_user_turns(Dataset.from_list(rows)) == turns

@@ -163,3 +163,14 @@ def test_the_pipeline_keeps_what_was_answered_and_a_rerun_asks_only_the_rest(ser
         "cached": 2,
         "generated": 1,
     }
+
+
+def test_a_server_that_cannot_be_reached_is_not_asked_every_question(server):
+    """Every connection reset: once a question has failed through its retries, no new question is sent, so a
+    server that is down costs one backoff, not one per question; the line says how many were not asked."""
+    questions = [f"q{i}" for i in range(40)]
+    server.script = {q: ["reset"] * 10 for q in questions}
+    with pytest.raises(PartlyAnswered, match=r"^eval\.base_url: cannot reach .*; \d+ not asked once it could not be"):
+        ask(server, questions, max_retries=1)
+    sent = sum(server.attempts.values())
+    assert sent <= 2 * 8, f"{sent} requests for 40 questions: the rest should not have been sent"  # 4 in flight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from typing import Any
 
@@ -33,9 +34,10 @@ def generate_served(
 
     A transient failure (connection reset or refused, timeout, 408, 409, 429, 5xx) is retried up to `max_retries`
     times by the OpenAI client itself: exponential backoff from 0.5 s to 8 s with jitter, or the server's
-    `Retry-After`. A question that still fails does not stop the others: all are asked, then one `SftEvalError`
-    says how many failed, why, and which (the first few). The pipeline stores answers a batch at a time, so a
-    rerun asks only the batches that did not complete.
+    `Retry-After`. A question that still fails does not stop the others: all are asked, then one `PartlyAnswered`
+    says how many failed, why, and which (the first few), and carries the answers that came, which the pipeline
+    caches, so a rerun asks only the failed questions. Once a question cannot reach the server through all its
+    retries, no further question is sent (a server that is down fails in one backoff, not one per question).
 
     The server renders the chat with its own template: when that is not the one the model was trained with,
     its answers differ from the in-process engine's, which is what the served-backend tests compare. Servers
@@ -52,9 +54,13 @@ def generate_served(
         max_retries=max_retries,
     )
     name = model or _only_served_model(client, base_url)
+    unreachable = threading.Event()
 
-    def one(question: str) -> Answer | str:
-        """The answer, or why the question failed (after the client's retries)."""
+    def one(question: str) -> Answer | str | None:
+        """The answer, or why the question failed (after the client's retries), or None: not asked, the server
+        could not be reached for an earlier question."""
+        if unreachable.is_set():
+            return None
         try:
             reply = client.chat.completions.create(
                 model=name,
@@ -64,6 +70,7 @@ def generate_served(
                 extra_body={"chat_template_kwargs": {"enable_thinking": enable_thinking}},
             )
         except openai.APIConnectionError as exc:
+            unreachable.set()
             return f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}"
         except openai.APIStatusError as exc:
             return f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
@@ -84,22 +91,25 @@ def generate_served(
     failed = [(q, r) for q, r in zip(questions, results, strict=True) if isinstance(r, str)]
     if failed:
         answered = {i: r for i, r in enumerate(results) if isinstance(r, Answer)}
-        raise PartlyAnswered(_failures(failed, len(questions), max_retries), answered)
+        not_asked = sum(r is None for r in results)
+        raise PartlyAnswered(_failures(failed, not_asked, len(questions), max_retries), answered)
     return results  # type: ignore[return-value] - every result is an Answer once none failed
 
 
-def _failures(failed: list[tuple[str, str]], asked: int, max_retries: int) -> str:
-    """One line: how many questions failed, the commonest reason, and the first few questions."""
+def _failures(failed: list[tuple[str, str]], not_asked: int, asked: int, max_retries: int) -> str:
+    """One line: how many questions failed, the commonest reason, the first few questions, and how many were not
+    sent once the server could not be reached."""
     reasons = Counter(reason for _, reason in failed)
     reason, _ = reasons.most_common(1)[0]
     others = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
-    if len(failed) == asked and len(reasons) == 1:
-        return reason  # nothing answered, for one reason: the reason is the message
+    unsent = f"; {not_asked} not asked once it could not be reached" if not_asked else ""
+    if len(failed) + not_asked == asked and len(reasons) == 1:
+        return reason + unsent  # nothing answered, for one reason: the reason is the message
     shown = "; ".join(repr(q if len(q) <= 60 else q[:57] + "...") for q, _ in failed[:FAILED_SHOWN])
     more = f" and {len(failed) - FAILED_SHOWN} more" if len(failed) > FAILED_SHOWN else ""
     return (
         f"{len(failed)} of {asked} questions failed after {max_retries} retries each (eval.max_retries): "
-        f"{reason}{others}; failed: {shown}{more}"
+        f"{reason}{others}; failed: {shown}{more}{unsent}"
     )
 
 

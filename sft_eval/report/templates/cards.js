@@ -62,7 +62,7 @@
     var end = state.printing ? shown.length : Math.min(shown.length, start + PAGE);
     shown.slice(start, end).forEach(function (c) { frag.appendChild(card(c)); });
     box.replaceChildren(frag);
-    range.textContent = shown.length ? (start + 1) + "–" + end + " of " + shown.length : "no question matches";
+    range.textContent = shown.length ? (start + 1).toLocaleString("en") + "–" + end.toLocaleString("en") + " of " + shown.length.toLocaleString("en") : "no question matches";
     document.getElementById("card-prev").disabled = state.page === 0;
     document.getElementById("card-next").disabled = state.page >= pages - 1;
   }

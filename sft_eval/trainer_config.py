@@ -18,7 +18,7 @@ from typing import Any
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 from sft_eval.plan import BatchPlan, plan_from_config
-from sft_eval.recipe import Recipe, lora_config_class
+from sft_eval.recipe import Recipe, lora_config_class, sft_config_schema
 
 # Settings every run's record keeps, with whatever else `[sft]` set.
 ALWAYS_RECORDED = (
@@ -46,9 +46,23 @@ def recorded_settings(config: Mapping[str, Any], recipe: Recipe) -> dict[str, An
     return {k: v for k, v in config.items() if k in recipe.sft or k in ALWAYS_RECORDED}
 
 
+# The SFTConfig fields a batch plan reads (see plan.plan_from_config); sft-eval's own settings (sft_config) change
+# none of them, and neither does SFTConfig's __post_init__.
+PLAN_FIELDS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "dataloader_drop_last",
+)
+
+
 def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
-    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training."""
-    return plan_from_config(recipe_config(recipe), rows, world_size)
+    """The plan of the recipe's own SFTConfig (TRL's defaults where `[sft]` is silent), before any training: the
+    recipe's values over SFTConfig's defaults as `sft_config_schema` keeps them, so a plan imports no TRL (a test
+    holds it equal to the plan of the SFTConfig built for training)."""
+    defaults = sft_config_schema()["defaults"]
+    return plan_from_config({k: recipe.sft.get(k, defaults[k]) for k in PLAN_FIELDS}, rows, world_size)
 
 
 def lora_config(recipe: Recipe) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,51 @@ def test_cli_bad_input_is_exit_2_in_one_line(cli):
         ["--rows", "10", "--per-device-batch", "1", "--grad-accum", "8", "--max-steps", "0"],
     ):
         cli.bad_input(cli.run("plan", *args))
+
+
+# -- the recipe's plan without importing TRL ----------------------------------------------------------------------
+RECIPES = Path(__file__).resolve().parent.parent / "fixtures" / "recipes"
+PLAN_VARIANTS = {
+    "as shipped": {},
+    "epochs 2.5, batch 3 x 5": {
+        "num_train_epochs": 2.5,
+        "per_device_train_batch_size": 3,
+        "gradient_accumulation_steps": 5,
+    },
+    "max_steps 7": {"max_steps": 7},
+    "drop_last": {"dataloader_drop_last": True, "per_device_train_batch_size": 16},
+}
+
+
+@pytest.mark.parametrize("variant", list(PLAN_VARIANTS))
+@pytest.mark.parametrize("name", ["tiny.toml", "tiny_lora.toml", "seed_lesson.toml"])
+def test_the_plan_from_the_schema_is_the_plan_of_the_sftconfig_training_builds(name, variant):
+    """`recipe_plan` reads SFTConfig's defaults from the cached schema; the SFTConfig built for training must give
+    the same plan, for each shipped recipe and a few `[sft]` settings (TRL's defaults where the recipe is silent)."""
+    from sft_eval.plan import plan_from_config
+    from sft_eval.recipe import load_recipe
+    from sft_eval.trainer_config import recipe_config, recipe_plan
+
+    recipe = load_recipe(RECIPES / name).with_sft(**PLAN_VARIANTS[variant])
+    for rows, world in ((100, 1), (421, 2), (33, 1)):
+        assert recipe_plan(recipe, rows, world) == plan_from_config(recipe_config(recipe), rows, world)
+
+
+def test_the_schema_is_kept_per_version_and_read_without_importing_trl(tmp_path, monkeypatch):
+    """Built once (TRL imported), then read from `<cache>/schemas/` with TRL unimportable; a corrupt file is
+    built again."""
+    import sys
+
+    from sft_eval.recipe import sft_config_schema
+
+    monkeypatch.setenv("SFT_EVAL_CACHE", str(tmp_path))
+    built = sft_config_schema()
+    (kept,) = (tmp_path / "schemas").glob("sftconfig-trl-*-transformers-*.json")
+    assert "per_device_train_batch_size" in built["fields"] and built["defaults"]["gradient_accumulation_steps"] == 1
+    monkeypatch.setitem(sys.modules, "trl", None)  # `from trl import ...` now raises ImportError
+    assert sft_config_schema() == built
+    kept.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ImportError):
+        sft_config_schema()  # the corrupt file is not trusted: it needs TRL again
+    monkeypatch.delitem(sys.modules, "trl")
+    assert sft_config_schema() == built and json.loads(kept.read_text(encoding="utf-8")) == built

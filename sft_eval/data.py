@@ -87,12 +87,15 @@ def _arrow_jsonl(path: Path, cache_dir: str | Path | None) -> Dataset | None:
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "datasets"
     bars = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to load JSON" is not our one line
     try:
         return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(folder))
     except Exception:  # noqa: BLE001 - any failure means "scan it line by line", which names the line
         return None
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if bars:
             datasets.enable_progress_bars()
 

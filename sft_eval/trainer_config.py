@@ -62,6 +62,8 @@ def recipe_plan(recipe: Recipe, rows: int, world_size: int = 1) -> BatchPlan:
     recipe's values over SFTConfig's defaults as `sft_config_schema` keeps them, so a plan imports no TRL (a test
     holds it equal to the plan of the SFTConfig built for training)."""
     defaults = sft_config_schema()["defaults"]
+    if any(k not in recipe.sft and k not in defaults for k in PLAN_FIELDS):  # a default that is no JSON value
+        return plan_from_config(recipe_config(recipe), rows, world_size)
     return plan_from_config({k: recipe.sft.get(k, defaults[k]) for k in PLAN_FIELDS}, rows, world_size)
 
 

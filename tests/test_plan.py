@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -97,6 +98,24 @@ def test_the_plan_from_the_schema_is_the_plan_of_the_sftconfig_training_builds(n
     recipe = load_recipe(RECIPES / name).with_sft(**PLAN_VARIANTS[variant])
     for rows, world in ((100, 1), (421, 2), (33, 1)):
         assert recipe_plan(recipe, rows, world) == plan_from_config(recipe_config(recipe), rows, world)
+
+
+def test_a_default_the_schema_lacks_is_read_from_sftconfig(monkeypatch):
+    """A plan field whose default the schema could not keep (not a JSON value in some TRL) is taken from the
+    SFTConfig built for training instead of failing."""
+    import sft_eval.trainer_config as trainer_config
+    from sft_eval.plan import plan_from_config
+    from sft_eval.recipe import load_recipe, sft_config_schema
+
+    schema = sft_config_schema()
+    lacking = {**schema, "defaults": {k: v for k, v in schema["defaults"].items() if k != "num_train_epochs"}}
+    monkeypatch.setattr(trainer_config, "sft_config_schema", lambda: lacking)
+    recipe = load_recipe(RECIPES / "tiny.toml")
+    recipe = dataclasses.replace(recipe, sft={k: v for k, v in recipe.sft.items() if k != "num_train_epochs"})
+    built = []
+    real = trainer_config.recipe_config
+    monkeypatch.setattr(trainer_config, "recipe_config", lambda r: built.append(r) or real(r))
+    assert trainer_config.recipe_plan(recipe, 100) == plan_from_config(real(recipe), 100) and len(built) == 1
 
 
 def test_the_schema_is_kept_per_version_and_read_without_importing_trl(tmp_path, monkeypatch):

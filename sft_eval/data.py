@@ -49,21 +49,22 @@ def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dat
             dataset = _first(dataset, limit)
         if dataset is None or not rows_pass(dataset):
             numbered = list(_read_jsonl(path, limit=limit))
-            rows = _validated([row for _, row in numbered], [f"{path}:{line}" for line, _ in numbered], source)
+            rows = _validated([row for _, row in numbered], [f"{path}:{line}" for line, _ in numbered])
             dataset = dataset if dataset is not None else _from_rows(rows, path)
     else:
         dataset = _first(_load_datasets_rows(source), limit)
         if not rows_pass(dataset):
-            _validated(dataset, [f"{source} row {index}" for index in range(len(dataset))], source)
+            _validated(dataset, [f"{source} row {index}" for index in range(len(dataset))])
     if not len(dataset):
         raise SftEvalError(f"data.train: {source} has no rows: there is nothing to train on")
     return dataset
 
 
-def _validated(rows: Any, where: list[str], source: str) -> Any:
-    """The row-by-row check: the first bad row is one `SftEvalError` naming its line (or row index)."""
+def _validated(rows: Any, where: list[str]) -> Any:
+    """The row-by-row check: the first bad row is one `SftEvalError` naming its line (or row index). No rows pass
+    here: `load_sft_rows` says a dataset is empty, once, whichever way it was read."""
     if not len(rows):
-        raise SftEvalError(f"data.train: {source} has no rows: there is nothing to train on")
+        return rows
     first = _row_format(rows[0])
     for row, spot in zip(rows, where, strict=True):
         _check_row(row, spot)
@@ -343,11 +344,20 @@ def all_user_turns(rows: Any) -> list[str]:
         return [turn for row in rows for turn in user_turns(row)]
 
     turns: list[str] = []
-    for batch in rows.with_format("arrow").select_columns([column]).iter(batch_size=VALIDATE_BATCH):
-        messages = batch.column(column).combine_chunks().flatten()
+    for _, messages, _ in _message_batches(rows, column):
         user = pc.equal(pc.struct_field(messages, "role"), "user")
         turns += pc.filter(pc.struct_field(messages, "content"), user).to_pylist()
     return turns
+
+
+def _message_batches(rows: Dataset, column: str) -> Any:
+    """(row count, the batch's messages flattened, each message's row index) per Arrow batch of a message-list
+    column: `VALIDATE_BATCH` rows at a time, never a Python dict per row."""
+    import pyarrow.compute as pc
+
+    for batch in rows.with_format("arrow").select_columns([column]).iter(batch_size=VALIDATE_BATCH):
+        lists = batch.column(column).combine_chunks()
+        yield len(lists), lists.flatten(), pc.list_parent_indices(lists).to_numpy()
 
 
 def rows_with_text(rows: Any, needles: list[str]) -> list[int]:
@@ -368,15 +378,13 @@ def rows_with_text(rows: Any, needles: list[str]) -> list[int]:
 
     found: list[int] = []
     start = 0
-    for batch in rows.with_format("arrow").select_columns(["messages"]).iter(batch_size=VALIDATE_BATCH):
-        lists = batch.column("messages").combine_chunks()
-        content = pc.struct_field(lists.flatten(), "content")
+    for count, messages, parents in _message_batches(rows, "messages"):
+        content = pc.struct_field(messages, "content")
         hit = np.zeros(len(content), dtype=bool)
         for needle in needles:
             hit |= pc.fill_null(pc.match_substring(content, needle), False).to_numpy(zero_copy_only=False)
-        parents = pc.list_parent_indices(lists).to_numpy()
         found += (np.unique(parents[hit]) + start).tolist()
-        start += len(lists)
+        start += count
     return found
 
 
@@ -387,13 +395,11 @@ def multi_turn_rows(rows: Any) -> int:
     import numpy as np
     import pyarrow.compute as pc
 
-    count = 0
-    for batch in rows.with_format("arrow").select_columns(["messages"]).iter(batch_size=VALIDATE_BATCH):
-        lists = batch.column("messages").combine_chunks()
-        assistant = pc.equal(pc.struct_field(lists.flatten(), "role"), "assistant").to_numpy(zero_copy_only=False)
-        parents = pc.list_parent_indices(lists).to_numpy()
-        count += int((np.bincount(parents[assistant], minlength=len(lists)) > 1).sum())
-    return count
+    total = 0
+    for count, messages, parents in _message_batches(rows, "messages"):
+        assistant = pc.equal(pc.struct_field(messages, "role"), "assistant").to_numpy(zero_copy_only=False)
+        total += int((np.bincount(parents[assistant], minlength=count) > 1).sum())
+    return total
 
 
 def _column_type(dataset: Dataset, column: str) -> Any:

@@ -146,49 +146,23 @@ def paired_bootstrap(
 ) -> PairedDifference:
     """Percentile bootstrap of the mean paired difference, resampling questions (pairs stay together), with numpy:
     `resamples` x n indices drawn at once (in chunks, so 10,000 questions stay within a few MB)."""
-    return paired_bootstraps({metric: (base, tuned)}, resamples=resamples, seed=seed, confidence=confidence)[0]
-
-
-def paired_bootstraps(
-    metrics: dict[str, tuple[Sequence[float], Sequence[float]]],
-    *,
-    resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> list[PairedDifference]:
-    """`paired_bootstrap` for several metrics: those over the same questions share each draw of indices (the same
-    draws each would make alone with this seed, so the intervals are the same), which is one draw instead of one
-    per metric."""
     import numpy as np
 
+    diffs = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
+    n = len(diffs)
+    if n == 0:
+        return PairedDifference(metric, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)  # resamples per draw: at most 2e6 indices (16 MB) at a time
+    means = np.concatenate(
+        [
+            diffs[rng.integers(0, n, size=(min(chunk, resamples - start), n))].mean(axis=1)
+            for start in range(0, resamples, chunk)
+        ]
+    )
     tail = (1 - confidence) / 2
-    out: dict[str, PairedDifference] = {}
-    by_size: dict[int, list[str]] = {}
-    for name, (base, _tuned) in metrics.items():
-        by_size.setdefault(len(base), []).append(name)
-    for n, names in by_size.items():
-        if n == 0:
-            out |= {name: PairedDifference(name, 0.0, 0.0, 0.0, 0.0, 0.0, 0) for name in names}
-            continue
-        diffs = np.stack(
-            [np.asarray(metrics[m][1], dtype=float) - np.asarray(metrics[m][0], dtype=float) for m in names]
-        )
-        rng = np.random.default_rng(seed)
-        chunk = max(1, 2_000_000 // n)  # resamples per draw: at most 2e6 indices (16 MB) at a time
-        means = np.concatenate(
-            [
-                diffs[:, rng.integers(0, n, size=(min(chunk, resamples - start), n))].mean(axis=2)
-                for start in range(0, resamples, chunk)
-            ],
-            axis=1,
-        )
-        for row, name in enumerate(names):
-            low, high = np.quantile(means[row], [tail, 1 - tail], method="lower")
-            base, tuned = metrics[name]
-            out[name] = PairedDifference(
-                name, _mean(base), _mean(tuned), float(diffs[row].mean()), float(low), float(high), n
-            )
-    return [out[name] for name in metrics]
+    low, high = np.quantile(means, [tail, 1 - tail], method="lower")
+    return PairedDifference(metric, _mean(base), _mean(tuned), float(diffs.mean()), float(low), float(high), n)
 
 
 def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:
@@ -201,7 +175,7 @@ def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:
         ("repetition", [s.repetition for s in base], [s.repetition for s in tuned]),
         ("leaks", [float(bool(s.leaks)) for s in base], [float(bool(s.leaks)) for s in tuned]),
     ]
-    return paired_bootstraps({name: (b, t) for name, b, t in rows if b})
+    return [paired_bootstrap(name, b, t) for name, b, t in rows if b]
 
 
 @dataclass(frozen=True)

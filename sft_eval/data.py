@@ -390,15 +390,24 @@ def rows_with_text(rows: Any, needles: list[str]) -> list[int]:
 
 def multi_turn_rows(rows: Any) -> int:
     """How many `messages` rows have more than one assistant message (column-wise on a `Dataset`)."""
+    return _rows_with_role(rows, "assistant", at_least=2)
+
+
+def system_rows(rows: Any) -> int:
+    """How many `messages` rows have a system message (column-wise on a `Dataset`)."""
+    return _rows_with_role(rows, "system", at_least=1)
+
+
+def _rows_with_role(rows: Any, role: str, *, at_least: int) -> int:
     if not isinstance(rows, Dataset) or not _is_messages_type(_column_type(rows, "messages")):
-        return sum(sum(m.get("role") == "assistant" for m in r.get("messages") or []) > 1 for r in rows or [])
+        return sum(sum(m.get("role") == role for m in r.get("messages") or []) >= at_least for r in rows or [])
     import numpy as np
     import pyarrow.compute as pc
 
     total = 0
     for count, messages, parents in _message_batches(rows, "messages"):
-        assistant = pc.equal(pc.struct_field(messages, "role"), "assistant").to_numpy(zero_copy_only=False)
-        total += int((np.bincount(parents[assistant], minlength=count) > 1).sum())
+        matches = pc.equal(pc.struct_field(messages, "role"), role).to_numpy(zero_copy_only=False)
+        total += int((np.bincount(parents[matches], minlength=count) >= at_least).sum())
     return total
 
 

@@ -67,6 +67,39 @@ def test_render_fires(speaks, template, expected):
     assert found and expected in found[0].message, [f.message for f in found]
 
 
+def test_a_template_that_does_not_compile_is_one_error_and_the_rest_could_not_run(speaks):
+    """Issue 30, one cause one finding: a syntax error is template.render's alone; tokenizer.pad (and any check that
+    must render) says it could not run, as info, instead of repeating the TemplateSyntaxError as its own error."""
+    tok = speaks("{% for m in messages %}{{ m['content'] }}<|im_end|>")
+    tok.pad_token = tok.eos_token  # pad = eos: the pad check collates rendered rows, so it meets the same error
+    findings = run_checks(tok, generation_eos=None)
+    assert [f.check for f in findings if f.severity == "error"] == ["template.render"], findings
+    pad = [f for f in findings if f.check == "tokenizer.pad" and "could not run" in f.message]
+    assert [f.severity for f in pad] == ["info"], findings
+
+
+# A ChatQA-shaped template: it removes the system message, then reads the first remaining message, so a
+# system-only conversation (which training and serving never send) raises UndefinedError.
+SYSTEM_FIRST_THEN_USER = (
+    "{%- if messages[0]['role'] == 'system' -%}{%- set rest = messages[1:] -%}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' -}}"
+    "{%- else -%}{%- set rest = messages -%}{%- endif -%}"
+    "{%- if rest[0]['role'] != 'user' -%}{{- raise_exception('a conversation opens with a user turn') -}}{%- endif -%}"
+    "{%- for m in rest -%}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def test_a_raise_on_a_conversation_nobody_sends_is_not_a_checks_error(speaks):
+    """Issue 30: template.double_bos used to render the system message alone; this template raises there and that
+    was filed as a double_bos error. The check now renders the first served prompt (system and user), so the
+    template audits clean; a real double BOS still fires (test_double_bos_fires...)."""
+    tok = speaks(SYSTEM_FIRST_THEN_USER)
+    assert check_double_bos(tok, PROBE) == []
+    findings = run_checks(tok, rows=[{"messages": PROBE}], generation_eos=[tok.eos_token_id])
+    assert [f for f in findings if f.severity == "error"] == [], findings
+
+
 def test_render_silent_on_chatml(speaks):
     assert check_render(speaks(CHATML), PROBE) == []
 
@@ -190,12 +223,44 @@ def test_thinking_fires_when_historical_turns_drop_the_think_block(speaks):
         "{%- endif %}",
     )
     assert qwen3_real != QWEN3
-    found = errors(check_thinking(speaks(qwen3_real), PROBE, enable_thinking=False), "template.thinking")
-    assert len(found) == 1 and "assistant turn 1" in found[0].message
+    found = errors(
+        check_thinking(speaks(qwen3_real), PROBE, enable_thinking=False, rows=[{"messages": PROBE}]),
+        "template.thinking",
+    )
+    assert len(found) == 1 and "assistant turn 1" in found[0].message and "1 of the recipe's rows" in found[0].message
 
 
 def test_thinking_fires_when_served_with_thinking_but_trained_without(speaks):
-    assert errors(check_thinking(speaks(QWEN3), PROBE, enable_thinking=True), "template.thinking")
+    """enable_thinking=True serves an open think block; rows without reasoning train an empty one before every answer,
+    so the model learns to close it at once: an error, unless the rows carry reasoning_content."""
+    found = errors(check_thinking(speaks(QWEN3), PROBE, enable_thinking=True), "template.thinking")
+    assert len(found) == 1 and "rows carry no reasoning" in found[0].message, found
+    reasoned = [{"messages": [*PROBE[:2], {**PROBE[2], "reasoning_content": "Paris is France's capital."}]}]
+    assert errors(check_thinking(speaks(QWEN3), PROBE, enable_thinking=True, rows=reasoned), "template.thinking") == []
+
+
+QWEN3_REAL = QWEN3.replace(
+    "{{- '<|im_start|>assistant\\n<think>\\n' + (message.get('reasoning_content') or '') | trim"
+    " + '\\n</think>\\n\\n' + message['content'] | trim + '<|im_end|>\\n' -}}",
+    "{%- if loop.last %}{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + message['content'] + "
+    "'<|im_end|>\\n' -}}{%- else %}{{- '<|im_start|>assistant\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endif %}",
+)
+SINGLE_TURN = [{"messages": [SYSTEM, *EXCHANGES[:2]]}]
+
+
+def test_thinking_is_not_an_error_for_single_turn_rows_when_only_earlier_turns_drop_the_block(speaks):
+    """Issue 30: the real Qwen3 shape with single-turn rows and thinking off. Each row's one answer is its last turn,
+    trained after exactly the served prompt (empty think block included): dropping the block from earlier turns
+    cannot reach this recipe. One warning (multi-turn rows would), no error, and no second finding for the same
+    cause from template.prefix_preserving."""
+    tok = speaks(QWEN3_REAL)
+    found = check_thinking(tok, PROBE, enable_thinking=False, rows=SINGLE_TURN)
+    assert [(f.check, f.severity) for f in found] == [("template.thinking", "warning")], found
+    assert "single-turn" in found[0].message and "multi-turn rows would train" in found[0].message
+    assert check_prefix_preserving(tok, PROBE, rows=[{"messages": PROBE}]) == []
+    everything = run_checks(tok, rows=SINGLE_TURN, generation_eos=[tok.eos_token_id])
+    assert [f for f in everything if f.severity == "error"] == [], everything
 
 
 def test_thinking_silent_when_served_as_trained(speaks):
@@ -261,20 +326,20 @@ def test_a_misspelt_finding_id_cannot_be_made():
         Finding("template.prefx", "error", "a typo")
 
 
-RAISES_ON_A_LONE_SYSTEM_MESSAGE = (
-    "{{- bos_token -}}"
-    "{%- if messages | length == 1 and messages[0]['role'] == 'system' -%}"
-    "{{- raise_exception('a system message alone is not a conversation') -}}{%- endif -%}"
+RAISES_IN_2025 = (
+    "{%- if strftime_now('%Y') == '2025' -%}{{- raise_exception('no prompts in 2025') -}}{%- endif -%}"
     + shipped_templates()["chatml"].read_text(encoding="utf-8")
 )
 UNCLOSED_LOOP = "{%- for message in messages -%}\n{{ message['content'] }}\n"
 
 
 def test_a_template_that_raises_inside_one_check_is_that_checks_finding_and_the_rest_still_run(speaks):
-    findings = run_checks(speaks(RAISES_ON_A_LONE_SYSTEM_MESSAGE))
+    """Only template.nondeterministic renders on another date (2025): the template raises there, and that is
+    its finding, while every other check runs on today's renderings."""
+    findings = run_checks(speaks(RAISES_IN_2025))
     raised = [f for f in findings if "raised" in f.message]
-    assert [(f.check, f.severity) for f in raised] == [("template.double_bos", "error")], findings
-    assert "a system message alone is not a conversation" in raised[0].evidence
+    assert [(f.check, f.severity) for f in raised] == [("template.nondeterministic", "error")], findings
+    assert "no prompts in 2025" in raised[0].evidence
     assert not errors(findings, "template.render"), "the conversations training sends still render"
 
 
@@ -284,7 +349,9 @@ def test_a_template_with_a_syntax_error_is_findings_with_its_line_not_a_tracebac
     findings = run_checks(tokenizer)
     assert errors(findings, "template.render"), findings
     assert not any("refuses a system message" in f.message for f in findings), "a syntax error is not about roles"
-    assert any("template line 2" in f.message for f in findings if f.check == "tokenizer.pad"), findings
+    pad = [f for f in findings if f.check == "tokenizer.pad"]
+    assert [f.severity for f in pad] == ["info"] and "could not run" in pad[0].message, findings
+    assert "template line 2" in pad[0].evidence, "the info keeps where the template broke"
     template = tmp_path / "unclosed.jinja"
     template.write_text(UNCLOSED_LOOP, encoding="utf-8")
     result = cli.run("audit", "--template", str(template), "--json")
@@ -417,16 +484,33 @@ def test_nondeterministic_silent_on_chatml(speaks):
     assert check_nondeterministic(speaks(CHATML), PROBE) == []
 
 
-# Issue 15, new check: multi-turn prefix preservation, on TRL's own copy of Qwen3's template and its fix.
-def test_prefix_preserving_fires_on_qwen3_and_names_trls_training_template(speaks):
+# Issue 15, new check: multi-turn prefix preservation. Issue 30: a think block dropped from earlier turns (TRL's
+# copy of Qwen3's template) is template.thinking's one finding; prefix_preserving keeps every other difference.
+NOT_PREFIX_PRESERVING = CHATML.replace(
+    "message['content']", "('' if loop.last or message['role'] != 'assistant' else '(earlier) ') + message['content']"
+)
+
+
+def test_prefix_preserving_fires_when_an_earlier_turn_renders_differently(speaks):
+    assert NOT_PREFIX_PRESERVING != CHATML
+    tok = speaks(NOT_PREFIX_PRESERVING)
+    alone = check_prefix_preserving(tok, PROBE)
+    assert [(f.check, f.severity) for f in alone] == [("template.prefix_preserving", "warning")], alone
+    assert "(earlier)" in alone[0].evidence
+    multi_turn = [{"messages": PROBE}]
+    found = errors(check_prefix_preserving(tok, PROBE, rows=multi_turn), "template.prefix_preserving")
+    assert found and "1 of the recipe's rows are multi-turn: they would train" in found[0].message
+
+
+def test_a_dropped_think_block_is_template_thinkings_one_finding_naming_trls_training_template(speaks):
     from trl.chat_template_utils import qwen3_chat_template
 
     tok = speaks(qwen3_chat_template)
-    alone = check_prefix_preserving(tok, PROBE)
-    assert [(f.check, f.severity) for f in alone] == [("template.prefix_preserving", "warning")], alone
-    assert "qwen3_training_chat_template" in alone[0].message and "<think>" in alone[0].evidence
-    multi_turn = [{"messages": PROBE}]
-    assert errors(check_prefix_preserving(tok, PROBE, rows=multi_turn), "template.prefix_preserving")
+    assert check_prefix_preserving(tok, PROBE, rows=[{"messages": PROBE}]) == []
+    alone = check_thinking(tok, PROBE)
+    assert [(f.check, f.severity) for f in alone] == [("template.thinking", "warning")], alone
+    assert "qwen3_training_chat_template" in alone[0].message and "no rows given" in alone[0].message
+    assert errors(check_thinking(tok, PROBE, rows=[{"messages": PROBE}]), "template.thinking")
 
 
 def test_prefix_preserving_silent_on_trls_training_template_and_on_chatml(speaks):

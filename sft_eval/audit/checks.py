@@ -10,7 +10,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding, guarded, registered_checks
-from sft_eval.audit.template import EXCHANGES, audit_template, render
+from sft_eval.audit.template import EXCHANGES, audit_template, could_not_run, render
 from sft_eval.audit.tokenizer import check_pad
 from sft_eval.chat import RenderRunaway, special_literals
 from sft_eval.data import Rows
@@ -22,7 +22,11 @@ def run_checks(
     enable_thinking: bool = False,
     generation_eos: list[int] | None = None,
     rows: Rows | None = None,
+    system_message: str = "",
 ) -> list[Finding]:
+    """Every template and tokenizer check, built-in and registered. What depends on the data's shape (multi-turn
+    rows, system messages, reasoning) is read from `rows` and `system_message`; with no rows (a template or
+    tokenizer audited alone) single-turn rows without a system message are assumed, and the findings say so."""
     if tokenizer.chat_template:
         try:
             render(tokenizer, EXCHANGES, generation_prompt=False)
@@ -30,11 +34,17 @@ def run_checks(
             return [Finding(CheckId.TEMPLATE_RENDER, "error", f"{exc}; no other check could run", "")]
         except Exception:  # noqa: S110 - a template that raises is audited check by check below
             pass
-    findings = audit_template(tokenizer, enable_thinking=enable_thinking, generation_eos=generation_eos, rows=rows)
+    findings = audit_template(
+        tokenizer,
+        enable_thinking=enable_thinking,
+        generation_eos=generation_eos,
+        rows=rows,
+        system_message=system_message,
+    )
     findings += guarded(CheckId.TOKENIZER_PAD, lambda: check_pad(tokenizer))
     for check_id, check in registered_checks().items():  # users' own checks, after the built-in ones
         findings += guarded(check_id, functools.partial(check, tokenizer))
-    return findings
+    return could_not_run(findings)
 
 
 def tokenizer_for_template(tokenizer: PreTrainedTokenizerBase, template: str) -> PreTrainedTokenizerBase:

@@ -18,7 +18,7 @@ from sft_eval.audit.adapter import check_trainable_tokens
 from sft_eval.audit.checkpoint import audit_checkpoint, audit_tuned_checkpoint
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
-from sft_eval.audit.template import renders
+from sft_eval.audit.template import could_not_run, renders
 from sft_eval.chat import load_template
 from sft_eval.data import Rows
 from sft_eval.models import generation_eos_ids
@@ -48,6 +48,7 @@ def audit_recipe(
         enable_thinking=recipe.eval.enable_thinking,
         generation_eos=generation_eos_ids(str(model_dir)),
         rows=rows,
+        system_message=recipe.eval.system_message,
     )
     findings += audit_checkpoint(tokenizer, model_dir)
     if lora is not None:
@@ -56,7 +57,7 @@ def audit_recipe(
         findings += audit_tuned_checkpoint(tokenizer, tuned_dir, config_folder=model_dir if tuned_is_adapter else None)
     if renders(findings):
         findings += audit_labels(recipe, load_model(), tokenizer, rows)
-    return findings
+    return could_not_run(findings)
 
 
 def audit_template_file(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, template: str | Path) -> list[Finding]:
@@ -76,4 +77,4 @@ def audit_tokenizer_folder(recipe: Recipe, folder: str | Path, template: str | P
     findings = run_checks(
         tokenizer, enable_thinking=recipe.eval.enable_thinking, generation_eos=generation_eos_ids(str(folder))
     )
-    return findings + audit_checkpoint(tokenizer, folder)
+    return could_not_run(findings + audit_checkpoint(tokenizer, folder))

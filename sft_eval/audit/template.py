@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from sft_eval.audit import RAISED, CheckId, Finding, guarded, mark
 from sft_eval.chat import RENDER_TIMEOUT_S, RUNAWAY, time_limit
 from sft_eval.chat import render as bounded_render
-from sft_eval.data import Rows, multi_turn_rows, rows_with_text
+from sft_eval.data import Rows, head, multi_turn_rows, rows_with_text, system_rows
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant."}
 EXCHANGES = [
@@ -29,6 +29,7 @@ EXCHANGES = [
 ]
 _JINJA_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}|message\[['\"]|\bmessages?\.(role|content)\b")
 _THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+_THINK_TAGS = re.compile(r"</?think>")
 _THINK_ANY = re.compile(r"<think>(?:.*?</think>)?\s*", re.DOTALL)  # closed, or opened for the model to fill
 
 
@@ -52,8 +53,11 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def probe_conversation(tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict[str, Any]], list[Finding]]:
-    """The probe with a system message, or without one when the template refuses system messages."""
+def probe_conversation(
+    tokenizer: PreTrainedTokenizerBase, rows: Rows | None = None, system_message: str = ""
+) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """The probe with a system message, or without one when the template refuses system messages: an error when
+    the recipe sends one (rows with a system message, or `eval.system_message`), else a warning."""
     findings = []
     try:
         render(tokenizer, [SYSTEM, *EXCHANGES], generation_prompt=False)
@@ -63,11 +67,15 @@ def probe_conversation(tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict[st
             render(tokenizer, list(EXCHANGES), generation_prompt=False)
         except Exception:  # it fails without one too (a syntax error...): not about system messages; see render
             return list(EXCHANGES), findings
+        with_system = system_rows(rows)
+        sent = f"{with_system} of the recipe's rows have" if with_system else "the recipe's eval.system_message is"
         findings.append(
             Finding(
                 CheckId.TEMPLATE_RENDER,
-                "warning",
-                "the template refuses a system message; system prompts in data or at serving time will fail",
+                "error" if with_system or system_message else "warning",
+                f"the template refuses a system message; {sent} one, and fails"
+                if with_system or system_message
+                else "the template refuses a system message; system prompts in data or at serving time will fail",
                 f"{type(exc).__name__}: {exc}",
             )
         )
@@ -83,6 +91,24 @@ def renders(findings: list[Finding]) -> bool:
     checks still run on what it renders."""
     raised = (FAILS_TO_RENDER, RAISED, RUNAWAY)
     return not any(f.check == CheckId.TEMPLATE_RENDER and f.message.startswith(raised) for f in findings)
+
+
+def could_not_run(findings: list[Finding]) -> list[Finding]:
+    """One cause, one finding: when the template does not render the probe at all (`template.render` says why), a
+    check that raised on it is not a second error of its own but info that it could not run."""
+    if renders(findings):
+        return findings
+    return [
+        Finding(
+            f.check,
+            "info",
+            f"{f.check} could not run: the chat template does not render (see template.render)",
+            f"{f.message}: {f.evidence}",
+        )
+        if f.check != CheckId.TEMPLATE_RENDER and f.severity == "error" and f.message.startswith(RAISED)
+        else f
+        for f in findings
+    ]
 
 
 def check_render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:
@@ -277,7 +303,8 @@ def check_double_bos(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     bos = tokenizer.bos_token_id
     if bos is None:
         return []
-    prompt = render(tokenizer, messages[:1], generation_prompt=True)
+    first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    prompt = render(tokenizer, messages[: first_user + 1], generation_prompt=True)  # a prompt serving sends
     ids = tokenizer(prompt)["input_ids"]  # add_special_tokens=True: what most inference code does
     if ids[:2] == [bos, bos]:
         return [
@@ -355,35 +382,119 @@ def check_stop_token(
     ]
 
 
+def _think_blocks(text: str) -> list[str]:
+    return _THINK_BLOCK.findall(text)
+
+
+def _header(text: str, messages: list[dict[str, Any]], i: int) -> str:
+    """What the rendering `text` writes between assistant turn i's question and its answer."""
+    user = messages[i - 1]["content"]
+    start = text.index(user) + len(user)
+    return text[start : text.index(messages[i]["content"], start)]
+
+
+def _rows_reason(rows: Rows | None) -> bool:
+    """Whether any of the first rows' assistant messages carries reasoning (`reasoning_content`)."""
+    return any(
+        isinstance(m, dict) and m.get("reasoning_content")
+        for r in head(rows or [], 100)
+        for m in r.get("messages") or []
+    )
+
+
 def check_thinking(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool = False
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    enable_thinking: bool = False,
+    rows: Rows | None = None,
 ) -> list[Finding]:
-    """The think block the generation prompt opens must be the one training shows before that turn's answer."""
+    """The think block around an answer must be the same when it is served and when it is trained. Three causes,
+    one finding each:
+
+    - served differently: the generation prompt writes a think block that training does not put before the answer
+      when that turn is the last (every row trains its last turn so, single-turn rows included): an error under
+      the recipe's `enable_thinking`, a warning under the other value;
+    - thinking served, none trained: with `enable_thinking` on, the served prompt leaves the think block to the
+      model, but rows without reasoning train an empty one before every answer, so the model learns to close it at
+      once: an error unless the rows carry `reasoning_content`;
+    - dropped from history: an earlier assistant turn is rendered with another think block once the conversation
+      goes on (Qwen3 drops them), so multi-turn rows train earlier turns on text never served: an error when the
+      recipe's rows are multi-turn, else a warning (a bare template audit has no rows and assumes single-turn).
+    """
     source = tokenizer.chat_template or ""
     if "think" not in source:
         return []
+    turns = _assistant_turns(messages)
     findings = []
     for value in (enable_thinking, not enable_thinking):
-        trained = render(tokenizer, messages, generation_prompt=False, enable_thinking=value)
-        for n, i in enumerate(_assistant_turns(messages), start=1):
+        for n, i in enumerate(turns, start=1):
             before = render(tokenizer, messages[:i], generation_prompt=False, enable_thinking=value)
             prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=value)
-            user = messages[i - 1]["content"]
-            start = trained.index(user) + len(user)
-            header = trained[start : trained.index(messages[i]["content"], start)]
-            served = _THINK_BLOCK.findall(prompt[len(before) :]) if prompt.startswith(before) else []
-            seen = _THINK_BLOCK.findall(header)
-            if served != seen:
+            as_last = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=value)
+            served = _think_blocks(prompt[len(before) :]) if prompt.startswith(before) else []
+            trained = _think_blocks(_header(as_last, messages, i))
+            if served != trained and not as_last.startswith(prompt):
                 findings.append(
                     Finding(
                         CheckId.TEMPLATE_THINKING,
                         "error" if value == enable_thinking else "warning",
                         f"enable_thinking={value}: assistant turn {n} is served with think block {served or 'none'} "
-                        f"but trained with {seen or 'none'}",
-                        f"served prompt adds {prompt[len(before) :]!r}; training has {header!r} before the answer",
+                        f"but trained with {trained or 'none'}",
+                        f"served prompt adds {prompt[len(before) :]!r}; training has "
+                        f"{_header(as_last, messages, i)!r} before the answer",
                     )
                 )
+                break
+            empty = trained and not _THINK_TAGS.sub("", "".join(trained)).strip()
+            if value and value == enable_thinking and empty and not served and not _rows_reason(rows):
+                findings.append(
+                    Finding(
+                        CheckId.TEMPLATE_THINKING,
+                        "error",
+                        "enable_thinking=True serves the model an open turn to reason in, but the rows carry no "
+                        f"reasoning: training writes the empty think block {trained[0]!r} before every answer, so the "
+                        "model learns to close it at once; set enable_thinking = false, or add reasoning_content to "
+                        "the rows",
+                        f"served prompt adds {prompt[len(before) :]!r}; training has "
+                        f"{_header(as_last, messages, i)!r} before the answer",
+                    )
+                )
+                break
+    findings += _think_block_dropped(tokenizer, messages, enable_thinking, rows)
     return findings
+
+
+def _think_block_dropped(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool, rows: Rows | None
+) -> list[Finding]:
+    """One finding when an earlier assistant turn's think block changes once the conversation goes on."""
+    for value in (enable_thinking, not enable_thinking):
+        full = render(tokenizer, messages, generation_prompt=False, enable_thinking=value)
+        for n, i in enumerate(_assistant_turns(messages)[:-1], start=1):
+            as_last = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=value)
+            alone, later = _header(as_last, messages, i), _header(full, messages, i)
+            if _think_blocks(alone) == _think_blocks(later):
+                continue
+            multi_turn = multi_turn_rows(rows)
+            scope = (
+                f"{multi_turn} of the recipe's rows are multi-turn: they train"
+                if multi_turn
+                else ("the recipe's rows are single-turn" if rows is not None else "no rows given, single-turn assumed")
+                + "; multi-turn rows would train"
+            )
+            fix = _trl_training_template(tokenizer)
+            said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
+            return [
+                Finding(
+                    CheckId.TEMPLATE_THINKING,
+                    "error" if multi_turn and value == enable_thinking else "warning",
+                    f"enable_thinking={value}: assistant turn {n} has think block {_think_blocks(alone) or 'none'} as "
+                    f"the last turn but {_think_blocks(later) or 'none'} once the conversation goes on: {scope} "
+                    f"earlier turns on text never served{said}",
+                    f"as the last turn {alone!r} before the answer; followed by more {later!r}",
+                )
+            ]
+    return []
 
 
 def check_prefix_preserving(
@@ -404,10 +515,17 @@ def check_prefix_preserving(
         if full.startswith(earlier):
             continue
         spot = first_difference(earlier, full)
+        if "think>" in earlier[spot - 10 : spot + 40] + full[spot - 10 : spot + 40]:
+            continue  # a think block kept or dropped: template.thinking reports it (one cause, one finding)
+        answered = earlier.rindex(messages[i]["content"]) + len(messages[i]["content"])
+        token, _ = end_of_turn_token(tokenizer, messages[: i + 1])
+        closing = tokenizer.decode([token]) if token is not None else ""
+        if closing and closing in earlier[answered:spot]:
+            continue  # only what follows the end-of-turn token differs (Phi-3's final eos): generation stops first
         multi_turn = multi_turn_rows(rows)
         fix = _trl_training_template(tokenizer)
         said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
-        scope = f"{multi_turn} of the recipe's rows are multi-turn" if multi_turn else "multi-turn data"
+        scope = f"{multi_turn} of the recipe's rows are multi-turn: they" if multi_turn else "multi-turn data"
         return [
             Finding(
                 CheckId.TEMPLATE_PREFIX_PRESERVING,
@@ -458,8 +576,10 @@ def check_nondeterministic(tokenizer: PreTrainedTokenizerBase, messages: list[di
     served another's, and golden outputs change overnight. Each moment is given to the template as its own
     `strftime_now` (a template-level global in transformers' own Jinja environment), so nothing is patched."""
 
+    asked = messages[: _assistant_turns(messages)[-1]]  # the served prompt of the last answer
+
     def at(moment: datetime) -> str:
-        return render_at(tokenizer, messages, moment)
+        return render_at(tokenizer, asked, moment)
 
     first, again, other = at(_MOMENTS[0]), at(_MOMENTS[0]), at(_MOMENTS[1])
     if first != again:
@@ -536,13 +656,14 @@ def audit_template(
     enable_thinking: bool = False,
     generation_eos: list[int] | None = None,
     rows: Rows | None = None,
+    system_message: str = "",
 ) -> list[Finding]:
     """Every template check on the tokenizer's chat template. A template that raises on the probe stops there; one
     that renders it wrong (drops a message, leaves syntax) is reported and the other checks still run, those that
     find messages in the text on the conversation whose contents it does render."""
     if not tokenizer.chat_template:
         return [Finding(CheckId.TEMPLATE_RENDER, "error", "the tokenizer has no chat template", "")]
-    messages, findings = probe_conversation(tokenizer)
+    messages, findings = probe_conversation(tokenizer, rows, system_message)
     findings += guarded(CheckId.TEMPLATE_RENDER, lambda: check_render(tokenizer, messages))
     if not renders(findings):  # it raises on the probe: every other check would only raise again
         return findings
@@ -558,7 +679,7 @@ def audit_template(
             (CheckId.TEMPLATE_GENERATION_PROMPT, lambda: check_generation_prompt(tokenizer, shown, enable_thinking)),
             (CheckId.TEMPLATE_PREFIX, lambda: check_prefix(tokenizer, shown, enable_thinking)),
             (CheckId.TEMPLATE_STOP_TOKEN, lambda: check_stop_token(tokenizer, shown, generation_eos)),
-            (CheckId.TEMPLATE_THINKING, lambda: check_thinking(tokenizer, shown, enable_thinking)),
+            (CheckId.TEMPLATE_THINKING, lambda: check_thinking(tokenizer, shown, enable_thinking, rows)),
             (
                 CheckId.TEMPLATE_PREFIX_PRESERVING,
                 lambda: check_prefix_preserving(tokenizer, shown, rows, enable_thinking),

@@ -98,21 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
-    from sft_eval.cache import FixtureCache
-    from sft_eval.console import configure_libraries
-    from sft_eval.pipeline import Pipeline
+    """The recipe's pipeline. The recipe and its questions are read and validated first, so bad input is answered
+    in one line before torch, transformers or TRL are imported (they cost seconds); then the pipeline is built."""
     from sft_eval.recipe import load_recipe, with_limits
 
-    configure_libraries()
     recipe = with_limits(
         load_recipe(args.recipe),
         max_train_rows=args.max_train_rows,
         max_eval_questions=getattr(args, "max_eval_questions", None),
     )
-    pipeline = Pipeline(
-        recipe, FixtureCache(args.sft_cache), args.device, answer_cache=not getattr(args, "no_answer_cache", False)
-    )
-    pipeline.questions  # noqa: B018 - validated at load, with the rest of the recipe's inputs, before any model work
+    from sft_eval.cache import FixtureCache
+    from sft_eval.data import load_questions
+
+    questions = load_questions(recipe)
+    cache = FixtureCache(args.sft_cache)
+
+    from sft_eval.console import configure_libraries
+    from sft_eval.pipeline import Pipeline
+
+    configure_libraries()
+    pipeline = Pipeline(recipe, cache, args.device, answer_cache=not getattr(args, "no_answer_cache", False))
+    pipeline.questions = questions  # the validated list: not read a second time
     return pipeline
 
 

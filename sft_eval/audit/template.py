@@ -505,9 +505,10 @@ def check_prefix_preserving(
 ) -> list[Finding]:
     """A conversation's first turns must render the same whatever follows them: rendering up to assistant turn k is
     a prefix of rendering the whole conversation. Otherwise multi-turn SFT (each assistant turn trained in one
-    sequence) trains earlier turns on text the model never sees when they are the last turn at inference (Qwen3
-    drops earlier turns' think blocks). An error when the recipe's rows have multi-turn conversations, a warning
-    for a template audited alone. TRL's `get_training_chat_template` names the fixed template where it has one."""
+    sequence) trains earlier turns on text the model never sees when they are the last turn at inference. An error
+    when the recipe's rows have multi-turn conversations, a warning for a template audited alone. A think block
+    kept or dropped (Qwen3) is template.thinking's finding, and text after the turn's end-of-turn token is never
+    generated, so neither counts here. TRL's `get_training_chat_template` names the fixed template where it has one."""
     full = render(tokenizer, messages, generation_prompt=False, enable_thinking=enable_thinking)
     turns = _assistant_turns(messages)[:-1]
     for n, i in enumerate(turns, start=1):

@@ -9,6 +9,7 @@ for another base is one line, not a size-mismatch traceback deep inside PEFT.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,12 +57,20 @@ def adapter_mismatch(adapter: Path, base: Path, base_spec: str) -> str | None:
     hub_ids = isinstance(recorded, str) and _looks_like_hub_id(recorded) and _looks_like_hub_id(base_spec)
     if hub_ids and recorded != base_spec:
         return f"it was trained on {recorded!r} (base_model_name_or_path), not {base_spec!r}"
+    adapter_shapes = tensor_shapes(adapter)
+    uncovered = _uncovered_modules(config.get("target_modules"), adapter_shapes)
+    if uncovered:
+        named = ", ".join(uncovered[:3]) + (", ..." if len(uncovered) > 3 else "")
+        return (
+            f"{ADAPTER_CONFIG}'s target_modules {config.get('target_modules')!r} do not cover {len(uncovered)} "
+            f"module(s) its weights adapt ({named}): PEFT would apply only part of the adapter"
+        )
     base_shapes = tensor_shapes(base)
     if not base_shapes:
         return None  # a base without safetensors weights: PEFT's loader says what it finds
     tied = not any(n.endswith("lm_head.weight") for n in base_shapes)  # a tied head is not saved: the embedding
     input_embedding = next((n for n in base_shapes if n.endswith("embed_tokens.weight")), None)
-    for name, shape in sorted(tensor_shapes(adapter).items()):
+    for name, shape in sorted(adapter_shapes.items()):
         # save_embedding_layers=True writes the (resized) base embedding under the LoRA layer's `base_layer`
         module = name.removeprefix(_PREFIX).replace(".base_layer.", ".")
         part = next((p for p in _LORA_PARTS if module.endswith(p)), None)
@@ -81,6 +90,26 @@ def adapter_mismatch(adapter: Path, base: Path, base_spec: str) -> str | None:
         if shape[mine] != wanted[theirs]:
             return f"{name} is {list(shape)}, which does not fit model.base's {target}.weight {list(wanted)}"
     return None
+
+
+def _uncovered_modules(targets: Any, shapes: Mapping[str, Any]) -> list[str]:
+    """The modules the adapter's LoRA weights adapt that `target_modules` does not name, matched as PEFT matches
+    them (a list: the module's name or its dotted suffix; a string: a full regex match; "all-linear": any)."""
+    modules = sorted(
+        {
+            name.removeprefix(_PREFIX).split(".lora_")[0]
+            for name in shapes
+            if ".lora_A." in name or ".lora_B." in name or ".lora_embedding_" in name
+        }
+    )
+    if targets is None or targets == "all-linear":
+        return []
+    if isinstance(targets, str):
+        return [m for m in modules if not re.fullmatch(targets, m)]
+    if isinstance(targets, list | tuple | set):
+        names = [str(t) for t in targets]
+        return [m for m in modules if not any(m == t or m.endswith(f".{t}") for t in names)]
+    return []
 
 
 def load_adapted_model(base: Path, adapter: Path, device: str = "auto", *, key: str = "model.tuned") -> Any:

@@ -7,9 +7,12 @@ end-of-turn token. SFT is what must teach it to answer and to stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -225,10 +228,14 @@ class FinishedRun(NamedTuple):
     adapter: bool = False  # `weights` is a PEFT adapter folder, applied to model.base
 
 
+CHECKPOINT_NAME = re.compile(r"checkpoint-([0-9]+)", re.ASCII)  # ASCII digits: `checkpoint-²` is no step
+
+
 def checkpoint_folders(folder: Path) -> list[Path]:
-    """`checkpoint-<step>` folders of a Trainer output folder, by step (as `Trainer` numbers them)."""
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+    """`checkpoint-<step>` folders of a Trainer output folder, by step (as `Trainer` numbers them); a name whose
+    step is not plain ASCII digits (`checkpoint-abc`, `checkpoint-²`) is not a checkpoint."""
+    steps = {p: CHECKPOINT_NAME.fullmatch(p.name) for p in folder.glob("checkpoint-*") if p.is_dir()}
+    return sorted((p for p, m in steps.items() if m), key=lambda p: int(steps[p].group(1)))
 
 
 def has_weights(folder: Path) -> bool:
@@ -292,8 +299,29 @@ def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
     state = folder / TRAINER_STATE
     if not state.is_file():
         state = next((p / TRAINER_STATE for p in reversed(checkpoints) if (p / TRAINER_STATE).is_file()), None)
+    if state is not None and state.parent not in (weights, folder):  # a later checkpoint kept its record only
+        raise SftEvalError(
+            f"{key}: {path}: the latest record is {state.parent.name}'s but its weights are {weights.name}'s "
+            f"({state.parent.name} has none): that record is not of those weights; name the checkpoint to judge "
+            f'(model.tuned = "{weights}"), whose record is its own'
+        )
     output_dir = folder.parent if folder.name.startswith("checkpoint-") and not checkpoints else folder
     return FinishedRun(weights, state, output_dir, adapter=adapter)
+
+
+@contextlib.contextmanager
+def open_safetensors(file: Path) -> Iterator[Any]:
+    """`safetensors.safe_open` on a file from a user's folder: a truncated or garbled header (the file is checked
+    against its header's offsets when opened) is one line naming the file, not a SafetensorError traceback."""
+    try:
+        handle = safe_open(file, framework="pt")
+    except Exception as exc:  # SafetensorError, OSError: anything that stops the header from being read
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SftEvalError(
+            f"{file}: not a readable safetensors file (truncated or not safetensors): {reason}"
+        ) from None
+    with handle:
+        yield handle
 
 
 def weight_files(folder: str | Path) -> dict[str, Path]:
@@ -307,7 +335,7 @@ def weight_files(folder: str | Path) -> dict[str, Path]:
     single = next((folder / n for n in ("model.safetensors", ADAPTER_WEIGHTS) if (folder / n).is_file()), None)
     if single is None:
         return {}
-    with safe_open(single, framework="pt") as handle:
+    with open_safetensors(single) as handle:
         return dict.fromkeys(handle.keys(), single)
 
 
@@ -318,9 +346,35 @@ def tensor_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
     for name, file in weight_files(folder).items():
         by_file.setdefault(file, []).append(name)
     for file, names in by_file.items():
-        with safe_open(file, framework="pt") as handle:
+        with open_safetensors(file) as handle:
             shapes.update({name: tuple(handle.get_slice(name).get_shape()) for name in names})
     return shapes
+
+
+def same_weights(tuned: Path, base: Path, *, sample: int = 1 << 20) -> bool:
+    """Whether two checkpoint folders hold the same weights: the same folder, or weight files of the same names
+    and sizes whose first and last `sample` bytes agree (a fine-tune changes nearly every byte; hashing whole
+    multi-GB files would cost seconds on every command)."""
+    if tuned.resolve() == base.resolve():
+        return True
+    names = [n for n in SAFE_WEIGHTS[:1] if (tuned / n).is_file() and (base / n).is_file()]
+    if not names:
+        names = sorted(p.name for p in tuned.glob("*.safetensors") if (base / p.name).is_file())
+    if not names:
+        return False
+    for name in names:
+        a, b = tuned / name, base / name
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with a.open("rb") as fa, b.open("rb") as fb:
+            if fa.read(sample) != fb.read(sample):
+                return False
+            end = max(0, a.stat().st_size - sample)
+            fa.seek(end)
+            fb.seek(end)
+            if fa.read() != fb.read():
+                return False
+    return True
 
 
 def architecture_mismatch(tuned: Path, base: Path) -> str | None:

@@ -30,9 +30,17 @@ from sft_eval.chat import conversation, end_of_turn, load_template, render_promp
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
-from sft_eval.models import FinishedRun, architecture_mismatch, finished_run, load_model, pretrain_base, resolve_device
+from sft_eval.models import (
+    FinishedRun,
+    architecture_mismatch,
+    finished_run,
+    load_model,
+    pretrain_base,
+    resolve_device,
+    same_weights,
+)
 from sft_eval.recipe import FIXTURES_DIR, Recipe
-from sft_eval.records import Answer, TrainingRun
+from sft_eval.records import Answer, TrainingRun, cached_answer
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
 from sft_eval.training import read_finished_run, train_sft
@@ -225,6 +233,11 @@ class Pipeline:
         if self.recipe.model.tuned is None:
             return None
         found = finished_run(self.recipe.resolve(self.recipe.model.tuned))
+        if not found.adapter and same_weights(found.weights, self.base_model_dir):
+            raise SftEvalError(
+                f"model.tuned: {found.weights} holds model.base's own weights ({self.base_model_dir}): nothing was "
+                "fine-tuned there; name the run's output folder or one of its checkpoint-N folders"
+            )
         if found.adapter:
             mismatch = adapter_mismatch(found.weights, self.base_model_dir, self.recipe.model.base)
         else:
@@ -298,8 +311,9 @@ class Pipeline:
         store = self.cache.answers
         asked = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
         keys = [cache_key("answer", {**identity, **asked, "question": q}) for q in questions]
-        found: list[dict[str, Any] | None] = [store.get(key) for key in keys]
-        missing = [i for i, answer in enumerate(found) if answer is None or answer.get("question") != questions[i]]
+        # an entry for another question, with a field missing or of the wrong type, is generated again
+        found: list[Answer | None] = [cached_answer(store.get(key), q) for key, q in zip(keys, questions, strict=True)]
+        missing = [i for i, answer in enumerate(found) if answer is None]
         backend = backend_for(target, self.recipe.eval) if missing else None
         # a server is asked a batch at a time and each batch stored, so a failure half-way (a connection reset)
         # keeps what was answered; the in-process engine gets every missing question at once (one progress bar)
@@ -315,10 +329,10 @@ class Pipeline:
             if len(fresh) != len(chunk):
                 raise SftEvalError(f"eval.backend: {len(chunk)} questions but {len(fresh)} answers")
             for i, answer in zip(chunk, fresh, strict=True):
-                found[i] = answer.to_dict()
-                store.put(keys[i], found[i])
+                found[i] = answer
+                store.put(keys[i], answer.to_dict())
         self.answer_counts[which] = {"cached": len(questions) - len(missing), "generated": len(missing)}
-        return [Answer.from_dict(answer) for answer in found]
+        return [answer for answer in found if answer is not None]
 
     def answer_identity(self, which: str) -> dict[str, Any] | None:
         """What determines the `which` model's answers besides the question and settings: the model (its cache

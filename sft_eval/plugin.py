@@ -50,6 +50,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ReportWriter(config), "sft-eval-report")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """A test that fails or errors on bad input (an `SftEvalError`: a run's record, a checkpoint, a reply) is
+    reported as that one line, not the traceback through the fixtures that met it."""
+    from sft_eval.errors import SftEvalError
+
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(SftEvalError):
+        report.longrepr = f"sft-eval: {call.excinfo.value}"
+    return report
+
+
 def session_recipe(config: pytest.Config) -> Any:
     """The recipe of this session: `--sft-recipe`, cut down by `--sft-max-train-rows` / `--sft-max-eval-questions`;
     a bad recipe is a usage error of one line."""
@@ -163,6 +175,7 @@ class ReportWriter:
         self.path: Path | None = None
         self.speed: dict[str, float] = {}  # tokens/s by method, from sft_record_speed (and xdist workers)
         self.evaluated_elsewhere = False  # an xdist worker evaluated
+        self.error = ""  # why the report could not be written (bad input met at session end), one line
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
@@ -193,14 +206,23 @@ class ReportWriter:
             return
         if not (evaluated or self.evaluated_elsewhere):
             return
-        if pipeline is None:  # the xdist controller: the same stages, from the cache the workers filled
-            pipeline = _make_pipeline(self.config)
+        from sft_eval.errors import SftEvalError
         from sft_eval.report import write_report
 
-        context = pipeline.report_context(self.outcomes, self.speed)
-        self.path = write_report(context, option(self.config, "report-dir")).resolve()
+        try:
+            if pipeline is None:  # the xdist controller: the same stages, from the cache the workers filled
+                pipeline = _make_pipeline(self.config)
+            context = pipeline.report_context(self.outcomes, self.speed)
+            self.path = write_report(context, option(self.config, "report-dir")).resolve()
+        except SftEvalError as exc:  # bad input met at the end (a run's record): one line in pytest's summary
+            self.error = str(exc)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.path is not None:
             terminalreporter.write_sep("-", "sft-eval report")
             terminalreporter.write_line(f"report: {self.path}")
+        if self.error:
+            terminalreporter.write_sep("-", "sft-eval report")
+            terminalreporter.write_line(f"report not written: {self.error}", red=True)

@@ -55,6 +55,12 @@ class DataSection:
     limit: int | None = None
 
 
+# Bounds of a served run: a server that never replies is given up after at most
+# request_timeout x (1 + max_retries) plus the client's backoff (under 8 s a retry), and no new question is sent.
+MAX_RETRIES = 10
+MAX_REQUEST_TIMEOUT_S = 3600.0
+
+
 @dataclass(frozen=True)
 class EvalSection:
     system_message: str = ""
@@ -73,6 +79,7 @@ class EvalSection:
     model: str | None = None  # the tuned model's name on the server; default: the server's only model
     base_model: str | None = None  # the base model's name on the server; default: base answers in-process
     max_retries: int = 4  # a served request's retries after a transient failure (reset, 429, 5xx), with backoff
+    request_timeout: float = 60.0  # seconds a served request may take before it counts as failed (and is retried)
     golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
 
 
@@ -403,8 +410,16 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise SftEvalError(f"{where}: `eval.max_new_tokens` must be at least 1")
     if recipe.eval.batch_size < 1:
         raise SftEvalError(f"{where}: `eval.batch_size` must be at least 1")
-    if recipe.eval.max_retries < 0:
-        raise SftEvalError(f"{where}: `eval.max_retries` must be 0 or more, not {recipe.eval.max_retries}")
+    if not 0 <= recipe.eval.max_retries <= MAX_RETRIES:
+        raise SftEvalError(
+            f"{where}: `eval.max_retries` must be 0 to {MAX_RETRIES}, not {recipe.eval.max_retries} (each retry can "
+            "wait eval.request_timeout)"
+        )
+    if not 0 < recipe.eval.request_timeout <= MAX_REQUEST_TIMEOUT_S:
+        raise SftEvalError(
+            f"{where}: `eval.request_timeout` must be above 0 and at most {MAX_REQUEST_TIMEOUT_S:.0f} seconds, not "
+            f"{recipe.eval.request_timeout}"
+        )
     if recipe.eval.backend not in backend_names():
         names = ", ".join(backend_names())
         raise SftEvalError(f"{where}: `eval.backend` must be one of {names}, not {recipe.eval.backend!r}")

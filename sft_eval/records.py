@@ -6,10 +6,13 @@ Nothing here imports torch, transformers or a stage: generation returns `Answer`
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sft_eval import validate
+from sft_eval.errors import SftEvalError
 from sft_eval.plan import BatchPlan, plan_from_config, plan_mismatches
 
 
@@ -34,8 +37,34 @@ class Answer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Answer:
-        return cls(**data)
+    def from_dict(cls, data: Any, where: str = "answer") -> Answer:
+        """An answer from JSON (the answer cache, a report), every field checked: anything else is one
+        `SftEvalError` naming `where` and the field."""
+        if not isinstance(data, dict):
+            raise SftEvalError(f"{where} is {validate.shown(data)}, not an object")
+        texts = dict.fromkeys(("question", "text", "raw", "stop_reason"), validate.text)
+        counts = {"new_tokens": functools.partial(validate.integer, minimum=0), "token_ids": _token_ids}
+        validate.fields(data, where, required={**texts, **counts}, optional={})
+        return cls(**{name: data[name] for name in (*texts, *counts)})
+
+
+def _token_ids(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list):
+        raise SftEvalError(f"{where} is {validate.shown(value)}, not a list")
+    for k, token in enumerate(value):
+        validate.integer(token, f"{where}[{k}]", minimum=0)
+    return value
+
+
+def cached_answer(data: Any, question: str) -> Answer | None:
+    """An answer-cache entry as an `Answer` when it is a whole, valid answer to `question`; None (so it is
+    generated again, as a missing or unreadable entry is) when it is for another question, lacks a field or holds
+    a wrong type."""
+    try:
+        answer = Answer.from_dict(data)
+    except SftEvalError:
+        return None
+    return answer if answer.question == question else None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ what each optimizer step saw; `read_finished_run` reads a run trained elsewhere 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
+from sft_eval import validate
 from sft_eval.adapters import adapter_summary, trained_summary
 from sft_eval.cache import write_atomic
 from sft_eval.chat import check_rows_render
@@ -214,7 +216,10 @@ def read_finished_run(
     steps, world_size = read_steps([found.output_dir, *([found.state.parent] if found.state else [])], key)
     if found.state is None:
         state: dict[str, Any] = {"log_history": [], "global_step": 0, "max_steps": 0}
-        source = f"no {TRAINER_STATE} in {found.weights} or its checkpoints: the trainer's record is missing"
+        source = (
+            f"no {TRAINER_STATE} in {found.weights} or its checkpoints: the trainer's record is missing, so nothing "
+            "about training (loss, steps, batch plan) was checked; the model is judged on its files and answers only"
+        )
     else:
         state, source = read_trainer_state(found.state, key), str(found.state)
     runtime = next((e["train_runtime"] for e in reversed(state["log_history"]) if "train_runtime" in e), 0.0)
@@ -234,8 +239,13 @@ def read_finished_run(
     )
 
 
+# What sft-eval reads of each `log_history` entry: the step, and the numbers it plots, judges or reports.
+LOG_ENTRY_NUMBERS = ("loss", "grad_norm", "learning_rate", "epoch", "train_runtime", "train_loss", "eval_loss")
+
+
 def read_trainer_state(path: Path, key: str = "model.tuned") -> dict[str, Any]:
-    """`trainer_state.json` as plain data; anything that is not one is one line naming the file."""
+    """`trainer_state.json` as plain data, every value sft-eval reads checked: anything else is one line naming
+    the file, the field and the entry (`log_history[3].loss is "abc", not a number`)."""
     state = load_json(path, key)
     wanted = {"log_history": list, "global_step": int, "max_steps": int}
     for name, kind in wanted.items():
@@ -243,6 +253,15 @@ def read_trainer_state(path: Path, key: str = "model.tuned") -> dict[str, Any]:
             raise SftEvalError(f"{key}: {path}: not a trainer state (`{name}` missing or not a {kind.__name__})")
     if not all(isinstance(e, dict) for e in state["log_history"]):
         raise SftEvalError(f"{key}: {path}: not a trainer state (`log_history` holds something other than objects)")
+    where = f"{key}: {path}:"
+    validate.integer(state["global_step"], f"{where} global_step", minimum=0)
+    validate.integer(state["max_steps"], f"{where} max_steps", minimum=0)
+    optional = {"num_train_epochs": validate.number, "train_batch_size": functools.partial(validate.integer, minimum=1)}
+    validate.fields(state, where, required={}, optional=optional)
+    numbers = dict.fromkeys(LOG_ENTRY_NUMBERS, validate.number)
+    for k, entry in enumerate(state["log_history"]):
+        step = {"step": functools.partial(validate.integer, minimum=0)}
+        validate.fields(entry, f"{where} log_history[{k}]", required=step, optional=numbers)
     return state
 
 
@@ -256,7 +275,29 @@ def read_steps(folders: list[Path], key: str = "model.tuned") -> tuple[list[dict
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise SftEvalError(f"{key}: {path}: not valid JSON ({exc})") from None
-            if not isinstance(data, dict) or data.get("format") != STEPS_FORMAT or not isinstance(data["steps"], list):
+            if not isinstance(data, dict) or data.get("format") != STEPS_FORMAT:
                 raise SftEvalError(f"{key}: {path}: not an SftEvalRecorder file (format {STEPS_FORMAT})")
-            return data["steps"], int(data.get("world_size", 1))
+            return _checked_steps(data, f"{key}: {path}:")
     return [], 1
+
+
+# Each recorded step's fields that the plan and normalisation checks read (`SftEvalRecorder.on_step_end`).
+STEP_INTEGERS = ("step", "world_size", "micro_batches", "sequences", "step_label_tokens")
+STEP_NUMBERS = ("token_weighted_loss",)
+STEP_OPTIONAL_NUMBERS = ("per_micro_batch_loss", "logged_loss", "grad_norm", "learning_rate")
+
+
+def _checked_steps(data: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], int]:
+    """The recorder file's steps and world size, every field the checks read of them validated."""
+    if "steps" not in data:
+        raise SftEvalError(f"{where} has no `steps`")
+    steps = validate.objects(data["steps"], f"{where} steps")
+    world_size = validate.integer(data.get("world_size", 1), f"{where} world_size", minimum=1)
+    required = {
+        **dict.fromkeys(STEP_INTEGERS, functools.partial(validate.integer, minimum=0)),
+        **dict.fromkeys(STEP_NUMBERS, validate.number),
+    }
+    for k, step in enumerate(steps):
+        optional = dict.fromkeys(STEP_OPTIONAL_NUMBERS, validate.number)
+        validate.fields(step, f"{where} steps[{k}]", required=required, optional=optional)
+    return steps, world_size

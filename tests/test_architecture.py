@@ -17,7 +17,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sft_eval"
 # The flow of DESIGN.md, earliest first: recipe -> build -> audit -> train -> generate -> score -> report, with
 # what every stage may use below it and the orchestrators (which call stages, and are called by nothing) on top.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundation": ("sft_eval", "errors", "console", "jsonout", "hub", "cache", "backends", "recipe", "options"),
+    "foundation": (
+        "sft_eval",
+        "errors",
+        "validate",
+        "console",
+        "jsonout",
+        "hub",
+        "cache",
+        "backends",
+        "recipe",
+        "options",
+    ),
     "inputs": ("chat", "data", "plan", "trainer_config", "records", "tokenizer"),
     "build": ("models", "adapters"),
     "audit": (

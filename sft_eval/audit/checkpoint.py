@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from transformers import PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding, guarded
 from sft_eval.audit.template import end_of_turn_id
 from sft_eval.chat import special_literals
-from sft_eval.models import weight_files
+from sft_eval.models import open_safetensors, weight_files
 
 _INPUT_EMBEDDING = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 _OUTPUT_EMBEDDING = ("lm_head.weight", "embed_out.weight")
@@ -42,7 +41,7 @@ def embeddings(folder: str | Path) -> dict[str, Embedding]:
     for role, suffixes in (("input", _INPUT_EMBEDDING), ("output", _OUTPUT_EMBEDDING)):
         name = next((n for n in sorted(located) if n.endswith(suffixes)), None)
         if name is not None:
-            with safe_open(located[name], framework="pt") as handle:
+            with open_safetensors(located[name]) as handle:
                 found[role] = Embedding(located[name], name, handle.get_slice(name).get_shape()[0])
     return found
 
@@ -91,7 +90,7 @@ def check_vocab(tokenizer: PreTrainedTokenizerBase, rows: int) -> list[Finding]:
 def row_norms(embedding: Embedding, chunk: int = 8192) -> torch.Tensor:
     """Every row's L2 norm, read in chunks (a 7B model's embedding is a gigabyte)."""
     norms = []
-    with safe_open(embedding.file, framework="pt") as handle:
+    with open_safetensors(embedding.file) as handle:
         tensor = handle.get_slice(embedding.name)
         for start in range(0, embedding.rows, chunk):
             norms.append(tensor[start : start + chunk].float().norm(dim=1))

@@ -107,8 +107,8 @@ class ServedBackend:
     """Chat completions from an OpenAI-compatible server, `batch_size` requests in flight, each transient failure
     (connection reset, timeout, 408/409/429, 5xx) retried up to `max_retries` times with the client's backoff."""
 
-    def __init__(self, base_url: str, model: str | None, max_retries: int = 4):
-        self.base_url, self.model, self.max_retries = base_url, model, max_retries
+    def __init__(self, base_url: str, model: str | None, max_retries: int = 4, timeout: float = 60.0):
+        self.base_url, self.model, self.max_retries, self.timeout = base_url, model, max_retries, timeout
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         from sft_eval.generation.served import generate_served
@@ -122,6 +122,7 @@ class ServedBackend:
             enable_thinking=settings.enable_thinking,
             concurrency=settings.batch_size,
             max_retries=self.max_retries,
+            timeout=self.timeout,
         )
 
 
@@ -136,7 +137,12 @@ def openai_backend(target: Target, eval_settings: Any) -> Backend:
     if target.which == "base" and eval_settings.base_model is None:
         return local_backend(target, eval_settings)
     name = eval_settings.model if target.which == "tuned" else eval_settings.base_model
-    return ServedBackend(str(eval_settings.base_url), name, max_retries=eval_settings.max_retries)
+    return ServedBackend(
+        str(eval_settings.base_url),
+        name,
+        max_retries=eval_settings.max_retries,
+        timeout=eval_settings.request_timeout,
+    )
 
 
 def __getattr__(name: str) -> Any:

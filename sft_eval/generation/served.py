@@ -26,7 +26,7 @@ def generate_served(
     max_new_tokens: int = 100,
     enable_thinking: bool = False,
     concurrency: int = 32,
-    timeout: float = 600.0,
+    timeout: float = 60.0,
     max_retries: int = 4,
 ) -> list[Answer]:
     """Greedy answers from an OpenAI-compatible server's chat completions endpoint (vLLM, SGLang, TGI,
@@ -74,16 +74,9 @@ def generate_served(
             return f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}"
         except openai.APIStatusError as exc:
             return f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
-        choice = reply.choices[0]
-        content = choice.message.content or ""
-        return Answer(
-            question=question,
-            text=content.strip(),
-            raw=content,
-            token_ids=[],
-            new_tokens=reply.usage.completion_tokens if reply.usage else 0,
-            stop_reason="length" if choice.finish_reason == "length" else "eos",
-        )
+        except Exception as exc:  # a 200 whose body the client cannot parse (HTML, not JSON): this question's failure
+            return f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
+        return _answer(reply, question, base_url)
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) or 1))) as pool:
         replies = pool.map(one, questions)
@@ -94,6 +87,34 @@ def generate_served(
         not_asked = sum(r is None for r in results)
         raise PartlyAnswered(_failures(failed, not_asked, len(questions), max_retries), answered)
     return results  # type: ignore[return-value] - every result is an Answer once none failed
+
+
+def _answer(reply: Any, question: str, base_url: str) -> Answer | str:
+    """The answer a chat completion holds, or why it holds none: an HTTP 200 can still carry HTML, no choices, or
+    content that is not text, and that is this question's failure (the others' answers are kept)."""
+    bad = f"eval.base_url: {base_url} sent a reply that is not a chat completion"
+    choices = getattr(reply, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        return f"{bad}: no choices ({type(reply).__name__})"
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        return f"{bad}: message content is {type(content).__name__}, not text"
+    usage = getattr(reply, "usage", None)
+    tokens = getattr(usage, "completion_tokens", None)
+    content = content or ""
+    return Answer(
+        question=question,
+        text=content.strip(),
+        raw=content,
+        token_ids=[],
+        new_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0,
+        stop_reason="length" if getattr(choices[0], "finish_reason", None) == "length" else "eos",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _failures(failed: list[tuple[str, str]], not_asked: int, asked: int, max_retries: int) -> str:

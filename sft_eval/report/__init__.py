@@ -16,7 +16,9 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import platform
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from sft_eval import validate
 from sft_eval.audit import Finding
 from sft_eval.cache import library_versions, writable_folder, write_atomic
 from sft_eval.errors import SftEvalError
@@ -137,14 +140,17 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
     return runs
 
 
-def loss_curve_svg(losses: list[list[float]] | list[tuple[int, float]], width: int = 560, height: int = 220) -> str:
-    """An inline SVG polyline of (step, loss) with labelled axes; empty when there is nothing to draw."""
-    if len(losses) < 2:
+def loss_curve_svg(losses: list[list[Any]] | list[tuple[int, float]], width: int = 560, height: int = 220) -> str:
+    """An inline SVG of (step, loss) with labelled axes, empty when there is nothing to draw. A loss that is not
+    finite (NaN or infinite in a run, null in the report's JSON) is a gap in the line, and its steps are listed
+    under the axis: never a `nan` coordinate."""
+    points = [(float(s), v) for s, v in losses]
+    finite = [(s, float(v)) for s, v in points if v is not None and math.isfinite(v)]
+    if len(finite) < 2:
         return ""
-    steps = [float(s) for s, _ in losses]
-    values = [float(v) for _, v in losses]
     left, right, top, bottom = 48, 12, 12, 36
-    x0, x1, y0, y1 = min(steps), max(steps), 0.0, max(values) * 1.05
+    steps = [s for s, _ in points]
+    x0, x1, y0, y1 = min(steps), max(steps), 0.0, max(max(v for _, v in finite) * 1.05, 1e-12)
 
     def x(s: float) -> float:
         return left + (s - x0) / ((x1 - x0) or 1) * (width - left - right)
@@ -152,7 +158,28 @@ def loss_curve_svg(losses: list[list[float]] | list[tuple[int, float]], width: i
     def y(v: float) -> float:
         return top + (1 - (v - y0) / ((y1 - y0) or 1)) * (height - top - bottom)
 
-    points = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in zip(steps, values, strict=True))
+    runs: list[list[tuple[float, float]]] = [[]]
+    for s, v in points:
+        if v is None or not math.isfinite(v):
+            runs.append([])
+        else:
+            runs[-1].append((s, float(v)))
+    lines = "".join(
+        '<polyline fill="none" stroke="#2563eb" stroke-width="2" points="'
+        + " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in run)
+        + '"/>'
+        if len(run) > 1
+        else f'<circle cx="{x(run[0][0]):.1f}" cy="{y(run[0][1]):.1f}" r="2" fill="#2563eb"/>'
+        for run in runs
+        if run
+    )
+    gaps = [int(s) for s, v in points if v is None or not math.isfinite(v)]
+    gap_note = (
+        f'<text x="{width - right}" y="{height - 20}" text-anchor="end" class="gaps">not finite at step(s) '
+        f"{', '.join(map(str, gaps[:10]))}{' ...' if len(gaps) > 10 else ''}</text>"
+        if gaps
+        else ""
+    )
     ticks = "".join(
         f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
         f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
@@ -160,8 +187,7 @@ def loss_curve_svg(losses: list[list[float]] | list[tuple[int, float]], width: i
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-label="training loss by optimizer step">{ticks}'
-        f'<polyline fill="none" stroke="#2563eb" stroke-width="2" points="{points}"/>'
+        f'role="img" aria-label="training loss by optimizer step">{ticks}{lines}{gap_note}'
         f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">optimizer step '
         f"({int(x0)}&#8211;{int(x1)})</text>"
         f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
@@ -270,6 +296,70 @@ def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
     return write_atomic(out / HTML_NAME, html)
 
 
+def _not_list(value: Any, where: str) -> None:
+    raise SftEvalError(f"{where} is {validate.shown(value)}, not a list")
+
+
+def _optional_bool(value: Any, where: str) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise SftEvalError(f"{where} is {validate.shown(value)}, not true, false or null")
+
+
+def _number_or_null(value: Any, where: str) -> None:
+    if value is not None:
+        validate.number(value, where)
+
+
+def _pair_list(check: Callable[[Any, str], Any]) -> Callable[[Any, str], None]:
+    """A checker of a list of [first, second] pairs whose second item `check` accepts."""
+
+    def pairs(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            _not_list(value, where)
+        for k, pair in enumerate(value):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise SftEvalError(f"{where}[{k}] is {validate.shown(pair)}, not a pair")
+            check(pair[1], f"{where}[{k}][1]")
+
+    return pairs
+
+
+_SIDE = {
+    "text": validate.text,
+    "raw": validate.text,
+    "stop_reason": validate.text,
+    "new_tokens": validate.integer,
+    "repetition": validate.number,
+    "leaks": lambda value, where: None if isinstance(value, list) else _not_list(value, where),
+    "matched": _optional_bool,
+}
+
+
+def check_report(context: dict[str, Any], where: str) -> None:
+    """What the page reads of a report's JSON, checked before it is drawn: each card's question, answers and
+    badges, the loss curve's points (a null loss is a non-finite one), the repetition threshold. A bad value is one
+    line naming the card and field (`cards[3].tuned.text is null, not a string`)."""
+    validate.objects(context["cards"], f"{where}: cards")
+    _thresholds(context.get("thresholds"), f"{where}: thresholds")
+    training = context["training"]
+    if not isinstance(training, dict):
+        raise SftEvalError(f"{where}: training is {validate.shown(training)}, not an object")
+    validate.fields(training, f"{where}: training", required={"losses": _pair_list(_number_or_null)}, optional={})
+    for k, card in enumerate(context["cards"]):
+        at = f"{where}: cards[{k}]"
+        validate.fields(card, at, required={"question": validate.text, "diff": _pair_list(validate.text)}, optional={})
+        for side in ("base", "tuned"):
+            if not isinstance(card.get(side), dict):
+                raise SftEvalError(f"{at}.{side} is {validate.shown(card.get(side))}, not an object")
+            validate.fields(card[side], f"{at}.{side}", required=_SIDE, optional={})
+
+
+def _thresholds(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise SftEvalError(f"{where} is {validate.shown(value)}, not an object")
+    validate.fields(value, where, required={"max_repetition": validate.number}, optional={})
+
+
 def render_json(path: str | Path, out_dir: str | Path) -> Path:
     """Render the HTML report again from a report's JSON (`sft_report.json`): no model, no cache, no recipe."""
     try:
@@ -283,5 +373,6 @@ def render_json(path: str | Path, out_dir: str | Path) -> Path:
     ]
     if missing:
         raise SftEvalError(f"{path}: not an sft-eval report JSON (no {', '.join(missing)})")
+    check_report(context, str(path))
     out = writable_folder(out_dir, key="--out")
     return write_atomic(out / HTML_NAME, render_html(context))

@@ -98,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
-    """The recipe's pipeline. The recipe and its questions are read and validated first, so bad input is answered
-    in one line before torch, transformers or TRL are imported (they cost seconds); then the pipeline is built."""
+    """The recipe's pipeline. The recipe, its questions and its training rows are read and validated first, so bad
+    input is answered in one line before torch, transformers or TRL are imported (they cost seconds); then the
+    pipeline is built on what was read."""
     from sft_eval.recipe import load_recipe, with_limits
 
     recipe = with_limits(
@@ -108,17 +109,25 @@ def _pipeline(args: argparse.Namespace) -> Any:
         max_eval_questions=getattr(args, "max_eval_questions", None),
     )
     from sft_eval.cache import FixtureCache
-    from sft_eval.data import load_questions
+    from sft_eval.data import load_questions, load_sft_rows
 
     questions = load_questions(recipe)
     cache = FixtureCache(args.sft_cache)
+    # the training rows too, where the command reads them (an audit of another template or tokenizer does not)
+    rows = (
+        None
+        if getattr(args, "template", None) or getattr(args, "tokenizer", None)
+        else load_sft_rows(recipe, cache_dir=cache.root / "datasets")
+    )
 
     from sft_eval.console import configure_libraries
     from sft_eval.pipeline import Pipeline
 
     configure_libraries()
     pipeline = Pipeline(recipe, cache, args.device, answer_cache=not getattr(args, "no_answer_cache", False))
-    pipeline.questions = questions  # the validated list: not read a second time
+    pipeline.questions = questions  # the validated inputs: not read a second time
+    if rows is not None:
+        pipeline.rows = rows
     return pipeline
 
 

@@ -12,7 +12,7 @@ from sft_eval.recipe import FIXTURES_DIR
 
 TRAIN = (FIXTURES_DIR / "data" / "sft_train.jsonl").resolve()
 
-# Five representative bad inputs: (file name, its text, a fragment the one line must hold).
+# Representative bad inputs: (its text, a fragment the one line must hold); `train` rows and questions too.
 BAD_INPUTS = {
     "missing-file": (None, "recipe file not found"),
     "toml-syntax": ('name = "x"\n[model\n', "not valid TOML"),
@@ -20,6 +20,10 @@ BAD_INPUTS = {
     "sft-typo": (
         f'name = "x"\n[data]\ntrain = "{TRAIN}"\n[sft]\nlearning_rat = 1e-4\n',
         "did you mean sft.learning_rate",
+    ),
+    "row-without-answer": (
+        'name = "x"\n[data]\ntrain = "rows.jsonl"\n[eval]\nquestions = ["Hi"]\n',
+        "rows.jsonl:1: conversation has no assistant message",
     ),
     "questions-line": (
         f'name = "x"\n[data]\ntrain = "{TRAIN}"\n[eval]\nquestions_file = "q.jsonl"\n',
@@ -34,6 +38,7 @@ def write_bad_input(folder: Path, name: str) -> Path:
     if text is not None:
         recipe.write_text(text, encoding="utf-8")
         (folder / "q.jsonl").write_text('{"question": "ok"}\n{"question": \n', encoding="utf-8")
+        (folder / "rows.jsonl").write_text('{"messages": [{"role": "user", "content": "Hi"}]}\n', encoding="utf-8")
     return recipe
 
 

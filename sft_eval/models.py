@@ -299,7 +299,9 @@ def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
     state = folder / TRAINER_STATE
     if not state.is_file():
         state = next((p / TRAINER_STATE for p in reversed(checkpoints) if (p / TRAINER_STATE).is_file()), None)
-    if state is not None and state.parent not in (weights, folder):  # a later checkpoint kept its record only
+    # weights from one checkpoint, the record from a later one that kept no weights: not the same model. (The
+    # folder's own final weights with its last checkpoint's record are: Trainer saves a checkpoint at the end.)
+    if weights != folder and state is not None and state.parent not in (weights, folder):
         raise SftEvalError(
             f"{key}: {path}: the latest record is {state.parent.name}'s but its weights are {weights.name}'s "
             f"({state.parent.name} has none): that record is not of those weights; name the checkpoint to judge "

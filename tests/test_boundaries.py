@@ -170,6 +170,9 @@ def test_weights_and_record_of_different_checkpoints_are_refused(pair, tmp_path)
         finished_run(folder)
     found = finished_run(folder / "checkpoint-2")
     assert found.weights == folder / "checkpoint-2" and found.state == folder / "checkpoint-2" / "trainer_state.json"
+    for name in ("config.json", "model.safetensors"):  # trainer.save_model(): the final weights at the top
+        shutil.copy(folder / "checkpoint-2" / name, folder / name)
+    assert finished_run(folder).weights == folder, "final weights with the last checkpoint's record are one model"
 
 
 def test_the_base_models_own_folder_as_the_tuned_model_is_refused(pair, tmp_path, cli):

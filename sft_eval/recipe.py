@@ -267,8 +267,8 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
 
 def sft_config_schema() -> dict[str, Any]:
     """`trl.SFTConfig`'s init fields and their JSON defaults: what the recipe's `[sft]` names are checked against
-    and what `plan` fills in where a recipe is silent. Reading them means importing TRL (about 9 s on a 2-core
-    machine: transformers' `training_args` imports torch and PEFT), so they are kept as JSON in the sft-eval cache,
+    and what `plan` fills in where a recipe is silent. Reading them means importing TRL (seconds: transformers'
+    `training_args` imports torch and PEFT), so they are kept as JSON in the sft-eval cache,
     one file per TRL and transformers version (read from the installed metadata, no import), written atomically;
     an unwritable or unreadable cache only means importing TRL again."""
     from importlib.metadata import version

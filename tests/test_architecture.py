@@ -14,8 +14,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sft_eval"
 
-# The flow (README and the shared design notes), earliest first: recipe -> build -> audit -> train -> generate -> score -> report, with
-# what every stage may use below it and the orchestrators (which call stages, and are called by nothing) on top.
+# The flow, earliest first: recipe -> build -> audit -> train -> generate -> score -> report, with what every
+# stage may use below it and the orchestrators (which call stages, and are called by nothing) on top.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": (
         "sft_eval",

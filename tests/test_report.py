@@ -173,6 +173,29 @@ def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline,
 
 
 @pytest.mark.parametrize(
+    ("version", "fragment"),
+    [(None, "report JSON with no `format`"), ("sft-eval-report/99", 'format "sft-eval-report/99"')],
+    ids=["no-version", "future-version"],
+)
+def test_a_report_json_of_another_format_is_one_line(tmp_path, cli, sft_pipeline, version, fragment):
+    """The report JSON carries its `format`; `--from-json` reads its own and refuses a missing or unknown one, so
+    yesterday's JSON is never read with today's meaning. The current one renders."""
+    from sft_eval.report import REPORT_FORMAT
+
+    context = json.loads(json.dumps(sft_pipeline.report_context(), default=str))
+    assert context["format"] == REPORT_FORMAT
+    path = tmp_path / "sft_report.json"
+    path.write_text(json.dumps(context), encoding="utf-8")
+    assert cli.run("report", "--from-json", str(path), "--out", str(tmp_path / "ok")).returncode == 0
+    context.pop("format")
+    if version is not None:
+        context["format"] = version
+    path.write_text(json.dumps(context), encoding="utf-8")
+    result = cli.run("report", "--from-json", str(path), "--out", str(tmp_path / "out"))
+    cli.bad_input(result, str(path), fragment, f"this sft-eval reads {REPORT_FORMAT}")
+
+
+@pytest.mark.parametrize(
     ("content", "fragment"),
     [("{not json", "not a readable sft-eval report JSON"), ('{"cards": []}', "not an sft-eval report JSON (no title")],
     ids=["broken-json", "other-json"],

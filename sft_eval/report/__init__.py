@@ -37,6 +37,9 @@ from sft_eval.sanity import Evaluation
 
 HTML_NAME = "sft_report.html"
 JSON_NAME = "sft_report.json"
+# The report JSON's format, written into every report as `format`; readers refuse any other (or none) in one line.
+# Bump it when a field changes meaning; adding a field keeps it.
+REPORT_FORMAT = "sft-eval-report/1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,7 @@ def build_context(
         for r in evaluation.records
     ]
     return {
+        "format": REPORT_FORMAT,
         "title": f"sft-eval report: {recipe.name}",
         "outcomes": outcomes,
         "recipe": recipe.fingerprint(),
@@ -373,6 +377,12 @@ def render_json(path: str | Path, out_dir: str | Path) -> Path:
     ]
     if missing:
         raise SftEvalError(f"{path}: not an sft-eval report JSON (no {', '.join(missing)})")
+    if context.get("format") != REPORT_FORMAT:
+        said = f"format {validate.shown(context['format'])}" if "format" in context else "no `format`"
+        raise SftEvalError(
+            f"{path}: report JSON with {said}; this sft-eval reads {REPORT_FORMAT}: render it with the sft-eval "
+            "that wrote it, or write it again with `sft-eval report`"
+        )
     check_report(context, str(path))
     out = writable_folder(out_dir, key="--out")
     return write_atomic(out / HTML_NAME, render_html(context))

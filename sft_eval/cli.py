@@ -98,37 +98,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
-    """The recipe's pipeline. The recipe, its questions and its training rows are read and validated first, so bad
-    input is answered in one line before torch, transformers or TRL are imported (they cost seconds); then the
-    pipeline is built on what was read."""
-    from sft_eval.recipe import load_recipe, with_limits
+    """The recipe's pipeline, through the one factory: recipe, questions and (where the command reads them) the
+    training rows validated before torch is imported. An audit of another template or tokenizer reads no rows."""
+    from sft_eval.factory import open_pipeline, read_inputs
 
-    recipe = with_limits(
-        load_recipe(args.recipe),
-        max_train_rows=args.max_train_rows,
-        max_eval_questions=getattr(args, "max_eval_questions", None),
+    inputs = read_inputs(
+        args.recipe, max_train_rows=args.max_train_rows, max_eval_questions=getattr(args, "max_eval_questions", None)
     )
-    from sft_eval.cache import FixtureCache
-    from sft_eval.data import load_questions, load_sft_rows
-
-    questions = load_questions(recipe)
-    cache = FixtureCache(args.sft_cache)
-    # the training rows too, where the command reads them (an audit of another template or tokenizer does not)
-    rows = (
-        None
-        if getattr(args, "template", None) or getattr(args, "tokenizer", None)
-        else load_sft_rows(recipe, cache_dir=cache.root / "datasets")
+    return open_pipeline(
+        inputs,
+        cache_dir=args.sft_cache,
+        device=args.device,
+        answer_cache=not getattr(args, "no_answer_cache", False),
+        read_rows=not (getattr(args, "template", None) or getattr(args, "tokenizer", None)),
     )
-
-    from sft_eval.console import configure_libraries
-    from sft_eval.pipeline import Pipeline
-
-    configure_libraries()
-    pipeline = Pipeline(recipe, cache, args.device, answer_cache=not getattr(args, "no_answer_cache", False))
-    pipeline.questions = questions  # the validated inputs: not read a second time
-    if rows is not None:
-        pipeline.rows = rows
-    return pipeline
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import torch
 
-from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
+from sft_eval.factory import open_pipeline, read_inputs
 from sft_eval.options import add_options, positive_int
-from sft_eval.pipeline import Pipeline
-from sft_eval.recipe import load_recipe
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     device = args.device
     if device in ("auto", "cuda") and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per rank, as torchrun numbers them
-    pipeline = Pipeline(load_recipe(args.recipe), FixtureCache(args.sft_cache), device)
+    pipeline = open_pipeline(read_inputs(args.recipe), cache_dir=args.sft_cache, device=device)
     overrides = {k: v for item in args.set for k, v in tomllib.loads(item).items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,13 +39,12 @@ from sft_eval.models import (
     resolve_device,
     same_weights,
 )
-from sft_eval.recipe import FIXTURES_DIR, Recipe
+from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun, cached_answer
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
 from sft_eval.training import read_finished_run, train_sft
 
-TINY = "tiny"
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
 TRAINING_RUN_FILE = "training_run.json"
 MERGE_PROMPTS = 32  # evaluation prompts the LoRA merge check compares logits on (all positions of each)
@@ -53,9 +52,21 @@ MERGE_PROMPTS = 32  # evaluation prompts the LoRA merge check compares logits on
 
 class Pipeline:
     def __init__(
-        self, recipe: Recipe, cache: FixtureCache | None = None, device: str = "auto", *, answer_cache: bool = True
+        self,
+        recipe: Recipe,
+        cache: FixtureCache | None = None,
+        device: str = "auto",
+        *,
+        answer_cache: bool = True,
+        questions: list[Question] | None = None,
+        rows: Dataset | None = None,
     ):
+        """`questions` and `rows`, when the caller has read and validated them already (`sft_eval.factory`)."""
         self.recipe = recipe
+        if questions is not None:
+            self.questions = questions
+        if rows is not None:
+            self.rows = rows
         self.cache = cache or FixtureCache()
         self.device = resolve_device(device)
         self.answer_cache = answer_cache  # False: generate every answer again (`--no-answer-cache`)
@@ -362,6 +373,11 @@ class Pipeline:
             "chat_template": self.tokenizer.chat_template,
             "device": self.device.type,
         }
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether this pipeline has evaluated its models (its answers and scores exist): what a report needs."""
+        return "evaluation" in self.__dict__
 
     @functools.cached_property
     def evaluation(self) -> Evaluation:

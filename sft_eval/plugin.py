@@ -14,7 +14,7 @@ import pytest
 from sft_eval.options import OPTIONS, PLUGIN, PLUGIN_PREFIX, add_options, dest
 
 _PIPELINE = pytest.StashKey["Any"]()
-_RECIPE = pytest.StashKey["Any"]()
+_INPUTS = pytest.StashKey["Any"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,23 +65,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 def session_recipe(config: pytest.Config) -> Any:
     """The recipe of this session: `--sft-recipe`, cut down by `--sft-max-train-rows` / `--sft-max-eval-questions`;
     a bad recipe is a usage error of one line."""
-    from sft_eval.data import load_questions
-    from sft_eval.errors import SftEvalError
-    from sft_eval.recipe import load_recipe, with_limits
+    return session_inputs(config).recipe
 
-    if _RECIPE in config.stash:  # loaded once: collection (per-question ids) and the pipeline fixture share it
-        return config.stash[_RECIPE]
-    try:
-        recipe = load_recipe(option(config, "recipe"))
-        load_questions(recipe)  # its question file too (small, unlike the training rows): read at start-up
-    except SftEvalError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    config.stash[_RECIPE] = with_limits(
-        recipe,
-        max_train_rows=option(config, "max-train-rows"),
-        max_eval_questions=option(config, "max-eval-questions"),
-    )
-    return config.stash[_RECIPE]
+
+def session_inputs(config: pytest.Config) -> Any:
+    """The session's recipe and questions, read once (collection's per-question ids and the pipeline share them)
+    through the factory the CLI uses; a bad recipe or questions file is a usage error of one line."""
+    from sft_eval.errors import SftEvalError
+    from sft_eval.factory import read_inputs
+
+    if _INPUTS not in config.stash:
+        try:
+            config.stash[_INPUTS] = read_inputs(
+                option(config, "recipe"),
+                max_train_rows=option(config, "max-train-rows"),
+                max_eval_questions=option(config, "max-eval-questions"),
+            )
+        except SftEvalError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return config.stash[_INPUTS]
 
 
 @pytest.fixture(scope="session")
@@ -93,16 +95,14 @@ def sft_pipeline(request: pytest.FixtureRequest) -> Any:
 
 
 def _make_pipeline(config: pytest.Config) -> Any:
-    from sft_eval.cache import FixtureCache
-    from sft_eval.console import configure_libraries
-    from sft_eval.pipeline import Pipeline
+    from sft_eval.factory import open_pipeline
 
-    configure_libraries(quiet=config.get_verbosity() < 0)
-    return Pipeline(
-        session_recipe(config),
-        FixtureCache(option(config, "sft-cache")),
-        option(config, "device"),
+    return open_pipeline(
+        session_inputs(config),
+        cache_dir=option(config, "sft-cache"),
+        device=option(config, "device"),
         answer_cache=not option(config, "no-answer-cache"),
+        quiet=config.get_verbosity() < 0,
     )
 
 
@@ -200,7 +200,7 @@ class ReportWriter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the report when this session evaluated models (a run that evaluated nothing leaves none)."""
         pipeline = self.config.stash.get(_PIPELINE, None)
-        evaluated = pipeline is not None and "evaluation" in vars(pipeline)
+        evaluated = pipeline is not None and pipeline.evaluated
         if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes the report
             self.config.workeroutput["sft_eval"] = {"evaluated": evaluated, "speed": dict(self.speed)}
             return

@@ -27,6 +27,9 @@ FIXTURES_DIR = _PACKAGED_FIXTURES if _PACKAGED_FIXTURES.is_dir() else _PACKAGED_
 DEFAULT_RECIPE = FIXTURES_DIR / "recipes" / "tiny.toml"
 
 
+TINY = "tiny"  # model.base / model.tokenizer: the tiny model, built and pretrained here (nothing to find on disk)
+
+
 @dataclass(frozen=True)
 class ModelSection:
     base: str = "tiny"

@@ -45,7 +45,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "generate": ("generation", "generation.local", "generation.served"),
     "score": ("sanity", "golden"),
     "report": ("report",),
-    "orchestrate": ("pipeline", "bench", "cli", "plugin", "distributed"),
+    "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),
 }
 RANK = {
     (name if name == "sft_eval" else f"sft_eval.{name}"): rank
@@ -130,6 +130,28 @@ def test_no_stage_imports_a_later_one():
 
 def test_the_report_imports_nothing_that_trains_or_generates():
     assert closure(import_graph(), "sft_eval.report") & TRAINS_OR_GENERATES == set()
+
+
+ENTRY_POINTS = ("sft_eval.cli", "sft_eval.plugin", "sft_eval.distributed")
+
+
+def pipeline_builders(source: str) -> set[str]:
+    """What a module calls to get a pipeline: `Pipeline(...)` itself, or the factory's `open_pipeline(...)`."""
+    calls = {
+        node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+    }
+    return calls & {"Pipeline", "open_pipeline"}
+
+
+def test_the_cli_the_plugin_and_torchrun_build_their_pipeline_through_one_factory():
+    """One way to a pipeline (`sft_eval.factory.open_pipeline`): the same limits and the same validation before
+    torch is imported, whichever way a user comes in."""
+    for module in ENTRY_POINTS:
+        path = PACKAGE / f"{module.removeprefix('sft_eval.')}.py"
+        assert pipeline_builders(path.read_text(encoding="utf-8")) == {"open_pipeline"}, module
+    assert pipeline_builders("p = Pipeline(recipe, cache)") == {"Pipeline"}, "the check can fail"
 
 
 def test_the_checks_above_can_fail():

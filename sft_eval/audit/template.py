@@ -68,14 +68,17 @@ def probe_conversation(
         except Exception:  # it fails without one too (a syntax error...): not about system messages; see render
             return list(EXCHANGES), findings
         with_system = system_rows(rows)
-        sent = f"{with_system} of the recipe's rows have" if with_system else "the recipe's eval.system_message is"
+        if with_system:
+            said = f", and {with_system} of the recipe's rows have one: training fails on them"
+        elif system_message:
+            said = ", and the recipe's eval.system_message sends one: every served prompt fails"
+        else:
+            said = "; system prompts in data or at serving time will fail"
         findings.append(
             Finding(
                 CheckId.TEMPLATE_RENDER,
                 "error" if with_system or system_message else "warning",
-                f"the template refuses a system message; {sent} one, and fails"
-                if with_system or system_message
-                else "the template refuses a system message; system prompts in data or at serving time will fail",
+                f"the template refuses a system message{said}",
                 f"{type(exc).__name__}: {exc}",
             )
         )

@@ -49,9 +49,7 @@ class Answer:
 
 
 def _token_ids(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list):
-        raise SftEvalError(f"{where} is {validate.shown(value)}, not a list")
-    for k, token in enumerate(value):
+    for k, token in enumerate(validate.a_list(value, where)):
         validate.integer(token, f"{where}[{k}]", minimum=0)
     return value
 

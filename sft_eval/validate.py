@@ -46,11 +46,15 @@ def text(value: Any, where: str) -> str:
     return value
 
 
-def objects(value: Any, where: str) -> list[dict[str, Any]]:
-    """A JSON list of objects."""
+def a_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise SftEvalError(f"{where} is {shown(value)}, not a list")
-    for k, item in enumerate(value):
+    return value
+
+
+def objects(value: Any, where: str) -> list[dict[str, Any]]:
+    """A JSON list of objects."""
+    for k, item in enumerate(a_list(value, where)):
         if not isinstance(item, dict):
             raise SftEvalError(f"{where}[{k}] is {shown(item)}, not an object")
     return value

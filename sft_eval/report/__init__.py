@@ -300,10 +300,6 @@ def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
     return write_atomic(out / HTML_NAME, html)
 
 
-def _not_list(value: Any, where: str) -> None:
-    raise SftEvalError(f"{where} is {validate.shown(value)}, not a list")
-
-
 def _optional_bool(value: Any, where: str) -> None:
     if value is not None and not isinstance(value, bool):
         raise SftEvalError(f"{where} is {validate.shown(value)}, not true, false or null")
@@ -318,9 +314,7 @@ def _pair_list(check: Callable[[Any, str], Any]) -> Callable[[Any, str], None]:
     """A checker of a list of [first, second] pairs whose second item `check` accepts."""
 
     def pairs(value: Any, where: str) -> None:
-        if not isinstance(value, list):
-            _not_list(value, where)
-        for k, pair in enumerate(value):
+        for k, pair in enumerate(validate.a_list(value, where)):
             if not isinstance(pair, list) or len(pair) != 2:
                 raise SftEvalError(f"{where}[{k}] is {validate.shown(pair)}, not a pair")
             check(pair[1], f"{where}[{k}][1]")
@@ -334,7 +328,7 @@ _SIDE = {
     "stop_reason": validate.text,
     "new_tokens": validate.integer,
     "repetition": validate.number,
-    "leaks": lambda value, where: None if isinstance(value, list) else _not_list(value, where),
+    "leaks": validate.a_list,
     "matched": _optional_bool,
 }
 

@@ -192,9 +192,10 @@ def _strict(text: str):
 
 
 RECURSES = "{% macro deeper(n) %}{{ deeper(n + 1) }}{% endmacro %}{{ deeper(0) }}"
-SYSTEM_ONLY_RAISES = (
-    "{%- if messages | length == 1 and messages[0]['role'] == 'system' -%}{{ raise_exception('lonely') }}"
-    "{%- endif -%}{{ bos_token }}" + ECHO
+# Raises only when rendered on another date: the nondeterminism check's second moment (issue 30: a check's own
+# conversations are ones training or serving sends, so a raise on a system message alone is no longer one).
+RAISES_ON_ANOTHER_DATE = (
+    "{%- if strftime_now('%Y') == '2025' -%}{{ raise_exception('not in 2025') }}{%- endif -%}{{ bos_token }}" + ECHO
 )
 
 
@@ -207,7 +208,7 @@ SYSTEM_ONLY_RAISES = (
         ("raises on anything", "{{ raise_exception('never') }}" + ECHO, "template.render", "never"),
         ("infinite recursion", RECURSES + ECHO, "template.render", "Recursion"),
         ("an undefined variable", "{{ settings.style }}" + ECHO, "template.render", "settings"),
-        ("raises only on a system-only conversation", SYSTEM_ONLY_RAISES, "template.double_bos", "lonely"),
+        ("raises only on another date", RAISES_ON_ANOTHER_DATE, "template.nondeterministic", "not in 2025"),
         ("stamps the date", "{{ strftime_now('%Y-%m-%d') }}" + ECHO, "template.nondeterministic", "2025-07-04"),
     ],
 )

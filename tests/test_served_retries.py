@@ -140,7 +140,7 @@ def test_many_failed_questions_are_counted_not_all_listed(server):
 
 def test_a_negative_retry_limit_is_refused_at_load(tmp_path, tiny_variant):
     recipe = tiny_variant({"[eval]": "[eval]\nmax_retries = -1"})
-    with pytest.raises(SftEvalError, match="`eval.max_retries` must be 0 or more, not -1"):
+    with pytest.raises(SftEvalError, match="`eval.max_retries` must be 0 to 10, not -1"):
         load_recipe(recipe)
 
 

@@ -8,9 +8,7 @@ import re
 import pytest
 
 from sft_eval.chat import shipped_templates
-from sft_eval.data import load_questions
-from sft_eval.errors import SftEvalError
-from sft_eval.plugin import session_recipe
+from sft_eval.plugin import session_inputs
 from sft_eval.records import TrainingRun
 
 MARKERS = {
@@ -42,10 +40,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     `test_tuned_answer_is_sane[q05-what-is-the-capital-of-france]`."""
     if "question_index" not in metafunc.fixturenames:
         return
-    try:
-        questions = load_questions(session_recipe(metafunc.config))
-    except SftEvalError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    questions = session_inputs(metafunc.config).questions  # read once, with the pipeline's (a usage error if bad)
     ids = [f"q{i:02d}-{_slug(q.question)}" for i, q in enumerate(questions)]
     metafunc.parametrize("question_index", range(len(questions)), ids=ids)
 

@@ -1,4 +1,4 @@
-"""README's "Extending": a backend, an audit check and a report section, each added through its documented route
+"""docs/extending.md: a backend, an audit check and a report section, each added through its documented route
 by a toy one, and shown to take effect (and, where it can, to fire on a broken case and stay quiet on a correct one).
 """
 

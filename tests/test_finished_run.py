@@ -1,7 +1,7 @@
-"""A run trained elsewhere, judged without retraining: README's "Judge a run you trained elsewhere", as written.
+"""A run trained elsewhere, judged without retraining: docs/finished-runs.md, as written.
 
-In an empty folder, the README's `train.py` (plain TRL: `SFTTrainer` + `SftEvalRecorder`, checkpoints saved the
-way `Trainer` saves them) fine-tunes a base checkpoint made of the tiny model; then the README's recipe names the
+In an empty folder, the guide's `train.py` (plain TRL: `SFTTrainer` + `SftEvalRecorder`, checkpoints saved the
+way `Trainer` saves them) fine-tunes a base checkpoint made of the tiny model; then the guide's recipe names the
 output folder and its commands run in that folder on a fresh fixture cache. Everything passes, nothing is built
 or trained (the cache holds no model), and the report shows the run's own trainer_state.json. Then each broken
 case (a checkpoint without its template, a generation config without the end-of-turn id, `use_cache: false`,
@@ -28,22 +28,18 @@ from sft_eval.recipe import FIXTURES_DIR, load_recipe
 from sft_eval.records import normalisation_problems, plan_problems
 from sft_eval.training import STEPS_FILE, SftEvalRecorder, read_finished_run
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-SECTION = "Judge a run you trained elsewhere"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "finished-runs.md"
 
 
 def section_block(language: str) -> str:
-    """The one `language` code block of README's section."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n## {SECTION}\n")
-    body = text[start : text.find("\n## ", start + 1)]
-    (block,) = re.findall(rf"```{language}\n(.*?)```", body, flags=re.S)
+    """The one `language` code block of the guide (docs/finished-runs.md)."""
+    (block,) = re.findall(rf"```{language}\n(.*?)```", GUIDE.read_text(encoding="utf-8"), flags=re.S)
     return block
 
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory, sft_pipeline, cli) -> Path:
-    """The user's folder after their GPU job: a base checkpoint, their data, README's train.py run to the end."""
+    """The user's folder after their GPU job: a base checkpoint, their data, the guide's train.py run to the end."""
     folder = tmp_path_factory.mktemp("trained-elsewhere")
     base = folder / "models" / "my-base"
     shutil.copytree(sft_pipeline.base_model_dir, base, ignore=shutil.ignore_patterns("MANIFEST.json"))
@@ -60,7 +56,7 @@ def user(tmp_path_factory, sft_pipeline, cli) -> Path:
 
 @pytest.fixture(scope="module")
 def commands(user, tmp_path_factory, cli) -> dict:
-    """README's commands, run in the user's folder on a fresh cache: {line: completed process}, and the cache."""
+    """The guide's commands, run in the user's folder on a fresh cache: {line: completed process}, and the cache."""
     cache = tmp_path_factory.mktemp("fresh-cache")
     results = {}
     for line in section_block("bash").strip().splitlines():
@@ -80,7 +76,7 @@ def test_the_job_saved_checkpoints_the_way_trainer_does(user):
 
 
 @pytest.mark.parametrize("index", range(4), ids=["audit", "train", "report", "suites"])
-def test_readmes_commands_pass_on_the_finished_run(commands, index):
+def test_the_guides_commands_pass_on_the_finished_run(commands, index):
     line, result = list(commands["results"].items())[index]
     assert result.returncode == 0, f"{line}\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
 

@@ -4,7 +4,7 @@ The checks are proven on real runs: a base whose end-of-turn row was never train
 its chat tokens' rows) trained with LoRA that leaves the row frozen is caught by the audit before training, and its
 tuned answers are shown never to stop; the same run with the row trained is quiet and stops. A merged checkpoint
 written by a hand-rolled merge that keeps only the LoRA deltas (the trained embedding lost) is caught by the merge
-check; PEFT's own merge is quiet. Then README's LoRA sections run as written.
+check; PEFT's own merge is quiet. Then docs/lora.md's sections run as written.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from sft_eval.models import SMOLLM2_135M, save_random_checkpoint
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import FIXTURES_DIR, load_recipe
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "lora.md"
 LORA_RECIPE = FIXTURES_DIR / "recipes" / "tiny_lora.toml"
 END_OF_TURN = "<|im_end|>"
 
 
 def section_block(title: str, language: str, index: int = 0) -> str:
-    """The `index`th `language` code block of README's section `title` (any heading level)."""
-    text = README.read_text(encoding="utf-8")
-    start = re.search(rf"\n#{{2,}} {re.escape(title)}\n", text).end()
+    """The `index`th `language` code block of the guide's (docs/lora.md) section `title` (any heading level)."""
+    text = GUIDE.read_text(encoding="utf-8")
+    start = re.search(rf"(?:^|\n)#+ {re.escape(title)}\n", text).end()
     end = re.search(r"\n#{2,} ", text[start:])  # the next heading (a code block's `# comment` is not one)
     body = text[start : start + end.start()] if end else text[start:]
     return re.findall(rf"```{language}\n(.*?)```", body, flags=re.S)[index]
@@ -343,9 +343,9 @@ def test_peft_missing_is_one_line_naming_the_extra(monkeypatch):
     assert "\n" not in message
 
 
-# -- README's LoRA recipe and "An adapter trained elsewhere", as written --------------------------------------
-def test_readme_lora_commands_run(lora_pipeline, tmp_path, cli):
-    """README's LoRA block: the suites and the report on the shipped LoRA recipe (its adapter cached by the
+# -- docs/lora.md's LoRA recipe and "An adapter trained elsewhere", as written --------------------------------------
+def test_the_guides_lora_commands_run(lora_pipeline, tmp_path, cli):
+    """The guide's LoRA block: the suites and the report on the shipped LoRA recipe (its adapter cached by the
     fixture above); the report's training section says LoRA."""
     lines = [line for line in section_block("LoRA (PEFT)", "bash").splitlines() if line.strip()]
     env = {"SFT_EVAL_CACHE": str(lora_pipeline.cache.root)}
@@ -369,7 +369,7 @@ def test_readme_lora_commands_run(lora_pipeline, tmp_path, cli):
 
 @pytest.fixture(scope="module")
 def lora_user(tmp_path_factory, sft_pipeline, cli) -> Path:
-    """The user's folder after their LoRA job: a base checkpoint, their data, README's train_lora.py run."""
+    """The user's folder after their LoRA job: a base checkpoint, their data, the guide's train_lora.py run."""
     folder = tmp_path_factory.mktemp("lora-elsewhere")
     base = folder / "models" / "my-base"
     shutil.copytree(sft_pipeline.base_model_dir, base, ignore=shutil.ignore_patterns("MANIFEST.json"))
@@ -384,7 +384,7 @@ def lora_user(tmp_path_factory, sft_pipeline, cli) -> Path:
     return folder
 
 
-def test_readme_adapter_trained_elsewhere(lora_user, tmp_path, cli):
+def test_the_guides_adapter_trained_elsewhere(lora_user, tmp_path, cli):
     run = lora_user / "runs" / "my-lora"
     last = run / "checkpoint-540"
     assert {"adapter_config.json", "adapter_model.safetensors", "trainer_state.json", "chat_template.jinja"} <= {

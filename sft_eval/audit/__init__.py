@@ -17,7 +17,7 @@ Severity = Literal["error", "warning", "info"]
 
 
 class CheckId(StrEnum):
-    """Every finding id, in one place: a typo cannot invent one, and README's table is tested against this list.
+    """Every finding id, in one place: a typo cannot invent one, and docs/audit.md's table is tested against this list.
     Values are the stable strings users filter on; add members, never rename one."""
 
     TEMPLATE_RENDER = "template.render"
@@ -72,7 +72,9 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.check not in CheckId.__members__.values() and self.check not in _REGISTERED:
-            raise ValueError(f"unknown finding id {self.check!r}: add it to CheckId (and README) or register_check it")
+            raise ValueError(
+                f"unknown finding id {self.check!r}: add it to CheckId (and docs/audit.md) or register_check it"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,9 +24,12 @@ from sft_eval.models import SMOLLM2_135M, save_random_checkpoint
 from sft_eval.recipe import FIXTURES_DIR
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "user-repo"
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "bring-your-own.md"
+LIBRARY = ROOT / "docs" / "library.md"
 TRAIN_ROWS = FIXTURES_DIR / "data" / "sft_train.jsonl"
-# The README's command, as a user types it in their repository.
+# The guide's command, as a user types it in their repository.
 USER_COMMAND = "pytest test_my_sft.py --sft-recipe recipe.toml --sft-max-train-rows 8 --sft-max-eval-questions 2"
 SEED_LESSON = FIXTURES_DIR / "recipes" / "seed_lesson.toml"
 
@@ -67,35 +70,44 @@ def _checkpoint_with(stand_in: Path, folder: Path, tokenizer) -> Path:
     return folder
 
 
-def readme_block(language: str, containing: str) -> str:
-    """The README's code block in `language` that contains `containing`."""
-    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def doc_block(doc: Path, language: str, containing: str) -> str:
+    """The code block in `language` of the document `doc` that contains `containing`."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
     found = [b for b in blocks if containing in b]
-    assert len(found) == 1, f"README has {len(found)} {language} blocks with {containing!r}"
+    assert len(found) == 1, f"{doc.name} has {len(found)} {language} blocks with {containing!r}"
     return found[0]
 
 
-def readme_commands(section: str) -> list[str]:
-    """The `sft-eval` and `pytest` lines of the bash blocks in a README section, comments included."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n## {section}\n")
-    body = text[start : text.find("\n## ", start + 1)]
-    blocks = re.findall(r"```bash\n(.*?)```", body, flags=re.S)
-    return [line for block in blocks for line in block.splitlines() if line.startswith(("sft-eval ", "pytest "))]
+def doc_commands(doc: Path, section: str) -> list[str]:
+    """The `sft-eval` and `pytest` lines of the bash blocks in a section of the document `doc`, comments
+    included (the section ends at the next heading of its level or above; a `# comment` in a block is none)."""
+    commands, level, fence = [], None, None
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:]
+            continue
+        heading = re.match(r"(#+) (.*)", line) if fence is None else None
+        if heading and level is not None and len(heading.group(1)) <= level:
+            break
+        if heading and heading.group(2) == section:
+            level = len(heading.group(1))
+        elif level is not None and fence == "bash" and line.startswith(("sft-eval ", "pytest ")):
+            commands.append(line)
+    return commands
 
 
 @pytest.fixture(scope="module")
 def user_repo(tmp_path_factory, sft_pipeline) -> Path:
-    """A user's repository: the README's recipe and test file, a checkpoint folder made with the README's
+    """A user's repository: the guide's recipe and test file, a checkpoint folder made with the guide's
     stand-in snippet (SmolLM2-135M's shape, our own tokenizer), 100 training rows."""
     repo = tmp_path_factory.mktemp("user-repo")
     for item in EXAMPLE.iterdir():
         shutil.copy(item, repo / item.name)
     tokenizer = tmp_path_factory.mktemp("users-tokenizer")
     sft_pipeline.tokenizer.save_pretrained(tokenizer)
-    snippet = readme_block("python", "save_random_checkpoint").replace("path/to/your/tokenizer", str(tokenizer))
+    snippet = doc_block(GUIDE, "python", "save_random_checkpoint").replace("path/to/your/tokenizer", str(tokenizer))
     with contextlib.chdir(repo):
-        exec(compile(snippet, "README.md", "exec"), {})
+        exec(compile(snippet, str(GUIDE), "exec"), {})
     (repo / "data").mkdir()
     rows = TRAIN_ROWS.read_text(encoding="utf-8").splitlines()[:100]
     (repo / "data" / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -149,11 +161,11 @@ def test_the_users_test_file_fails_when_their_template_is_broken(user_repo, cach
     assert "1 failed" in result.stdout and "template.generation_prompt" in result.stdout, result.stdout[-3000:]
 
 
-def test_the_readme_shows_the_example_as_it_is_tested():
-    readme = README.read_text(encoding="utf-8")
+def test_the_guide_shows_the_example_as_it_is_tested():
+    guide = GUIDE.read_text(encoding="utf-8")
     for name in ("recipe.toml", "test_my_sft.py"):
-        assert (EXAMPLE / name).read_text(encoding="utf-8") in readme, f"README's copy of {name} differs"
-    assert USER_COMMAND in readme_commands("Bring your own recipe"), "README does not show the command tested"
+        assert (EXAMPLE / name).read_text(encoding="utf-8") in guide, f"{GUIDE.name}'s copy of {name} differs"
+    assert USER_COMMAND in doc_commands(GUIDE, "Bring your own recipe"), "the guide does not show the command tested"
 
 
 def _expected_exit(line: str) -> int:
@@ -161,17 +173,21 @@ def _expected_exit(line: str) -> int:
     return 1 if "# exit 1" in line else 0
 
 
-@pytest.mark.parametrize("line", readme_commands("Command line"), ids=lambda line: line.split("#")[0].strip())
+@pytest.mark.parametrize("line", doc_commands(README, "Command line"), ids=lambda line: line.split("#")[0].strip())
 def test_readme_command_line_examples_run_as_documented(line, sft_pipeline, cli):
     command = shlex.split(line, comments=True)
     result = cli.run(*command[1:], cwd=README.parent, env={"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)})
     assert result.returncode == _expected_exit(line), f"{line}\nexit {result.returncode}: {result.stderr[-2000:]}"
     if "--json" in command:
-        json.loads(result.stdout)
+        data = json.loads(result.stdout)
+        if command[1] == "bench":  # the bench JSON contract: the tuned model's figures on top, the base's beside
+            for key in ("loop_tokens_per_s", "batched_tokens_per_s", "speedup", "raw_floor_tokens_per_s"):
+                assert data[key] > 0 and data["base"][key] > 0, key
+            assert data["identical_outputs"] is True and data["base"]["identical_outputs"] is True
 
 
-def test_readme_bring_your_own_examples_run_in_the_users_repository(user_repo, cache, cli):
-    lines = [line for line in readme_commands("Bring your own recipe") if line != USER_COMMAND]
+def test_the_guides_examples_run_in_the_users_repository(user_repo, cache, cli):
+    lines = [line for line in doc_commands(GUIDE, "Bring your own recipe") if line != USER_COMMAND]
     assert len(lines) >= 4, lines
     for line in lines:
         command = shlex.split(line, comments=True)
@@ -181,13 +197,13 @@ def test_readme_bring_your_own_examples_run_in_the_users_repository(user_repo, c
         )
 
 
-def test_readme_lesson_helpers_example_runs(sft_pipeline):
-    snippet = readme_block("python", "load_model_and_tokenizer").replace(
+def test_the_lesson_helpers_example_runs(sft_pipeline):
+    snippet = doc_block(LIBRARY, "python", "load_model_and_tokenizer").replace(
         "path/to/checkpoint", str(sft_pipeline.tuned_model_dir)
     )
     printed = io.StringIO()
     with contextlib.chdir(README.parent), contextlib.redirect_stdout(printed):
-        exec(compile(snippet, "README.md", "exec"), {})
+        exec(compile(snippet, str(LIBRARY), "exec"), {})
     lines = printed.getvalue().splitlines()
     assert lines[0] and any(line.endswith(" eos") for line in lines[1:3]), lines
     assert "User Prompt" in printed.getvalue(), lines

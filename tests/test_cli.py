@@ -121,16 +121,6 @@ def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline, cl
     cli.bad_input(result, "--template", "no-such.jinja")
 
 
-@pytest.mark.usefixtures("sft_tuned_model")
-def test_bench_json_contract(sft_pipeline, cli):
-    result = cli.run("bench", "--json", "--sft-cache", str(sft_pipeline.cache.root))
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    for key in ("loop_tokens_per_s", "batched_tokens_per_s", "speedup", "raw_floor_tokens_per_s"):
-        assert data[key] > 0 and data["base"][key] > 0
-    assert data["identical_outputs"] is True and data["base"]["identical_outputs"] is True
-
-
 @pytest.mark.realworld
 def test_a_real_tokenizer_that_does_not_load_is_one_line_and_exit_2(realworld_dir, cli):
     """A CLI contract, not a check of a recipe: it lives with the CLI's tests, not in the suites users run."""

@@ -89,12 +89,7 @@ class Pipeline:
             path = self.recipe.resolve(source)
             return None, cache_key("tokenizer", {"source": path, "digest": source_digest(path)})
         template = load_template(self.recipe.resolve(self.recipe.model.template))
-        inputs = {
-            "template": template,
-            "corpus": source_digest(str(PRETRAIN_CORPUS)),
-            "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
-        }
-        key = cache_key("tokenizer", inputs)
+        key = cache_key("tokenizer", {"template": template, "vocabulary": self.vocabulary_key})
 
         def build(folder: Path) -> None:
             texts = _corpus() + [m["content"] for row in self.rows for m in row.get("messages") or []]
@@ -102,6 +97,24 @@ class Pipeline:
             train_tokenizer(texts, template, specials, eos_token=end_of_turn(specials)).save_pretrained(folder)
 
         return self.cache.get_or_build("tokenizer", key, build), key
+
+    @functools.cached_property
+    def vocabulary_key(self) -> str:
+        """What the tiny tokenizer's vocabulary is trained from (the corpus, the rows, the template's special
+        tokens and its end-of-turn token), without the template's text: the tiny base is pretrained once per
+        vocabulary, so a template edit that keeps its special tokens reuses it (the tuned model, keyed with the
+        tokenizer and so the template, still trains again). A recipe's own tokenizer is its own vocabulary: its
+        entry's key."""
+        if (self.recipe.model.tokenizer or self.recipe.model.base) != TINY:
+            return self.tokenizer_entry[1]
+        specials = special_literals(load_template(self.recipe.resolve(self.recipe.model.template)))
+        inputs = {
+            "corpus": source_digest(str(PRETRAIN_CORPUS)),
+            "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
+            "specials": specials,
+            "eos": end_of_turn(specials),
+        }
+        return cache_key("vocabulary", inputs)
 
     @functools.cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -126,8 +139,9 @@ class Pipeline:
         if self.recipe.model.base != TINY:
             path = self.recipe.resolve(self.recipe.model.base)
             return Path(path), cache_key("base", {"source": path, "digest": source_digest(path)})
-        _, tokenizer_key = self.tokenizer_entry
-        key = cache_key("base", {"tokenizer": tokenizer_key, "seed": self.recipe.seed, "device": self.device.type})
+        key = cache_key(
+            "base", {"vocabulary": self.vocabulary_key, "seed": self.recipe.seed, "device": self.device.type}
+        )
 
         def build(folder: Path) -> None:
             pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed, device=self.device).save_pretrained(folder)

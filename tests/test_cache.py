@@ -193,3 +193,30 @@ def test_a_cache_root_that_is_a_file_is_one_line(tmp_path):
     root.write_text("not a folder")
     with pytest.raises(SftEvalError, match="fixture cache .*cache: cannot create it"):
         FixtureCache(root).get_or_build("tuned", "k", Builder())
+
+
+def test_the_tiny_base_is_pretrained_once_per_vocabulary_not_per_template(tmp_path, tiny_variant, sft_pipeline):
+    """A template edit that keeps the special tokens trains the same vocabulary, so it reuses the tiny base (its
+    pretraining cost 40 s per template in the test run); one with other special tokens, other rows or a tokenizer
+    of its own gets another. The tokenizer (it carries the template) stays keyed with the template's text."""
+    chatml = Path(DEFAULT_RECIPE).parent.parent / "templates" / "chatml.jinja"
+    edited = tmp_path / "edited.jinja"
+    edited.write_text("{#- a comment, the same tokens -#}\n" + chatml.read_text(encoding="utf-8"), encoding="utf-8")
+
+    def pipeline(edits: dict[str, str], name: str) -> Pipeline:
+        return Pipeline(load_recipe(tiny_variant(edits, name)), sft_pipeline.cache)
+
+    default = pipeline({}, "default.toml")
+    same_tokens = pipeline({'chat_template = "chatml"': f'chat_template = "{edited}"'}, "edited.toml")
+    other_tokens = pipeline({'chat_template = "chatml"': 'chat_template = "llama3"'}, "llama3.toml")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(Path(default.recipe.resolve(default.recipe.data.train)).read_text().splitlines(True)[:50]))
+    other_rows = pipeline(
+        {f'train = "{default.recipe.resolve(default.recipe.data.train)}"': f'train = "{rows}"'}, "r.toml"
+    )
+
+    assert default.vocabulary_key == same_tokens.vocabulary_key == sft_pipeline.vocabulary_key
+    assert len({default.vocabulary_key, other_tokens.vocabulary_key, other_rows.vocabulary_key}) == 3
+    assert same_tokens.base_model_dir == sft_pipeline.base_model_dir  # found in the cache: nothing pretrained
+    assert same_tokens.tokenizer_entry[1] != sft_pipeline.tokenizer_entry[1]
+    assert same_tokens.tokenizer.chat_template != sft_pipeline.tokenizer.chat_template

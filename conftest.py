@@ -127,6 +127,30 @@ class Cli:
             assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's controller starts its workers (its hook runs last)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under pytest-xdist the controller builds the session's fixtures (tokenizer, base, tuned model and their
+    answers) once, with every core, before the workers start: they then load them from the cache instead of one
+    building on its share of the cores while the other waits on the lock, and both generating the same answers."""
+    config = session.config
+    if config.pluginmanager.has_plugin("dsession") and not hasattr(config, "workerinput"):
+        from sft_eval.plugin import _make_pipeline
+
+        _ = _make_pipeline(config).evaluation
+
+
+SLOW_KINDS = ("distributed", "served", "browser")  # a second process, a server or a browser: slow by nature
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start torchrun, a server or a browser are `slow` too: the fast tier (`-m "not slow and not
+    bench"`) leaves them to CI."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """A subprocess that outlived the hang guard is reported as a hang, not as a failed check."""

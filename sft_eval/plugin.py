@@ -6,6 +6,8 @@ objects. Anything trained is session-scoped and cached on disk between sessions.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,29 @@ def option(config: pytest.Config, name: str) -> Any:
     return config.getoption(dest(name, PLUGIN_PREFIX))
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_cores(workers: int) -> int | None:
+    """An xdist worker's share of this machine's cores (at least one), set as its torch thread count and, for the
+    processes it starts (`sft-eval`, torchrun, a server), as OMP_NUM_THREADS / MKL_NUM_THREADS. Without it each of
+    N workers runs torch's default of every core: 2 workers on 2 cores ran the tiny SFT 7x slower than one
+    process (OpenMP threads spinning for cores the other worker holds). None where the user set the variables."""
+    if any(name in os.environ for name in THREAD_VARIABLES):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // max(1, workers))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:  # read at import; a worker that imported torch already is told directly
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Check the options at start-up, so a typo is one usage line, not an error in every test that uses them."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its share of the cores, not all of them
+        share_cores(int(config.workerinput.get("workercount", os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))))
     if option(config, "device") != "auto":  # auto needs no check (and no torch import in unrelated sessions)
         from sft_eval.errors import SftEvalError
         from sft_eval.models import resolve_device

@@ -77,9 +77,10 @@ class Cli:
     hang_guard_s = HANG_GUARD_S  # the limit for every subprocess a test starts (see HANG_GUARD_S)
 
     @staticmethod
-    def environ(**extra: str) -> dict[str, str]:
-        """A user's shell environment: this one without pytest's variables, plus `extra`."""
-        return {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}, **extra}
+    def environ(**extra: str | None) -> dict[str, str]:
+        """A user's shell environment: this one without pytest's variables, plus `extra` (None: unset it)."""
+        merged = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}, **extra}
+        return {k: v for k, v in merged.items() if v is not None}
 
     def run(
         self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
@@ -140,14 +141,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 SLOW_KINDS = ("distributed", "served", "browser")  # a second process, a server or a browser: slow by nature
+# Fixtures that train or build what no cache keeps between sessions (a user's folder after their job, a run in a
+# temporary cache, a 135M-parameter stand-in), or, cold, a run of their own beside the session's
+SLOW_FIXTURES = {"user", "commands", "lora_user", "lora_pipeline", "user_repo", "gpt2_recipe", "zeroed_base"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start torchrun, a server or a browser are `slow` too: the fast tier (`-m "not slow and not
-    bench"`) leaves them to CI."""
+    """Tests that start torchrun, a server or a browser, or use a fixture that trains beyond the session's tiny
+    models, are `slow` too: the fast tier (`-m "not slow and not bench"`) leaves them to CI."""
     for item in items:
-        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+        kinds = any(item.get_closest_marker(kind) for kind in SLOW_KINDS)
+        if kinds or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

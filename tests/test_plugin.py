@@ -3,6 +3,11 @@ fixture name, writes nothing where its fixtures were not used, and turns a bad o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from sft_eval.options import OPTIONS, PLUGIN, PLUGIN_PREFIX
 
 # A typical ML repository's own conftest: its `--device` option and its `tokenizer` and `recipe` fixtures.
@@ -55,3 +60,44 @@ def test_a_missing_recipe_is_one_usage_line_at_start_up_for_any_test_file(tmp_pa
     assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]  # pytest's usage-error code
     assert "missing.toml: recipe file not found" in result.stderr and "Traceback" not in result.stderr
     assert "test_x" not in result.stdout, "tests ran (and errored one by one) instead of one usage error"
+
+
+WORKER_THREADS = """
+import os, pathlib, torch
+
+def test_threads():
+    name = os.environ.get("PYTEST_XDIST_WORKER", "serial")
+    pathlib.Path(f"threads-{name}.txt").write_text(f"{torch.get_num_threads()} {os.environ.get('OMP_NUM_THREADS')}")
+"""
+
+
+def threads_seen(folder: Path) -> list[str]:
+    seen = [p.read_text() for p in sorted(folder.glob("threads-*.txt"))]
+    for p in folder.glob("threads-*.txt"):
+        p.unlink()
+    return seen
+
+
+def test_each_xdist_worker_takes_its_share_of_the_cores_unless_the_user_set_it(tmp_path, cli):
+    """Two torch processes at torch's default thread count on two cores ran a tiny training step 9.5x slower each:
+    a worker gets cores // workers threads (at least one), and passes it to what it starts; a count the user set
+    in OMP_NUM_THREADS is theirs, and a serial session is left alone."""
+    (tmp_path / "test_threads.py").write_text(WORKER_THREADS, encoding="utf-8")
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    unset = {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}  # this session may run in a worker that set them
+    assert cli.pytest("-q", "-n", "2", "test_threads.py", cwd=tmp_path, env=unset).returncode == 0
+    assert threads_seen(tmp_path) == [f"{share} {share}"]
+    assert (
+        cli.pytest("-q", "-n", "2", "test_threads.py", cwd=tmp_path, env={**unset, "OMP_NUM_THREADS": "3"}).returncode
+        == 0
+    )
+    assert threads_seen(tmp_path) == ["3 3"]
+    default = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        env=cli.environ(**unset),
+        check=True,
+    ).stdout.strip()
+    assert cli.pytest("-q", "test_threads.py", cwd=tmp_path, env=unset).returncode == 0
+    assert threads_seen(tmp_path) == [f"{default} None"]

@@ -26,7 +26,15 @@ from sft_eval.audit import Finding
 from sft_eval.audit.adapter import check_merge
 from sft_eval.audit.run import audit_recipe, audit_template_file, audit_tokenizer_folder
 from sft_eval.cache import FixtureCache, cache_key, source_digest
-from sft_eval.chat import conversation, end_of_turn, load_template, render_prompt, shipped_templates, special_literals
+from sft_eval.chat import (
+    check_rows_render,
+    conversation,
+    end_of_turn,
+    load_template,
+    render_prompt,
+    shipped_templates,
+    special_literals,
+)
 from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
@@ -134,19 +142,26 @@ class Pipeline:
         return tokenizer
 
     @functools.cached_property
+    def base_key(self) -> str:
+        """The base model's cache key, known without building it: a recipe's checkpoint by its files' contents, the
+        tiny one by its vocabulary, seed and device."""
+        if self.recipe.model.base != TINY:
+            path = self.recipe.resolve(self.recipe.model.base)
+            return cache_key("base", {"source": path, "digest": source_digest(path)})
+        return cache_key(
+            "base", {"vocabulary": self.vocabulary_key, "seed": self.recipe.seed, "device": self.device.type}
+        )
+
+    @functools.cached_property
     def base_entry(self) -> tuple[Path, str]:
         """(folder, cache key) of the base model: the tiny one is pretrained and cached, any other is read as is."""
         if self.recipe.model.base != TINY:
-            path = self.recipe.resolve(self.recipe.model.base)
-            return Path(path), cache_key("base", {"source": path, "digest": source_digest(path)})
-        key = cache_key(
-            "base", {"vocabulary": self.vocabulary_key, "seed": self.recipe.seed, "device": self.device.type}
-        )
+            return Path(self.recipe.resolve(self.recipe.model.base)), self.base_key
 
         def build(folder: Path) -> None:
             pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed, device=self.device).save_pretrained(folder)
 
-        return self.cache.get_or_build("base", key, build), key
+        return self.cache.get_or_build("base", self.base_key, build), self.base_key
 
     @property
     def base_model_dir(self) -> Path:
@@ -173,7 +188,7 @@ class Pipeline:
         recipe's base model, tokenizer and LoRA settings (and the library versions, as every entry is): a LoRA
         recipe's short runs and torchrun runs never share an entry with full fine-tuning's."""
         lora = {"peft": dict(self.recipe.peft)} if self.recipe.peft is not None else {}
-        key = cache_key(stage, {**inputs, "base": self.base_entry[1], "tokenizer": self.tokenizer_entry[1], **lora})
+        key = cache_key(stage, {**inputs, "base": self.base_key, "tokenizer": self.tokenizer_entry[1], **lora})
         return self.cache.get_or_build(stage, key, build)
 
     def variant_recipe(self, **sft: Any) -> Recipe:
@@ -226,12 +241,11 @@ class Pipeline:
     @functools.cached_property
     def _tuned_entry(self) -> Path:
         _, tokenizer_key = self.tokenizer_entry
-        _, base_key = self.base_entry
         # Contents, not spellings: the same data named by another path is the same entry, and editing a
         # threshold or a question never retrains.
         inputs = {
             "tokenizer": tokenizer_key,
-            "base": base_key,
+            "base": self.base_key,
             "chat_template": self.tokenizer.chat_template,
             "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
             "limit": self.recipe.data.limit,
@@ -242,6 +256,7 @@ class Pipeline:
         }
 
         def build(folder: Path) -> None:
+            check_rows_render(self.tokenizer, self.rows)  # a template that fails on the rows, before a base is built
             base = self.load_base_model()
             run, model = train_sft(self.recipe, base, self.tokenizer, self.rows, str(folder / "trainer"))
             if self.recipe.peft is None:  # a LoRA run saves its adapter alone; the base's config is untouched
@@ -375,9 +390,9 @@ class Pipeline:
         if backend not in ("transformers", "openai"):
             return None
         if which == "base":
-            model = {"base": self.base_entry[1]}
+            model = {"base": self.base_key}
         elif self.finished_run is not None:
-            model = {"tuned": source_digest(str(self.finished_run.weights)), "base": self.base_entry[1]}
+            model = {"tuned": source_digest(str(self.finished_run.weights)), "base": self.base_key}
         else:
             model = {"tuned": self._tuned_entry.name}
         return {

@@ -81,23 +81,22 @@ def threads_seen(folder: Path) -> list[str]:
 def test_each_xdist_worker_takes_its_share_of_the_cores_unless_the_user_set_it(tmp_path, cli):
     """Two torch processes at torch's default thread count on two cores ran a tiny training step 9.5x slower each:
     a worker gets cores // workers threads (at least one), and passes it to what it starts; a count the user set
-    in OMP_NUM_THREADS is theirs, and a serial session is left alone."""
+    in OMP_NUM_THREADS is theirs (the worker sees what a serial session sees), and a serial session is left
+    alone."""
     (tmp_path / "test_threads.py").write_text(WORKER_THREADS, encoding="utf-8")
-    share = max(1, len(os.sched_getaffinity(0)) // 2)
     unset = {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}  # this session may run in a worker that set them
-    assert cli.pytest("-q", "-n", "2", "test_threads.py", cwd=tmp_path, env=unset).returncode == 0
-    assert threads_seen(tmp_path) == [f"{share} {share}"]
-    assert (
-        cli.pytest("-q", "-n", "2", "test_threads.py", cwd=tmp_path, env={**unset, "OMP_NUM_THREADS": "3"}).returncode
-        == 0
-    )
-    assert threads_seen(tmp_path) == ["3 3"]
-    default = subprocess.run(
+
+    def seen(*args: str, **env: str) -> list[str]:
+        result = cli.pytest("-q", *args, "test_threads.py", cwd=tmp_path, env={**unset, **env})
+        assert result.returncode == 0, result.stdout[-2000:]
+        return threads_seen(tmp_path)
+
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert seen("-n", "2") == [f"{share} {share}"]
+    serial = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
-        capture_output=True,
-        text=True,
-        env=cli.environ(**unset),
-        check=True,
+        **{"capture_output": True, "text": True, "env": cli.environ(**unset), "check": True},
     ).stdout.strip()
-    assert cli.pytest("-q", "test_threads.py", cwd=tmp_path, env=unset).returncode == 0
-    assert threads_seen(tmp_path) == [f"{default} None"]
+    assert seen() == [f"{serial} None"]
+    told = seen(OMP_NUM_THREADS="3")
+    assert told[0].endswith(" 3") and seen("-n", "2", OMP_NUM_THREADS="3") == told

@@ -22,7 +22,7 @@ from sft_eval.cache import AnswerCache
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import LocalBackend, ServedBackend
 from sft_eval.pipeline import Pipeline
-from sft_eval.recipe import load_recipe
+from sft_eval.recipe import FIXTURES_DIR, load_recipe
 from sft_eval.records import Answer
 
 
@@ -86,13 +86,24 @@ def test_a_warm_run_generates_nothing_and_a_changed_question_only_itself(pipelin
         ({"max_new_tokens = 100": "max_new_tokens = 12"}, True),
         ({'system_message = ""': 'system_message = "Be brief."'}, True),
         ({"enable_thinking = false": "enable_thinking = true"}, True),
-        ({'chat_template = "chatml"': 'chat_template = "lesson_fallback"'}, True),
+        ({'chat_template = "chatml"': 'chat_template = "CHATML_VARIANT"'}, True),
         ({"max_repetition = 0.3": "max_repetition = 0.25"}, False),  # a threshold does not change an answer
         ({"[eval]": "[eval]\nbatch_size = 2"}, False),  # speed, not content
     ],
     ids=["max-new-tokens", "system-message", "thinking", "template", "threshold", "batch-size"],
 )
-def test_what_changes_an_answer_misses_and_nothing_else_does(pipeline_for, questions, generated, edit, misses):
+def test_what_changes_an_answer_misses_and_nothing_else_does(
+    pipeline_for, questions, generated, edit, misses, tmp_path
+):
+    """The template case is ChatML writing a blank line after each role header: the same special tokens, so the
+    same tiny base (another template's tokens would pretrain a base of their own), another prompt."""
+    chatml = FIXTURES_DIR / "templates" / "chatml.jinja"
+    variant = tmp_path / "chatml_variant.jinja"
+    variant.write_text(
+        chatml.read_text(encoding="utf-8").replace("'\\n' + message['content']", "'\\n\\n' + message['content']")
+    )
+    assert variant.read_text() != chatml.read_text(encoding="utf-8")
+    edit = {old: new.replace("CHATML_VARIANT", str(variant)) for old, new in edit.items()}
     pipeline_for(questions).answers("base")
     generated.clear()
     edited = pipeline_for(questions, **edit)

@@ -433,6 +433,7 @@ def test_a_prompt_that_keeps_the_space_is_a_token_prefix_error_only(speaks):
     assert found and "the tokens are not" in found[0].message, found
 
 
+@pytest.mark.slow
 def test_template_and_tokenizer_flags_read_the_tokenizer_folders_generation_config(realworld_dir, tmp_path, cli):
     """Issue 15: `audit --template F --tokenizer D` ignored D/generation_config.json. Phi-3's turns end with
     <|end|> (id 32007), its eos is <|endoftext|>; with a generation_config that stops at <|end|> generation does

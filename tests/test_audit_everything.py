@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import trl
 
+pytestmark = pytest.mark.slow  # audits every real template and tokenizer, in a process of its own
+
 DRIVER = """
 import contextlib, io, json, sys, traceback
 from sft_eval.cli import main

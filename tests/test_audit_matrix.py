@@ -153,6 +153,7 @@ questions = ["Name a primary colour."]
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shape", "thinking", "expected"),
     [

@@ -219,6 +219,7 @@ def test_an_adapter_config_that_does_not_cover_its_weights_is_refused(pair, adap
     cli.bad_input(result, "model.tuned", "target_modules ['q_proj'] do not cover 1 module(s)", "v_proj")
 
 
+@pytest.mark.slow
 def test_a_truncated_adapter_or_base_is_one_line_and_the_whole_one_is_read(pair, adapter, tmp_path, cli):
     from sft_eval.adapters import adapter_mismatch
 

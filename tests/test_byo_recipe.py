@@ -23,6 +23,8 @@ from transformers import AutoConfig, GenerationConfig
 from sft_eval.models import SMOLLM2_135M, save_random_checkpoint
 from sft_eval.recipe import FIXTURES_DIR
 
+pytestmark = pytest.mark.slow  # a 135M-parameter stand-in and a real GPT-2 checkpoint, a process per command
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "user-repo"
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

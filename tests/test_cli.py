@@ -139,29 +139,3 @@ def test_a_subprocess_past_the_hang_guard_is_reported_as_a_hang(tmp_path, cli):
     result = cli.pytest("-q", "test_hang.py", cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-2000:]
     assert "hung: " in result.stdout and "a hang guard, not a speed check" in result.stdout, result.stdout[-2000:]
-
-
-def test_a_diverged_run_still_prints_json_every_parser_reads(tiny_variant, sft_pipeline, cli, tmp_path):
-    """learning_rate = 1e9 without clipping: the grad norms go non-finite. `train --json` and the report's JSON
-    hold them as null (Python's json module would write NaN, which JSON.parse refuses); the loss check fails
-    naming them."""
-    recipe = tiny_variant(
-        {
-            "learning_rate = 3e-3": "learning_rate = 1e9",
-            'train = "': 'limit = 32\ntrain = "',
-            "logging_steps = 10": "logging_steps = 1",
-            "max_length = 256": "max_length = 256\nmax_grad_norm = 0.0",  # no clipping to hold it back
-        }
-    )
-    common = ["--recipe", str(recipe), "--sft-cache", str(sft_pipeline.cache.root)]
-
-    def strict(text: str):
-        return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in JSON output"))
-
-    trained = cli.run("train", *common, "--json")
-    assert trained.returncode == 1, trained.stdout + trained.stderr[-2000:]
-    assert any("grad norm nan" in problem for problem in strict(trained.stdout)["problems"]), trained.stdout
-    reported = cli.run("report", *common, "--max-eval-questions", "2", "--out", str(tmp_path / "out"), "--json")
-    assert reported.returncode == 0, reported.stderr[-2000:]
-    report = strict((tmp_path / "out" / "sft_report.json").read_text(encoding="utf-8"))
-    assert None in [s.get("grad_norm", 0) for s in report["training"]["steps"]], "no non-finite grad norm recorded"

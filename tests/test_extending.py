@@ -79,6 +79,7 @@ def test_a_backend_nobody_registered_is_bad_input(registered, sft_pipeline, tiny
     cli.bad_input(cli.run("audit", "--recipe", str(recipe)), str(recipe), "eval.backend", "'shouting'")
 
 
+@pytest.mark.slow
 def test_a_backend_registered_in_a_users_conftest_runs_in_their_suite(tmp_path, sft_pipeline, tiny_variant, cli):
     """The route a user takes: `register_backend` in their conftest.py, `eval.backend` in their recipe."""
     recipe = tiny_variant({"[eval]\n": '[eval]\nbackend = "shouting"\n'})

@@ -28,6 +28,8 @@ from sft_eval.recipe import FIXTURES_DIR, load_recipe
 from sft_eval.records import normalisation_problems, plan_problems
 from sft_eval.training import STEPS_FILE, SftEvalRecorder, read_finished_run
 
+pytestmark = pytest.mark.slow  # the guide's train.py trains 540 steps in a folder of its own
+
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "finished-runs.md"
 
 

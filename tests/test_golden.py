@@ -139,6 +139,7 @@ def test_the_check_fails_on_a_real_drift_in_the_recording_environment(sft_pipeli
     assert other_model.status == "drift" and f"{len(questions)} of {len(questions)}" in other_model.message
 
 
+@pytest.mark.slow
 def test_a_users_recipe_records_its_golden_file_inside_its_folder(tiny_variant, sft_pipeline, tmp_path, cli):
     """`pytest suites/test_golden.py --sft-recipe proj/recipe.toml --sft-update-golden` writes proj/golden/ and
     nothing else outside proj/; the next run holds the answers to it, and a changed generation setting fails it."""

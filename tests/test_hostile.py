@@ -199,6 +199,7 @@ RAISES_ON_ANOTHER_DATE = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, template, check, says",
     [
@@ -227,6 +228,7 @@ def test_a_misbehaving_template_is_an_audit_finding_with_the_json(name, template
     assert not any("refuses a system message" in f["message"] for f in findings), findings
 
 
+@pytest.mark.slow
 def test_the_echo_template_itself_audits_clean_of_render_errors(tmp_path, cache, cli):
     """The correct case for the three above: the same recipe with only the well-behaved part of the template."""
     case = Case(("audit", "--recipe", "R", "--json"), (), **_template(ECHO))
@@ -235,6 +237,7 @@ def test_the_echo_template_itself_audits_clean_of_render_errors(tmp_path, cache,
     assert not [f for f in findings if f["check"] == "template.render"], findings
 
 
+@pytest.mark.slow
 def test_a_diverged_run_writes_strict_json_and_says_what_was_not_finite(tmp_path, cache, cli):
     """3. Invalid JSON: a learning rate of 1e4 makes the grad norms NaN. `train --json` and the report's JSON parse
     with a parser that refuses NaN (JSON.parse's rule), the non-finite numbers are null, and both say which steps
@@ -257,6 +260,7 @@ def test_a_diverged_run_writes_strict_json_and_says_what_was_not_finite(tmp_path
     assert any("grad norm nan" in p for p in training["problems"]), training["problems"]
 
 
+@pytest.mark.slow
 def test_a_build_killed_with_sigkill_leaves_no_staging_folder_after_the_next_run(tmp_path, cache, cli):
     """5. Leftovers: `sft-eval train` killed with SIGKILL mid-build leaves its staging folder; the next run of
     the same recipe builds the entry and collects it."""

@@ -28,6 +28,8 @@ from sft_eval.models import SMOLLM2_135M, save_random_checkpoint
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import FIXTURES_DIR, load_recipe
 
+pytestmark = pytest.mark.slow  # LoRA runs of their own (540 steps for the shipped recipe and the guide's script)
+
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "lora.md"
 LORA_RECIPE = FIXTURES_DIR / "recipes" / "tiny_lora.toml"
 END_OF_TURN = "<|im_end|>"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the wheel and installs it in a virtual environment of its own
+
 REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sft_eval.options import OPTIONS, PLUGIN, PLUGIN_PREFIX
 
 # A typical ML repository's own conftest: its `--device` option and its `tokenizer` and `recipe` fixtures.
@@ -78,6 +80,7 @@ def threads_seen(folder: Path) -> list[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_each_xdist_worker_takes_its_share_of_the_cores_unless_the_user_set_it(tmp_path, cli):
     """Two torch processes at torch's default thread count on two cores ran a tiny training step 9.5x slower each:
     a worker gets cores // workers threads (at least one), and passes it to what it starts; a count the user set

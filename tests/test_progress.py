@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each case trains in a terminal of its own (a pty)
+
 BAR = "it/s]"  # the rate tqdm prints at the end of a bar line
 
 

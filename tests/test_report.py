@@ -102,6 +102,7 @@ def test_loss_curve_is_inline_svg_with_labelled_axes(tmp_path, context):
     assert (tmp_path / HTML_NAME).exists()
 
 
+@pytest.mark.slow
 def test_verdict_counts_the_pytest_run_that_wrote_it(tmp_path, sft_pipeline, cli):
     """A real second pytest process, in another folder, through the plugin's hooks: one pass, one deliberate fail."""
 
@@ -152,6 +153,7 @@ def test_a_leaked_marker_is_visible_where_the_badge_says_it_leaks(context):
     assert cards[0]["leaked"] and cards[0]["failed"] and not cards[1]["leaked"]
 
 
+@pytest.mark.slow
 def test_verdict_counts_every_xdist_worker_in_one_report(tmp_path, sft_pipeline, cli):
     """Under `pytest -n 2` the tests run in two worker processes: the one report counts them all, and the
     speed a worker measured reaches it."""

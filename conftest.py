@@ -141,18 +141,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 SLOW_KINDS = ("distributed", "served", "browser")  # a second process, a server or a browser: slow by nature
-# Fixtures that train or build what no cache keeps between sessions (a user's folder after their job, a run in a
-# temporary cache, a 135M-parameter stand-in), or, cold, a run of their own beside the session's
-SLOW_FIXTURES = {"user", "commands", "lora_user", "lora_pipeline", "user_repo", "gpt2_recipe", "zeroed_base"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start torchrun, a server or a browser, or use a fixture that trains beyond the session's tiny
-    models, are `slow` too: the fast tier (`-m "not slow and not bench"`) leaves them to CI."""
+    """Tests that start torchrun, a server or a browser are `slow` too (the modules and tests that train, build or
+    audit in processes of their own say so themselves): the fast tier (`-m "not slow and not bench"`) leaves them
+    to CI."""
     for item in items:
-        kinds = any(item.get_closest_marker(kind) for kind in SLOW_KINDS)
-        if kinds or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker(pytest.mark.slow)
 
 

@@ -96,7 +96,7 @@ class Pipeline:
         if source != TINY:
             path = self.recipe.resolve(source)
             return None, cache_key("tokenizer", {"source": path, "digest": source_digest(path)})
-        template = load_template(self.recipe.resolve(self.recipe.model.template))
+        template = self._tiny_template
         key = cache_key("tokenizer", {"template": template, "vocabulary": self.vocabulary_key})
 
         def build(folder: Path) -> None:
@@ -107,6 +107,11 @@ class Pipeline:
         return self.cache.get_or_build("tokenizer", key, build), key
 
     @functools.cached_property
+    def _tiny_template(self) -> str:
+        """The recipe's chat template text, which the tiny tokenizer is trained with (read once)."""
+        return load_template(self.recipe.resolve(self.recipe.model.template))
+
+    @functools.cached_property
     def vocabulary_key(self) -> str:
         """What the tiny tokenizer's vocabulary is trained from (the corpus, the rows, the template's special
         tokens and its end-of-turn token), without the template's text: the tiny base is pretrained once per
@@ -115,7 +120,7 @@ class Pipeline:
         entry's key."""
         if (self.recipe.model.tokenizer or self.recipe.model.base) != TINY:
             return self.tokenizer_entry[1]
-        specials = special_literals(load_template(self.recipe.resolve(self.recipe.model.template)))
+        specials = special_literals(self._tiny_template)
         inputs = {
             "corpus": source_digest(str(PRETRAIN_CORPUS)),
             "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
@@ -153,27 +158,21 @@ class Pipeline:
         )
 
     @functools.cached_property
-    def base_entry(self) -> tuple[Path, str]:
-        """(folder, cache key) of the base model: the tiny one is pretrained and cached, any other is read as is."""
+    def base_model_dir(self) -> Path:
+        """The base model's folder: the tiny model pretrained and cached, or the recipe's checkpoint as is."""
         if self.recipe.model.base != TINY:
-            return Path(self.recipe.resolve(self.recipe.model.base)), self.base_key
+            return Path(self.recipe.resolve(self.recipe.model.base))
 
         def build(folder: Path) -> None:
             pretrain_base(self.tokenizer, _corpus(), seed=self.recipe.seed, device=self.device).save_pretrained(folder)
 
-        return self.cache.get_or_build("base", self.base_key, build), self.base_key
-
-    @property
-    def base_model_dir(self) -> Path:
-        """The base model's folder: the cached tiny model, or the recipe's checkpoint."""
-        return self.base_entry[0]
+        return self.cache.get_or_build("base", self.base_key, build)
 
     def load_base_model(self, *, dropout: bool = True) -> PreTrainedModel:
         """A fresh copy of the base model (training changes the one it is given); `dropout=False` for runs that
         must be compared exactly: with dropout on, two runs that batch the same rows differently draw different
         masks."""
-        folder, _ = self.base_entry
-        model = load_model(folder, str(self.device), key="model.base")
+        model = load_model(self.base_model_dir, str(self.device), key="model.base")
         if not dropout:
             from trl.trainer.utils import disable_dropout_in_model  # trl loads on first use, as in training
 

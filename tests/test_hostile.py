@@ -26,6 +26,8 @@ TINY_DATA = FIXTURES_DIR / "data" / "sft_train.jsonl"
 GOOD_ROW = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 LOOP = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 ECHO = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+# Every template below keeps ChatML's special tokens, so the tiny base (keyed by its vocabulary) is pretrained
+# once for the module: a syntax-error template without them cost 70 s of a base of its own.
 
 
 def _row(*turns: tuple[str, str]) -> str:
@@ -205,7 +207,7 @@ RAISES_ON_ANOTHER_DATE = (
     [
         ("a loop", LOOP + ECHO, "template.render", "still rendering after 2 s"),
         ("50 MB of output", "{{ 'x' * 50000000 }}" + ECHO, "template.render", "rendered 50,0"),
-        ("a syntax error", "{% for m in messages %}{{ m.content }}", "template.render", "TemplateSyntaxError"),
+        ("a syntax error", ECHO.removesuffix("{% endfor %}"), "template.render", "TemplateSyntaxError"),
         ("raises on anything", "{{ raise_exception('never') }}" + ECHO, "template.render", "never"),
         ("infinite recursion", RECURSES + ECHO, "template.render", "Recursion"),
         ("an undefined variable", "{{ settings.style }}" + ECHO, "template.render", "settings"),

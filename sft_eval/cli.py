@@ -13,7 +13,7 @@ from typing import Any
 from sft_eval import __version__
 from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
-from sft_eval.options import EVALUATE, RUN, add_options, positive_float, positive_int
+from sft_eval.options import EVALUATE, RUN, add_options, positive_float, positive_int, probability
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -85,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="render the HTML again from a report's sft_report.json, with no model, cache or recipe (default: off)",
     )
+    compare = sub.add_parser(
+        "compare",
+        help="is NEW better or worse than BASELINE: two reports' JSON, paired per question",
+        description="the tuned model of NEW (an sft_report.json) against BASELINE's, paired per question: flips of "
+        "every binary check, exact McNemar and the paired bootstrap, Holm-Bonferroni across metrics; exit 1 on a "
+        "regression (a metric worse beyond noise), 0 otherwise; the verdict is also appended to "
+        "$GITHUB_STEP_SUMMARY where that is set",
+    )
+    compare.add_argument("baseline", metavar="BASELINE", help="the accepted run's sft_report.json")
+    compare.add_argument("candidate", metavar="NEW", help="the new run's sft_report.json")
+    compare.add_argument(
+        "--alpha",
+        type=probability,
+        default=0.05,
+        metavar="A",
+        help="significance level after Holm-Bonferroni (default: 0.05)",
+    )
+    compare.add_argument("--json", action="store_true", help="print one JSON object on stdout (default: text)")
     return parser
 
 
@@ -265,7 +283,30 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"audit": _audit, "plan": _plan, "train": _train, "bench": _bench, "report": _report}
+def _compare(args: argparse.Namespace) -> int:
+    from sft_eval.compare import compare_outcomes, describe, outcomes_from_report, write_step_summary
+    from sft_eval.report import read_report_json
+
+    comparison = compare_outcomes(
+        outcomes_from_report(read_report_json(args.baseline)),
+        outcomes_from_report(read_report_json(args.candidate)),
+        baseline_name=args.baseline,
+        candidate_name=args.candidate,
+        alpha=args.alpha,
+    )
+    write_step_summary(comparison)
+    print(dumps(comparison.to_dict()) if args.json else "\n".join(describe(comparison)))
+    return EXIT_FAILED if comparison.regressions else EXIT_OK
+
+
+_COMMANDS = {
+    "audit": _audit,
+    "plan": _plan,
+    "train": _train,
+    "bench": _bench,
+    "report": _report,
+    "compare": _compare,
+}
 
 
 if __name__ == "__main__":

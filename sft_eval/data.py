@@ -30,6 +30,7 @@ class Question:
     question: str
     expected: str | None = None  # a checkable answer, when there is one
     kind: str = ""
+    id: str = ""  # the questions file's `id`, when it gives one: what `compare` pairs questions by (else the text)
 
 
 def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dataset:
@@ -287,13 +288,20 @@ def load_questions(recipe: Recipe) -> list[Question]:
             raise SftEvalError(f"eval.questions_file: {path} is a folder, not a JSONL file of questions")
         if not path.is_file():
             raise SftEvalError(f"eval.questions_file: {path} does not exist")
+        ids: dict[str, int] = {}
         for number, row in _read_jsonl(path):
             if not isinstance(row.get("question"), str) or not row["question"].strip():
                 raise SftEvalError(f"{path}:{number}: needs a non-empty string `question`")
             expected = row.get("expected")
             if expected is not None and not isinstance(expected, str):
                 raise SftEvalError(f"{path}:{number}: `expected` must be a string")
-            questions.append(Question(row["question"], expected, str(row.get("kind", ""))))
+            ident = row.get("id", "")
+            if isinstance(ident, bool) or not isinstance(ident, str | int):
+                raise SftEvalError(f"{path}:{number}: `id` must be a string or an integer")
+            if str(ident) and str(ident) in ids:
+                raise SftEvalError(f"{path}:{number}: `id` {str(ident)!r} is also line {ids[str(ident)]}'s")
+            ids.setdefault(str(ident), number)
+            questions.append(Question(row["question"], expected, str(row.get("kind", "")), str(ident)))
     if not questions:
         where = recipe.eval.questions_file or "eval.questions"
         raise SftEvalError(f"{where}: no evaluation questions: a run would judge nothing; add at least one")

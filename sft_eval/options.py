@@ -42,6 +42,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A number strictly between 0 and 1 (a significance level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # the CLI spelling without dashes; the plugin's adds PLUGIN_PREFIX unless it already has it
@@ -93,6 +104,12 @@ OPTIONS = {
             {"metavar": "DIR", "default": "reports"},
         ),
         Option(
+            "baseline",
+            "the last accepted run's sft_report.json: the suites' regression test holds this run's tuned model "
+            "to it, question by question (default: none, the test skips)",
+            {"metavar": "FILE", "default": None},
+        ),
+        Option(
             "update-golden",
             "write this environment's entry of the recipe's golden outputs (<recipe folder>/golden/<name>.json or "
             "[eval] golden) from the current answers, keeping other environments' entries (default: off)",
@@ -104,7 +121,7 @@ OPTIONS = {
 # What each consumer takes.
 RUN = ("recipe", "sft-cache", "device", "max-train-rows")  # anything that builds or trains
 EVALUATE = (*RUN, "max-eval-questions", "no-answer-cache")  # anything that also asks the questions
-PLUGIN = (*EVALUATE, "report-dir", "update-golden")
+PLUGIN = (*EVALUATE, "report-dir", "update-golden", "baseline")
 
 
 def add_options(add: Callable[..., Any], names: Iterable[str], prefix: str = "") -> None:

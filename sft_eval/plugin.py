@@ -69,6 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
             writable_folder(option(config, "report-dir"), key=OPTIONS["report-dir"].flag(PLUGIN_PREFIX), create=False)
         except SftEvalError as exc:
             raise pytest.UsageError(str(exc)) from None
+    if option(config, "baseline"):  # a baseline named on the command line is read now: a bad one is a usage error
+        baseline_report(config)
     if option(config, "recipe") != OPTIONS["recipe"].kwargs["default"]:
         session_recipe(config)  # a recipe named on the command line is read now: a bad one is a usage error
     config.pluginmanager.register(ReportWriter(config), "sft-eval-report")
@@ -84,6 +86,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if call.excinfo is not None and call.excinfo.errisinstance(SftEvalError):
         report.longrepr = f"sft-eval: {call.excinfo.value}"
     return report
+
+
+_BASELINE = pytest.StashKey["Any"]()
+
+
+def baseline_report(config: pytest.Config) -> dict[str, Any] | None:
+    """`--sft-baseline`'s report JSON, read and checked once (a bad one is a usage error of one line); None
+    without the option."""
+    from sft_eval.errors import SftEvalError
+    from sft_eval.report import read_report_json
+
+    path = option(config, "baseline")
+    if not path:
+        return None
+    if _BASELINE not in config.stash:
+        try:
+            config.stash[_BASELINE] = read_report_json(path)
+        except SftEvalError as exc:
+            raise pytest.UsageError(f"{OPTIONS['baseline'].flag(PLUGIN_PREFIX)}: {exc}") from None
+    return config.stash[_BASELINE]
 
 
 def session_recipe(config: pytest.Config) -> Any:

@@ -125,6 +125,9 @@ class PairedDifference:
     low: float
     high: float
     questions: int
+    # two-sided bootstrap p-value: twice the share of resampled means on the far side of zero (the test the
+    # interval inverts: it is below 1 - confidence where the interval excludes zero); `compare` corrects it
+    p_value: float = 1.0
 
     @property
     def beyond_noise(self) -> bool:
@@ -162,7 +165,8 @@ def paired_bootstrap(
     )
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail], method="lower")
-    return PairedDifference(metric, _mean(base), _mean(tuned), float(diffs.mean()), float(low), float(high), n)
+    p_value = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
+    return PairedDifference(metric, _mean(base), _mean(tuned), float(diffs.mean()), float(low), float(high), n, p_value)
 
 
 def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:

@@ -75,6 +75,7 @@ def build_context(
     cards = [
         {
             "question": r.question.question,
+            "id": r.question.id,
             "expected": r.question.expected,
             "kind": r.question.kind,
             "base": _side(r.base, r.base_score),
@@ -358,8 +359,9 @@ def _thresholds(value: Any, where: str) -> None:
     validate.fields(value, where, required={"max_repetition": validate.number}, optional={})
 
 
-def render_json(path: str | Path, out_dir: str | Path) -> Path:
-    """Render the HTML report again from a report's JSON (`sft_report.json`): no model, no cache, no recipe."""
+def read_report_json(path: str | Path) -> dict[str, Any]:
+    """A report's JSON (`sft_report.json`), read and checked: this format version, and what the page and `compare`
+    read of it (its cards' questions, answers and badges). Anything else is one line naming the file."""
     try:
         context = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -374,9 +376,15 @@ def render_json(path: str | Path, out_dir: str | Path) -> Path:
     if context.get("format") != REPORT_FORMAT:
         said = f"format {validate.shown(context['format'])}" if "format" in context else "no `format`"
         raise SftEvalError(
-            f"{path}: report JSON with {said}; this sft-eval reads {REPORT_FORMAT}: render it with the sft-eval "
-            "that wrote it, or write it again with `sft-eval report`"
+            f"{path}: report JSON with {said}; this sft-eval reads {REPORT_FORMAT}: use the sft-eval that "
+            "wrote it, or write it again with `sft-eval report`"
         )
     check_report(context, str(path))
+    return context
+
+
+def render_json(path: str | Path, out_dir: str | Path) -> Path:
+    """Render the HTML report again from a report's JSON (`sft_report.json`): no model, no cache, no recipe."""
+    context = read_report_json(path)
     out = writable_folder(out_dir, key="--out")
     return write_atomic(out / HTML_NAME, render_html(context))

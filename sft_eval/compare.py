@@ -1,0 +1,355 @@
+"""Run against run: is a candidate model better or worse than a baseline, question by question, beyond noise.
+
+A stage on plain data. Each side is a model's outcomes on the recipe's questions, read from a report's JSON
+(`sft_report.json`: the last accepted run, kept as a CI artifact, needs no model) or from a live evaluation.
+Questions are paired by the questions file's `id` where both sides give one for every question, else by their
+text; a question on one side only is listed, never dropped silently.
+
+- Binary checks (exact match, ends at end-of-turn, no leaked tokens, not empty): the flips, question by question
+  (pass -> fail, fail -> pass), and an exact McNemar test on the discordant pairs: scipy's two-sided binomial test
+  of the pass -> fail count among all flips at p = 1/2. The effect's interval is the paired bootstrap's.
+- Continuous metrics (repetition): the paired bootstrap's interval and p-value. New tokens are shown, not tested
+  (longer is neither better nor worse).
+- Holm-Bonferroni across the metrics tested. A regression is a metric worse with a corrected p below alpha;
+  improvements are listed and never fail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sft_eval.errors import SftEvalError
+from sft_eval.sanity import Evaluation, paired_bootstrap
+
+COMPARE_FORMAT = "sft-eval-compare/1"
+ALPHA = 0.05
+SHOWN_FLIPS = 10  # questions the text lists per flip direction (the JSON lists them all)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One model's answer to one question, as the comparison reads it."""
+
+    question: str
+    id: str
+    matched: bool | None  # None: the question has no expected answer
+    stopped: bool  # ended with the end-of-turn token
+    leaked: bool  # special tokens, role headers or think tags in the answer
+    empty: bool
+    repetition: float
+    new_tokens: int
+
+
+def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[Outcome]:
+    """One side of a report's JSON (read and checked by `report.read_report_json`): `which` is "tuned" or "base"."""
+    return [
+        Outcome(
+            question=card["question"],
+            id=str(card.get("id") or ""),
+            matched=card[which]["matched"],
+            stopped=card[which]["stop_reason"] == "eos",
+            leaked=bool(card[which]["leaks"]),
+            empty=not card[which]["text"].strip(),
+            repetition=float(card[which]["repetition"]),
+            new_tokens=int(card[which]["new_tokens"]),
+        )
+        for card in context["cards"]
+    ]
+
+
+def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned") -> list[Outcome]:
+    """One side of a live evaluation (the session's `sft_evaluation`)."""
+    return [
+        Outcome(
+            question=record.question.question,
+            id=record.question.id,
+            matched=record.score(which).matched,
+            stopped=record.score(which).stopped_at_eos,
+            leaked=bool(record.score(which).leaks),
+            empty=record.score(which).empty,
+            repetition=record.score(which).repetition,
+            new_tokens=record.score(which).new_tokens,
+        )
+        for record in evaluation.records
+    ]
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric, baseline against candidate, over the questions both sides answered."""
+
+    metric: str
+    kind: str  # "binary" (a pass rate) or "continuous"
+    better: str  # "higher" or "lower"
+    test: str  # "exact McNemar" or "paired bootstrap"
+    questions: int
+    baseline: float
+    candidate: float
+    difference: float  # candidate - baseline
+    low: float  # the paired bootstrap's 95% interval of the difference
+    high: float
+    p_value: float
+    p_holm: float = 1.0  # Holm-Bonferroni across the metrics tested
+    verdict: str = "no change"  # "regression", "improvement" or "no change"
+    pass_to_fail: list[str] = field(default_factory=list)  # binary checks: the questions that flipped
+    fail_to_pass: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: str  # where each side came from: a report's path, "this run"
+    candidate: str
+    alpha: float
+    questions: int  # paired
+    paired_by: str  # "id" or "text"
+    only_in_baseline: list[str]
+    only_in_candidate: list[str]
+    metrics: list[MetricComparison]
+    new_tokens: dict[str, float]  # mean new tokens per answer, both sides (shown, not tested)
+
+    @property
+    def regressions(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.verdict == "improvement"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": COMPARE_FORMAT,
+            "baseline": self.baseline,
+            "candidate": self.candidate,
+            "alpha": self.alpha,
+            "questions": self.questions,
+            "paired_by": self.paired_by,
+            "only_in_baseline": self.only_in_baseline,
+            "only_in_candidate": self.only_in_candidate,
+            "verdict": "regression" if self.regressions else "no regression",
+            "regressions": [m.metric for m in self.regressions],
+            "improvements": [m.metric for m in self.improvements],
+            "metrics": [m.to_dict() for m in self.metrics],
+            "new_tokens": self.new_tokens,
+        }
+
+
+# (name, pass) per binary check; each is a pass rate, higher is better
+BINARY: list[tuple[str, Callable[[Outcome], bool | None]]] = [
+    ("exact match", lambda o: o.matched),
+    ("ends at end-of-turn", lambda o: o.stopped),
+    ("no leaked tokens", lambda o: not o.leaked),
+    ("not empty", lambda o: not o.empty),
+]
+# (name, value, better) per continuous metric
+CONTINUOUS: list[tuple[str, Callable[[Outcome], float], str]] = [("repetition", lambda o: o.repetition, "lower")]
+
+
+def mcnemar_exact(pass_to_fail: int, fail_to_pass: int) -> float:
+    """Exact McNemar p-value (two-sided) from the discordant counts: scipy's binomial test of one count among
+    both at p = 1/2. No flips: 1."""
+    from scipy.stats import binomtest
+
+    flips = pass_to_fail + fail_to_pass
+    return float(binomtest(pass_to_fail, flips, 0.5).pvalue) if flips else 1.0
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given: the k-th smallest times (m - k + 1), kept monotone,
+    capped at 1. (scipy has only Benjamini-Hochberg's; statsmodels' `multipletests` would pull in pandas.)"""
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=p_values.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _keyed(outcomes: list[Outcome], by_id: bool) -> dict[str, Outcome]:
+    """Outcomes by pairing key, in order; a text asked twice keys as `text (2)`."""
+    keyed: dict[str, Outcome] = {}
+    for o in outcomes:
+        key, n = (o.id if by_id else o.question), 1
+        while (key if n == 1 else f"{key} ({n})") in keyed:
+            n += 1
+        keyed[key if n == 1 else f"{key} ({n})"] = o
+    return keyed
+
+
+def compare_outcomes(
+    baseline: list[Outcome],
+    candidate: list[Outcome],
+    *,
+    baseline_name: str = "baseline",
+    candidate_name: str = "candidate",
+    alpha: float = ALPHA,
+) -> Comparison:
+    """The candidate against the baseline on the questions both answered (see the module's docstring)."""
+    if not 0 < alpha < 1:
+        raise SftEvalError(f"alpha must be between 0 and 1, not {alpha}")
+    by_id = all(o.id for o in (*baseline, *candidate))
+    base, cand = _keyed(baseline, by_id), _keyed(candidate, by_id)
+    common = [k for k in base if k in cand]
+    if not common:
+        raise SftEvalError(
+            f"{baseline_name} and {candidate_name} share no question (paired by {'id' if by_id else 'text'}): "
+            "they were asked different questions, so there is nothing to compare"
+        )
+    pairs = [(base[k], cand[k]) for k in common]
+    metrics = [m for name, check in BINARY if (m := _binary(name, check, pairs)) is not None]
+    metrics += [_continuous(name, value, better, pairs) for name, value, better in CONTINUOUS]
+    adjusted = holm([m.p_value for m in metrics])
+    judged = []
+    for m, p_holm in zip(metrics, adjusted, strict=True):
+        worse = m.difference < 0 if m.better == "higher" else m.difference > 0
+        verdict = "no change" if p_holm >= alpha or m.difference == 0 else ("regression" if worse else "improvement")
+        judged.append(MetricComparison(**{**asdict(m), "p_holm": p_holm, "verdict": verdict}))
+    tokens = paired_bootstrap("new tokens", [b.new_tokens for b, _ in pairs], [c.new_tokens for _, c in pairs])
+    return Comparison(
+        baseline=baseline_name,
+        candidate=candidate_name,
+        alpha=alpha,
+        questions=len(common),
+        paired_by="id" if by_id else "text",
+        only_in_baseline=[base[k].question for k in base if k not in cand],
+        only_in_candidate=[cand[k].question for k in cand if k not in base],
+        metrics=judged,
+        new_tokens={"baseline": tokens.base, "candidate": tokens.tuned, "difference": tokens.difference},
+    )
+
+
+def _binary(name: str, check: Callable[[Outcome], bool | None], pairs: list[tuple[Outcome, Outcome]]):
+    judged = [(b, c, check(b), check(c)) for b, c in pairs]
+    judged = [(b, c, x, y) for b, c, x, y in judged if x is not None and y is not None]
+    if not judged:  # e.g. exact match where no question has an expected answer
+        return None
+    lost = [c.question for _, c, x, y in judged if x and not y]
+    gained = [c.question for _, c, x, y in judged if y and not x]
+    effect = paired_bootstrap(name, [float(x) for *_, x, _ in judged], [float(y) for *_, y in judged])
+    return MetricComparison(
+        metric=name,
+        kind="binary",
+        better="higher",
+        test="exact McNemar",
+        questions=len(judged),
+        baseline=effect.base,
+        candidate=effect.tuned,
+        difference=effect.difference,
+        low=effect.low,
+        high=effect.high,
+        p_value=mcnemar_exact(len(lost), len(gained)),
+        pass_to_fail=lost,
+        fail_to_pass=gained,
+    )
+
+
+def _continuous(name: str, value: Callable[[Outcome], float], better: str, pairs: list[tuple[Outcome, Outcome]]):
+    effect = paired_bootstrap(name, [value(b) for b, _ in pairs], [value(c) for _, c in pairs])
+    return MetricComparison(
+        metric=name,
+        kind="continuous",
+        better=better,
+        test="paired bootstrap",
+        questions=effect.questions,
+        baseline=effect.base,
+        candidate=effect.tuned,
+        difference=effect.difference,
+        low=effect.low,
+        high=effect.high,
+        p_value=effect.p_value,
+    )
+
+
+def _listed(questions: list[str], limit: int = SHOWN_FLIPS) -> str:
+    shown = ", ".join(repr(q[:60] + ("..." if len(q) > 60 else "")) for q in questions[:limit])
+    return shown + (f" and {len(questions) - limit} more" if len(questions) > limit else "")
+
+
+def describe(comparison: Comparison) -> list[str]:
+    """The comparison as text lines: the verdict, then each metric with its effect, interval, p-values and flips."""
+    c = comparison
+    lines = [
+        f"baseline {c.baseline}",
+        f"candidate {c.candidate}",
+        f"{c.questions} question(s) paired by {c.paired_by}; alpha {c.alpha} after Holm-Bonferroni over "
+        f"{len(c.metrics)} metrics",
+    ]
+    for m in c.metrics:
+        lines.append(
+            f"{m.verdict.upper() if m.verdict == 'regression' else m.verdict:11} {m.metric}: {m.baseline:.3f} -> "
+            f"{m.candidate:.3f} ({m.difference:+.3f}, 95% interval {m.low:+.3f} to {m.high:+.3f}; {m.test} "
+            f"p={m.p_value:.3g}, Holm p={m.p_holm:.3g}; {m.better} is better)"
+        )
+        if m.pass_to_fail:
+            lines.append(f"            pass -> fail ({len(m.pass_to_fail)}): {_listed(m.pass_to_fail)}")
+        if m.fail_to_pass:
+            lines.append(f"            fail -> pass ({len(m.fail_to_pass)}): {_listed(m.fail_to_pass)}")
+    tokens = c.new_tokens
+    lines.append(f"new tokens per answer: {tokens['baseline']:.1f} -> {tokens['candidate']:.1f} (shown, not tested)")
+    for side, missing in (("baseline", c.only_in_baseline), ("candidate", c.only_in_candidate)):
+        if missing:
+            lines.append(f"only in the {side}, not compared ({len(missing)}): {_listed(missing)}")
+    regressed = ", ".join(m.metric for m in c.regressions)
+    improved = ", ".join(m.metric for m in c.improvements)
+    lines.append(
+        f"regression: {regressed}" if regressed else "no regression" + (f"; improved: {improved}" if improved else "")
+    )
+    return lines
+
+
+def markdown(comparison: Comparison) -> str:
+    """The verdict as GitHub-flavoured Markdown (for `$GITHUB_STEP_SUMMARY`)."""
+    c = comparison
+    head = f"regression in {', '.join(m.metric for m in c.regressions)}" if c.regressions else "no regression"
+    rows = [
+        f"| {m.metric} | {m.baseline:.3f} | {m.candidate:.3f} | {m.difference:+.3f} [{m.low:+.3f}, {m.high:+.3f}] "
+        f"| {m.test} {m.p_value:.3g} | {m.p_holm:.3g} | {len(m.pass_to_fail)} / {len(m.fail_to_pass)} | {m.verdict} |"
+        for m in c.metrics
+    ]
+    flips = [
+        f"- **{m.metric}** pass -> fail: " + ", ".join(f"`{q[:80]}`" for q in m.pass_to_fail)
+        for m in c.metrics
+        if m.pass_to_fail
+    ]
+    return "\n".join(
+        [
+            f"### sft-eval compare: {head}",
+            "",
+            f"`{c.candidate}` against `{c.baseline}`: {c.questions} questions paired by {c.paired_by}, alpha "
+            f"{c.alpha} after Holm-Bonferroni.",
+            "",
+            "| metric | baseline | candidate | difference [95% interval] | p | Holm p | pass->fail / fail->pass "
+            "| verdict |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            *flips,
+            *(
+                [f"- only in one side, not compared: {len(c.only_in_baseline) + len(c.only_in_candidate)} question(s)"]
+                if c.only_in_baseline or c.only_in_candidate
+                else []
+            ),
+            "",
+        ]
+    )
+
+
+def write_step_summary(comparison: Comparison, environ: Iterable[tuple[str, str]] | None = None) -> Path | None:
+    """Append the Markdown verdict to `$GITHUB_STEP_SUMMARY` where GitHub Actions sets it; the path, or None."""
+    summary = dict(environ if environ is not None else os.environ.items()).get("GITHUB_STEP_SUMMARY")
+    if not summary:
+        return None
+    path = Path(summary)
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            out.write(markdown(comparison) + "\n")
+    except OSError as exc:
+        raise SftEvalError(f"GITHUB_STEP_SUMMARY: cannot append to {path}: {exc.strerror or exc}") from None
+    return path

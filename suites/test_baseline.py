@@ -1,0 +1,32 @@
+"""Against the last accepted run: with `--sft-baseline BASELINE.json` (a report's JSON, kept from the run you
+accepted), this run's tuned model is held to that run's, question by question. A metric worse beyond noise (exact
+McNemar or the paired bootstrap, Holm-Bonferroni across metrics) fails, naming the effect, its interval and the
+flipped questions; improvements never fail. `sft-eval compare BASELINE.json NEW.json` is the same check on two
+reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from sft_eval.compare import (
+    compare_outcomes,
+    describe,
+    outcomes_from_evaluation,
+    outcomes_from_report,
+    write_step_summary,
+)
+from sft_eval.plugin import baseline_report, option
+
+
+def test_no_regression_against_the_baseline(request, sft_evaluation):
+    baseline = baseline_report(request.config)
+    if baseline is None:
+        pytest.skip("no --sft-baseline: give the accepted run's sft_report.json to hold this run to it")
+    comparison = compare_outcomes(
+        outcomes_from_report(baseline),
+        outcomes_from_evaluation(sft_evaluation),
+        baseline_name=option(request.config, "baseline"),
+        candidate_name="this run",
+    )
+    write_step_summary(comparison)
+    assert not comparison.regressions, "\n".join(describe(comparison))

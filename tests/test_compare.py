@@ -1,0 +1,251 @@
+"""Run against run: `sft-eval compare BASELINE.json NEW.json` and `--sft-baseline`.
+
+The statistics are checked on plain outcomes (a regression, no change, an improvement, flips too few to be more
+than noise, questions on one side only, pairing by id), the McNemar p-values against an independent computation
+from the binomial distribution, Holm against its definition; bad reports are one line and exit 2. The README's
+walkthrough runs as written: the default recipe as the accepted run and a change trained for 3 epochs instead of
+20, compared both ways and through pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sft_eval.compare import (
+    COMPARE_FORMAT,
+    Outcome,
+    compare_outcomes,
+    describe,
+    holm,
+    markdown,
+    mcnemar_exact,
+    outcomes_from_evaluation,
+    outcomes_from_report,
+    write_step_summary,
+)
+from sft_eval.errors import SftEvalError
+from sft_eval.report import read_report_json
+
+README = Path(__file__).parent.parent / "README.md"
+SECTION = "Compare with the last accepted run"
+
+
+def outcomes(matched: list[bool]) -> list[Outcome]:
+    """One outcome per question `q0`, `q1`, ...: answered in 5 tokens, stopped, clean, with `matched` as given."""
+    return [
+        Outcome(
+            question=f"q{i}",
+            id="",
+            matched=m,
+            stopped=True,
+            leaked=False,
+            empty=False,
+            repetition=0.0,
+            new_tokens=5,
+        )
+        for i, m in enumerate(matched)
+    ]
+
+
+def binomial_two_sided(k: int, n: int) -> float:
+    """The exact McNemar p-value by hand: twice the smaller binomial tail at p = 1/2, capped at 1."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+@pytest.mark.parametrize(("lost", "gained"), [(0, 0), (1, 0), (5, 1), (12, 0), (22, 3), (7, 7), (0, 9)])
+def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_pairs(lost, gained):
+    assert mcnemar_exact(lost, gained) == pytest.approx(binomial_two_sided(lost, lost + gained), rel=1e-12)
+
+
+def test_holm_adjusts_as_defined():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone: 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def test_a_candidate_that_lost_matches_is_a_regression_naming_the_flipped_questions():
+    baseline = outcomes([True] * 20 + [False] * 10)
+    candidate = outcomes([False] * 12 + [True] * 8 + [False] * 10)
+    result = compare_outcomes(baseline, candidate)
+    (regression,) = result.regressions
+    assert regression.metric == "exact match" and regression.verdict == "regression"
+    assert regression.pass_to_fail == [f"q{i}" for i in range(12)] and regression.fail_to_pass == []
+    assert regression.difference == pytest.approx(-0.4) and regression.high < 0
+    assert regression.p_value == pytest.approx(binomial_two_sided(0, 12))
+    assert regression.p_holm == pytest.approx(min(1.0, 5 * regression.p_value))  # 5 metrics, the only small p
+    text = "\n".join(describe(result))
+    assert "REGRESSION  exact match: 0.667 -> 0.267" in text and "pass -> fail (12): 'q0'" in text
+    assert text.endswith("regression: exact match")
+
+
+def test_the_same_run_is_no_change_and_a_better_one_an_improvement_that_never_fails():
+    accepted = outcomes([True] * 20 + [False] * 10)
+    same = compare_outcomes(accepted, accepted)
+    assert not same.regressions and not same.improvements
+    assert all(m.verdict == "no change" and m.p_value == 1.0 for m in same.metrics)
+    better = compare_outcomes(outcomes([False] * 12 + [True] * 8 + [False] * 10), accepted)
+    assert not better.regressions and [m.metric for m in better.improvements] == ["exact match"]
+    assert better.to_dict()["verdict"] == "no regression" and better.to_dict()["improvements"] == ["exact match"]
+
+
+def test_a_few_flips_are_noise_not_a_regression():
+    """Two questions of 30 flipped pass -> fail: McNemar p = 0.5, far from 0.05; listed, never failed."""
+    baseline = outcomes([True] * 20 + [False] * 10)
+    candidate = outcomes([False] * 2 + [True] * 18 + [False] * 10)
+    result = compare_outcomes(baseline, candidate)
+    assert not result.regressions
+    match = next(m for m in result.metrics if m.metric == "exact match")
+    assert match.pass_to_fail == ["q0", "q1"] and match.p_value == pytest.approx(0.5)
+    assert match.verdict == "no change"
+
+
+def test_runaway_answers_regress_the_stop_check_and_repetition():
+    """The other checks regress too: answers that stop running into max_new_tokens, looping."""
+    baseline = outcomes([True] * 30)
+    candidate = [replace(o, stopped=False, repetition=0.8) for o in baseline[:15]] + baseline[15:]
+    regressed = {m.metric for m in compare_outcomes(baseline, candidate).regressions}
+    assert regressed == {"ends at end-of-turn", "repetition"}
+
+
+def test_questions_are_paired_by_id_and_one_sided_ones_are_listed():
+    baseline = [replace(o, id=f"id{i}") for i, o in enumerate(outcomes([True] * 5))]
+    reworded = [replace(o, question=o.question + " (reworded)") for o in baseline[1:]]
+    extra = replace(baseline[0], id="new", question="a new question")
+    result = compare_outcomes(baseline, [*reworded, extra])
+    assert result.paired_by == "id" and result.questions == 4
+    assert result.only_in_baseline == ["q0"] and result.only_in_candidate == ["a new question"]
+    assert "only in the baseline, not compared (1): 'q0'" in "\n".join(describe(result))
+    by_text = compare_outcomes(outcomes([True] * 3), [replace(o, id="") for o in baseline])
+    assert by_text.paired_by == "text" and by_text.questions == 3 and by_text.only_in_candidate == ["q3", "q4"]
+
+
+def test_no_question_in_common_is_one_line():
+    with pytest.raises(SftEvalError, match="share no question"):
+        compare_outcomes(outcomes([True]), [replace(o, question="other") for o in outcomes([True])])
+
+
+def test_the_verdict_goes_to_the_github_step_summary(tmp_path):
+    result = compare_outcomes(outcomes([True] * 12), outcomes([False] * 12))
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    assert write_step_summary(result, {"GITHUB_STEP_SUMMARY": str(summary)}.items()) == summary
+    text = summary.read_text(encoding="utf-8")
+    assert text.startswith("earlier step\n") and "### sft-eval compare: regression in exact match" in text
+    assert "| exact match | 1.000 | 0.000 |" in text and "`q0`" in text
+    assert write_step_summary(result, {}.items()) is None
+    assert markdown(compare_outcomes(outcomes([True]), outcomes([True]))).startswith("### sft-eval compare: no reg")
+
+
+# -- the CLI on report JSONs ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def accepted_json(sft_pipeline, tmp_path_factory) -> Path:
+    """The session's default run written as a report JSON (its answers from the session's evaluation)."""
+    from sft_eval.report import write_report
+
+    folder = tmp_path_factory.mktemp("accepted")
+    write_report(sft_pipeline.report_context(), folder)
+    return folder / "sft_report.json"
+
+
+def test_a_report_compares_with_itself_as_no_regression_and_json_carries_the_format(accepted_json, cli, tmp_path):
+    summary = tmp_path / "summary.md"
+    result = cli.run(
+        "compare", str(accepted_json), str(accepted_json), "--json", env={"GITHUB_STEP_SUMMARY": str(summary)}
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["format"] == COMPARE_FORMAT and data["verdict"] == "no regression" and data["regressions"] == []
+    assert data["questions"] == 31 and {m["metric"] for m in data["metrics"]} >= {"exact match", "repetition"}
+    assert "no regression" in summary.read_text(encoding="utf-8")
+
+
+def test_a_live_evaluation_and_its_report_are_the_same_outcomes(accepted_json, sft_evaluation):
+    assert outcomes_from_report(read_report_json(accepted_json)) == outcomes_from_evaluation(sft_evaluation)
+
+
+def test_a_regression_between_reports_exits_1_naming_it(accepted_json, cli, tmp_path):
+    """A candidate report whose tuned answers lost their matches (every answer to a checkable question replaced)."""
+    report = json.loads(accepted_json.read_text(encoding="utf-8"))
+    for card in report["cards"]:
+        if card["tuned"]["matched"]:
+            card["tuned"] = {**card["tuned"], "text": "no idea", "matched": False}
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(report), encoding="utf-8")
+    result = cli.run("compare", str(accepted_json), str(worse))
+    assert result.returncode == 1, result.stderr
+    assert "REGRESSION  exact match" in result.stdout and "pass -> fail" in result.stdout
+    assert result.stdout.strip().endswith("regression: exact match")
+
+
+@pytest.mark.parametrize(
+    ("edit", "args", "says"),
+    [
+        (lambda r: r.pop("format"), (), "no `format`"),
+        (lambda r: r.update(format="sft-eval-report/99"), (), 'format "sft-eval-report/99"'),
+        (lambda r: r["cards"][2]["tuned"].update(matched="yes"), (), "cards[2].tuned.matched"),
+        (None, ("--alpha", "1.5"), "--alpha: expected a number between 0 and 1"),
+    ],
+    ids=["no-format", "unknown-format", "bad-card", "alpha"],
+)
+def test_a_bad_report_or_option_is_one_line(accepted_json, cli, tmp_path, edit, args, says):
+    report = json.loads(accepted_json.read_text(encoding="utf-8"))
+    if edit is not None:
+        edit(report)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(report), encoding="utf-8")
+    cli.bad_input(cli.run("compare", str(accepted_json), str(bad), *args), says)
+    cli.bad_input(cli.run("compare", str(tmp_path / "missing.json"), str(bad)), "missing.json")
+
+
+def test_a_bad_baseline_is_a_pytest_usage_error(tmp_path, cli):
+    bad = tmp_path / "old.json"
+    bad.write_text("{", encoding="utf-8")
+    result = cli.pytest("--pyargs", "sft_eval.suites", "--sft-baseline", str(bad), "-k", "baseline")
+    assert result.returncode == 4 and "--sft-baseline" in result.stderr and "old.json" in result.stderr, result.stderr
+
+
+# -- README's walkthrough, as written ---------------------------------------------------------------------------
+def readme_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"## {SECTION}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def block(section: str, language: str) -> str:
+    (found,) = [b.split("\n", 1)[1] for b in section.split("```")[1::2] if b.startswith(language + "\n")]
+    return found
+
+
+@pytest.mark.slow
+def test_the_readmes_comparison_runs_as_written(sft_pipeline, tmp_path, cli):
+    """The README's walkthrough in a folder beside a copy of `fixtures/`: the accepted run is the session's default
+    (cached), the change trains its 3 epochs here (81 steps; no session fixture trains a worse run)."""
+    section = readme_section()
+    (tmp_path / "fixtures").symlink_to(README.parent / "fixtures", target_is_directory=True)
+    (tmp_path / "my_change.toml").write_text(block(section, "toml"), encoding="utf-8")
+    env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    lines = [line for line in block(section, "bash").splitlines() if line.strip()]
+    assert len(lines) == 5, lines
+    for line in lines:
+        program, *args = shlex.split(line, comments=True)
+        expected = 1 if "# exit 1" in line else 0
+        run = cli.run if program == "sft-eval" else cli.pytest
+        result = run(*args, *(["-p", "no:randomly", "-v"] if program == "pytest" else []), cwd=tmp_path, env=env)
+        assert result.returncode == expected, f"{line}\nexit {result.returncode}: {result.stdout[-3000:]}"
+        if program == "pytest":
+            assert "test_no_regression_against_the_baseline FAILED" in result.stdout, result.stdout[-3000:]
+            assert "REGRESSION  exact match" in result.stdout and "pass -> fail" in result.stdout
+        elif expected == 1:
+            assert "REGRESSION  exact match" in result.stdout and "only in the baseline" in result.stdout
+        elif args[0] == "compare":
+            assert "no regression; improved: exact match" in result.stdout, result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from pathlib import Path
 
@@ -167,6 +168,33 @@ def test_a_questions_file_with_no_question_is_one_line(tmp_path):
     )
     with pytest.raises(SftEvalError, match="empty.jsonl: no evaluation questions"):
         load_questions(recipe)
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ('{"question": "a", "id": 1}\n{"question": "b", "id": "q2"}\n', None),
+        ('{"question": "a", "id": true}\n', "questions.jsonl:1: `id` must be a string or an integer"),
+        (
+            '{"question": "a", "id": 7}\n{"question": "b"}\n{"question": "c", "id": "7"}\n',
+            "questions.jsonl:3: `id` '7'",
+        ),
+    ],
+    ids=["ids", "a-bool", "twice"],
+)
+def test_question_ids_are_strings_once_each(tmp_path, rows, says):
+    """`compare` pairs questions by id: a bool or a repeated id would pair the wrong ones, so each is one line."""
+    from sft_eval.data import load_questions
+
+    (tmp_path / "questions.jsonl").write_text(rows, encoding="utf-8")
+    recipe = load_recipe(
+        write(tmp_path, 'name = "r"\n[data]\ntrain = "rows.jsonl"\n[eval]\nquestions_file = "questions.jsonl"\n')
+    )
+    if says is None:
+        assert [q.id for q in load_questions(recipe)] == ["1", "q2"]
+    else:
+        with pytest.raises(SftEvalError, match=re.escape(says)):
+            load_questions(recipe)
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="render the HTML again from a report's sft_report.json, with no model, cache or recipe (default: off)",
     )
+    sweep = with_recipe(
+        "sweep",
+        "every checkpoint of the run model.tuned names on the recipe's questions: the best one, overfitting, and the "
+        "last against the best; writes sweep.html and sweep.json",
+    )
+    sweep.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
     compare = sub.add_parser(
         "compare",
         help="is NEW better or worse than BASELINE: two reports' JSON, paired per question",
@@ -283,6 +289,36 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from sft_eval.audit import has_errors
+    from sft_eval.cache import writable_folder
+    from sft_eval.pipeline import sweep_checkpoints
+    from sft_eval.report import write_sweep
+
+    writable_folder(args.out, key="--out")
+    result = sweep_checkpoints(_pipeline(args))
+    data = result.to_dict()
+    path = write_sweep(data, args.out).resolve()
+    if args.json:
+        print(dumps({**data, "page": str(path)}))
+    else:
+        columns = ("match_rate", "eos_stop_rate", "leak_rate", "mean_repetition", "eval_loss", "train_loss")
+        print(f"run {result.run}")
+        print(f"{'checkpoint':<18}{'step':>7}  " + "  ".join(f"{c:>15}" for c in columns))
+        for row in result.rows:
+            values = "  ".join(f"{row[c]:>15.3f}" if row[c] is not None else f"{'':>15}" for c in columns)
+            print(f"{row['name'] + (' *' if row['name'] == result.best else ''):<18}{row['step']:>7}  {values}")
+        print(f"best: {result.best} (by {', '.join(result.best_by)})")
+        for f in result.findings:
+            print(f"{f.severity:7} {f.check}: {f.message}")
+            if f.evidence:
+                print(f"        {f.evidence}")
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"sweep: {path}")
+    return EXIT_FAILED if has_errors(result.findings) else EXIT_OK
+
+
 def _compare(args: argparse.Namespace) -> int:
     from sft_eval.compare import compare_outcomes, describe, outcomes_from_report, write_step_summary
     from sft_eval.report import read_report_json
@@ -305,6 +341,7 @@ _COMMANDS = {
     "train": _train,
     "bench": _bench,
     "report": _report,
+    "sweep": _sweep,
     "compare": _compare,
 }
 

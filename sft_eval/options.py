@@ -110,6 +110,12 @@ OPTIONS = {
             {"metavar": "FILE", "default": None},
         ),
         Option(
+            "sweep",
+            "judge every checkpoint of the run model.tuned names (suites/test_sweep.py): the best one, overfitting, "
+            "the last against the best; writes sweep.html into the report folder (default: off, the test skips)",
+            {"action": "store_true", "default": False},
+        ),
+        Option(
             "update-golden",
             "write this environment's entry of the recipe's golden outputs (<recipe folder>/golden/<name>.json or "
             "[eval] golden) from the current answers, keeping other environments' entries (default: off)",
@@ -121,7 +127,7 @@ OPTIONS = {
 # What each consumer takes.
 RUN = ("recipe", "sft-cache", "device", "max-train-rows")  # anything that builds or trains
 EVALUATE = (*RUN, "max-eval-questions", "no-answer-cache")  # anything that also asks the questions
-PLUGIN = (*EVALUATE, "report-dir", "update-golden", "baseline")
+PLUGIN = (*EVALUATE, "report-dir", "update-golden", "baseline", "sweep")
 
 
 def add_options(add: Callable[..., Any], names: Iterable[str], prefix: str = "") -> None:

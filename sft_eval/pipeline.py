@@ -39,9 +39,13 @@ from sft_eval.data import Question, load_questions, load_sft_rows
 from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
 from sft_eval.models import (
+    CHECKPOINT_NAME,
     FinishedRun,
     architecture_mismatch,
+    checkpoint_folders,
     finished_run,
+    has_adapter,
+    has_weights,
     load_model,
     pretrain_base,
     resolve_device,
@@ -51,7 +55,7 @@ from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun, cached_answer
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
-from sft_eval.training import read_finished_run, train_sft
+from sft_eval.training import read_finished_run, read_trainer_state, train_sft
 
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
 TRAINING_RUN_FILE = "training_run.json"
@@ -291,6 +295,19 @@ class Pipeline:
             )
         return found
 
+    def with_tuned(self, folder: str | Path) -> Pipeline:
+        """This recipe with `model.tuned` = `folder` (one checkpoint of a run), sharing this pipeline's cache,
+        device, questions and rows: a sweep evaluates each checkpoint through one, then lets it go."""
+        model = dataclasses.replace(self.recipe.model, tuned=str(folder))
+        return Pipeline(
+            dataclasses.replace(self.recipe, model=model),
+            self.cache,
+            str(self.device),
+            answer_cache=self.answer_cache,
+            questions=self.questions,
+            rows=self.rows,
+        )
+
     @functools.cached_property
     def training_run(self) -> TrainingRun:
         """What the trainer did: the run trained elsewhere from its own record, else the run trained here."""
@@ -324,6 +341,9 @@ class Pipeline:
 
     @functools.cached_property
     def tuned_model(self) -> PreTrainedModel:
+        return self._load_tuned()
+
+    def _load_tuned(self) -> PreTrainedModel:
         key = "model.tuned" if self.finished_run is not None else "model.base"
         if self.tuned_is_adapter:
             return load_adapted_model(self.base_model_dir, self.tuned_model_dir, str(self.device), key=key)
@@ -340,7 +360,7 @@ class Pipeline:
         question, the generation settings), so a rerun generates only what changed. The backend (and the model
         it loads) is built only when an answer is missing; a served model's answers are stored a batch at a time, so
         a run that fails half-way (a server that went away) resumes where it stopped."""
-        target = Target(which, lambda: (self.tuned_model if which == "tuned" else self.base_model, self.tokenizer))
+        target = Target(which, lambda: (self._model_for_answers(which), self.tokenizer))
         questions = [q.question for q in self.questions]
         settings = GenerationSettings.from_eval(self.recipe.eval)
         identity = self.answer_identity(which) if self.answer_cache else None
@@ -372,6 +392,15 @@ class Pipeline:
                 store.put(keys[i], answer.to_dict())
         self.answer_counts[which] = {"cached": len(questions) - len(missing), "generated": len(missing)}
         return [answer for answer in found if answer is not None]
+
+    def _model_for_answers(self, which: str) -> PreTrainedModel:
+        """The model whose answers are missing: the one this pipeline holds already (a suite's fixture asked for
+        it), else one loaded for these answers alone and let go with the backend, so that generating the base's
+        and the tuned model's answers (or a sweep's checkpoints') holds one model in memory at a time."""
+        held = self.__dict__.get("tuned_model" if which == "tuned" else "base_model")
+        if held is not None:
+            return held
+        return self._load_tuned() if which == "tuned" else self.load_base_model()
 
     def answer_identity(self, which: str) -> dict[str, Any] | None:
         """What determines the `which` model's answers besides the question and settings: the model (its cache
@@ -499,3 +528,80 @@ class Pipeline:
 @functools.cache
 def _corpus() -> list[str]:
     return [line for line in PRETRAIN_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sweep_checkpoints(pipeline: Pipeline) -> Any:
+    """Every checkpoint of the run `model.tuned` names (each `checkpoint-N` with weights or an adapter, and the
+    run folder's own final save), evaluated on the recipe's questions one model at a time (each answer cached by
+    the checkpoint's files, so a checkpoint added later costs only itself), then judged by `sweep.sweep` with the
+    trainer's record: a `sweep.Sweep`."""
+    from sft_eval.compare import outcomes_from_evaluation
+    from sft_eval.sweep import CheckpointResult, sweep
+
+    recipe = pipeline.recipe
+    if recipe.model.tuned is None:
+        raise SftEvalError(
+            "model.tuned: a sweep judges the checkpoints of a run trained elsewhere; set `model.tuned` to the run's "
+            "output folder (the one holding checkpoint-N folders)"
+        )
+    run = Path(recipe.resolve(recipe.model.tuned)).expanduser()
+    checkpoints = [p for p in checkpoint_folders(run) if has_weights(p) or has_adapter(p)]
+    if not checkpoints:
+        raise SftEvalError(
+            f"model.tuned: {run} holds no checkpoint-N folder with weights or an adapter: a sweep judges a run's "
+            "checkpoints; name the run's output folder (save_steps or save_strategy makes the trainer keep them)"
+        )
+    found = finished_run(run)
+    record = trainer_record(found.state)
+    targets = [(p, p.name, int(CHECKPOINT_NAME.fullmatch(p.name).group(1))) for p in checkpoints]
+    if has_weights(run) or has_adapter(run):  # trainer.save_model's final save, at the run's last step
+        state = read_trainer_state(run / "trainer_state.json") if (run / "trainer_state.json").is_file() else None
+        targets.append((run, "final", int(state["global_step"]) if state else targets[-1][2]))
+    results = []
+    for folder, name, step in targets:
+        checkpoint = pipeline.with_tuned(folder)
+        evaluation = checkpoint.evaluation
+        results.append(
+            CheckpointResult(
+                name=name,
+                path=str(folder),
+                step=step,
+                summary=evaluation.tuned_summary.to_dict(),
+                outcomes=outcomes_from_evaluation(evaluation),
+                answers_generated=checkpoint.answer_counts.get("tuned", {}).get("generated", 0),
+            )
+        )
+        del checkpoint  # and with it the checkpoint's model: one in memory at a time
+    return sweep(
+        results,
+        record,
+        run=str(run),
+        best_by=list(recipe.eval.best_by),
+        on_disk={p.name for p in checkpoint_folders(run)},
+    )
+
+
+def trainer_record(state_path: Path | None) -> Any:
+    """The trainer's losses, eval losses and best checkpoint from its `trainer_state.json` (checked), as the sweep's
+    `TrainerRecord`."""
+    from sft_eval import validate
+    from sft_eval.sweep import TrainerRecord
+
+    if state_path is None:
+        return TrainerRecord(source=None)
+    state = read_trainer_state(state_path)
+    where = f"model.tuned: {state_path}:"
+    best = state.get("best_model_checkpoint")
+    if best is not None:
+        validate.text(best, f"{where} best_model_checkpoint")
+    metric = state.get("best_metric")
+    if metric is not None:
+        validate.number(metric, f"{where} best_metric")
+    log = state["log_history"]
+    return TrainerRecord(
+        source=str(state_path),
+        losses=[(e["step"], float(e["loss"])) for e in log if "loss" in e],
+        eval_losses=[(e["step"], float(e["eval_loss"])) for e in log if "eval_loss" in e],
+        best_model_checkpoint=best,
+        best_metric=None if metric is None else float(metric),
+    )

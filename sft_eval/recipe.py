@@ -64,6 +64,17 @@ MAX_RETRIES = 10
 MAX_REQUEST_TIMEOUT_S = 3600.0
 
 
+# What `sft-eval sweep` may rank checkpoints by (`eval.best_by`), and which way is better: the answers' summary
+# metrics and the trainer's own eval_loss at the checkpoint's step.
+BEST_BY_METRICS = {
+    "match_rate": "higher",
+    "eos_stop_rate": "higher",
+    "leak_rate": "lower",
+    "mean_repetition": "lower",
+    "eval_loss": "lower",
+}
+
+
 @dataclass(frozen=True)
 class EvalSection:
     system_message: str = ""
@@ -84,6 +95,8 @@ class EvalSection:
     max_retries: int = 4  # a served request's retries after a transient failure (reset, 429, 5xx), with backoff
     request_timeout: float = 60.0  # seconds a served request may take before it counts as failed (and is retried)
     golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
+    # a sweep's best checkpoint: the first metric decides, the next ones break ties, then the earlier step
+    best_by: tuple[str, ...] = ("match_rate", "eos_stop_rate", "eval_loss")
 
 
 @dataclass(frozen=True)
@@ -407,6 +420,12 @@ def _check_values(recipe: Recipe, where: str) -> None:
             )
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
+    unknown = [m for m in recipe.eval.best_by if m not in BEST_BY_METRICS]
+    if unknown or not recipe.eval.best_by or len(set(recipe.eval.best_by)) != len(recipe.eval.best_by):
+        said = f"not {unknown[0]!r}" if unknown else f"not {list(recipe.eval.best_by)!r}"
+        raise SftEvalError(
+            f"{where}: `eval.best_by` must list distinct metrics of {', '.join(BEST_BY_METRICS)} (at least one), {said}"
+        )
     if recipe.eval.limit is not None and recipe.eval.limit < 1:
         raise SftEvalError(f"{where}: `eval.limit` must be at least 1, not {recipe.eval.limit}")
     if recipe.eval.max_new_tokens < 1:

@@ -44,7 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "train": ("training",),
     "generate": ("generation", "generation.local", "generation.served"),
     "score": ("sanity", "golden"),
-    "compare": ("compare",),
+    "compare": ("compare", "sweep"),
     "report": ("report",),
     "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),
 }

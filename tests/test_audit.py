@@ -316,10 +316,11 @@ def test_unexplained_errors_names_what_differs_from_the_explanation():
 
 
 def test_every_finding_id_is_in_the_docs_tables_and_nothing_else_is():
-    """docs/audit.md's table, with the checkpoint ids in finished-runs.md and the LoRA ones in lora.md."""
+    """docs/audit.md's table, with the checkpoint ids in finished-runs.md, the LoRA ones in lora.md and the sweep's in
+    sweep.md."""
     docs = Path(__file__).resolve().parent.parent / "docs"
     text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(docs.glob("*.md")))
-    table = set(re.findall(r"^\| `((?:template|tokenizer|labels|checkpoint|peft)\.[a-z_]+)` \|", text, flags=re.M))
+    table = set(re.findall(r"^\| `((?:template|tokenizer|labels|checkpoint|peft|sweep)\.[a-z_]+)` \|", text, flags=re.M))
     assert table == {str(c) for c in CheckId}, f"docs only: {table - set(CheckId)}; code only: {set(CheckId) - table}"
 
 

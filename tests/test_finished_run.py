@@ -31,6 +31,7 @@ from sft_eval.training import STEPS_FILE, SftEvalRecorder, read_finished_run
 pytestmark = pytest.mark.slow  # the guide's train.py trains 540 steps in a folder of its own
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "finished-runs.md"
+README = GUIDE.parent.parent / "README.md"
 
 
 def section_block(language: str) -> str:
@@ -108,6 +109,33 @@ def test_the_suites_skip_only_the_checks_that_train_runs_of_their_own(commands):
     trains = [s for s in skips if "nothing trains here" in s]
     assert trains and any("test_grad_accumulation" in s for s in trains), skips
     assert not any("test_checkpoint" in s or "test_responses" in s for s in skips), skips
+
+
+def readme_sweep_lines() -> list[str]:
+    """README's "Choose a checkpoint" commands, as written."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Choose a checkpoint\n") :]
+    section = section[: section.index("\n## ", 1)]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_readmes_checkpoint_sweep_runs_on_the_finished_run(user, commands, cli):
+    """README's sweep walkthrough in the user's folder, after the guide's commands (the answers of the last
+    checkpoint are in their cache already): every checkpoint judged, the page written, the test passing."""
+    cache = commands["cache"]
+    lines = readme_sweep_lines()
+    assert [shlex.split(line, comments=True)[0] for line in lines] == ["sft-eval", "pytest"], lines
+    sweep = cli.run(*shlex.split(lines[0], comments=True)[1:], "--sft-cache", str(cache), cwd=user)
+    assert sweep.returncode == 0, f"{sweep.stdout[-3000:]}{sweep.stderr[-2000:]}"
+    data = json.loads((user / "reports" / "sweep" / "sweep.json").read_text(encoding="utf-8"))
+    assert [r["name"] for r in data["checkpoints"]] == ["checkpoint-200", "checkpoint-400", "checkpoint-540"]
+    assert data["best"] in {r["name"] for r in data["checkpoints"]} and data["findings"] == []
+    assert "overfitting not judged" in data["notes"][0]  # the guide's job evaluates no held-out rows
+    assert data["checkpoints"][-1]["answers_generated"] == 0  # the guide's commands asked checkpoint-540 already
+    suite = cli.pytest(*shlex.split(lines[1], comments=True)[1:], "-p", "no:randomly", "--sft-cache", str(cache),
+                       "--sft-report-dir", str(user / "reports" / "sweep-test"), cwd=user)  # fmt: skip
+    assert suite.returncode == 0 and "1 passed" in suite.stdout, suite.stdout[-3000:]
 
 
 def recipe_for(user: Path, tmp_path: Path, tuned: Path) -> Path:

@@ -42,6 +42,10 @@ class CheckId(StrEnum):
     LABELS_EOS = "labels.eos"
     LABELS_SCOPE = "labels.scope"
     LABELS_PACKING = "labels.packing"
+    SWEEP_OVERFITTING = "sweep.overfitting"
+    SWEEP_BEST_MISSING = "sweep.best_missing"
+    SWEEP_EVAL_LOSS_DISAGREES = "sweep.eval_loss_disagrees"
+    SWEEP_LAST_WORSE = "sweep.last_worse"
 
 
 # Checks added with `register_check`: their ids, and what runs them on the audited tokenizer.

@@ -283,10 +283,18 @@ def _report(args: argparse.Namespace) -> int:
     writable_folder(args.out, key="--out")
     if args.from_json:
         path = render_json(args.from_json, args.out).resolve()
+        print(dumps({"report": str(path)}) if args.json else f"report: {path}")
+        return EXIT_OK
+    context = _pipeline(args).report_context()
+    path = write_report(context, args.out).resolve()
+    failing = [c for c in context["checks"] if c["passed"] is False]
+    if args.json:
+        print(dumps({"report": str(path), "failed": [c["name"] for c in failing]}))
     else:
-        path = write_report(_pipeline(args).report_context(), args.out).resolve()
-    print(dumps({"report": str(path)}) if args.json else f"report: {path}")
-    return EXIT_OK
+        for check in failing:
+            print(f"FAILED {check['name']}: {check['message'].splitlines()[0]}")
+        print(f"report: {path}")
+    return EXIT_FAILED if failing else EXIT_OK
 
 
 def _sweep(args: argparse.Namespace) -> int:

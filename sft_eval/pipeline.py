@@ -503,6 +503,20 @@ class Pipeline:
             provenance=self.describe(),
             outcomes=outcomes,
             speed=speed,
+            checks=[c.to_dict() for c in self.checks()],
+        )
+
+    def checks(self) -> list[Any]:
+        """This run judged against its recipe's thresholds, the loss and plan checks and the audit's errors: the
+        checks the suites assert, from the one function they use (`verdict.judge`)."""
+        from sft_eval.verdict import judge
+
+        return judge(
+            self.recipe.thresholds,
+            self.evaluation,
+            self.training_run,
+            self.findings + self.merge_findings,
+            self.tokenizer.eos_token,
         )
 
     def answer_provenance(self) -> str:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-
-def _listing(scores, only_failing) -> str:
-    rows = [s for s in scores if only_failing(s)]
-    return "\n".join(f"  {s.question!r}: got {s.answer[:60]!r}, expected {s.expected!r}" for s in rows[:10])
+from sft_eval.verdict import response_checks
 
 
 def _record(node, prefix: str, score) -> None:
@@ -45,46 +42,30 @@ def test_tuned_answer_is_sane(sft_evaluation, sft_recipe, question_index):
     assert not problems, f"tuned answer to {s.question!r} is {s.answer[:80]!r}: " + "; ".join(problems)
 
 
-def test_tuned_answers_match_expected(sft_evaluation, sft_recipe):
-    summary = sft_evaluation.tuned_summary
-    if summary.match_rate is None:
-        pytest.skip("the recipe's questions have no expected answers (add questions_file with `expected`)")
-    assert summary.match_rate >= sft_recipe.thresholds.min_match_rate, (
-        f"tuned model matched {summary.match_rate:.0%} of {summary.checkable} checkable questions, "
-        f"the recipe asks for {sft_recipe.thresholds.min_match_rate:.0%}; misses:\n"
-        + _listing(sft_evaluation.tuned_scores, lambda s: s.matched is False)
-    )
+def _check(name, sft_evaluation, sft_recipe, sft_tokenizer):
+    """One of the response checks `sft-eval report` judges too (`sft_eval.verdict`): skipped where not judged."""
+    check = response_checks(sft_recipe.thresholds, sft_evaluation, sft_tokenizer.eos_token)[name]
+    if check.passed is None:
+        pytest.skip(check.message)
+    assert check.passed, check.message
+
+
+def test_tuned_answers_match_expected(sft_evaluation, sft_recipe, sft_tokenizer):
+    _check("responses.match_rate", sft_evaluation, sft_recipe, sft_tokenizer)
 
 
 def test_tuned_model_stops_at_end_of_turn(sft_evaluation, sft_recipe, sft_tokenizer):
-    summary = sft_evaluation.tuned_summary
-    assert summary.eos_stop_rate >= sft_recipe.thresholds.min_eos_stop_rate, (
-        f"tuned model ended {summary.eos_stop_rate:.0%} of answers with {sft_tokenizer.eos_token!r} before "
-        f"max_new_tokens={sft_recipe.eval.max_new_tokens}, the recipe asks for "
-        f"{sft_recipe.thresholds.min_eos_stop_rate:.0%}; "
-        "answers that ran on:\n" + _listing(sft_evaluation.tuned_scores, lambda s: not s.stopped_at_eos)
-    )
+    _check("responses.eos_stop_rate", sft_evaluation, sft_recipe, sft_tokenizer)
 
 
 def test_base_model_does_not_stop_like_a_chat_model(sft_evaluation, sft_recipe, sft_tokenizer):
     """A base model that already ends turns was not a base model: the before/after comparison means nothing."""
-    summary = sft_evaluation.base_summary
-    assert summary.eos_stop_rate <= sft_recipe.thresholds.max_base_eos_stop_rate, (
-        f"base model ended {summary.eos_stop_rate:.0%} of answers with {sft_tokenizer.eos_token!r}; "
-        f"a base model should do so on at most {sft_recipe.thresholds.max_base_eos_stop_rate:.0%}"
-    )
+    _check("responses.base_eos_stop_rate", sft_evaluation, sft_recipe, sft_tokenizer)
 
 
-def test_tuned_answers_do_not_loop(sft_evaluation, sft_recipe):
-    looping = [s for s in sft_evaluation.tuned_scores if s.repetition > sft_recipe.thresholds.max_repetition]
-    assert not looping, (
-        f"{len(looping)} tuned answers repeat more than {sft_recipe.thresholds.max_repetition:.0%}: "
-        + "; ".join(f"{s.question!r}: {s.repetition:.0%} in {s.answer[:60]!r}" for s in looping[:5])
-    )
+def test_tuned_answers_do_not_loop(sft_evaluation, sft_recipe, sft_tokenizer):
+    _check("responses.repetition", sft_evaluation, sft_recipe, sft_tokenizer)
 
 
-def test_tuned_answers_leak_no_special_tokens_or_template_markers(sft_evaluation):
-    leaking = [s for s in sft_evaluation.tuned_scores if s.leaks]
-    assert not leaking, "tuned answers leak template markers: " + "; ".join(
-        f"{s.question!r}: {s.leaks} in {s.answer[:60]!r}" for s in leaking[:5]
-    )
+def test_tuned_answers_leak_no_special_tokens_or_template_markers(sft_evaluation, sft_recipe, sft_tokenizer):
+    _check("responses.leaks", sft_evaluation, sft_recipe, sft_tokenizer)

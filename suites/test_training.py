@@ -13,28 +13,25 @@ import math
 import pytest
 
 from sft_eval.plan import plan_batches, plan_mismatches
-from sft_eval.records import (
-    loss_problems,
-    normalisation_problems,
-    normalisation_unjudged,
-    plan_problems,
-    unjudged_loss,
-)
+from sft_eval.records import loss_problems, normalisation_problems, normalisation_unjudged
+from sft_eval.verdict import training_checks
+
+
+def _check(name, sft_training_run, sft_recipe):
+    """One of the training checks `sft-eval report` judges too (`sft_eval.verdict`): skipped where not judged."""
+    check = training_checks(sft_recipe.thresholds, sft_training_run)[name]
+    if check.passed is None:
+        pytest.skip(check.message)
+    assert check.passed, check.message
 
 
 def test_loss_and_grad_norm_are_finite_and_the_loss_fell(sft_training_run, sft_recipe):
-    if reason := unjudged_loss(sft_training_run):
-        pytest.skip(reason)
-    problems = loss_problems(sft_training_run, sft_recipe.thresholds.min_loss_drop)
-    assert not problems, "; ".join(problems)
+    _check("training.loss", sft_training_run, sft_recipe)
 
 
-def test_the_run_did_what_the_recipe_planned(sft_training_run):
+def test_the_run_did_what_the_recipe_planned(sft_training_run, sft_recipe):
     """Optimizer steps planned and run, the per-device batch, and (with SftEvalRecorder's records) each step."""
-    if not sft_training_run.log_history and sft_training_run.source:
-        pytest.skip(sft_training_run.source)
-    problems = plan_problems(sft_training_run)
-    assert not problems, "; ".join(problems)
+    _check("training.plan", sft_training_run, sft_recipe)
 
 
 def test_the_logged_loss_is_normalised_over_each_whole_step(sft_training_run):

@@ -245,6 +245,8 @@ def test_the_readmes_comparison_runs_as_written(sft_pipeline, tmp_path, cli):
         if program == "pytest":
             assert "test_no_regression_against_the_baseline FAILED" in result.stdout, result.stdout[-3000:]
             assert "REGRESSION  exact match" in result.stdout and "pass -> fail" in result.stdout
+        elif args[0] == "report" and expected == 1:  # the change's own report judges its thresholds
+            assert "FAILED responses.match_rate" in result.stdout, result.stdout
         elif expected == 1:
             assert "REGRESSION  exact match" in result.stdout and "only in the baseline" in result.stdout
         elif args[0] == "compare":

@@ -256,8 +256,10 @@ def test_a_diverged_run_writes_strict_json_and_says_what_was_not_finite(tmp_path
     report = cli.run(
         "report", "--recipe", str(tmp_path / "r.toml"), "--out", str(tmp_path / "out"), "--sft-cache", cache
     )
-    assert report.returncode == 0, report.stderr[-2000:]
-    training = _strict((tmp_path / "out" / "sft_report.json").read_text(encoding="utf-8"))["training"]
+    assert report.returncode == 1 and "FAILED training.loss" in report.stdout, report.stderr[-2000:]
+    written = _strict((tmp_path / "out" / "sft_report.json").read_text(encoding="utf-8"))
+    assert "training.loss" in [c["name"] for c in written["checks"] if c["passed"] is False], written["checks"]
+    training = written["training"]
     assert any(step.get("grad_norm", 0) is None for step in training["steps"]), training["steps"]
     assert any("grad norm nan" in p for p in training["problems"]), training["problems"]
 

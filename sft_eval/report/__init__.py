@@ -70,8 +70,10 @@ def build_context(
     provenance: dict[str, Any] | None = None,
     outcomes: dict[str, Any] | None = None,
     speed: dict[str, float] | None = None,
+    checks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Everything the report shows, as JSON-able data, from the stages' records."""
+    """Everything the report shows, as JSON-able data, from the stages' records. `checks`: the run judged against
+    its thresholds (`verdict.judge`), what the Verdict shows outside a pytest run."""
     cards = [
         {
             "question": r.question.question,
@@ -88,6 +90,7 @@ def build_context(
         "format": REPORT_FORMAT,
         "title": f"sft-eval report: {recipe.name}",
         "outcomes": outcomes,
+        "checks": checks or [],
         "recipe": recipe.fingerprint(),
         "recipe_path": str(recipe.path) if recipe.path else None,
         "environment": {
@@ -386,6 +389,11 @@ def check_report(context: dict[str, Any], where: str) -> None:
     if not isinstance(training, dict):
         raise SftEvalError(f"{where}: training is {validate.shown(training)}, not an object")
     validate.fields(training, f"{where}: training", required={"losses": _pair_list(_number_or_null)}, optional={})
+    for k, check in enumerate(validate.objects(context.get("checks", []), f"{where}: checks")):
+        at = f"{where}: checks[{k}]"
+        validate.fields(check, at, required={"name": validate.text, "message": validate.text}, optional={})
+        if check.get("passed") not in (True, False, None):
+            raise SftEvalError(f"{at}.passed is {validate.shown(check.get('passed'))}, not true, false or null")
     for k, card in enumerate(context["cards"]):
         at = f"{where}: cards[{k}]"
         validate.fields(card, at, required={"question": validate.text, "diff": _pair_list(validate.text)}, optional={})

@@ -1,0 +1,150 @@
+"""One verdict wherever thresholds are judged: the recipe's thresholds, the loss and plan checks and the audit's
+errors, each a named `Check` that passed, failed or could not be judged, with the message a failure shows.
+
+The suites assert on these checks (each test on its own), and `sft-eval report` judges all of them, shows them
+in its Verdict section and exits 1 when one fails: the two cannot disagree, because there is one function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sft_eval.audit import Finding
+from sft_eval.recipe import Thresholds
+from sft_eval.records import TrainingRun, loss_problems, plan_problems, unjudged_loss
+from sft_eval.sanity import Evaluation, Score
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # a stable id: "responses.match_rate", "training.loss", "audit.errors", ...
+    passed: bool | None  # None: not judged here (no expected answers, too few losses logged)
+    message: str  # what failed, or why it was not judged; "" when it passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _listing(scores: list[Score], failing) -> str:
+    rows = [s for s in scores if failing(s)]
+    return "\n".join(f"  {s.question!r}: got {s.answer[:60]!r}, expected {s.expected!r}" for s in rows[:10])
+
+
+def response_checks(thresholds: Thresholds, evaluation: Evaluation, eos_token: str) -> dict[str, Check]:
+    """The answers against the thresholds: match rate, stop rate at the end-of-turn token (`eos_token`), the base
+    not stopping like a chat model, no looping, no leaked markers, no empty answers."""
+    tuned, base = evaluation.tuned_summary, evaluation.base_summary
+    scores = evaluation.tuned_scores
+    checks = []
+    if tuned.match_rate is None:
+        checks.append(
+            Check(
+                "responses.match_rate",
+                None,
+                "the recipe's questions have no expected answers (add questions_file with `expected`)",
+            )
+        )
+    else:
+        ok = tuned.match_rate >= thresholds.min_match_rate
+        checks.append(
+            Check(
+                "responses.match_rate",
+                ok,
+                ""
+                if ok
+                else f"tuned model matched {tuned.match_rate:.0%} of {tuned.checkable} checkable questions, the recipe "
+                f"asks for {thresholds.min_match_rate:.0%}; misses:\n" + _listing(scores, lambda s: s.matched is False),
+            )
+        )
+    ok = tuned.eos_stop_rate >= thresholds.min_eos_stop_rate
+    checks.append(
+        Check(
+            "responses.eos_stop_rate",
+            ok,
+            ""
+            if ok
+            else f"tuned model ended {tuned.eos_stop_rate:.0%} of answers with {eos_token!r}, the recipe asks for "
+            f"{thresholds.min_eos_stop_rate:.0%}; answers that ran on:\n"
+            + _listing(scores, lambda s: not s.stopped_at_eos),
+        )
+    )
+    ok = base.eos_stop_rate <= thresholds.max_base_eos_stop_rate
+    checks.append(
+        Check(
+            "responses.base_eos_stop_rate",
+            ok,
+            ""
+            if ok
+            else f"base model ended {base.eos_stop_rate:.0%} of answers with {eos_token!r}; a base model should do "
+            f"so on at most {thresholds.max_base_eos_stop_rate:.0%}: the before/after comparison means nothing",
+        )
+    )
+    looping = [s for s in scores if s.repetition > thresholds.max_repetition]
+    checks.append(
+        Check(
+            "responses.repetition",
+            not looping,
+            f"{len(looping)} tuned answers repeat more than {thresholds.max_repetition:.0%}: "
+            + "; ".join(f"{s.question!r}: {s.repetition:.0%} in {s.answer[:60]!r}" for s in looping[:5])
+            if looping
+            else "",
+        )
+    )
+    leaking = [s for s in scores if s.leaks]
+    checks.append(
+        Check(
+            "responses.leaks",
+            not leaking,
+            "tuned answers leak template markers: "
+            + "; ".join(f"{s.question!r}: {s.leaks} in {s.answer[:60]!r}" for s in leaking[:5])
+            if leaking
+            else "",
+        )
+    )
+    empty = [s for s in scores if s.empty]
+    checks.append(
+        Check(
+            "responses.empty",
+            not empty,
+            f"{len(empty)} tuned answers are empty: " + "; ".join(repr(s.question) for s in empty[:5]) if empty else "",
+        )
+    )
+    return {c.name: c for c in checks}
+
+
+def training_checks(thresholds: Thresholds, run: TrainingRun) -> dict[str, Check]:
+    """The loss fell and stayed finite; the trainer did what the recipe planned."""
+    reason = unjudged_loss(run)
+    problems = [] if reason else loss_problems(run, thresholds.min_loss_drop)
+    loss = Check("training.loss", None if reason else not problems, reason or "; ".join(problems))
+    if not run.log_history and run.source:
+        plan = Check("training.plan", None, run.source)
+    else:
+        mismatches = plan_problems(run)
+        plan = Check("training.plan", not mismatches, "; ".join(mismatches))
+    return {c.name: c for c in (loss, plan)}
+
+
+def audit_check(findings: list[Finding]) -> Check:
+    errors = [f for f in findings if f.severity == "error"]
+    return Check(
+        "audit.errors",
+        not errors,
+        f"{len(errors)} audit error(s): " + "; ".join(f"{f.check}: {f.message}" for f in errors[:5]) if errors else "",
+    )
+
+
+def judge(
+    thresholds: Thresholds, evaluation: Evaluation, run: TrainingRun, findings: list[Finding], eos_token: str
+) -> list[Check]:
+    """Every check the suites hold a run to, in one list (what `sft-eval report` shows and exits by)."""
+    return [
+        audit_check(findings),
+        *training_checks(thresholds, run).values(),
+        *response_checks(thresholds, evaluation, eos_token).values(),
+    ]
+
+
+def failed(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.passed is False]

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from model_size import LLAMA_1B, STATE, timed
+from model_size import LLAMA_1B, RECIPE, STATE, timed
 
 from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
@@ -32,21 +32,6 @@ from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe
 
 RSS_GOAL = 1.3  # peak RSS over one model's weights
-RECIPE = """name = "{name}"
-[model]
-base = "{base}"
-tuned = "{tuned}"
-[data]
-train = "{train}"
-limit = 16
-[sft]
-per_device_train_batch_size = 8
-num_train_epochs = 1
-logging_steps = 1
-[eval]
-max_new_tokens = 8
-questions = ["What is the capital of France?"]
-"""
 
 
 def run_folder(folder: Path, name: str, base: Path, checkpoints: list[Path]) -> Path:

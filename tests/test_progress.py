@@ -87,5 +87,5 @@ def test_pytest_quiet_keeps_the_terminal_quiet(fresh_run, sft_pipeline, tmp_path
     command = [sys.executable, "-m", "pytest", "test_user.py", "-s", "-q", "-p", "no:cacheprovider"]
     command += ["--sft-recipe", str(fresh_run("quiet")), "--sft-cache", str(sft_pipeline.cache.root)]
     code, printed = on_a_terminal(command + ["--sft-report-dir", str(tmp_path / "out")], tmp_path)
-    assert code == 1, printed[-3000:]  # a 3-step run fails the recipe's thresholds: the report says so
+    assert code == 0, printed[-3000:]  # the user's one test passes; the suites' thresholds are not in this session
     assert BAR not in printed, f"a progress bar under pytest -q:\n{printed[-2000:]}"

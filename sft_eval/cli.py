@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
     report.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="the accepted run's sft_report.json: the report's \"Against the baseline\" section, and exit 1 on a "
+        "regression beyond noise (default: none)",
+    )
+    report.add_argument(
         "--from-json",
         metavar="FILE",
         help="render the HTML again from a report's sft_report.json, with no model, cache or recipe (default: off)",
@@ -285,16 +291,24 @@ def _report(args: argparse.Namespace) -> int:
         path = render_json(args.from_json, args.out).resolve()
         print(dumps({"report": str(path)}) if args.json else f"report: {path}")
         return EXIT_OK
-    context = _pipeline(args).report_context()
+    baseline = None
+    if args.baseline:  # read and checked before any model loads: a bad one is one line
+        from sft_eval.report import read_report_json
+
+        baseline = (args.baseline, read_report_json(args.baseline))
+    context = _pipeline(args).report_context(baseline=baseline)
     path = write_report(context, args.out).resolve()
     failing = [c for c in context["checks"] if c["passed"] is False]
+    regressions = context["against_baseline"]["regressions"] if context["against_baseline"] else []
     if args.json:
-        print(dumps({"report": str(path), "failed": [c["name"] for c in failing]}))
+        print(dumps({"report": str(path), "failed": [c["name"] for c in failing], "regressions": regressions}))
     else:
         for check in failing:
             print(f"FAILED {check['name']}: {check['message'].splitlines()[0]}")
+        if regressions:
+            print(f"REGRESSION against {args.baseline}: {', '.join(regressions)}")
         print(f"report: {path}")
-    return EXIT_FAILED if failing else EXIT_OK
+    return EXIT_FAILED if failing or regressions else EXIT_OK
 
 
 def _sweep(args: argparse.Namespace) -> int:

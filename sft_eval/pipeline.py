@@ -489,10 +489,28 @@ class Pipeline:
             return audit_template_file(self.recipe, self.tokenizer, template)
         return self.findings
 
-    def report_context(self, outcomes: dict[str, Any] | None = None, speed: dict[str, float] | None = None) -> dict:
-        """The report's data for this recipe: the stages' plain records, gathered here and handed over."""
+    def report_context(
+        self,
+        outcomes: dict[str, Any] | None = None,
+        speed: dict[str, float] | None = None,
+        baseline: tuple[str, dict[str, Any]] | None = None,
+    ) -> dict:
+        """The report's data for this recipe: the stages' plain records, gathered here and handed over.
+        `baseline`: (its name, a previous report's JSON, read and checked): the tuned model held against that
+        report's, question by question (`compare`), for the report's "Against the baseline" section."""
+        from sft_eval.compare import compare_outcomes, outcomes_from_evaluation, outcomes_from_report
         from sft_eval.data import dataset_table
         from sft_eval.report import build_context
+
+        against = None
+        if baseline is not None:
+            name, report = baseline
+            against = compare_outcomes(
+                outcomes_from_report(report),
+                outcomes_from_evaluation(self.evaluation),
+                baseline_name=name,
+                candidate_name="this run",
+            ).to_dict()
 
         return build_context(
             recipe=self.recipe,
@@ -504,6 +522,7 @@ class Pipeline:
             outcomes=outcomes,
             speed=speed,
             checks=[c.to_dict() for c in self.checks()],
+            against_baseline=against,
         )
 
     def checks(self) -> list[Any]:

@@ -258,7 +258,9 @@ class ReportWriter:
         try:
             if pipeline is None:  # the xdist controller: the same stages, from the cache the workers filled
                 pipeline = _make_pipeline(self.config)
-            context = pipeline.report_context(self.outcomes, self.speed)
+            baseline = baseline_report(self.config)
+            named = None if baseline is None else (option(self.config, "baseline"), baseline)
+            context = pipeline.report_context(self.outcomes, self.speed, baseline=named)
             self.path = write_report(context, option(self.config, "report-dir")).resolve()
         except SftEvalError as exc:  # bad input met at the end (a run's record): one line in pytest's summary
             self.error = str(exc)

@@ -245,9 +245,30 @@ def test_the_readmes_comparison_runs_as_written(sft_pipeline, tmp_path, cli):
         if program == "pytest":
             assert "test_no_regression_against_the_baseline FAILED" in result.stdout, result.stdout[-3000:]
             assert "REGRESSION  exact match" in result.stdout and "pass -> fail" in result.stdout
-        elif args[0] == "report" and expected == 1:  # the change's own report judges its thresholds
+        elif args[0] == "report" and expected == 1:  # the change's own thresholds, and the accepted run's answers
             assert "FAILED responses.match_rate" in result.stdout, result.stdout
+            assert "REGRESSION against reports/accepted/sft_report.json: exact match" in result.stdout
+            html = (tmp_path / "reports" / "change" / "sft_report.html").read_text(encoding="utf-8")
+            assert '<section id="baseline">' in html and "regression in exact match" in html
         elif expected == 1:
             assert "REGRESSION  exact match" in result.stdout and "only in the baseline" in result.stdout
         elif args[0] == "compare":
             assert "no regression; improved: exact match" in result.stdout, result.stdout
+
+
+def test_the_report_shows_the_baseline_section_only_when_given_one(accepted_json, sft_pipeline):
+    from sft_eval.report import render_html
+
+    assert '<section id="baseline">' not in accepted_json.with_suffix(".html").read_text(encoding="utf-8")
+    same = sft_pipeline.report_context(baseline=(str(accepted_json), read_report_json(accepted_json)))
+    html = render_html(same)
+    assert same["against_baseline"]["regressions"] == [] and '<section id="baseline">' in html
+    assert "no regression" in html and "31 questions paired by text" in html
+
+
+def test_a_report_json_with_a_bad_baseline_section_is_one_line(accepted_json, cli, tmp_path):
+    report = json.loads(accepted_json.read_text(encoding="utf-8"))
+    for value, says in (([], "against_baseline is [], not an object"), ({"baseline": "x"}, "has no `metrics`")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({**report, "against_baseline": value}), encoding="utf-8")
+        cli.bad_input(cli.run("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), says)

@@ -71,9 +71,11 @@ def build_context(
     outcomes: dict[str, Any] | None = None,
     speed: dict[str, float] | None = None,
     checks: list[dict[str, Any]] | None = None,
+    against_baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report shows, as JSON-able data, from the stages' records. `checks`: the run judged against
-    its thresholds (`verdict.judge`), what the Verdict shows outside a pytest run."""
+    its thresholds (`verdict.judge`), what the Verdict shows outside a pytest run. `against_baseline`: the
+    tuned model against a previous report's (`compare.Comparison.to_dict()`), for its own section."""
     cards = [
         {
             "question": r.question.question,
@@ -91,6 +93,7 @@ def build_context(
         "title": f"sft-eval report: {recipe.name}",
         "outcomes": outcomes,
         "checks": checks or [],
+        "against_baseline": against_baseline,
         "recipe": recipe.fingerprint(),
         "recipe_path": str(recipe.path) if recipe.path else None,
         "environment": {
@@ -394,6 +397,20 @@ def check_report(context: dict[str, Any], where: str) -> None:
         validate.fields(check, at, required={"name": validate.text, "message": validate.text}, optional={})
         if check.get("passed") not in (True, False, None):
             raise SftEvalError(f"{at}.passed is {validate.shown(check.get('passed'))}, not true, false or null")
+    against = context.get("against_baseline")
+    if against is not None:
+        at = f"{where}: against_baseline"
+        if not isinstance(against, dict):
+            raise SftEvalError(f"{at} is {validate.shown(against)}, not an object")
+        lists = dict.fromkeys(("regressions", "improvements", "only_in_baseline", "only_in_candidate"), validate.a_list)
+        validate.fields(
+            against, at, required={"baseline": validate.text, "metrics": validate.objects, **lists}, optional={}
+        )
+        numbers = dict.fromkeys(
+            ("baseline", "candidate", "difference", "low", "high", "p_value", "p_holm"), validate.number
+        )
+        for k, metric in enumerate(against["metrics"]):
+            validate.fields(metric, f"{at}.metrics[{k}]", required={"metric": validate.text, **numbers}, optional={})
     for k, card in enumerate(context["cards"]):
         at = f"{where}: cards[{k}]"
         validate.fields(card, at, required={"question": validate.text, "diff": _pair_list(validate.text)}, optional={})

@@ -63,19 +63,22 @@ def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[
 
 def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned") -> list[Outcome]:
     """One side of a live evaluation (the session's `sft_evaluation`)."""
-    return [
-        Outcome(
-            question=record.question.question,
-            id=record.question.id,
-            matched=record.score(which).matched,
-            stopped=record.score(which).stopped_at_eos,
-            leaked=bool(record.score(which).leaks),
-            empty=record.score(which).empty,
-            repetition=record.score(which).repetition,
-            new_tokens=record.score(which).new_tokens,
+    outcomes = []
+    for record in evaluation.records:
+        score = record.score(which)
+        outcomes.append(
+            Outcome(
+                question=record.question.question,
+                id=record.question.id,
+                matched=score.matched,
+                stopped=score.stopped_at_eos,
+                leaked=bool(score.leaks),
+                empty=score.empty,
+                repetition=score.repetition,
+                new_tokens=score.new_tokens,
+            )
         )
-        for record in evaluation.records
-    ]
+    return outcomes
 
 
 @dataclass(frozen=True)

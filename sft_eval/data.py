@@ -298,10 +298,12 @@ def load_questions(recipe: Recipe) -> list[Question]:
             ident = row.get("id", "")
             if isinstance(ident, bool) or not isinstance(ident, str | int):
                 raise SftEvalError(f"{path}:{number}: `id` must be a string or an integer")
-            if str(ident) and str(ident) in ids:
-                raise SftEvalError(f"{path}:{number}: `id` {str(ident)!r} is also line {ids[str(ident)]}'s")
-            ids.setdefault(str(ident), number)
-            questions.append(Question(row["question"], expected, str(row.get("kind", "")), str(ident)))
+            ident = str(ident)
+            if ident in ids:
+                raise SftEvalError(f"{path}:{number}: `id` {ident!r} is also line {ids[ident]}'s")
+            if ident:
+                ids[ident] = number
+            questions.append(Question(row["question"], expected, str(row.get("kind", "")), ident))
     if not questions:
         where = recipe.eval.questions_file or "eval.questions"
         raise SftEvalError(f"{where}: no evaluation questions: a run would judge nothing; add at least one")

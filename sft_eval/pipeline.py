@@ -305,7 +305,7 @@ class Pipeline:
             str(self.device),
             answer_cache=self.answer_cache,
             questions=self.questions,
-            rows=self.rows,
+            rows=self.__dict__.get("rows"),  # read once here if read at all; a sweep's evaluation needs none
         )
 
     @functools.cached_property
@@ -588,8 +588,8 @@ def sweep_checkpoints(pipeline: Pipeline) -> Any:
     record = trainer_record(found.state)
     targets = [(p, p.name, int(CHECKPOINT_NAME.fullmatch(p.name).group(1))) for p in checkpoints]
     if has_weights(run) or has_adapter(run):  # trainer.save_model's final save, at the run's last step
-        state = read_trainer_state(run / "trainer_state.json") if (run / "trainer_state.json").is_file() else None
-        targets.append((run, "final", int(state["global_step"]) if state else targets[-1][2]))
+        own = found.state == run / "trainer_state.json"  # trainer.save_state's, read into `record` above
+        targets.append((run, "final", record.global_step if own else targets[-1][2]))
     results = []
     for folder, name, step in targets:
         checkpoint = pipeline.with_tuned(folder)
@@ -637,4 +637,5 @@ def trainer_record(state_path: Path | None) -> Any:
         eval_losses=[(e["step"], float(e["eval_loss"])) for e in log if "eval_loss" in e],
         best_model_checkpoint=best,
         best_metric=None if metric is None else float(metric),
+        global_step=int(state["global_step"]),
     )

@@ -51,6 +51,7 @@ class TrainerRecord:
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
     best_model_checkpoint: str | None = None
     best_metric: float | None = None
+    global_step: int | None = None  # the state's last step
 
 
 @dataclass(frozen=True)

@@ -31,85 +31,65 @@ def _listing(scores: list[Score], failing) -> str:
     return "\n".join(f"  {s.question!r}: got {s.answer[:60]!r}, expected {s.expected!r}" for s in rows[:10])
 
 
+def _judged(name: str, ok: bool, failure: str) -> Check:
+    """A judged check: `failure` is its message when it failed, nothing when it passed."""
+    return Check(name, ok, "" if ok else failure)
+
+
+def _per_answer(name: str, failing: list[Score], head: str, item) -> Check:
+    """A check every tuned answer must pass: `head` and up to five failing answers as `item` shows each."""
+    return _judged(name, not failing, head + "; ".join(item(s) for s in failing[:5]))
+
+
 def response_checks(thresholds: Thresholds, evaluation: Evaluation, eos_token: str) -> dict[str, Check]:
     """The answers against the thresholds: match rate, stop rate at the end-of-turn token (`eos_token`), the base
     not stopping like a chat model, no looping, no leaked markers, no empty answers."""
     tuned, base = evaluation.tuned_summary, evaluation.base_summary
     scores = evaluation.tuned_scores
-    checks = []
     if tuned.match_rate is None:
-        checks.append(
-            Check(
-                "responses.match_rate",
-                None,
-                "the recipe's questions have no expected answers (add questions_file with `expected`)",
-            )
+        match = Check(
+            "responses.match_rate",
+            None,
+            "the recipe's questions have no expected answers (add questions_file with `expected`)",
         )
     else:
-        ok = tuned.match_rate >= thresholds.min_match_rate
-        checks.append(
-            Check(
-                "responses.match_rate",
-                ok,
-                ""
-                if ok
-                else f"tuned model matched {tuned.match_rate:.0%} of {tuned.checkable} checkable questions, the recipe "
-                f"asks for {thresholds.min_match_rate:.0%}; misses:\n" + _listing(scores, lambda s: s.matched is False),
-            )
+        match = _judged(
+            "responses.match_rate",
+            tuned.match_rate >= thresholds.min_match_rate,
+            f"tuned model matched {tuned.match_rate:.0%} of {tuned.checkable} checkable questions, the recipe asks "
+            f"for {thresholds.min_match_rate:.0%}; misses:\n" + _listing(scores, lambda s: s.matched is False),
         )
-    ok = tuned.eos_stop_rate >= thresholds.min_eos_stop_rate
-    checks.append(
-        Check(
+    looping = [s for s in scores if s.repetition > thresholds.max_repetition]
+    empty = [s for s in scores if s.empty]
+    checks = [
+        match,
+        _judged(
             "responses.eos_stop_rate",
-            ok,
-            ""
-            if ok
-            else f"tuned model ended {tuned.eos_stop_rate:.0%} of answers with {eos_token!r}, the recipe asks for "
+            tuned.eos_stop_rate >= thresholds.min_eos_stop_rate,
+            f"tuned model ended {tuned.eos_stop_rate:.0%} of answers with {eos_token!r}, the recipe asks for "
             f"{thresholds.min_eos_stop_rate:.0%}; answers that ran on:\n"
             + _listing(scores, lambda s: not s.stopped_at_eos),
-        )
-    )
-    ok = base.eos_stop_rate <= thresholds.max_base_eos_stop_rate
-    checks.append(
-        Check(
+        ),
+        _judged(
             "responses.base_eos_stop_rate",
-            ok,
-            ""
-            if ok
-            else f"base model ended {base.eos_stop_rate:.0%} of answers with {eos_token!r}; a base model should do "
-            f"so on at most {thresholds.max_base_eos_stop_rate:.0%}: the before/after comparison means nothing",
-        )
-    )
-    looping = [s for s in scores if s.repetition > thresholds.max_repetition]
-    checks.append(
-        Check(
+            base.eos_stop_rate <= thresholds.max_base_eos_stop_rate,
+            f"base model ended {base.eos_stop_rate:.0%} of answers with {eos_token!r}; a base model should do so on "
+            f"at most {thresholds.max_base_eos_stop_rate:.0%}: the before/after comparison means nothing",
+        ),
+        _per_answer(
             "responses.repetition",
-            not looping,
-            f"{len(looping)} tuned answers repeat more than {thresholds.max_repetition:.0%}: "
-            + "; ".join(f"{s.question!r}: {s.repetition:.0%} in {s.answer[:60]!r}" for s in looping[:5])
-            if looping
-            else "",
-        )
-    )
-    leaking = [s for s in scores if s.leaks]
-    checks.append(
-        Check(
+            looping,
+            f"{len(looping)} tuned answers repeat more than {thresholds.max_repetition:.0%}: ",
+            lambda s: f"{s.question!r}: {s.repetition:.0%} in {s.answer[:60]!r}",
+        ),
+        _per_answer(
             "responses.leaks",
-            not leaking,
-            "tuned answers leak template markers: "
-            + "; ".join(f"{s.question!r}: {s.leaks} in {s.answer[:60]!r}" for s in leaking[:5])
-            if leaking
-            else "",
-        )
-    )
-    empty = [s for s in scores if s.empty]
-    checks.append(
-        Check(
-            "responses.empty",
-            not empty,
-            f"{len(empty)} tuned answers are empty: " + "; ".join(repr(s.question) for s in empty[:5]) if empty else "",
-        )
-    )
+            [s for s in scores if s.leaks],
+            "tuned answers leak template markers: ",
+            lambda s: f"{s.question!r}: {s.leaks} in {s.answer[:60]!r}",
+        ),
+        _per_answer("responses.empty", empty, f"{len(empty)} tuned answers are empty: ", lambda s: repr(s.question)),
+    ]
     return {c.name: c for c in checks}
 
 
@@ -122,16 +102,16 @@ def training_checks(thresholds: Thresholds, run: TrainingRun) -> dict[str, Check
         plan = Check("training.plan", None, run.source)
     else:
         mismatches = plan_problems(run)
-        plan = Check("training.plan", not mismatches, "; ".join(mismatches))
+        plan = _judged("training.plan", not mismatches, "; ".join(mismatches))
     return {c.name: c for c in (loss, plan)}
 
 
 def audit_check(findings: list[Finding]) -> Check:
     errors = [f for f in findings if f.severity == "error"]
-    return Check(
+    return _judged(
         "audit.errors",
         not errors,
-        f"{len(errors)} audit error(s): " + "; ".join(f"{f.check}: {f.message}" for f in errors[:5]) if errors else "",
+        f"{len(errors)} audit error(s): " + "; ".join(f"{f.check}: {f.message}" for f in errors[:5]),
     )
 
 

@@ -151,6 +151,17 @@ def test_answers_are_cached_per_checkpoint(overfit, sft_pipeline, tmp_path):
 
 
 @pytest.mark.slow  # the runs trained above
+def test_the_run_folders_own_final_save_is_a_row_at_its_states_step(overfit, sft_pipeline, tmp_path):
+    """`trainer.save_model()` + `save_state()` into the run folder: a "final" row at the state's global step."""
+    folder = tmp_path / "saved"
+    shutil.copytree(overfit.parent, folder, symlinks=True)
+    for item in (folder / "run" / "checkpoint-60").iterdir():
+        shutil.copy(item, folder / "run" / item.name)
+    result = run_sweep(folder / "recipe.toml", sft_pipeline.cache)
+    assert [(r["name"], r["step"]) for r in result.rows[-2:]] == [("checkpoint-60", 60), ("final", 60)]
+
+
+@pytest.mark.slow  # the runs trained above
 def test_the_cli_writes_the_page_and_exits_by_the_findings(overfit, steady, sft_pipeline, cli, tmp_path):
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
     bad = cli.run("sweep", "--recipe", str(overfit), "--out", str(tmp_path / "overfit"), env=env)

@@ -332,7 +332,7 @@ def render_sweep_html(data: dict[str, Any]) -> str:
     charts = []
     for key, label, y_max in _SWEEP_CURVES:
         if key in ("losses", "eval_losses"):
-            points = [(s, v) for s, v in data["trainer"][key]]
+            points = data["trainer"][key]
         else:
             points = [(r["step"], r[key]) for r in data["checkpoints"] if r.get(key) is not None]
         svg = loss_curve_svg(points, label=label, y_max=y_max)

@@ -135,6 +135,24 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], *, enable_thin
         raise SftEvalError(f"model.chat_template on the question {question[:60]!r}: {template_failure(exc)}") from None
 
 
+def render_conversation(tokenizer: Any, messages: list[dict[str, Any]], *, enable_thinking: bool = False) -> str:
+    """A whole conversation as training renders it (no generation prompt); a template that fails on it is one
+    `SftEvalError`, as in `render_prompt`."""
+    try:
+        return render(tokenizer, messages, enable_thinking=enable_thinking)
+    except Exception as exc:  # anything a user's template raises
+        question = next((m["content"] for m in messages if m.get("role") == "user"), "")
+        raise SftEvalError(f"model.chat_template on the question {question[:60]!r}: {template_failure(exc)}") from None
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The ids an answer ends with: the template's end-of-turn token where the vocabulary has it, and the
+    tokenizer's eos."""
+    literal = end_of_turn(special_literals(tokenizer.chat_template or ""))
+    found = tokenizer.convert_tokens_to_ids(literal) if literal in tokenizer.get_vocab() else None
+    return [t for t in dict.fromkeys([found, tokenizer.eos_token_id]) if t is not None]
+
+
 def template_failure(exc: Exception) -> str:
     """What a chat template's exception says, in one line, with the template line where Jinja gives one."""
     if isinstance(exc, RenderRunaway):

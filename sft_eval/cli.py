@@ -202,7 +202,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _recipe_plan(args: argparse.Namespace) -> Any:
     """The recipe's plan: its rows (after limits) and its SFTConfig, each overridden by a number given."""
     from sft_eval.console import configure_libraries
-    from sft_eval.data import load_sft_rows
+    from sft_eval.data import training_rows
     from sft_eval.recipe import load_recipe, with_limits
     from sft_eval.trainer_config import recipe_plan
 
@@ -216,7 +216,7 @@ def _recipe_plan(args: argparse.Namespace) -> Any:
         "dataloader_drop_last": args.drop_last or None,
     }
     recipe = recipe.with_sft(**{k: v for k, v in overrides.items() if v is not None})
-    return recipe_plan(recipe, args.rows or len(load_sft_rows(recipe)), args.world_size)
+    return recipe_plan(recipe, args.rows or len(training_rows(recipe)), args.world_size)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -8,8 +8,10 @@ text; a question on one side only is listed, never dropped silently.
 - Binary checks (exact match, ends at end-of-turn, no leaked tokens, not empty): the flips, question by question
   (pass -> fail, fail -> pass), and an exact McNemar test on the discordant pairs: scipy's two-sided binomial test
   of the pass -> fail count among all flips at p = 1/2. The effect's interval is the paired bootstrap's.
-- Continuous metrics (repetition): the paired bootstrap's interval and p-value. New tokens are shown, not tested
-  (longer is neither better nor worse).
+- Continuous metrics (repetition; the expected answers' teacher-forced NLL where both sides have it): the paired
+  bootstrap's interval and p-value, and for the NLL the questions whose expected answer became more than
+  `EXPECTED_NLL_MARGIN` nats/token less likely. New tokens are shown, not tested (longer is neither better nor
+  worse).
 - Holm-Bonferroni across the metrics tested. A regression is a metric worse with a corrected p below alpha;
   improvements are listed and never fail.
 """
@@ -42,6 +44,7 @@ class Outcome:
     empty: bool
     repetition: float
     new_tokens: int
+    expected_nll: float | None = None  # the expected answer's teacher-forced NLL, nats/token (`scoring.Signals`)
 
 
 def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[Outcome]:
@@ -56,13 +59,16 @@ def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[
             empty=not card[which]["text"].strip(),
             repetition=float(card[which]["repetition"]),
             new_tokens=int(card[which]["new_tokens"]),
+            expected_nll=(card.get("expected_nll") or {}).get(which),
         )
         for card in context["cards"]
     ]
 
 
-def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned") -> list[Outcome]:
-    """One side of a live evaluation (the session's `sft_evaluation`)."""
+def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned", signals: Any = None) -> list[Outcome]:
+    """One side of a live evaluation (the session's `sft_evaluation`), with the expected answers' NLL from its
+    `scoring.Signals` when given."""
+    nll = {r.label: getattr(r, which) for r in signals.expected} if signals is not None else {}
     outcomes = []
     for record in evaluation.records:
         score = record.score(which)
@@ -76,6 +82,7 @@ def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned") -> li
                 empty=score.empty,
                 repetition=score.repetition,
                 new_tokens=score.new_tokens,
+                expected_nll=nll.get(record.question.question),
             )
         )
     return outcomes
@@ -100,6 +107,7 @@ class MetricComparison:
     verdict: str = "no change"  # "regression", "improvement" or "no change"
     pass_to_fail: list[str] = field(default_factory=list)  # binary checks: the questions that flipped
     fail_to_pass: list[str] = field(default_factory=list)
+    worse: list[str] = field(default_factory=list)  # the expected-answer NLL: questions beyond the margin
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,8 +158,12 @@ BINARY: list[tuple[str, Callable[[Outcome], bool | None]]] = [
     ("no leaked tokens", lambda o: not o.leaked),
     ("not empty", lambda o: not o.empty),
 ]
-# (name, value, better) per continuous metric
-CONTINUOUS: list[tuple[str, Callable[[Outcome], float], str]] = [("repetition", lambda o: o.repetition, "lower")]
+# (name, value, better, per-question margin: a question worse by more is listed) per continuous metric
+EXPECTED_NLL_MARGIN = 0.5  # nats/token: the expected answer about 1.65x less likely per token
+CONTINUOUS: list[tuple[str, Callable[[Outcome], float | None], str, float | None]] = [
+    ("repetition", lambda o: o.repetition, "lower", None),
+    ("expected-answer NLL", lambda o: o.expected_nll, "lower", EXPECTED_NLL_MARGIN),
+]
 
 
 def mcnemar_exact(pass_to_fail: int, fail_to_pass: int) -> float:
@@ -207,7 +219,7 @@ def compare_outcomes(
         )
     pairs = [(base[k], cand[k]) for k in common]
     metrics = [m for name, check in BINARY if (m := _binary(name, check, pairs)) is not None]
-    metrics += [_continuous(name, value, better, pairs) for name, value, better in CONTINUOUS]
+    metrics += [m for spec in CONTINUOUS if (m := _continuous(*spec, pairs)) is not None]
     adjusted = holm([m.p_value for m in metrics])
     judged = []
     for m, p_holm in zip(metrics, adjusted, strict=True):
@@ -253,8 +265,20 @@ def _binary(name: str, check: Callable[[Outcome], bool | None], pairs: list[tupl
     )
 
 
-def _continuous(name: str, value: Callable[[Outcome], float], better: str, pairs: list[tuple[Outcome, Outcome]]):
-    effect = paired_bootstrap(name, [value(b) for b, _ in pairs], [value(c) for _, c in pairs])
+def _continuous(
+    name: str,
+    value: Callable[[Outcome], float | None],
+    better: str,
+    margin: float | None,
+    pairs: list[tuple[Outcome, Outcome]],
+):
+    valued = [(c.question, value(b), value(c)) for b, c in pairs]
+    valued = [(q, x, y) for q, x, y in valued if x is not None and y is not None]
+    if not valued:  # the expected answers' NLL where neither report has it
+        return None
+    effect = paired_bootstrap(name, [x for _, x, _ in valued], [y for *_, y in valued])
+    sign = 1 if better == "lower" else -1
+    worse = [q for q, x, y in valued if margin is not None and sign * (y - x) > margin]
     return MetricComparison(
         metric=name,
         kind="continuous",
@@ -267,6 +291,7 @@ def _continuous(name: str, value: Callable[[Outcome], float], better: str, pairs
         low=effect.low,
         high=effect.high,
         p_value=effect.p_value,
+        worse=worse,
     )
 
 
@@ -294,6 +319,8 @@ def describe(comparison: Comparison) -> list[str]:
             lines.append(f"            pass -> fail ({len(m.pass_to_fail)}): {_listed(m.pass_to_fail)}")
         if m.fail_to_pass:
             lines.append(f"            fail -> pass ({len(m.fail_to_pass)}): {_listed(m.fail_to_pass)}")
+        if m.worse:
+            lines.append(f"            worse by over {EXPECTED_NLL_MARGIN:g} ({len(m.worse)}): {_listed(m.worse)}")
     tokens = c.new_tokens
     lines.append(f"new tokens per answer: {tokens['baseline']:.1f} -> {tokens['candidate']:.1f} (shown, not tested)")
     for side, missing in (("baseline", c.only_in_baseline), ("candidate", c.only_in_candidate)):
@@ -320,6 +347,10 @@ def markdown(comparison: Comparison) -> str:
         f"- **{m.metric}** pass -> fail: " + ", ".join(f"`{q[:80]}`" for q in m.pass_to_fail)
         for m in c.metrics
         if m.pass_to_fail
+    ] + [
+        f"- **{m.metric}** worse by over {EXPECTED_NLL_MARGIN:g}: " + ", ".join(f"`{q[:80]}`" for q in m.worse)
+        for m in c.metrics
+        if m.worse
     ]
     return "\n".join(
         [

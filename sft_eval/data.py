@@ -18,7 +18,7 @@ from datasets import Dataset
 from sft_eval.cache import default_cache_dir
 from sft_eval.errors import SftEvalError
 from sft_eval.hub import require_local_or_reachable
-from sft_eval.recipe import Recipe
+from sft_eval.recipe import Recipe, read_text
 
 # Training rows as stages take them: the Arrow `Dataset` `load_sft_rows` returns, or a list of row dicts (a sample
 # a test builds). Iterating either gives dicts; slice a `Dataset` with `head`, never `[:n]` (which gives columns).
@@ -33,17 +33,18 @@ class Question:
     id: str = ""  # the questions file's `id`, when it gives one: what `compare` pairs questions by (else the text)
 
 
-def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dataset:
-    """The recipe's training rows (first `data.limit`) as an Arrow `datasets.Dataset`, each a `messages`
-    conversation or prompt/completion, all of one format (TRL prepares a dataset by the format of its first row).
+def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None, key: str = "data.train") -> Dataset:
+    """The recipe's training rows (first `data.limit`), or with `key="data.eval"` its held-out rows (all), as an
+    Arrow `datasets.Dataset`, each a `messages` conversation or prompt/completion, all of one format (TRL prepares a
+    dataset by the format of its first row).
 
     A JSONL file is read by `datasets`' JSON builder into memory-mapped Arrow files under `cache_dir` (default:
     `datasets/` in the sft-eval cache) and validated column by column with pyarrow compute. Only when Arrow cannot
     read the file, or a column does not pass, is it scanned line by line: that scan names the first bad line (or
     vouches for rows the columnar check could not, e.g. a column of mixed types that Arrow reads as one)."""
-    source = recipe.resolve(recipe.data.train)
+    source = recipe.resolve(recipe.data.train if key == "data.train" else recipe.data.eval)
     path = Path(source)
-    limit = recipe.data.limit
+    limit = recipe.data.limit if key == "data.train" else None
     if path.is_file():
         dataset = _arrow_jsonl(path, cache_dir)
         if dataset is not None:
@@ -53,12 +54,40 @@ def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dat
             rows = _validated([row for _, row in numbered], [f"{path}:{line}" for line, _ in numbered])
             dataset = dataset if dataset is not None else _from_rows(rows, path)
     else:
-        dataset = _first(_load_datasets_rows(source), limit)
+        dataset = _first(_load_datasets_rows(source, key), limit)
         if not rows_pass(dataset):
             _validated(dataset, [f"{source} row {index}" for index in range(len(dataset))])
     if not len(dataset):
-        raise SftEvalError(f"data.train: {source} has no rows: there is nothing to train on")
+        raise SftEvalError(
+            f"{key}: {source} has no rows: there is nothing to {'train' if key == 'data.train' else 'score'} on"
+        )
     return dataset
+
+
+def split_held_out(rows: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(training rows, held-out rows): `fraction` of `rows` drawn with `seed` (at least one each side), both in
+    their file order; the same recipe always holds out the same rows."""
+    import numpy as np
+
+    held = round(len(rows) * fraction)
+    if not 0 < held < len(rows):
+        raise SftEvalError(
+            f"data.eval_fraction: {fraction} of {len(rows)} rows holds out {held}: at least one row must be held out "
+            "and one trained on"
+        )
+    chosen = set(np.random.default_rng(seed).permutation(len(rows))[:held].tolist())
+    return (
+        rows.select([i for i in range(len(rows)) if i not in chosen]),
+        rows.select(sorted(chosen)),
+    )
+
+
+def training_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dataset:
+    """The rows the recipe trains on: `data.train` (first `data.limit`) less its `data.eval_fraction` share."""
+    rows = load_sft_rows(recipe, cache_dir=cache_dir)
+    if recipe.data.eval_fraction is None:
+        return rows
+    return split_held_out(rows, recipe.data.eval_fraction, recipe.seed)[0]
 
 
 def _validated(rows: Any, where: list[str]) -> Any:
@@ -218,18 +247,18 @@ def _read_jsonl(path: Path, limit: int | None = None):
             yield number, row
 
 
-def _load_datasets_rows(source: str) -> Dataset:
+def _load_datasets_rows(source: str, key: str = "data.train") -> Dataset:
     """A `save_to_disk` folder, or a hub dataset id when the hub is reachable (its train split)."""
     import datasets
 
-    require_local_or_reachable(source, key="data.train", kind="dataset")
+    require_local_or_reachable(source, key=key, kind="dataset")
     try:
         loaded = datasets.load_from_disk(source) if Path(source).is_dir() else datasets.load_dataset(source)
     except Exception as exc:  # datasets raises many types; all mean "cannot read this dataset"
-        raise SftEvalError(f"data.train: cannot load dataset {source!r}: {str(exc).splitlines()[0]}") from None
+        raise SftEvalError(f"{key}: cannot load dataset {source!r}: {str(exc).splitlines()[0]}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
-            raise SftEvalError(f"data.train: {source!r} has no 'train' split (it has {', '.join(loaded)})")
+            raise SftEvalError(f"{key}: {source!r} has no 'train' split (it has {', '.join(loaded)})")
         loaded = loaded["train"]
     return loaded
 
@@ -317,6 +346,30 @@ def user_and_answer(row: dict[str, Any]) -> tuple[str, str]:
         answer = next((m["content"] for m in row["messages"] if m["role"] == "assistant"), "")
         return user, answer
     return _as_text(row["prompt"]), _as_text(row["completion"])
+
+
+def assistant_texts(row: dict[str, Any]) -> list[str]:
+    """What a row trains the model to say: each assistant turn's text, or the completion."""
+    if "messages" in row:
+        return [m["content"] for m in row["messages"] if m["role"] == "assistant" and isinstance(m["content"], str)]
+    return [_as_text(row["completion"])]
+
+
+def load_general_text(path: str | Path) -> list[str]:
+    """`eval.general_text`'s documents: a .txt file's non-blank lines, or a .jsonl file's `text` fields (each a
+    non-empty string, else one line naming the file and line)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        documents = []
+        for number, row in _read_jsonl(path):
+            if not isinstance(row.get("text"), str) or not row["text"].strip():
+                raise SftEvalError(f"eval.general_text: {path}:{number}: needs a non-empty string `text`")
+            documents.append(row["text"])
+    else:
+        documents = [line for line in read_text(path).splitlines() if line.strip()]
+    if not documents:
+        raise SftEvalError(f"eval.general_text: {path} holds no text")
+    return documents
 
 
 def user_turns(row: dict[str, Any]) -> list[str]:

@@ -30,12 +30,14 @@ from sft_eval.chat import (
     check_rows_render,
     conversation,
     end_of_turn,
+    end_of_turn_ids,
     load_template,
+    render_conversation,
     render_prompt,
     shipped_templates,
     special_literals,
 )
-from sft_eval.data import Question, load_questions, load_sft_rows
+from sft_eval.data import Question, assistant_texts, load_general_text, load_questions, load_sft_rows, split_held_out
 from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
 from sft_eval.models import (
@@ -54,6 +56,16 @@ from sft_eval.models import (
 from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun, cached_answer
 from sft_eval.sanity import Evaluation, evaluate
+from sft_eval.scoring import (
+    Lengths,
+    RowLoss,
+    Scored,
+    Signals,
+    answer_sequence,
+    mean_nll,
+    score_sequences,
+    text_sequences,
+)
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
 from sft_eval.training import read_finished_run, read_trainer_state, train_sft
 
@@ -73,12 +85,13 @@ class Pipeline:
         questions: list[Question] | None = None,
         rows: Dataset | None = None,
     ):
-        """`questions` and `rows`, when the caller has read and validated them already (`sft_eval.factory`)."""
+        """`questions` and `rows` (`data.train`'s, before any held-out split), when the caller has read and
+        validated them already (`sft_eval.factory`)."""
         self.recipe = recipe
         if questions is not None:
             self.questions = questions
         if rows is not None:
-            self.rows = rows
+            self.loaded_rows = rows
         self.cache = cache or FixtureCache()
         self.device = resolve_device(device)
         self.answer_cache = answer_cache  # False: generate every answer again (`--no-answer-cache`)
@@ -87,10 +100,29 @@ class Pipeline:
 
     # -- build ------------------------------------------------------------------------------------------
     @functools.cached_property
-    def rows(self) -> Dataset:
-        """The recipe's training rows (an Arrow `Dataset`, memory-mapped under the cache's `datasets/`), read and
-        validated once per pipeline."""
+    def loaded_rows(self) -> Dataset:
+        """`data.train`'s rows (an Arrow `Dataset`, memory-mapped under the cache's `datasets/`), read and validated
+        once per pipeline; `data.eval_fraction`'s rows still among them."""
         return load_sft_rows(self.recipe, cache_dir=self.cache.root / "datasets")
+
+    @functools.cached_property
+    def _split(self) -> tuple[Dataset, Dataset | None]:
+        fraction = self.recipe.data.eval_fraction
+        if fraction is not None:
+            return split_held_out(self.loaded_rows, fraction, self.recipe.seed)
+        if self.recipe.data.eval is not None:
+            return self.loaded_rows, load_sft_rows(self.recipe, cache_dir=self.cache.root / "datasets", key="data.eval")
+        return self.loaded_rows, None
+
+    @property
+    def rows(self) -> Dataset:
+        """The rows the recipe trains on: `data.train`'s, less the `data.eval_fraction` share held out."""
+        return self._split[0]
+
+    @property
+    def held_out_rows(self) -> Dataset | None:
+        """The rows the held-out loss is measured on (`data.eval`, or `data.eval_fraction`'s share), or None."""
+        return self._split[1]
 
     @functools.cached_property
     def tokenizer_entry(self) -> tuple[Path | None, str]:
@@ -104,7 +136,7 @@ class Pipeline:
         key = cache_key("tokenizer", {"template": template, "vocabulary": self.vocabulary_key})
 
         def build(folder: Path) -> None:
-            texts = _corpus() + [m["content"] for row in self.rows for m in row.get("messages") or []]
+            texts = _corpus() + [m["content"] for row in self.loaded_rows for m in row.get("messages") or []]
             specials = special_literals(template)
             train_tokenizer(texts, template, specials, eos_token=end_of_turn(specials)).save_pretrained(folder)
 
@@ -252,6 +284,7 @@ class Pipeline:
             "chat_template": self.tokenizer.chat_template,
             "train": source_digest(self.recipe.resolve(self.recipe.data.train)),
             "limit": self.recipe.data.limit,
+            **({"eval_fraction": self.recipe.data.eval_fraction} if self.recipe.data.eval_fraction else {}),
             "sft": dict(self.recipe.sft),
             **({"peft": dict(self.recipe.peft)} if self.recipe.peft is not None else {}),
             "seed": self.recipe.seed,
@@ -305,7 +338,7 @@ class Pipeline:
             str(self.device),
             answer_cache=self.answer_cache,
             questions=self.questions,
-            rows=self.__dict__.get("rows"),  # read once here if read at all; a sweep's evaluation needs none
+            rows=self.__dict__.get("loaded_rows"),  # read once here if read at all; a sweep's evaluation needs none
         )
 
     @functools.cached_property
@@ -447,6 +480,71 @@ class Pipeline:
         )
 
     @functools.cached_property
+    def signals(self) -> Signals:
+        """The teacher-forced signals (held-out loss, the expected answers' likelihood, general-text loss) of the
+        base and the tuned model, and the answers' lengths against the training answers'. Each model is loaded
+        once, scores every sequence, and is let go before the next (one model in memory at a time); nothing is
+        generated. The held-out rows are tokenized and masked by the recipe's own SFTTrainer and collator, so the
+        held-out loss scores exactly the tokens training trains."""
+        recipe, tokenizer = self.recipe, self.tokenizer
+        sequences: dict[str, list[Scored]] = {"held_out": [], "expected": [], "general": []}
+        labels: dict[str, list[str]] = {"held_out": [], "expected": [], "general": []}
+        expected = [q for q in self.questions if q.expected]
+        stops = end_of_turn_ids(tokenizer)
+        system = recipe.eval.system_message or None
+        for q in expected:
+            messages = conversation(q.question, system)
+            prompt = render_prompt(tokenizer, messages, enable_thinking=recipe.eval.enable_thinking)
+            full = render_conversation(tokenizer, [*messages, {"role": "assistant", "content": q.expected}])
+            sequences["expected"].append(answer_sequence(tokenizer, prompt, full, q.expected, stops))
+            labels["expected"].append(q.question)
+        if recipe.eval.general_text:
+            documents = load_general_text(recipe.resolve(recipe.eval.general_text))
+            limit = int(recipe.sft.get("max_length") or 1024)
+            sequences["general"] = text_sequences(tokenizer, documents, limit)
+            labels["general"] = [f"document {i + 1}" for i in range(len(sequences["general"]))]
+        scored: dict[str, dict[str, list[list[float]]]] = {}
+        for which in ("base", "tuned"):
+            model = self._model_for_answers(which)
+            if which == "base" and self.held_out_rows is not None:
+                sequences["held_out"], labels["held_out"] = held_out_sequences(
+                    recipe, model, tokenizer, self.held_out_rows
+                )
+            scored[which] = {name: score_sequences(model, seqs) for name, seqs in sequences.items()}
+            del model
+        rows = {
+            name: [
+                RowLoss(label, len(b), mean_nll(b), mean_nll(t))
+                for label, b, t in zip(labels[name], scored["base"][name], scored["tuned"][name], strict=True)
+                if b
+            ]
+            for name in sequences
+        }
+        evaluation = self.evaluation
+        training = [
+            len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # and the end-of-turn token
+            for row in self.rows
+            for text in assistant_texts(row)
+        ]
+        lengths = Lengths(
+            [s.new_tokens for s in evaluation.base_scores], [s.new_tokens for s in evaluation.tuned_scores], training
+        )
+        source = (
+            f"data.eval: {recipe.data.eval}"
+            if recipe.data.eval
+            else f"data.eval_fraction: {recipe.data.eval_fraction}"
+            if recipe.data.eval_fraction
+            else ""
+        )
+        return Signals(
+            held_out=rows["held_out"],
+            expected=rows["expected"],
+            general=rows["general"],
+            lengths=lengths,
+            held_out_source=source,
+        )
+
+    @functools.cached_property
     def findings(self) -> list[Finding]:
         """The audit of the recipe (template, tokenizer, checkpoint files, a LoRA run's trainable tokens, the
         trainer's labels), once; nothing is trained for it."""
@@ -507,7 +605,7 @@ class Pipeline:
             name, report = baseline
             against = compare_outcomes(
                 outcomes_from_report(report),
-                outcomes_from_evaluation(self.evaluation),
+                outcomes_from_evaluation(self.evaluation, signals=self.signals),
                 baseline_name=name,
                 candidate_name="this run",
             ).to_dict()
@@ -523,6 +621,7 @@ class Pipeline:
             speed=speed,
             checks=[c.to_dict() for c in self.checks()],
             against_baseline=against,
+            signals=self.signals.to_dict(),
         )
 
     def checks(self) -> list[Any]:
@@ -536,6 +635,7 @@ class Pipeline:
             self.training_run,
             self.findings + self.merge_findings,
             self.tokenizer.eos_token,
+            self.signals,
         )
 
     def answer_provenance(self) -> str:
@@ -556,6 +656,20 @@ class Pipeline:
             "tuned_entry": str(self.tuned_model_dir if self.finished_run else self._tuned_entry),
             **({"answers": self.answer_provenance()} if self.answer_counts else {}),
         }
+
+
+def held_out_sequences(
+    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Dataset
+) -> tuple[list[Scored], list[str]]:
+    """The held-out rows as the recipe's trainer would train them, unpacked: tokenized, truncated and masked by its
+    own SFTTrainer and data collator (assistant-only, completion-only or whole sequence, as its config says), each
+    with its row's label ("row N" of the file). A row the trainer drops (nothing left to train) is not scored."""
+    from sft_eval.audit.labels import trainer_batch
+
+    check_rows_render(tokenizer, rows)
+    batch = trainer_batch(recipe.with_sft(packing=False), model, tokenizer, rows, limit=None)
+    scored = [Scored(ids, labels) for ids, labels in zip(batch.input_ids, batch.labels, strict=True)]
+    return scored, [f"row {k + 1}" for k in batch.source]
 
 
 @functools.cache

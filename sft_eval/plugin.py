@@ -185,6 +185,13 @@ def sft_evaluation(sft_pipeline: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def sft_signals(sft_pipeline: Any) -> Any:
+    """The teacher-forced signals (held-out loss, expected answers' likelihood, forgetting) and answer lengths,
+    base vs tuned (`sft_eval.scoring.Signals`)."""
+    return sft_pipeline.signals
+
+
+@pytest.fixture(scope="session")
 def sft_record_speed(request: pytest.FixtureRequest) -> Any:
     """`sft_record_speed(method, tokens_per_s)`: a generation-speed figure for the report's speed panel (the
     generation benchmarks record theirs; the report shows what was recorded)."""

@@ -56,6 +56,10 @@ class ModelSection:
 class DataSection:
     train: str
     limit: int | None = None
+    # held-out rows for the held-out loss: a file or dataset in the training formats, or a seeded share of `train`
+    # (of its first `limit` rows) that training then does not see
+    eval: str | None = None
+    eval_fraction: float | None = None
 
 
 # Bounds of a served run: a server that never replies is given up after at most
@@ -97,6 +101,9 @@ class EvalSection:
     golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
     # a sweep's best checkpoint: the first metric decides, the next ones break ties, then the earlier step
     best_by: tuple[str, ...] = ("match_rate", "eos_stop_rate", "eval_loss")
+    # general text (a .txt file, one document per non-blank line, or .jsonl with a "text" field): its loss under
+    # the tuned model over the base's is the forgetting ratio
+    general_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,20 @@ class Thresholds:
     min_match_rate: float = 0.8
     max_repetition: float = 0.3
     max_base_eos_stop_rate: float = 0.2
+    min_eval_loss_drop: float = 0.1  # the tuned model's held-out loss at least 10% below the base's
+    max_forgetting: float = 1.15  # general-text loss, tuned over base: at most 15% higher
+    max_expected_nll_rise: float = 0.5  # nats/token an expected answer (and end of turn) may become less likely
+    max_length_ratio: float = 3.0  # tuned answers' median length within 3x (either way) of the training answers'
+
+
+FRACTION_THRESHOLDS = (
+    "min_loss_drop",
+    "min_eos_stop_rate",
+    "min_match_rate",
+    "max_repetition",
+    "max_base_eos_stop_rate",
+    "min_eval_loss_drop",
+)
 
 
 @dataclass(frozen=True)
@@ -418,6 +439,11 @@ def _check_values(recipe: Recipe, where: str) -> None:
                 f"{where}: `model.merged` must be a checkpoint folder, and {recipe.resolve(recipe.model.merged)} is "
                 "not one"
             )
+    if recipe.data.eval_fraction is not None and not 0 < recipe.data.eval_fraction < 1:
+        raise SftEvalError(
+            f"{where}: `data.eval_fraction` must be above 0 and below 1 (the share of rows held out), not "
+            f"{recipe.data.eval_fraction}"
+        )
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise SftEvalError(f"{where}: `data.limit` must be at least 1, not {recipe.data.limit}")
     unknown = [m for m in recipe.eval.best_by if m not in BEST_BY_METRICS]
@@ -460,7 +486,36 @@ def _check_values(recipe: Recipe, where: str) -> None:
     if any(not q.strip() for q in recipe.eval.questions):
         raise SftEvalError(f"{where}: `eval.questions` has a blank question")
     _check_sft_values(recipe.sft, where)
-    for name in ("min_loss_drop", "min_eos_stop_rate", "min_match_rate", "max_repetition", "max_base_eos_stop_rate"):
+    for name in FRACTION_THRESHOLDS:
         value = getattr(recipe.thresholds, name)
         if not 0.0 <= value <= 1.0:
             raise SftEvalError(f"{where}: `thresholds.{name}` must be between 0 and 1, not {value}")
+    for name, low in (("max_forgetting", 1.0), ("max_expected_nll_rise", 0.0), ("max_length_ratio", 1.0)):
+        value = getattr(recipe.thresholds, name)
+        if not low <= value < math.inf:
+            raise SftEvalError(f"{where}: `thresholds.{name}` must be a finite number of at least {low:g}, not {value}")
+    _check_eval_sources(recipe, where)
+
+
+def _check_eval_sources(recipe: Recipe, where: str) -> None:
+    """The held-out rows and the general text: one source of held-out rows, files that exist, and no seeded split
+    of a run trained elsewhere (its trainer drew its own)."""
+    data = recipe.data
+    if data.eval is not None and data.eval_fraction is not None:
+        raise SftEvalError(f"{where}: set `data.eval` (a held-out file) or `data.eval_fraction` (a split), not both")
+    if data.eval_fraction is not None and recipe.model.tuned is not None:
+        raise SftEvalError(
+            f"{where}: `data.eval_fraction` holds out rows that training here then does not see, and model.tuned "
+            "was trained elsewhere on its own rows; name its held-out rows as `data.eval`"
+        )
+    for key, value, suffixes in (
+        ("data.eval", data.eval, None),
+        ("eval.general_text", recipe.eval.general_text, (".txt", ".jsonl")),
+    ):
+        if value is None:
+            continue
+        path = Path(recipe.resolve(value)).expanduser()
+        if suffixes is not None and path.suffix not in suffixes:
+            raise SftEvalError(f"{where}: `{key}` must be a .txt or .jsonl file, not {value!r}")
+        if (suffixes is not None or _looks_like_path(value)) and not path.exists():
+            raise SftEvalError(f"{where}: `{key}` names {path}, which does not exist")

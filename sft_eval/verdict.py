@@ -7,6 +7,7 @@ in its Verdict section and exits 1 when one fails: the two cannot disagree, beca
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from sft_eval.audit import Finding
 from sft_eval.recipe import Thresholds
 from sft_eval.records import TrainingRun, loss_problems, plan_problems, unjudged_loss
 from sft_eval.sanity import Evaluation, Score
+from sft_eval.scoring import Signals
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,59 @@ def training_checks(thresholds: Thresholds, run: TrainingRun) -> dict[str, Check
     return {c.name: c for c in (loss, plan)}
 
 
+def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
+    """The teacher-forced signals and the answers' length against the thresholds; a signal the recipe gives
+    nothing to measure on is not judged, and says what would give it."""
+    drop = signals.eval_loss_drop
+    if drop is None:
+        held = Check("signals.eval_loss", None, "no held-out rows: set `data.eval` or `data.eval_fraction`")
+    else:
+        base, tuned = signals.loss("held_out")
+        held = _judged(
+            "signals.eval_loss",
+            drop >= thresholds.min_eval_loss_drop,
+            f"held-out loss {base:.3f} (base) -> {tuned:.3f} (tuned) nats/token on {len(signals.held_out)} rows "
+            f"({signals.held_out_source}): a {drop:.1%} drop, the recipe asks for {thresholds.min_eval_loss_drop:.0%}",
+        )
+    ratio = signals.forgetting
+    if ratio is None:
+        forgetting = Check("signals.forgetting", None, "no general text: set `eval.general_text`")
+    else:
+        base, tuned = signals.loss("general")
+        forgetting = _judged(
+            "signals.forgetting",
+            ratio <= thresholds.max_forgetting,
+            f"general-text loss {base:.3f} (base) -> {tuned:.3f} (tuned) nats/token on {len(signals.general)} "
+            f"documents: {ratio:.2f}x the base's, the recipe allows {thresholds.max_forgetting:g}x",
+        )
+    if not signals.expected:
+        expected = Check("signals.expected_likelihood", None, "no question has an `expected` answer")
+    else:
+        fell = [r for r in signals.expected if r.rise > thresholds.max_expected_nll_rise]
+        expected = _judged(
+            "signals.expected_likelihood",
+            not fell,
+            f"the expected answer became less likely under the tuned model on {len(fell)} of "
+            f"{len(signals.expected)} questions (more than {thresholds.max_expected_nll_rise:g} nats/token): "
+            + "; ".join(f"{r.label!r}: {r.base:.2f} -> {r.tuned:.2f}" for r in sorted(fell, key=lambda r: -r.rise)[:5]),
+        )
+    lengths = signals.lengths
+    ratio = None if lengths is None else lengths.ratio
+    if ratio is None:
+        length = Check("signals.length", None, "no tuned answers or no training answers to compare lengths")
+    else:
+        limit = thresholds.max_length_ratio
+        tuned, training = statistics.median(lengths.tuned), statistics.median(lengths.training)
+        length = _judged(
+            "signals.length",
+            1 / limit <= ratio <= limit,
+            f"tuned answers' median length {tuned:g} tokens is {ratio:.2f}x the training answers' {training:g} "
+            f"(the recipe allows {1 / limit:.2f}x to {limit:g}x): the model learned to be "
+            + ("terse" if ratio < 1 else "long-winded, or never to stop early"),
+        )
+    return {c.name: c for c in (held, forgetting, expected, length)}
+
+
 def audit_check(findings: list[Finding]) -> Check:
     errors = [f for f in findings if f.severity == "error"]
     return _judged(
@@ -116,13 +171,19 @@ def audit_check(findings: list[Finding]) -> Check:
 
 
 def judge(
-    thresholds: Thresholds, evaluation: Evaluation, run: TrainingRun, findings: list[Finding], eos_token: str
+    thresholds: Thresholds,
+    evaluation: Evaluation,
+    run: TrainingRun,
+    findings: list[Finding],
+    eos_token: str,
+    signals: Signals | None = None,
 ) -> list[Check]:
     """Every check the suites hold a run to, in one list (what `sft-eval report` shows and exits by)."""
     return [
         audit_check(findings),
         *training_checks(thresholds, run).values(),
         *response_checks(thresholds, evaluation, eos_token).values(),
+        *(signal_checks(thresholds, signals).values() if signals is not None else ()),
     ]
 
 

@@ -18,13 +18,13 @@ from sft_eval.compare import (
 from sft_eval.plugin import baseline_report, option
 
 
-def test_no_regression_against_the_baseline(request, sft_evaluation):
+def test_no_regression_against_the_baseline(request, sft_evaluation, sft_signals):
     baseline = baseline_report(request.config)
     if baseline is None:
         pytest.skip("no --sft-baseline: give the accepted run's sft_report.json to hold this run to it")
     comparison = compare_outcomes(
         outcomes_from_report(baseline),
-        outcomes_from_evaluation(sft_evaluation),
+        outcomes_from_evaluation(sft_evaluation, signals=sft_signals),
         baseline_name=option(request.config, "baseline"),
         candidate_name="this run",
     )

@@ -43,7 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "train": ("training",),
     "generate": ("generation", "generation.local", "generation.served"),
-    "score": ("sanity", "golden", "verdict"),
+    "score": ("sanity", "scoring", "golden", "verdict"),
     "compare": ("compare", "sweep"),
     "report": ("report",),
     "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),

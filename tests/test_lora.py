@@ -125,8 +125,7 @@ def test_trainable_tokens_quiet_where_the_rows_are_trained(sft_pipeline):
 # -- the check is right: the frozen end-of-turn row never stops, the trained one does --------------------------
 def lora_recipe(folder: Path, base: Path, peft: str, name: str, epochs: int = 20) -> Path:
     text = LORA_RECIPE.read_text(encoding="utf-8")
-    for relative in ("../data/sft_train.jsonl", "../data/eval_questions.jsonl"):
-        text = text.replace(f'"{relative}"', f'"{(LORA_RECIPE.parent / relative).resolve()}"')
+    text = text.replace('"../data/', f'"{(LORA_RECIPE.parent.parent / "data").resolve()}/')
     text = text.replace('base = "tiny"', f'base = "{base}"')
     text = text.replace("ensure_weight_tying = true", peft)
     text = text.replace('name = "tiny_lora"', f'name = "{name}"')
@@ -191,8 +190,7 @@ def test_merge_check_quiet_on_peft_merge(lora_pipeline):
 def recipe_copy(folder: Path, edits: dict[str, str]) -> Path:
     """The tiny LoRA recipe with text edits, written to `folder` with its data paths made absolute."""
     text = LORA_RECIPE.read_text(encoding="utf-8")
-    for relative in ("../data/sft_train.jsonl", "../data/eval_questions.jsonl"):
-        text = text.replace(f'"{relative}"', f'"{(LORA_RECIPE.parent / relative).resolve()}"')
+    text = text.replace('"../data/', f'"{(LORA_RECIPE.parent.parent / "data").resolve()}/')
     for old, new in edits.items():
         assert old in text, old
         text = text.replace(old, new, 1)

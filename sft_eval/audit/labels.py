@@ -41,13 +41,18 @@ class TrainerBatch:
 
 
 def trainer_batch(
-    recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Rows
+    recipe: Recipe,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Rows,
+    *,
+    limit: int | None = AUDIT_ROWS,
 ) -> TrainerBatch:
-    """Build the recipe's SFTTrainer on (a sample of) `rows` and collate its prepared dataset."""
+    """Build the recipe's SFTTrainer on `rows` (the first `limit`; None: all) and collate its prepared dataset."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    sample = [dict(row, **{ROW_KEY: i}) for i, row in enumerate(head(rows, AUDIT_ROWS))]
+    sample = [dict(row, **{ROW_KEY: i}) for i, row in enumerate(head(rows, len(rows) if limit is None else limit))]
     tokenizer = copy.deepcopy(tokenizer)  # the trainer may set its pad token
     with tempfile.TemporaryDirectory() as out:
         config, _ = sft_config(recipe, out)

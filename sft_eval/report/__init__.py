@@ -72,10 +72,13 @@ def build_context(
     speed: dict[str, float] | None = None,
     checks: list[dict[str, Any]] | None = None,
     against_baseline: dict[str, Any] | None = None,
+    signals: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report shows, as JSON-able data, from the stages' records. `checks`: the run judged against
     its thresholds (`verdict.judge`), what the Verdict shows outside a pytest run. `against_baseline`: the
-    tuned model against a previous report's (`compare.Comparison.to_dict()`), for its own section."""
+    tuned model against a previous report's (`compare.Comparison.to_dict()`), for its own section. `signals`: the
+    teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for the Quality signals section."""
+    likelihood = {r["label"]: r for r in (signals or {}).get("expected", [])}
     cards = [
         {
             "question": r.question.question,
@@ -85,6 +88,11 @@ def build_context(
             "base": _side(r.base, r.base_score),
             "tuned": _side(r.tuned, r.tuned_score),
             "diff": word_diff(r.base.text, r.tuned.text),
+            **(
+                {"expected_nll": {k: likelihood[r.question.question][k] for k in ("base", "tuned")}}
+                if r.question.question in likelihood
+                else {}
+            ),
         }
         for r in evaluation.records
     ]
@@ -94,6 +102,7 @@ def build_context(
         "outcomes": outcomes,
         "checks": checks or [],
         "against_baseline": against_baseline,
+        "signals": signals,
         "recipe": recipe.fingerprint(),
         "recipe_path": str(recipe.path) if recipe.path else None,
         "environment": {
@@ -411,6 +420,12 @@ def check_report(context: dict[str, Any], where: str) -> None:
         )
         for k, metric in enumerate(against["metrics"]):
             validate.fields(metric, f"{at}.metrics[{k}]", required={"metric": validate.text, **numbers}, optional={})
+    _signals(context.get("signals"), f"{where}: signals")
+    if context.get("signals") is not None:  # its section shows the thresholds the signals are judged by
+        keys = ("min_eval_loss_drop", "max_forgetting", "max_expected_nll_rise", "max_length_ratio")
+        validate.fields(
+            context["thresholds"], f"{where}: thresholds", required=dict.fromkeys(keys, validate.number), optional={}
+        )
     for k, card in enumerate(context["cards"]):
         at = f"{where}: cards[{k}]"
         validate.fields(card, at, required={"question": validate.text, "diff": _pair_list(validate.text)}, optional={})
@@ -418,6 +433,48 @@ def check_report(context: dict[str, Any], where: str) -> None:
             if not isinstance(card.get(side), dict):
                 raise SftEvalError(f"{at}.{side} is {validate.shown(card.get(side))}, not an object")
             validate.fields(card[side], f"{at}.{side}", required=_SIDE, optional={})
+        nll = card.get("expected_nll")
+        if nll is not None:
+            if not isinstance(nll, dict):
+                raise SftEvalError(f"{at}.expected_nll is {validate.shown(nll)}, not an object")
+            validate.fields(
+                nll, f"{at}.expected_nll", required=dict.fromkeys(("base", "tuned"), validate.number), optional={}
+            )
+
+
+def _signals(value: Any, where: str) -> None:
+    """The Quality signals section's data: its comparison rows, per-row losses and the summary numbers."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise SftEvalError(f"{where} is {validate.shown(value)}, not an object")
+    rows = dict.fromkeys(("held_out", "expected", "general"), validate.objects)
+    validate.fields(value, where, required={"comparison": validate.objects, **rows}, optional={})
+    numbers = dict.fromkeys(("base", "tuned", "difference", "low", "high"), validate.number)
+    for k, row in enumerate(value["comparison"]):
+        validate.fields(row, f"{where}.comparison[{k}]", required={"metric": validate.text, **numbers}, optional={})
+    for name in rows:
+        for k, row in enumerate(value[name]):
+            fields = {"label": validate.text, "base": validate.number, "tuned": validate.number}
+            validate.fields(row, f"{where}.{name}[{k}]", required=fields, optional={})
+    for key in ("eval_loss_drop", "forgetting"):
+        _number_or_null(value.get(key), f"{where}.{key}")
+    for key in ("eval_loss", "general_loss"):
+        pair = value.get(key)
+        if pair is not None and (not isinstance(pair, list) or len(pair) != 2):
+            raise SftEvalError(f"{where}.{key} is {validate.shown(pair)}, not a [base, tuned] pair")
+        for k, number in enumerate(pair or []):
+            validate.number(number, f"{where}.{key}[{k}]")
+    if (value.get("eval_loss") is None) != (value.get("eval_loss_drop") is None) or (
+        value.get("general_loss") is None
+    ) != (value.get("forgetting") is None):
+        raise SftEvalError(f"{where}: a loss pair and its ratio must be given together")
+    lengths = value.get("lengths")
+    if lengths is not None:
+        if not isinstance(lengths, dict):
+            raise SftEvalError(f"{where}.lengths is {validate.shown(lengths)}, not an object")
+        for key in ("median_base", "median_tuned", "median_training", "ratio"):
+            _number_or_null(lengths.get(key), f"{where}.lengths.{key}")
 
 
 def _thresholds(value: Any, where: str) -> None:

@@ -8,9 +8,9 @@ text; a question on one side only is listed, never dropped silently.
 - Binary checks (exact match, ends at end-of-turn, no leaked tokens, not empty): the flips, question by question
   (pass -> fail, fail -> pass), and an exact McNemar test on the discordant pairs: scipy's two-sided binomial test
   of the pass -> fail count among all flips at p = 1/2. The effect's interval is the paired bootstrap's.
-- Continuous metrics (repetition; the expected answers' teacher-forced NLL where both sides have it): the paired
-  bootstrap's interval and p-value, and for the NLL the questions whose expected answer became more than
-  `EXPECTED_NLL_MARGIN` nats/token less likely. New tokens are shown, not tested (longer is neither better nor
+- Continuous metrics (repetition; chrF and the expected answers' teacher-forced NLL where both sides have them):
+  the paired bootstrap's interval and p-value, and for the NLL the questions whose expected answer became more
+  than `EXPECTED_NLL_MARGIN` nats/token less likely. New tokens are shown, not tested (longer is neither better nor
   worse).
 - Holm-Bonferroni across the metrics tested. A regression is a metric worse with a corrected p below alpha;
   improvements are listed and never fail.
@@ -45,6 +45,7 @@ class Outcome:
     repetition: float
     new_tokens: int
     expected_nll: float | None = None  # the expected answer's teacher-forced NLL, nats/token (`scoring.Signals`)
+    chrf: float | None = None  # chrF against the expected answer (None: none, or a report from before chrF)
 
 
 def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[Outcome]:
@@ -60,6 +61,7 @@ def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[
             repetition=float(card[which]["repetition"]),
             new_tokens=int(card[which]["new_tokens"]),
             expected_nll=(card.get("expected_nll") or {}).get(which),
+            chrf=card[which].get("chrf"),
         )
         for card in context["cards"]
     ]
@@ -83,6 +85,7 @@ def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned", signa
                 repetition=score.repetition,
                 new_tokens=score.new_tokens,
                 expected_nll=nll.get(record.question.question),
+                chrf=score.chrf,
             )
         )
     return outcomes
@@ -162,6 +165,7 @@ BINARY: list[tuple[str, Callable[[Outcome], bool | None]]] = [
 EXPECTED_NLL_MARGIN = 0.5  # nats/token: the expected answer about 1.65x less likely per token
 CONTINUOUS: list[tuple[str, Callable[[Outcome], float | None], str, float | None]] = [
     ("repetition", lambda o: o.repetition, "lower", None),
+    ("chrF", lambda o: o.chrf, "higher", None),
     ("expected-answer NLL", lambda o: o.expected_nll, "lower", EXPECTED_NLL_MARGIN),
 ]
 

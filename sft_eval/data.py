@@ -29,7 +29,7 @@ Rows = Dataset | list[dict[str, Any]]
 class Question:
     question: str
     expected: str | None = None  # a checkable answer, when there is one
-    kind: str = ""
+    category: str = ""  # the questions file's `category` (or its older name `kind`): metrics are broken down by it
     id: str = ""  # the questions file's `id`, when it gives one: what `compare` pairs questions by (else the text)
 
 
@@ -332,7 +332,10 @@ def load_questions(recipe: Recipe) -> list[Question]:
                 raise SftEvalError(f"{path}:{number}: `id` {ident!r} is also line {ids[ident]}'s")
             if ident:
                 ids[ident] = number
-            questions.append(Question(row["question"], expected, str(row.get("kind", "")), ident))
+            category = row.get("category", row.get("kind", ""))
+            if not isinstance(category, str):
+                raise SftEvalError(f"{path}:{number}: `category` must be a string")
+            questions.append(Question(row["question"], expected, category, ident))
     if not questions:
         where = recipe.eval.questions_file or "eval.questions"
         raise SftEvalError(f"{where}: no evaluation questions: a run would judge nothing; add at least one")

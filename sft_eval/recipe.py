@@ -75,6 +75,7 @@ BEST_BY_METRICS = {
     "eos_stop_rate": "higher",
     "leak_rate": "lower",
     "mean_repetition": "lower",
+    "mean_chrf": "higher",
     "eval_loss": "lower",
 }
 
@@ -113,6 +114,7 @@ class Thresholds:
     min_match_rate: float = 0.8
     max_repetition: float = 0.3
     max_base_eos_stop_rate: float = 0.2
+    min_chrf: float = 50.0  # mean chrF (0-100) of the tuned answers against their expected answers
     min_eval_loss_drop: float = 0.1  # the tuned model's held-out loss at least 10% below the base's
     max_forgetting: float = 1.15  # general-text loss, tuned over base: at most 15% higher
     max_expected_nll_rise: float = 0.5  # nats/token an expected answer (and end of turn) may become less likely
@@ -494,6 +496,10 @@ def _check_values(recipe: Recipe, where: str) -> None:
         value = getattr(recipe.thresholds, name)
         if not low <= value < math.inf:
             raise SftEvalError(f"{where}: `thresholds.{name}` must be a finite number of at least {low:g}, not {value}")
+    if not 0.0 <= recipe.thresholds.min_chrf <= 100.0:
+        raise SftEvalError(
+            f"{where}: `thresholds.min_chrf` must be between 0 and 100 (chrF), not {recipe.thresholds.min_chrf}"
+        )
     _check_eval_sources(recipe, where)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -62,9 +63,23 @@ class Score:
     repetition: float
     distinct_2: float
     leaks: list[str]
+    chrf: float | None = None  # chrF (0-100) of the answer against `expected`; None without one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _chrf_metric() -> Any:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()  # sacrebleu's defaults: character 6-grams, beta 2 (chrF2), as its `sacrebleu -m chrf`
+
+
+def chrf(answer: str, expected: str) -> float:
+    """sacrebleu's sentence-level chrF of `answer` against `expected`, 0 to 100: character n-gram F-score, so a
+    sentence that says the same with other inflections or word order scores high where exact match says no."""
+    return float(_chrf_metric().sentence_score(answer, [expected]).score)
 
 
 def score(question: Question, answer: Answer, specials: Sequence[str] = (), enable_thinking: bool = False) -> Score:
@@ -80,6 +95,7 @@ def score(question: Question, answer: Answer, specials: Sequence[str] = (), enab
         repetition=repetition(answer.text),
         distinct_2=distinct(answer.text),
         leaks=leaks(answer, specials, enable_thinking),
+        chrf=None if question.expected is None else chrf(answer.text, question.expected),
     )
 
 
@@ -92,6 +108,7 @@ class Summary:
     mean_new_tokens: float
     mean_repetition: float
     leak_rate: float  # share of answers with leaked special tokens or template markers
+    mean_chrf: float | None = None  # mean chrF of the checkable answers against their expected answers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +128,7 @@ def summarise(scores: list[Score]) -> Summary:
         mean_new_tokens=_mean([float(s.new_tokens) for s in scores]),
         mean_repetition=_mean([s.repetition for s in scores]),
         leak_rate=_mean([float(bool(s.leaks)) for s in scores]),
+        mean_chrf=_mean([s.chrf for s in checkable if s.chrf is not None]) if checkable else None,
     )
 
 
@@ -174,6 +192,7 @@ def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:
     checkable = [(b, t) for b, t in zip(base, tuned, strict=True) if b.matched is not None]
     rows = [
         ("exact match", [float(bool(b.matched)) for b, _ in checkable], [float(bool(t.matched)) for _, t in checkable]),
+        ("chrF", [b.chrf or 0.0 for b, _ in checkable], [t.chrf or 0.0 for _, t in checkable]),
         ("ends at end-of-turn", [float(s.stopped_at_eos) for s in base], [float(s.stopped_at_eos) for s in tuned]),
         ("new tokens", [float(s.new_tokens) for s in base], [float(s.new_tokens) for s in tuned]),
         ("repetition", [s.repetition for s in base], [s.repetition for s in tuned]),
@@ -206,12 +225,28 @@ class QuestionRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuestionRecord:
         return cls(
-            question=Question(**data["question"]),
+            question=_question(data["question"]),
             base=Answer.from_dict(data["base"]),
             tuned=Answer.from_dict(data["tuned"]),
             base_score=Score(**data["base_score"]),
             tuned_score=Score(**data["tuned_score"]),
         )
+
+
+def _question(data: dict[str, Any]) -> Question:
+    """A record's question, from this version's JSON or an older one's (`kind` before it was `category`)."""
+    data = dict(data)
+    if "kind" in data:
+        data.setdefault("category", data.pop("kind"))
+    return Question(**data)
+
+
+def by_category(records: Sequence[QuestionRecord]) -> dict[str, list[QuestionRecord]]:
+    """The records grouped by their question's category ("" for none), in order of first appearance."""
+    groups: dict[str, list[QuestionRecord]] = {}
+    for record in records:
+        groups.setdefault(record.question.category, []).append(record)
+    return groups
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,18 @@ def score_sequences(model: Any, sequences: Sequence[Scored], *, batch_tokens: in
             ids[r, :n] = torch.tensor(sequences[i].input_ids)
             labels[r, :n] = torch.tensor(sequences[i].labels)
             mask[r, :n] = 1
+        # position t predicts label t + 1: the labels move left instead of the logits (a view of the logits
+        # stays contiguous, so the loss reads them in place, never a copy the size of batch x length x vocabulary)
+        targets = torch.cat([labels[:, 1:], torch.full((len(rows), 1), IGNORE, dtype=torch.long)], dim=1)
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
-            targets = labels[:, 1:].to(device)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             nll = torch.nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none"
-            )
-        kept = (targets != IGNORE).cpu()
+                logits.reshape(-1, logits.shape[-1]).float(),
+                targets.reshape(-1).to(device),
+                ignore_index=IGNORE,
+                reduction="none",
+            ).view(len(rows), longest)
+        kept = targets != IGNORE
         values = (-nll).cpu()
         for r, i in enumerate(rows):
             out[i] = values[r][kept[r]].tolist()

@@ -61,10 +61,24 @@ def response_checks(thresholds: Thresholds, evaluation: Evaluation, eos_token: s
             f"tuned model matched {tuned.match_rate:.0%} of {tuned.checkable} checkable questions, the recipe asks "
             f"for {thresholds.min_match_rate:.0%}; misses:\n" + _listing(scores, lambda s: s.matched is False),
         )
+    if tuned.mean_chrf is None:
+        similarity = Check("responses.chrf", None, "the recipe's questions have no expected answers")
+    else:
+        low = sorted((s for s in scores if s.chrf is not None), key=lambda s: s.chrf)[:10]
+        similarity = _judged(
+            "responses.chrf",
+            tuned.mean_chrf >= thresholds.min_chrf,
+            f"tuned answers' mean chrF against the expected answers is {tuned.mean_chrf:.1f}, the recipe asks for "
+            f"{thresholds.min_chrf:g}; the lowest:\n"
+            + "\n".join(
+                f"  {s.question!r}: chrF {s.chrf:.1f}, got {s.answer[:60]!r}, expected {s.expected!r}" for s in low
+            ),
+        )
     looping = [s for s in scores if s.repetition > thresholds.max_repetition]
     empty = [s for s in scores if s.empty]
     checks = [
         match,
+        similarity,
         _judged(
             "responses.eos_stop_rate",
             tuned.eos_stop_rate >= thresholds.min_eos_stop_rate,

@@ -54,6 +54,12 @@ def test_tuned_answers_match_expected(sft_evaluation, sft_recipe, sft_tokenizer)
     _check("responses.match_rate", sft_evaluation, sft_recipe, sft_tokenizer)
 
 
+def test_tuned_answers_are_close_to_expected(sft_evaluation, sft_recipe, sft_tokenizer):
+    """Graded where exact match is all-or-nothing: the tuned answers' mean chrF (sacrebleu's) against the expected
+    answers is at least `min_chrf`."""
+    _check("responses.chrf", sft_evaluation, sft_recipe, sft_tokenizer)
+
+
 def test_tuned_model_stops_at_end_of_turn(sft_evaluation, sft_recipe, sft_tokenizer):
     _check("responses.eos_stop_rate", sft_evaluation, sft_recipe, sft_tokenizer)
 

@@ -169,8 +169,10 @@ def test_a_report_compares_with_itself_as_no_regression_and_json_carries_the_for
     assert "no regression" in summary.read_text(encoding="utf-8")
 
 
-def test_a_live_evaluation_and_its_report_are_the_same_outcomes(accepted_json, sft_evaluation):
-    assert outcomes_from_report(read_report_json(accepted_json)) == outcomes_from_evaluation(sft_evaluation)
+def test_a_live_evaluation_and_its_report_are_the_same_outcomes(accepted_json, sft_evaluation, sft_signals):
+    live = outcomes_from_evaluation(sft_evaluation, signals=sft_signals)
+    assert outcomes_from_report(read_report_json(accepted_json)) == live
+    assert sum(o.expected_nll is not None for o in live) == 28 and sum(o.chrf is not None for o in live) == 28
 
 
 def test_a_regression_between_reports_exits_1_naming_it(accepted_json, cli, tmp_path):

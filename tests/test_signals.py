@@ -296,6 +296,8 @@ def test_report_shows_the_signals_and_exits_1_on_a_failed_one(sft_pipeline, tiny
         (("signals", "forgetting"), "high", "signals.forgetting"),
         (("signals", "eval_loss"), [1.0], "not a [base, tuned] pair"),
         (("cards", 2, "expected_nll"), {"base": 1.0}, "cards[2].expected_nll"),
+        (("categories", 1, "tuned"), None, "categories[1].tuned is null"),
+        (("categories", 1, "questions"), "two", "categories[1]"),
     ],
 )
 def test_a_bad_signals_field_in_a_report_json_is_one_line(path, value, says, sft_pipeline, tmp_path):
@@ -310,3 +312,63 @@ def test_a_bad_signals_field_in_a_report_json_is_one_line(path, value, says, sft
     with pytest.raises(SftEvalError) as raised:
         read_report_json(tmp_path / "r.json")
     assert says in str(raised.value)
+
+
+# -- free-form similarity and categories ----------------------------------------------------------------------------
+def test_chrf_is_sacrebleus_and_grades_what_exact_match_cannot():
+    from sacrebleu import sentence_chrf
+
+    from sft_eval.data import normalise
+    from sft_eval.sanity import chrf
+
+    said, expected = "Paris is the capital of France.", "The capital of France is Paris."
+    assert chrf(said, expected) == pytest.approx(sentence_chrf(said, [expected]).score)
+    assert normalise(said) != normalise(expected) and chrf(said, expected) > 60
+    assert chrf(expected, expected) == 100.0
+    assert chrf("I like turtles.", expected) < 20
+
+
+def test_the_chrf_check_fires_below_its_threshold_and_alone(sft_evaluation, sft_recipe, sft_tokenizer):
+    from sft_eval.verdict import response_checks
+
+    tuned = sft_evaluation.tuned_summary.mean_chrf
+    assert sft_evaluation.base_summary.mean_chrf < 10 < sft_recipe.thresholds.min_chrf < tuned  # 2.3 -> 83.4 here
+    strict = dataclasses.replace(sft_recipe.thresholds, min_chrf=tuned + 1)
+    checks = response_checks(strict, sft_evaluation, sft_tokenizer.eos_token)
+    assert [c.name for c in checks.values() if c.passed is False] == ["responses.chrf"]
+    assert "chrF 0.0, got" in checks["responses.chrf"].message  # the lowest-scoring answers listed first
+
+
+def test_every_metric_is_broken_down_by_category(sft_pipeline):
+    """The shipped questions' categories: overall exact match holds (0.82), while every `copy` question misses."""
+    context = sft_pipeline.report_context()
+    rows = {row["category"]: row for row in context["categories"]}
+    assert set(rows) == {"(none)", "greeting", "translation", "capital", "opposite", "copy"}
+    assert sum(row["questions"] for row in rows.values()) == len(sft_pipeline.questions)
+    assert rows["copy"]["tuned"]["match_rate"] == 0.0 < rows["capital"]["tuned"]["match_rate"]
+    assert rows["copy"]["expected_nll"]["tuned"] > rows["capital"]["expected_nll"]["tuned"]
+    assert {"mean_chrf", "eos_stop_rate", "mean_repetition", "leak_rate"} <= set(rows["copy"]["tuned"])
+    html = __import__("sft_eval.report", fromlist=["render_html"]).render_html(json.loads(json.dumps(context)))
+    assert 'id="categories"' in html
+
+
+def test_a_questions_file_with_one_category_has_no_breakdown_and_a_bad_one_is_named(sft_pipeline, tmp_path):
+    from sft_eval.data import load_questions
+
+    bad = tmp_path / "questions.jsonl"
+    bad.write_text('{"question": "a?", "category": "x"}\n{"question": "b?", "category": 7}\n', encoding="utf-8")
+    recipe = dataclasses.replace(
+        sft_pipeline.recipe, eval=dataclasses.replace(sft_pipeline.recipe.eval, questions=(), questions_file=str(bad))
+    )
+    with pytest.raises(SftEvalError, match=r"questions\.jsonl:2: `category` must be a string"):
+        load_questions(recipe)
+    from sft_eval.report import _categories
+    from sft_eval.sanity import Evaluation
+
+    one = Evaluation(
+        [
+            dataclasses.replace(r, question=dataclasses.replace(r.question, category="x"))
+            for r in sft_pipeline.evaluation.records
+        ]
+    )
+    assert _categories(one, {}) == []

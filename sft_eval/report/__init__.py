@@ -33,7 +33,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun, loss_drop, loss_problems, plan_problems
-from sft_eval.sanity import Evaluation
+from sft_eval.sanity import Evaluation, by_category, summarise
 
 HTML_NAME = "sft_report.html"
 JSON_NAME = "sft_report.json"
@@ -84,7 +84,7 @@ def build_context(
             "question": r.question.question,
             "id": r.question.id,
             "expected": r.question.expected,
-            "kind": r.question.kind,
+            "category": r.question.category,
             "base": _side(r.base, r.base_score),
             "tuned": _side(r.tuned, r.tuned_score),
             "diff": word_diff(r.base.text, r.tuned.text),
@@ -130,10 +130,32 @@ def build_context(
         },
         "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},
         "comparison": [d.to_dict() for d in evaluation.comparison()],
+        "categories": _categories(evaluation, likelihood),
         "thresholds": dataclasses.asdict(recipe.thresholds),
         "cards": cards,
         "speed": dict(speed) if speed else None,
     }
+
+
+def _categories(evaluation: Evaluation, likelihood: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every metric per question category (when the questions carry more than one): the summaries of both models
+    and the mean expected-answer NLL, so a regression hidden in one category shows."""
+    groups = by_category(evaluation.records)
+    if len(groups) < 2:
+        return []
+    rows = []
+    for category, records in groups.items():
+        nll = [likelihood[r.question.question] for r in records if r.question.question in likelihood]
+        rows.append(
+            {
+                "category": category or "(none)",
+                "questions": len(records),
+                "base": summarise([r.base_score for r in records]).to_dict(),
+                "tuned": summarise([r.tuned_score for r in records]).to_dict(),
+                "expected_nll": {k: sum(n[k] for n in nll) / len(nll) for k in ("base", "tuned")} if nll else None,
+            }
+        )
+    return rows
 
 
 def _side(answer: Any, score: Any) -> dict[str, Any]:
@@ -142,6 +164,7 @@ def _side(answer: Any, score: Any) -> dict[str, Any]:
         "matched": score.matched,
         "repetition": score.repetition,
         "leaks": score.leaks,
+        "chrf": score.chrf,
     }
 
 
@@ -421,6 +444,7 @@ def check_report(context: dict[str, Any], where: str) -> None:
         for k, metric in enumerate(against["metrics"]):
             validate.fields(metric, f"{at}.metrics[{k}]", required={"metric": validate.text, **numbers}, optional={})
     _signals(context.get("signals"), f"{where}: signals")
+    _category_rows(context.get("categories") or [], f"{where}: categories")
     if context.get("signals") is not None:  # its section shows the thresholds the signals are judged by
         keys = ("min_eval_loss_drop", "max_forgetting", "max_expected_nll_rise", "max_length_ratio")
         validate.fields(
@@ -434,6 +458,27 @@ def check_report(context: dict[str, Any], where: str) -> None:
                 raise SftEvalError(f"{at}.{side} is {validate.shown(card.get(side))}, not an object")
             validate.fields(card[side], f"{at}.{side}", required=_SIDE, optional={})
         nll = card.get("expected_nll")
+        if nll is not None:
+            if not isinstance(nll, dict):
+                raise SftEvalError(f"{at}.expected_nll is {validate.shown(nll)}, not an object")
+            validate.fields(
+                nll, f"{at}.expected_nll", required=dict.fromkeys(("base", "tuned"), validate.number), optional={}
+            )
+
+
+def _category_rows(value: Any, where: str) -> None:
+    """The By category section's rows: a name, a count and both models' summaries."""
+    summary = {"eos_stop_rate": validate.number, "mean_repetition": validate.number, "leak_rate": validate.number}
+    for k, row in enumerate(validate.objects(value, where)):
+        at = f"{where}[{k}]"
+        validate.fields(row, at, required={"category": validate.text, "questions": validate.integer}, optional={})
+        for side in ("base", "tuned"):
+            if not isinstance(row.get(side), dict):
+                raise SftEvalError(f"{at}.{side} is {validate.shown(row.get(side))}, not an object")
+            validate.fields(row[side], f"{at}.{side}", required=summary, optional={})
+            for key in ("match_rate", "mean_chrf"):
+                _number_or_null(row[side].get(key), f"{at}.{side}.{key}")
+        nll = row.get("expected_nll")
         if nll is not None:
             if not isinstance(nll, dict):
                 raise SftEvalError(f"{at}.expected_nll is {validate.shown(nll)}, not an object")

@@ -332,7 +332,7 @@ class Pipeline:
         """This recipe with `model.tuned` = `folder` (one checkpoint of a run), sharing this pipeline's cache,
         device, questions and rows: a sweep evaluates each checkpoint through one, then lets it go."""
         model = dataclasses.replace(self.recipe.model, tuned=str(folder))
-        return Pipeline(
+        checkpoint = Pipeline(
             dataclasses.replace(self.recipe, model=model),
             self.cache,
             str(self.device),
@@ -340,6 +340,13 @@ class Pipeline:
             questions=self.questions,
             rows=self.__dict__.get("loaded_rows"),  # read once here if read at all; a sweep's evaluation needs none
         )
+        # the same base and the same sequences: what this pipeline scored of them is not scored again
+        if "signal_inputs" in self.__dict__:
+            checkpoint.__dict__["signal_inputs"] = self.__dict__["signal_inputs"]
+        base = self.__dict__.get("signal_score_cache", {}).get("base")
+        if base is not None:
+            checkpoint.__dict__["signal_score_cache"] = {"base": base}
+        return checkpoint
 
     @functools.cached_property
     def training_run(self) -> TrainingRun:
@@ -479,6 +486,61 @@ class Pipeline:
             enable_thinking=self.recipe.eval.enable_thinking,
         )
 
+    def _signal_inputs(self, model: PreTrainedModel) -> dict[str, tuple[list[Scored], list[str]]]:
+        """The sequences each teacher-forced signal scores, with a label per row, built once per pipeline (and
+        handed to a sweep's checkpoints): the held-out rows through the recipe's own trainer (`model` prepares
+        them, as any model of the run would), the expected answers after the served prompt, the general text."""
+        if "signal_inputs" in self.__dict__:
+            return self.__dict__["signal_inputs"]
+        recipe, tokenizer = self.recipe, self.tokenizer
+        inputs: dict[str, tuple[list[Scored], list[str]]] = {
+            "held_out": ([], []),
+            "expected": ([], []),
+            "general": ([], []),
+        }
+        if self.held_out_rows is not None:
+            inputs["held_out"] = held_out_sequences(recipe, model, tokenizer, self.held_out_rows)
+        stops = end_of_turn_ids(tokenizer)
+        system = recipe.eval.system_message or None
+        expected = []
+        for q in self.questions:
+            if q.expected:
+                messages = conversation(q.question, system)
+                prompt = render_prompt(tokenizer, messages, enable_thinking=recipe.eval.enable_thinking)
+                full = render_conversation(tokenizer, [*messages, {"role": "assistant", "content": q.expected}])
+                expected.append((answer_sequence(tokenizer, prompt, full, q.expected, stops), q.question))
+        inputs["expected"] = ([s for s, _ in expected], [q for _, q in expected])
+        if recipe.eval.general_text:
+            documents = load_general_text(recipe.resolve(recipe.eval.general_text))
+            general = text_sequences(tokenizer, documents, int(recipe.sft.get("max_length") or 1024))
+            inputs["general"] = (general, [f"document {i + 1}" for i in range(len(general))])
+        self.__dict__["signal_inputs"] = inputs
+        return inputs
+
+    def signal_scores(self, which: str) -> dict[str, list[list[float]]]:
+        """The `"base"` or `"tuned"` model's per-token log-probabilities on each signal's sequences: the model
+        loaded (or the one held), every sequence scored, the model let go. Kept per pipeline; a sweep's
+        checkpoints share the base's."""
+        scores = self.__dict__.setdefault("signal_score_cache", {})
+        if which not in scores:
+            model = self._model_for_answers(which)
+            inputs = self._signal_inputs(model)
+            scores[which] = {name: score_sequences(model, seqs) for name, (seqs, _) in inputs.items()}
+            del model
+        return scores[which]
+
+    def teacher_forced(self) -> dict[str, list[RowLoss]]:
+        """Each teacher-forced signal's rows, base and tuned (the base scored first, then the tuned model)."""
+        base, tuned = self.signal_scores("base"), self.signal_scores("tuned")
+        return {
+            name: [
+                RowLoss(label, len(b), mean_nll(b), mean_nll(t))
+                for label, b, t in zip(labels, base[name], tuned[name], strict=True)
+                if b
+            ]
+            for name, (_, labels) in self.__dict__["signal_inputs"].items()
+        }
+
     @functools.cached_property
     def signals(self) -> Signals:
         """The teacher-forced signals (held-out loss, the expected answers' likelihood, general-text loss) of the
@@ -487,39 +549,7 @@ class Pipeline:
         generated. The held-out rows are tokenized and masked by the recipe's own SFTTrainer and collator, so the
         held-out loss scores exactly the tokens training trains."""
         recipe, tokenizer = self.recipe, self.tokenizer
-        sequences: dict[str, list[Scored]] = {"held_out": [], "expected": [], "general": []}
-        labels: dict[str, list[str]] = {"held_out": [], "expected": [], "general": []}
-        expected = [q for q in self.questions if q.expected]
-        stops = end_of_turn_ids(tokenizer)
-        system = recipe.eval.system_message or None
-        for q in expected:
-            messages = conversation(q.question, system)
-            prompt = render_prompt(tokenizer, messages, enable_thinking=recipe.eval.enable_thinking)
-            full = render_conversation(tokenizer, [*messages, {"role": "assistant", "content": q.expected}])
-            sequences["expected"].append(answer_sequence(tokenizer, prompt, full, q.expected, stops))
-            labels["expected"].append(q.question)
-        if recipe.eval.general_text:
-            documents = load_general_text(recipe.resolve(recipe.eval.general_text))
-            limit = int(recipe.sft.get("max_length") or 1024)
-            sequences["general"] = text_sequences(tokenizer, documents, limit)
-            labels["general"] = [f"document {i + 1}" for i in range(len(sequences["general"]))]
-        scored: dict[str, dict[str, list[list[float]]]] = {}
-        for which in ("base", "tuned"):
-            model = self._model_for_answers(which)
-            if which == "base" and self.held_out_rows is not None:
-                sequences["held_out"], labels["held_out"] = held_out_sequences(
-                    recipe, model, tokenizer, self.held_out_rows
-                )
-            scored[which] = {name: score_sequences(model, seqs) for name, seqs in sequences.items()}
-            del model
-        rows = {
-            name: [
-                RowLoss(label, len(b), mean_nll(b), mean_nll(t))
-                for label, b, t in zip(labels[name], scored["base"][name], scored["tuned"][name], strict=True)
-                if b
-            ]
-            for name in sequences
-        }
+        rows = self.teacher_forced()
         evaluation = self.evaluation
         training = [
             len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # and the end-of-turn token
@@ -679,7 +709,8 @@ def _corpus() -> list[str]:
 
 def sweep_checkpoints(pipeline: Pipeline) -> Any:
     """Every checkpoint of the run `model.tuned` names (each `checkpoint-N` with weights or an adapter, and the
-    run folder's own final save), evaluated on the recipe's questions one model at a time (each answer cached by
+    run folder's own final save), evaluated on the recipe's questions (and, where the recipe gives them, its
+    held-out rows and general text, against the base scored once) one model at a time (each answer cached by
     the checkpoint's files, so a checkpoint added later costs only itself), then judged by `sweep.sweep` with the
     trainer's record: a `sweep.Sweep`."""
     from sft_eval.compare import outcomes_from_evaluation
@@ -704,18 +735,25 @@ def sweep_checkpoints(pipeline: Pipeline) -> Any:
     if has_weights(run) or has_adapter(run):  # trainer.save_model's final save, at the run's last step
         own = found.state == run / "trainer_state.json"  # trainer.save_state's, read into `record` above
         targets.append((run, "final", record.global_step if own else targets[-1][2]))
+    teacher_forced = pipeline.held_out_rows is not None or bool(recipe.eval.general_text)
+    if teacher_forced:
+        pipeline.signal_scores("base")  # once: every checkpoint is held against the same base
     results = []
     for folder, name, step in targets:
         checkpoint = pipeline.with_tuned(folder)
         evaluation = checkpoint.evaluation
+        signals = Signals(**checkpoint.teacher_forced()) if teacher_forced else Signals()
+        held_out = signals.loss("held_out")
         results.append(
             CheckpointResult(
                 name=name,
                 path=str(folder),
                 step=step,
                 summary=evaluation.tuned_summary.to_dict(),
-                outcomes=outcomes_from_evaluation(evaluation),
+                outcomes=outcomes_from_evaluation(evaluation, signals=signals if signals.expected else None),
                 answers_generated=checkpoint.answer_counts.get("tuned", {}).get("generated", 0),
+                held_out_loss=None if held_out is None else held_out[1],
+                forgetting=signals.forgetting,
             )
         )
         del checkpoint  # and with it the checkpoint's model: one in memory at a time

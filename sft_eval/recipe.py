@@ -69,7 +69,7 @@ MAX_REQUEST_TIMEOUT_S = 3600.0
 
 
 # What `sft-eval sweep` may rank checkpoints by (`eval.best_by`), and which way is better: the answers' summary
-# metrics and the trainer's own eval_loss at the checkpoint's step.
+# metrics, the trainer's own eval_loss at the checkpoint's step, and the loss on the recipe's held-out rows.
 BEST_BY_METRICS = {
     "match_rate": "higher",
     "eos_stop_rate": "higher",
@@ -77,6 +77,7 @@ BEST_BY_METRICS = {
     "mean_repetition": "lower",
     "mean_chrf": "higher",
     "eval_loss": "lower",
+    "held_out_loss": "lower",
 }
 
 

@@ -40,6 +40,8 @@ class CheckpointResult:
     summary: dict[str, Any]  # `sanity.Summary.to_dict()` of the checkpoint's answers
     outcomes: list[Outcome]
     answers_generated: int = 0  # answers this sweep generated (the rest came from the answer cache)
+    held_out_loss: float | None = None  # the checkpoint's loss on the recipe's held-out rows (`data.eval`)
+    forgetting: float | None = None  # its general-text loss over the base's (`eval.general_text`)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ def sweep(
             "step": c.step,
             **{k: v for k, v in c.summary.items() if k in BEST_BY_METRICS or k in ("mean_new_tokens", "answers")},
             "eval_loss": dict(record.eval_losses).get(c.step),
+            "held_out_loss": c.held_out_loss,
+            "forgetting": c.forgetting,
             "train_loss": _at_or_before(record.losses, c.step),
             "answers_generated": c.answers_generated,
         }

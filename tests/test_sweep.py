@@ -302,3 +302,28 @@ def test_answers_are_generated_with_one_model_in_memory_at_a_time(sft_pipeline, 
     alive = models_alive_at_each_load(holding, monkeypatch)
     assert holding.base_model is not None and len(holding.evaluation.records) == 31
     assert alive == [0, 1]  # the held base is reused for its answers and still alive when the tuned one loads
+
+
+@pytest.mark.slow  # the run trained above
+def test_each_checkpoints_held_out_loss_tracks_the_trainers_own_eval_loss(overfit, sft_pipeline, tmp_path):
+    """With the trainer's eval rows as `data.eval`, each checkpoint's held-out loss (scored here, on the labels the
+    recipe's trainer builds) follows the eval_loss the trainer logged at that step, and `best_by = ["held_out_loss"]`
+    names the checkpoint where it is lowest. The base is scored once for the whole sweep."""
+    folder = tmp_path / "run"
+    shutil.copytree(overfit.parent, folder)
+    held_out = folder / "heldout.jsonl"
+    held_out.write_text("".join(ROWS.read_text(encoding="utf-8").splitlines(True)[-64:]), encoding="utf-8")
+    text = (folder / "recipe.toml").read_text(encoding="utf-8")
+    text = text.replace("[data]\n", f'[data]\neval = "{held_out}"\n').replace(
+        "[eval]\n", '[eval]\nbest_by = ["held_out_loss"]\n'
+    )
+    # the run's own masking and length, which the held-out loss follows (its trainer config is a pickle: not read)
+    text += "\n[sft]\nassistant_only_loss = true\nmax_length = 256\n"
+    (folder / "recipe.toml").write_text(text, encoding="utf-8")
+    result = run_sweep(folder / "recipe.toml", sft_pipeline.cache)
+    rows = [r for r in result.rows if r["eval_loss"] is not None]
+    assert len(rows) == 6 and all(r["held_out_loss"] is not None for r in result.rows)
+    for r in rows:  # the trainer averages batch means, this a token-weighted mean: close, not equal
+        assert r["held_out_loss"] == pytest.approx(r["eval_loss"], rel=0.1), r
+    lowest = min(result.rows, key=lambda r: r["held_out_loss"])
+    assert result.best == lowest["name"] == min(rows, key=lambda r: r["eval_loss"])["name"]

@@ -353,6 +353,7 @@ _SWEEP_CURVES = (  # (key, label, the axis' top at least: 1 for a rate)
     ("match_rate", "match rate", 1.0),
     ("eos_stop_rate", "stops at end-of-turn", 1.0),
     ("mean_repetition", "repetition", 1.0),
+    ("held_out_loss", "held-out loss (data.eval)", None),
     ("losses", "training loss (trainer)", None),
     ("eval_losses", "eval_loss (trainer)", None),
 )

@@ -4,9 +4,9 @@ A SmolLM2-135M-shaped stand-in (random float32 weights, its 49,152-token vocabul
 1,000 chat rows (the shipped training rows, repeated with a row number so none is the same) tokenized and masked
 by the recipe's own SFTTrainer (`pipeline.held_out_sequences`). The floor is a loop of `model(input_ids,
 attention_mask)` under `torch.inference_mode()` over the very batches the scorer builds (longest first, right
-padded, at most `BATCH_TOKENS` padded tokens each), tensors built beforehand, logits discarded. Goal: the scorer
-within 1.3x of the floor. Each is timed `--repeats` times, alternating, and the best of each kept; the process's
-peak RSS (VmHWM) is printed with the model's size.
+padded, at most `batch_tokens_for(model)` padded tokens each: logits within 256 MiB), tensors built beforehand,
+logits discarded. Goal: the scorer within 1.3x of the floor. Each is timed `--repeats` times, alternating, and the
+best of each kept; the process's peak RSS (VmHWM) is printed with the model's size.
 
     python benchmarks/heldout_loss.py [--rows 1000] [--repeats 3]
 """
@@ -27,18 +27,18 @@ from sft_eval.console import configure_libraries
 from sft_eval.models import SMOLLM2_135M, load_model, save_random_checkpoint
 from sft_eval.pipeline import Pipeline, held_out_sequences
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
-from sft_eval.scoring import BATCH_TOKENS, IGNORE, score_sequences
+from sft_eval.scoring import IGNORE, batch_tokens_for, score_sequences
 
 GOAL = 1.3
 
 
-def floor_batches(sequences) -> list[dict[str, torch.Tensor]]:
-    """The scorer's batches, built the way it builds them: longest first, at most BATCH_TOKENS padded tokens."""
+def floor_batches(sequences, budget: int) -> list[dict[str, torch.Tensor]]:
+    """The scorer's batches, built the way it builds them: longest first, at most `budget` padded tokens."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids))
     batches, start = [], 0
     while start < len(order):
         longest = len(sequences[order[start]].input_ids)
-        rows = order[start : start + max(1, BATCH_TOKENS // longest)]
+        rows = order[start : start + max(1, budget // longest)]
         start += len(rows)
         ids = torch.zeros((len(rows), longest), dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -74,7 +74,7 @@ def main() -> None:
         from datasets import Dataset
 
         sequences, _ = held_out_sequences(recipe, model, tokenizer, Dataset.from_list(rows))
-        batches = floor_batches(sequences)
+        batches = floor_batches(sequences, batch_tokens_for(model))
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         scored_tokens = sum(sum(t != IGNORE for t in s.labels[1:]) for s in sequences)
         score_sequences(model, sequences[:8])  # warm-up: the first forward pass pays for allocation

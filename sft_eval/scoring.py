@@ -18,7 +18,14 @@ from typing import Any
 from sft_eval.sanity import PairedDifference, paired_bootstrap
 
 IGNORE = -100  # the label of a token nothing is scored on (transformers' and TRL's ignore index)
-BATCH_TOKENS = 8192  # padded tokens per forward pass (rows x longest row): bounds the logits held at once
+LOGITS_BUDGET = 1 << 26  # logit values per forward pass (256 MiB in float32): rows x longest row x vocabulary
+
+
+def batch_tokens_for(model: Any) -> int:
+    """Padded tokens per forward pass so that a batch's logits stay within `LOGITS_BUDGET`, whatever the
+    vocabulary (SmolLM2's 49,152: 1,365 tokens; Qwen's 151,936: 441); at least 256."""
+    vocabulary = int(getattr(model.config, "vocab_size", 0) or 32_000)
+    return max(256, LOGITS_BUDGET // vocabulary)
 
 
 @dataclass(frozen=True)
@@ -29,12 +36,14 @@ class Scored:
     labels: list[int]
 
 
-def score_sequences(model: Any, sequences: Sequence[Scored], *, batch_tokens: int = BATCH_TOKENS) -> list[list[float]]:
+def score_sequences(model: Any, sequences: Sequence[Scored], *, batch_tokens: int | None = None) -> list[list[float]]:
     """Per sequence, the log-probability the model gives each labelled token (position t's label predicted from
     the tokens before t, as the model's own loss shifts them), in order. Batched by length (sorted, right-padded,
-    at most `batch_tokens` padded tokens a batch), in inference mode, log-softmax in float32."""
+    at most `batch_tokens` padded tokens a batch, by default `batch_tokens_for(model)`), in inference mode,
+    log-softmax in float32."""
     import torch
 
+    batch_tokens = batch_tokens or batch_tokens_for(model)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids))
     out: list[list[float]] = [[] for _ in sequences]
     device = next(model.parameters()).device

@@ -454,17 +454,8 @@ def check_report(context: dict[str, Any], where: str) -> None:
     for k, card in enumerate(context["cards"]):
         at = f"{where}: cards[{k}]"
         validate.fields(card, at, required={"question": validate.text, "diff": _pair_list(validate.text)}, optional={})
-        for side in ("base", "tuned"):
-            if not isinstance(card.get(side), dict):
-                raise SftEvalError(f"{at}.{side} is {validate.shown(card.get(side))}, not an object")
-            validate.fields(card[side], f"{at}.{side}", required=_SIDE, optional={})
-        nll = card.get("expected_nll")
-        if nll is not None:
-            if not isinstance(nll, dict):
-                raise SftEvalError(f"{at}.expected_nll is {validate.shown(nll)}, not an object")
-            validate.fields(
-                nll, f"{at}.expected_nll", required=dict.fromkeys(("base", "tuned"), validate.number), optional={}
-            )
+        _sides(card, at, _SIDE)
+        _nll_pair(card, at)
 
 
 def _category_rows(value: Any, where: str) -> None:
@@ -473,19 +464,29 @@ def _category_rows(value: Any, where: str) -> None:
     for k, row in enumerate(validate.objects(value, where)):
         at = f"{where}[{k}]"
         validate.fields(row, at, required={"category": validate.text, "questions": validate.integer}, optional={})
+        _sides(row, at, summary)
         for side in ("base", "tuned"):
-            if not isinstance(row.get(side), dict):
-                raise SftEvalError(f"{at}.{side} is {validate.shown(row.get(side))}, not an object")
-            validate.fields(row[side], f"{at}.{side}", required=summary, optional={})
             for key in ("match_rate", "mean_chrf"):
                 _number_or_null(row[side].get(key), f"{at}.{side}.{key}")
-        nll = row.get("expected_nll")
-        if nll is not None:
-            if not isinstance(nll, dict):
-                raise SftEvalError(f"{at}.expected_nll is {validate.shown(nll)}, not an object")
-            validate.fields(
-                nll, f"{at}.expected_nll", required=dict.fromkeys(("base", "tuned"), validate.number), optional={}
-            )
+        _nll_pair(row, at)
+
+
+def _sides(entry: dict[str, Any], at: str, fields: dict[str, Any]) -> None:
+    """`entry`'s "base" and "tuned" objects, each with `fields`."""
+    for side in ("base", "tuned"):
+        if not isinstance(entry.get(side), dict):
+            raise SftEvalError(f"{at}.{side} is {validate.shown(entry.get(side))}, not an object")
+        validate.fields(entry[side], f"{at}.{side}", required=fields, optional={})
+
+
+def _nll_pair(entry: dict[str, Any], at: str) -> None:
+    """`entry`'s optional "expected_nll": a base and a tuned number."""
+    nll = entry.get("expected_nll")
+    if nll is None:
+        return
+    if not isinstance(nll, dict):
+        raise SftEvalError(f"{at}.expected_nll is {validate.shown(nll)}, not an object")
+    validate.fields(nll, f"{at}.expected_nll", required=dict.fromkeys(("base", "tuned"), validate.number), optional={})
 
 
 def _signals(value: Any, where: str) -> None:

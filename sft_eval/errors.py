@@ -9,7 +9,8 @@ class SftEvalError(Exception):
 
 class PartlyAnswered(SftEvalError):
     """A backend that answered some questions and not others: `answered` maps a question's position in the list
-    it was asked to its `Answer`, so the caller keeps (and caches) those before reporting the rest."""
+    it was asked to its `Answer`. The answer cache keeps answers through the backend's `on_answer` hook as they
+    arrive; this says, in one line, what failed."""
 
     def __init__(self, message: str, answered: dict[int, object]):
         super().__init__(message)

@@ -38,8 +38,8 @@ from sft_eval.chat import (
     special_literals,
 )
 from sft_eval.data import Question, assistant_texts, load_general_text, load_questions, load_sft_rows, split_held_out
-from sft_eval.errors import PartlyAnswered, SftEvalError
-from sft_eval.generation import GenerationSettings, ServedBackend, Target, backend_for, check_backend
+from sft_eval.errors import SftEvalError
+from sft_eval.generation import CachedAnswers, GenerationSettings, Target, backend_for, check_backend
 from sft_eval.models import (
     CHECKPOINT_NAME,
     FinishedRun,
@@ -54,7 +54,7 @@ from sft_eval.models import (
     same_weights,
 )
 from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
-from sft_eval.records import Answer, TrainingRun, cached_answer
+from sft_eval.records import Answer, TrainingRun
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.scoring import (
     Lengths,
@@ -395,43 +395,25 @@ class Pipeline:
         return load_questions(self.recipe)
 
     def answers(self, which: str) -> list[Answer]:
-        """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend; each
-        answer is kept in the answer cache under a key of everything that determines it (`answer_identity`, the
-        question, the generation settings), so a rerun generates only what changed. The backend (and the model
-        it loads) is built only when an answer is missing; a served model's answers are stored a batch at a time, so
-        a run that fails half-way (a server that went away) resumes where it stopped."""
-        target = Target(which, lambda: (self._model_for_answers(which), self.tokenizer))
-        questions = [q.question for q in self.questions]
-        settings = GenerationSettings.from_eval(self.recipe.eval)
-        identity = self.answer_identity(which) if self.answer_cache else None
-        if identity is None:
-            self.answer_counts[which] = {"cached": 0, "generated": len(questions)}
-            return backend_for(target, self.recipe.eval).answer(questions, settings)
-        store = self.cache.answers
-        asked = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
-        keys = [cache_key("answer", {**identity, **asked, "question": q}) for q in questions]
-        # an entry for another question, with a field missing or of the wrong type, is generated again
-        found: list[Answer | None] = [cached_answer(store.get(key), q) for key, q in zip(keys, questions, strict=True)]
-        missing = [i for i, answer in enumerate(found) if answer is None]
-        backend = backend_for(target, self.recipe.eval) if missing else None
-        # a server is asked a batch at a time and each batch stored, so a failure half-way (a connection reset)
-        # keeps what was answered; the in-process engine gets every missing question at once (one progress bar)
-        step = settings.batch_size if isinstance(backend, ServedBackend) else max(len(missing), 1)
-        for start in range(0, len(missing), step):
-            chunk = missing[start : start + step]
-            try:
-                fresh = backend.answer([questions[i] for i in chunk], settings)
-            except PartlyAnswered as exc:  # keep what the server did answer; a rerun asks only the rest
-                for j, answer in exc.answered.items():
-                    store.put(keys[chunk[j]], answer.to_dict())
-                raise
-            if len(fresh) != len(chunk):
-                raise SftEvalError(f"eval.backend: {len(chunk)} questions but {len(fresh)} answers")
-            for i, answer in zip(chunk, fresh, strict=True):
-                found[i] = answer
-                store.put(keys[i], answer.to_dict())
-        self.answer_counts[which] = {"cached": len(questions) - len(missing), "generated": len(missing)}
-        return [answer for answer in found if answer is not None]
+        """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend through
+        the answer cache (`generation.CachedAnswers`): each answer is kept under a key of the backend's identity,
+        the generation settings and the question, so a rerun generates only what changed, builds no model when
+        nothing did, and resumes a run that failed half-way (a server that went away)."""
+        cached = CachedAnswers(self._backend(which), self.cache.answers if self.answer_cache else None)
+        answers = cached.answer([q.question for q in self.questions], GenerationSettings.from_eval(self.recipe.eval))
+        self.answer_counts[which] = cached.counts
+        return answers
+
+    def _backend(self, which: str) -> Any:
+        """The recipe's backend for the `which` model; nothing is loaded until it is asked a question."""
+        record = self.recipe.model.tuned if which == "tuned" else None
+        target = Target(
+            which,
+            lambda: (self._model_for_answers(which), self.tokenizer),
+            model_identity=lambda: self._model_identity(which),
+            run={"run": source_digest(self.recipe.resolve(record))} if record else {},
+        )
+        return backend_for(target, self.recipe.eval)
 
     def _model_for_answers(self, which: str) -> PreTrainedModel:
         """The model whose answers are missing: the one this pipeline holds already (a suite's fixture asked for
@@ -443,20 +425,14 @@ class Pipeline:
         return self._load_tuned() if which == "tuned" else self.load_base_model()
 
     def answer_identity(self, which: str) -> dict[str, Any] | None:
-        """What determines the `which` model's answers besides the question and settings: the model (its cache
-        entry's key, or its folder's digest), the tokenizer and template it is prompted with, the device; for a
-        served model, the server and the model's name there. None for a backend sft-eval does not know (a
-        registered one): its answers are not cached."""
-        backend = self.recipe.eval.backend
-        served_name = self.recipe.eval.model if which == "tuned" else self.recipe.eval.base_model
-        if backend == "openai" and (which == "tuned" or served_name is not None):
-            # a server is known by its URL and the model's name there; the run folder named for the record, when
-            # there is one, ties the answers to those weights too (a retrained run writes new files)
-            record = self.recipe.model.tuned if which == "tuned" else None
-            run = {"run": source_digest(self.recipe.resolve(record))} if record else {}
-            return {"backend": backend, "server": self.recipe.eval.base_url, "model": served_name, **run}
-        if backend not in ("transformers", "openai"):
-            return None
+        """What determines the `which` model's answers besides the question and settings, as its backend says
+        (`identity()`): None for a backend that says nothing (its answers are not cached)."""
+        identity = getattr(self._backend(which), "identity", None)
+        return identity() if callable(identity) else None
+
+    def _model_identity(self, which: str) -> dict[str, Any]:
+        """The `which` model as this process prompts it: its weights (the cache entry's key, or the folder's
+        digest), the tokenizer and template, the device."""
         if which == "base":
             model = {"base": self.base_key}
         elif self.finished_run is not None:
@@ -464,7 +440,6 @@ class Pipeline:
         else:
             model = {"tuned": self._tuned_entry.name}
         return {
-            "backend": "transformers",
             **model,
             "tokenizer": self.tokenizer_entry[1],
             "chat_template": self.tokenizer.chat_template,

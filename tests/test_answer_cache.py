@@ -20,7 +20,7 @@ import pytest
 
 from sft_eval.cache import AnswerCache
 from sft_eval.errors import SftEvalError
-from sft_eval.generation import LocalBackend, ServedBackend
+from sft_eval.generation import LocalBackend
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import FIXTURES_DIR, load_recipe
 from sft_eval.records import Answer
@@ -135,30 +135,85 @@ def test_another_model_misses(sft_pipeline, pipeline_for, questions, generated, 
 
 
 def test_a_served_run_that_fails_half_way_resumes(pipeline_for, questions, monkeypatch):
-    """A server is asked a batch at a time and each batch is stored: after a failure (a connection reset half-way),
-    the rerun asks only what was not answered yet. The transport is replaced by a fake that fails on its second
-    batch; everything else (keys, storage, the pipeline) is the real path."""
+    """The served backend hands each answer to the cache's hook as it arrives: after a failure (a connection reset
+    half-way), the rerun asks only what was not answered yet. The transport (`generate_served`) is replaced by a
+    fake that fails on the second question; the backend, its hook, the keys and the storage are the real path."""
+    import sft_eval.generation.served as served_module
+
     asked: list[list[str]] = []
 
-    def flaky(self, batch, settings):
+    def flaky(base_url, model, batch, *, on_answer=None, **settings):
         asked.append(list(batch))
-        if flaky.fail and len(asked) == 2:
-            raise SftEvalError("eval.base_url: the connection was reset")
-        return [Answer(q, f"answer to {q}", f"answer to {q}", [], 3, "eos") for q in batch]
+        answers = []
+        for index, q in enumerate(batch):
+            if flaky.fail and q == questions[1]:
+                raise SftEvalError("eval.base_url: the connection was reset")
+            answers.append(Answer(q, f"answer to {q}", f"answer to {q}", [], 3, "eos"))
+            on_answer(index, answers[-1])
+        return answers
 
     flaky.fail = True
-    monkeypatch.setattr(ServedBackend, "answer", flaky)
+    monkeypatch.setattr(served_module, "generate_served", flaky)
     served = {"[eval]": '[eval]\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nbatch_size = 1'}
     with pytest.raises(SftEvalError, match="connection was reset"):
         pipeline_for(questions, **served).answers("tuned")
-    assert asked == [[questions[0]], [questions[1]]]
+    assert asked == [questions]
     flaky.fail = False
     asked.clear()
     resumed = pipeline_for(questions, **served)
     answers = resumed.answers("tuned")
-    assert asked == [[questions[1]], [questions[2]]]  # the first answer came from the cache
+    assert asked == [[questions[1], questions[2]]]  # the first answer came from the cache
     assert [a.text for a in answers] == [f"answer to {q}" for q in questions]
     assert resumed.answer_counts["tuned"] == {"cached": 1, "generated": 2}
+
+
+def test_a_registered_backend_is_cached_and_resumed_and_one_without_identity_is_not(
+    pipeline_for, questions, monkeypatch
+):
+    """The answer cache wraps any backend: a registered one that states its identity gets caching and resume
+    (its `on_answer` hook), one that states none is asked every time."""
+    from sft_eval.backends import _BACKENDS
+
+    asked: list[list[str]] = []
+
+    class Toy:
+        on_answer = None
+        fail_on: str | None = None
+
+        def __init__(self, stated: bool):
+            self.stated = stated
+
+        def identity(self):
+            return {"backend": "toy", "version": 1} if self.stated else None
+
+        def answer(self, batch, settings):
+            asked.append(list(batch))
+            out = []
+            for index, q in enumerate(batch):
+                if q == Toy.fail_on:
+                    raise SftEvalError("toy: gave up")
+                out.append(Answer(q, q.upper(), q.upper(), [], 2, "eos"))
+                if self.on_answer is not None:
+                    self.on_answer(index, out[-1])
+            return out
+
+    monkeypatch.setitem(_BACKENDS, "toy-cached", lambda target, settings: Toy(True))
+    monkeypatch.setitem(_BACKENDS, "toy-uncached", lambda target, settings: Toy(False))
+    cached = {"[eval]": '[eval]\nbackend = "toy-cached"'}
+    Toy.fail_on = questions[2]
+    with pytest.raises(SftEvalError, match="toy: gave up"):
+        pipeline_for(questions, **cached).answers("tuned")
+    Toy.fail_on, asked[:] = None, []
+    again = pipeline_for(questions, **cached)
+    assert [a.text for a in again.answers("tuned")] == [q.upper() for q in questions]
+    assert asked == [[questions[2]]] and again.answer_counts["tuned"] == {"cached": 2, "generated": 1}
+    asked.clear()
+    pipeline_for(questions, **cached).answers("tuned")
+    assert asked == []
+    uncached = pipeline_for(questions, **{"[eval]": '[eval]\nbackend = "toy-uncached"'})
+    uncached.answers("tuned")
+    uncached.answers("tuned")
+    assert asked == [questions, questions] and uncached.answer_identity("tuned") is None
 
 
 def test_in_process_generation_is_one_call(pipeline_for, questions, generated):

@@ -177,3 +177,11 @@ if __name__ == "__main__":
             full = name if name == "sft_eval" else f"sft_eval.{name}"
             uses = sorted(m.removeprefix("sft_eval.") for m in graph.get(full, ()))
             print(f"  {full.removeprefix('sft_eval.') or 'sft_eval'}: {', '.join(uses) or '-'}")
+
+
+def test_the_orchestrator_knows_no_backend():
+    """Caching wraps any backend (`generation.CachedAnswers`): the pipeline names no backend and imports no
+    backend class, so a registered backend is cached and resumed like a shipped one."""
+    source = (PACKAGE / "pipeline.py").read_text(encoding="utf-8")
+    named = [name for name in ("ServedBackend", "LocalBackend", '"openai"', '"transformers"') if name in source]
+    assert named == [], f"pipeline.py names {named}"

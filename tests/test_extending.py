@@ -68,7 +68,7 @@ def test_a_backend_that_answers_too_few_questions_is_one_line(registered, sft_pi
             return super().answer(questions[:-1], settings)
 
     register_backend("forgetful", lambda target, eval_settings: Forgetful(target.which))
-    with pytest.raises(SftEvalError, match=r"^eval.backend: \d+ questions but \d+ base and \d+ tuned answers$"):
+    with pytest.raises(SftEvalError, match=r"^eval.backend: 31 questions but 30 answers$"):
         _with_backend(sft_pipeline, "forgetful").evaluation  # noqa: B018 - the property is what is tested
 
 

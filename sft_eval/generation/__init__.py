@@ -12,22 +12,36 @@ Two ship: `transformers` (this process, batched greedy `generate`) and `openai` 
 A factory gets the `Target` (which model, and how to load it in this process when that is wanted) and the
 recipe's `[eval]` settings, and returns the backend for that model. Nothing here imports torch: the shipped
 backends import their engines when they are built.
+
+Answers are cached by `CachedAnswers`, a wrapper around any backend (as lm-eval's `CachingLM` wraps any `LM`).
+A backend says what determines its answers with `identity()` (a JSON-able dict; None or no method: its answers
+are not cached), and may take an `on_answer(index, answer)` hook, which the wrapper sets to store each answer as
+it arrives, so a run that fails half-way resumes with only the questions not yet answered:
+
+    class EchoBackend:
+        on_answer = None
+        def identity(self): return {"backend": "echo", "version": 1}
+        def answer(self, questions, settings): ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sft_eval.backends import ENTRY_POINT_GROUP, backend_factory, backend_names, register_backend
+from sft_eval.cache import AnswerCache, cache_key
 from sft_eval.errors import SftEvalError
-from sft_eval.records import Answer
+from sft_eval.records import Answer, cached_answer
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Answer",
     "Backend",
+    "CachedAnswers",
     "GenerationSettings",
     "LocalBackend",
     "ServedBackend",
@@ -61,14 +75,71 @@ class GenerationSettings:
 @dataclass(frozen=True)
 class Target:
     """The model a backend answers for: `which` is "base" or "tuned"; `load()` gives (model, tokenizer) in this
-    process, loaded only when a backend asks (a served model never is)."""
+    process, loaded only when a backend asks (a served model never is). `model_identity()` says what those weights,
+    tokenizer, template and device are (computed only when asked: a served run's may not be here); `run` ties a
+    served model's answers to the run folder the recipe names, when it names one."""
 
     which: str
     load: Callable[[], tuple[Any, Any]]
+    model_identity: Callable[[], Mapping[str, Any]] | None = None
+    run: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]: ...
+
+
+class CachedAnswers:
+    """Any backend's answers through the answer cache: each answer is stored under a key of the backend's
+    `identity()`, the generation settings that change an answer and the question, so a rerun asks the backend only
+    for what is missing (and builds nothing when nothing is). `store=None`, or a backend with no identity: every
+    question is asked. `counts` says how many came from the cache and how many were generated."""
+
+    def __init__(self, backend: Any, store: AnswerCache | None):
+        self.backend = backend
+        identity = getattr(backend, "identity", None)
+        self.identity = identity() if callable(identity) and store is not None else None
+        self.store = store if self.identity is not None else None
+        self.counts = {"cached": 0, "generated": 0}
+
+    def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
+        if self.store is None:
+            self.counts = {"cached": 0, "generated": len(questions)}
+            return self._checked(self.backend.answer(questions, settings), len(questions))
+        store = self.store
+        asked = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
+        keys = [cache_key("answer", {**self.identity, **asked, "question": q}) for q in questions]
+        # an entry for another question, with a field missing or of the wrong type, is asked again
+        found: list[Answer | None] = [cached_answer(store.get(key), q) for key, q in zip(keys, questions, strict=True)]
+        missing = [i for i, answer in enumerate(found) if answer is None]
+        self.counts = {"cached": len(questions) - len(missing), "generated": len(missing)}
+        if not missing:
+            return found  # type: ignore[return-value] - every one was found
+        lock, stored = threading.Lock(), set()
+
+        def keep(index: int, answer: Answer) -> None:  # the backend's hook: stored as it arrives, from any thread
+            with lock:
+                if 0 <= index < len(missing) and index not in stored:
+                    store.put(keys[missing[index]], answer.to_dict())
+                    stored.add(index)
+
+        if hasattr(self.backend, "on_answer"):
+            self.backend.on_answer = keep
+        try:
+            fresh = self._checked(self.backend.answer([questions[i] for i in missing], settings), len(missing))
+        finally:
+            if hasattr(self.backend, "on_answer"):
+                self.backend.on_answer = None
+        for index, answer in enumerate(fresh):
+            keep(index, answer)
+            found[missing[index]] = answer
+        return found  # type: ignore[return-value] - every one is filled
+
+    @staticmethod
+    def _checked(answers: list[Answer], asked: int) -> list[Answer]:
+        if len(answers) != asked:
+            raise SftEvalError(f"eval.backend: {asked} questions but {len(answers)} answers")
+        return answers
 
 
 def check_backend(name: str, where: str = "recipe") -> None:
@@ -84,14 +155,23 @@ def backend_for(target: Target, eval_settings: Any) -> Backend:
 
 
 class LocalBackend:
-    """Batched greedy generation in this process (`sft_eval.generation.local.generate`)."""
+    """Batched greedy generation in this process (`sft_eval.generation.local.generate`): with a model and
+    tokenizer, or with a `target` whose model is loaded on the first question (and let go with the backend)."""
 
-    def __init__(self, model: Any, tokenizer: Any):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model: Any = None, tokenizer: Any = None, *, target: Target | None = None):
+        self.model, self.tokenizer, self.target = model, tokenizer, target
+
+    def identity(self) -> dict[str, Any] | None:
+        """The target's weights, tokenizer, template and device; None without a target (not cached)."""
+        if self.target is None or self.target.model_identity is None:
+            return None
+        return {"backend": "transformers", **self.target.model_identity()}
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         from sft_eval.generation.local import generate
 
+        if self.model is None and self.target is not None:
+            self.model, self.tokenizer = self.target.load()
         return generate(
             self.model,
             self.tokenizer,
@@ -107,8 +187,23 @@ class ServedBackend:
     """Chat completions from an OpenAI-compatible server, `batch_size` requests in flight, each transient failure
     (connection reset, timeout, 408/409/429, 5xx) retried up to `max_retries` times with the client's backoff."""
 
-    def __init__(self, base_url: str, model: str | None, max_retries: int = 4, timeout: float = 60.0):
+    on_answer: Callable[[int, Answer], None] | None = None  # set by `CachedAnswers`: each answer as it arrives
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None,
+        max_retries: int = 4,
+        timeout: float = 60.0,
+        run: Mapping[str, Any] | None = None,
+    ):
         self.base_url, self.model, self.max_retries, self.timeout = base_url, model, max_retries, timeout
+        self.run = dict(run or {})
+
+    def identity(self) -> dict[str, Any]:
+        """A server is known by its URL and the model's name there; the run folder the recipe names, when it
+        names one, ties the answers to those weights too (a retrained run writes new files)."""
+        return {"backend": "openai", "server": self.base_url, "model": self.model, **self.run}
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         from sft_eval.generation.served import generate_served
@@ -123,12 +218,13 @@ class ServedBackend:
             concurrency=settings.batch_size,
             max_retries=self.max_retries,
             timeout=self.timeout,
+            on_answer=self.on_answer,
         )
 
 
 def local_backend(target: Target, eval_settings: Any) -> Backend:
-    """`eval.backend = "transformers"`: generate in this process."""
-    return LocalBackend(*target.load())
+    """`eval.backend = "transformers"`: generate in this process (the model loaded on the first question)."""
+    return LocalBackend(target=target)
 
 
 def openai_backend(target: Target, eval_settings: Any) -> Backend:
@@ -142,6 +238,7 @@ def openai_backend(target: Target, eval_settings: Any) -> Backend:
         name,
         max_retries=eval_settings.max_retries,
         timeout=eval_settings.request_timeout,
+        run=target.run if target.which == "tuned" else None,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -28,6 +29,7 @@ def generate_served(
     concurrency: int = 32,
     timeout: float = 60.0,
     max_retries: int = 4,
+    on_answer: Callable[[int, Answer], None] | None = None,
 ) -> list[Answer]:
     """Greedy answers from an OpenAI-compatible server's chat completions endpoint (vLLM, SGLang, TGI,
     `transformers serve`), `concurrency` requests in flight so the server can batch them, in input order.
@@ -35,8 +37,9 @@ def generate_served(
     A transient failure (connection reset or refused, timeout, 408, 409, 429, 5xx) is retried up to `max_retries`
     times by the OpenAI client itself: exponential backoff from 0.5 s to 8 s with jitter, or the server's
     `Retry-After`. A question that still fails does not stop the others: all are asked, then one `PartlyAnswered`
-    says how many failed, why, and which (the first few), and carries the answers that came, which the pipeline
-    caches, so a rerun asks only the failed questions. Once a question cannot reach the server through all its
+    says how many failed, why, and which (the first few), and carries the answers that came. Each answer is also
+    handed to `on_answer(index, answer)` as it arrives (the answer cache stores it there), so a rerun asks only the
+    failed questions. Once a question cannot reach the server through all its
     retries, no further question is sent (a server that is down fails in one backoff, not one per question).
 
     The server renders the chat with its own template: when that is not the one the model was trained with,
@@ -56,9 +59,10 @@ def generate_served(
     name = model or _only_served_model(client, base_url)
     unreachable = threading.Event()
 
-    def one(question: str) -> Answer | str | None:
+    def one(indexed: tuple[int, str]) -> Answer | str | None:
         """The answer, or why the question failed (after the client's retries), or None: not asked, the server
         could not be reached for an earlier question."""
+        index, question = indexed
         if unreachable.is_set():
             return None
         try:
@@ -76,10 +80,13 @@ def generate_served(
             return f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
         except Exception as exc:  # a 200 whose body the client cannot parse (HTML, not JSON): this question's failure
             return f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
-        return _answer(reply, question, base_url)
+        answer = _answer(reply, question, base_url)
+        if on_answer is not None and isinstance(answer, Answer):
+            on_answer(index, answer)
+        return answer
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) or 1))) as pool:
-        replies = pool.map(one, questions)
+        replies = pool.map(one, enumerate(questions))
         results = list(tqdm(replies, desc=f"asking {name}", total=len(questions), disable=not interactive()))
     failed = [(q, r) for q, r in zip(questions, results, strict=True) if isinstance(r, str)]
     if failed:

@@ -524,7 +524,16 @@ class Pipeline:
         generated. The held-out rows are tokenized and masked by the recipe's own SFTTrainer and collator, so the
         held-out loss scores exactly the tokens training trains."""
         recipe, tokenizer = self.recipe, self.tokenizer
-        rows = self.teacher_forced()
+        # teacher-forced scoring loads the weights here: not for a model a server answers for (it may be far
+        # larger than this machine holds); its answers' length is still judged
+        served = [w for w in ("base", "tuned") if not getattr(self._backend(w), "in_process", False)]
+        unscored = (
+            f"the {' and '.join(served)} model's answers come from eval.backend = {recipe.eval.backend!r}: "
+            "teacher-forced signals need its weights in this process (the in-process backend)"
+            if served
+            else ""
+        )
+        rows = {"held_out": [], "expected": [], "general": []} if served else self.teacher_forced()
         evaluation = self.evaluation
         training = [
             len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # and the end-of-turn token
@@ -547,6 +556,7 @@ class Pipeline:
             general=rows["general"],
             lengths=lengths,
             held_out_source=source,
+            unscored=unscored,
         )
 
     @functools.cached_property

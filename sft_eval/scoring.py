@@ -159,6 +159,7 @@ class Signals:
     general: list[RowLoss] = field(default_factory=list)
     lengths: Lengths | None = None
     held_out_source: str = ""  # where the held-out rows came from ("data.eval: FILE", "data.eval_fraction 0.1")
+    unscored: str = ""  # why nothing was scored teacher-forced (a served model), when nothing was
 
     def loss(self, name: str) -> tuple[float, float] | None:
         """(base, tuned) token-weighted NLL of `held_out` or `general` rows; None when there are none."""
@@ -199,6 +200,7 @@ class Signals:
         return {
             **rows,
             "held_out_source": self.held_out_source,
+            "unscored": self.unscored,
             "lengths": None if self.lengths is None else self.lengths.to_dict(),
             "eval_loss": self.loss("held_out"),
             "eval_loss_drop": self.eval_loss_drop,
@@ -219,4 +221,5 @@ class Signals:
             general=rows("general"),
             lengths=None if lengths is None else Lengths(lengths["base"], lengths["tuned"], lengths["training"]),
             held_out_source=data.get("held_out_source", ""),
+            unscored=data.get("unscored", ""),
         )

@@ -126,7 +126,9 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
     """The teacher-forced signals and the answers' length against the thresholds; a signal the recipe gives
     nothing to measure on is not judged, and says what would give it."""
     drop = signals.eval_loss_drop
-    if drop is None:
+    if signals.unscored:
+        held = Check("signals.eval_loss", None, signals.unscored)
+    elif drop is None:
         held = Check("signals.eval_loss", None, "no held-out rows: set `data.eval` or `data.eval_fraction`")
     else:
         base, tuned = signals.loss("held_out")
@@ -137,7 +139,9 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
             f"({signals.held_out_source}): a {drop:.1%} drop, the recipe asks for {thresholds.min_eval_loss_drop:.0%}",
         )
     ratio = signals.forgetting
-    if ratio is None:
+    if signals.unscored:
+        forgetting = Check("signals.forgetting", None, signals.unscored)
+    elif ratio is None:
         forgetting = Check("signals.forgetting", None, "no general text: set `eval.general_text`")
     else:
         base, tuned = signals.loss("general")
@@ -148,7 +152,8 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
             f"documents: {ratio:.2f}x the base's, the recipe allows {thresholds.max_forgetting:g}x",
         )
     if not signals.expected:
-        expected = Check("signals.expected_likelihood", None, "no question has an `expected` answer")
+        why = signals.unscored or "no question has an `expected` answer"
+        expected = Check("signals.expected_likelihood", None, why)
     else:
         fell = [r for r in signals.expected if r.rise > thresholds.max_expected_nll_rise]
         expected = _judged(

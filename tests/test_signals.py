@@ -372,3 +372,24 @@ def test_a_questions_file_with_one_category_has_no_breakdown_and_a_bad_one_is_na
         ]
     )
     assert _categories(one, {}) == []
+
+
+def test_a_served_model_is_not_loaded_for_teacher_forcing_and_says_so(sft_pipeline, tiny_variant, monkeypatch):
+    """Teacher-forced scoring needs the weights in this process; a model a server (here, a registered backend
+    that is not in-process) answers for may be far larger than this machine holds: nothing is loaded, the
+    signals say why they were not judged, and the answers' length is still judged."""
+    from sft_eval.backends import _BACKENDS
+    from sft_eval.records import Answer
+
+    class Remote:
+        def answer(self, questions, settings):
+            return [Answer(q, "ok", "ok", [], 2, "eos") for q in questions]
+
+    monkeypatch.setitem(_BACKENDS, "remote", lambda target, settings: Remote())
+    pipeline = Pipeline(load_recipe(tiny_variant({"[eval]": '[eval]\nbackend = "remote"'})), sft_pipeline.cache, "cpu")
+    monkeypatch.setattr(Pipeline, "_model_for_answers", lambda self, which: pytest.fail(f"loaded the {which} model"))
+    signals = pipeline.signals
+    assert signals.held_out == signals.expected == signals.general == [] and signals.lengths.tuned[0] == 2
+    checks = signal_checks(pipeline.recipe.thresholds, signals)
+    assert [c.passed for c in checks.values()] == [None, None, None, True]
+    assert "eval.backend = 'remote'" in checks["signals.forgetting"].message

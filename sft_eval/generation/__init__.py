@@ -158,6 +158,8 @@ class LocalBackend:
     """Batched greedy generation in this process (`sft_eval.generation.local.generate`): with a model and
     tokenizer, or with a `target` whose model is loaded on the first question (and let go with the backend)."""
 
+    in_process = True  # its model's weights are here: teacher-forced signals can score them
+
     def __init__(self, model: Any = None, tokenizer: Any = None, *, target: Target | None = None):
         self.model, self.tokenizer, self.target = model, tokenizer, target
 
@@ -188,6 +190,7 @@ class ServedBackend:
     (connection reset, timeout, 408/409/429, 5xx) retried up to `max_retries` times with the client's backoff."""
 
     on_answer: Callable[[int, Answer], None] | None = None  # set by `CachedAnswers`: each answer as it arrives
+    in_process = False  # the weights are the server's
 
     def __init__(
         self,

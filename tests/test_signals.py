@@ -393,3 +393,40 @@ def test_a_served_model_is_not_loaded_for_teacher_forcing_and_says_so(sft_pipeli
     checks = signal_checks(pipeline.recipe.thresholds, signals)
     assert [c.passed for c in checks.values()] == [None, None, None, True]
     assert "eval.backend = 'remote'" in checks["signals.forgetting"].message
+
+
+@pytest.mark.slow
+def test_a_run_trained_to_answer_in_one_word_fires_the_length_check(sft_pipeline, asking, tmp_path):
+    """Trains the shipped tuned model 2 more epochs (54 steps) on its rows with every answer cut to its first word.
+    Judged on the 59 training rows whose answers are sentences (their questions asked): the shipped model answers
+    in sentences and passes; the one-word run's median answer falls below a third of the training answers' and
+    the length check fires, saying the model learned to be terse."""
+    from datasets import Dataset
+
+    from sft_eval.training import train_sft
+
+    rows = [json.loads(line) for line in (DATA / "sft_train.jsonl").read_text(encoding="utf-8").splitlines()]
+    sentences = [r for r in rows if len(r["messages"][-1]["content"].split()) >= 4]
+    (tmp_path / "sentences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentences), encoding="utf-8")
+    asked = list(dict.fromkeys(r["messages"][-2]["content"] for r in sentences))[:16]
+    sentences_file = {f'train = "{DATA.resolve()}/sft_train.jsonl"': f'train = "{tmp_path / "sentences.jsonl"}"'}
+    recipe = load_recipe(asking(asked, sentences_file))
+    # the session's base, tokenizer and tuned model by their folders (a tiny recipe on other rows would train
+    # another tokenizer): the shipped run, judged on these rows
+    folders = {"base": str(sft_pipeline.base_model_dir), "tokenizer": str(sft_pipeline.tuned_model_dir)}
+    model = dataclasses.replace(recipe.model, **folders, tuned=str(sft_pipeline.tuned_model_dir))
+    shipped = Pipeline(dataclasses.replace(recipe, model=model), sft_pipeline.cache, "cpu")
+    one_word = [
+        {"messages": [*r["messages"][:-1], {"role": "assistant", "content": r["messages"][-1]["content"].split()[0]}]}
+        for r in sft_pipeline.rows
+    ]
+    tuned = copy.deepcopy(sft_pipeline.tuned_model)
+    settings = sft_pipeline.recipe.with_sft(num_train_epochs=2, warmup_steps=0, logging_steps=1)
+    _, model = train_sft(
+        settings, tuned, sft_pipeline.tokenizer, Dataset.from_list(one_word), str(tmp_path / "trainer")
+    )
+    terse = shipped.with_tuned(_saved(model, sft_pipeline.tokenizer, tmp_path / "one-word"))
+    thresholds = recipe.thresholds
+    assert signal_checks(thresholds, shipped.signals)["signals.length"].passed is True, shipped.signals.lengths
+    check = signal_checks(thresholds, terse.signals)["signals.length"]
+    assert check.passed is False and "learned to be terse" in check.message, terse.signals.lengths

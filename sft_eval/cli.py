@@ -13,6 +13,7 @@ from typing import Any
 from sft_eval import __version__
 from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
+from sft_eval.kernels import pin_cpu_kernels
 from sft_eval.options import EVALUATE, RUN, add_options, positive_float, positive_int, probability
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    pin_cpu_kernels()  # before torch computes anything: trained here, the same model on any x86-64 CPU with AVX2
     try:
         return _COMMANDS[args.command](args)
     except SftEvalError as exc:

@@ -1,15 +1,24 @@
 """Golden outputs: a recipe's tuned greedy answers, stored, so any drift (a changed template, a retrained model,
-a library upgrade that changes tokenization or numerics) fails with a readable old-vs-new diff.
+a library upgrade that changes tokenization or numerics) fails with a readable report of what changed.
 
-Trained weights depend on the machine that trained them: the CPU's kernel set (AVX-512, AVX2, ARM, ATen's
-portable default) or the GPU changes float results, and a few greedy answers with them. So a golden file holds
-one entry per environment that recorded it (device, architecture, kernel set, torch and transformers versions),
-like transformers' `Expectations`, and a run compares exactly against the entry of its own environment. In an
-environment with no entry the check says so in one line and keeps a *local baseline* in the fixture cache
-instead of failing: the next run on that machine is compared against it exactly.
+A golden file holds two things.
+
+- **A reference**, recorded once: per question, the served prompt's token ids, the greedy answer's token ids, the
+  teacher-forced log-probability of each answer token, and the top-k (k = 5) tokens and log-probabilities at each
+  answer position. By default a run is compared with it *within a tolerance*, on any machine: the teacher-forced
+  log-probabilities of the golden answer under today's model agree within the tolerance, and the greedy answers
+  are identical or, at the first position where they part, each side's token is in the other's top-k and the two
+  are a near tie (their log-probabilities differ by at most the tolerance). Nothing past the first divergence is
+  compared (vLLM's `check_logprobs_close`). The tolerance covers inference drift between machines (the kernel set,
+  a GPU): measured, and stated in `TOLERANCE`.
+- **Exact entries**, one per environment that recorded them (device, architecture, kernel set, torch and
+  transformers versions), like transformers' `Expectations`, for those who want bits (`[eval] golden_mode =
+  "exact"` or `--sft-golden exact`): a run is compared exactly with its own environment's entry; in an environment
+  with no entry the check says so in one line and keeps a *local baseline* in the fixture cache instead of failing.
 
 A recipe's golden file is `<recipe folder>/golden/<recipe name>.json`, or `[eval] golden` (a path inside the
-recipe's folder); `pytest suites/ --sft-update-golden` writes this environment's entry and keeps the others.
+recipe's folder); `pytest suites/ --sft-update-golden` writes the reference and this environment's exact entry,
+keeping other environments' entries.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -24,9 +34,15 @@ from typing import Any
 
 from sft_eval.cache import cpu_kernels, write_atomic
 from sft_eval.errors import SftEvalError
-from sft_eval.recipe import Recipe
+from sft_eval.recipe import GOLDEN_MODES, Recipe
 
-FORMAT = 2
+FORMAT = 3
+TOP_K = 5
+# The tolerance of the default comparison, in nats per token, by the dtype the model runs in. Measured on the tiny
+# model, the same weights under two kernel sets: float32 at most 1.2e-6 apart, bf16 0.022 (and 0.040 from float32);
+# a model trained under the other kernel set 4.06 (docs/golden.md).
+TOLERANCE = {"float32": 1e-3, "float64": 1e-3, "bfloat16": 0.1, "float16": 0.1}
+MODES = GOLDEN_MODES
 ENVIRONMENT_KEYS = ("device", "machine", "kernels", "torch", "transformers")
 
 
@@ -85,9 +101,9 @@ def changed_answers(expected: dict[str, Any], actual: dict[str, Any]) -> int:
     return max(len(old), len(new)) - same
 
 
-def read_golden(path: Path) -> list[dict[str, Any]]:
-    """The entries of a golden file (each: `environment` and `answers`); a file of the first format (answers
-    only, no environment) is one entry whose environment is unknown and matches none."""
+def _read(path: Path) -> dict[str, Any]:
+    """A golden file as {"reference": ... or None, "entries": [...]}; a file of the first format (answers only, no
+    environment) is one entry whose environment is unknown and matches none; the second format has no reference."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -102,19 +118,100 @@ def read_golden(path: Path) -> list[dict[str, Any]]:
         if not (isinstance(entry, dict) and isinstance(entry.get("answers"), list)):
             raise SftEvalError(f"{path}: entry {i} has no `answers` list")
         entry.setdefault("environment", {})
-    return entries
+    reference = data.get("reference")
+    if reference is not None:
+        _check_reference(path, reference)
+    return {"reference": reference, "entries": entries}
 
 
-def write_golden(path: Path, record: dict[str, Any], env: dict[str, str]) -> None:
-    """Write `record` as the entry of `env` in the golden file at `path`, keeping the other environments' entries
-    (an entry of the first format, whose environment is unknown, can never be compared again and is dropped)."""
-    entries = read_golden(path) if path.is_file() else []
-    entries = [e for e in entries if e["environment"] != env and set(ENVIRONMENT_KEYS) <= set(e["environment"])]
+REFERENCE_FIELDS = ("prompt_ids", "token_ids", "logprobs", "top_ids", "top_logprobs")
+
+
+def _check_reference(path: Path, reference: Any) -> None:
+    """The reference's shape, so a hand-edited or truncated file is one line naming the question, not a crash."""
+    if not (isinstance(reference, dict) and isinstance(reference.get("answers"), list)):
+        raise SftEvalError(f"{path}: `reference` has no `answers` list")
+    for i, answer in enumerate(reference["answers"]):
+        where = f"{path}: reference answer {i + 1}"
+        if not isinstance(answer, dict) or not isinstance(answer.get("question"), str):
+            raise SftEvalError(f"{where} has no `question`")
+        missing = [f for f in REFERENCE_FIELDS if not isinstance(answer.get(f), list)]
+        if missing:
+            raise SftEvalError(f"{where} ({answer['question']!r}) has no `{missing[0]}` list")
+        n = len(answer["token_ids"])
+        if not all(len(answer[f]) == n for f in ("logprobs", "top_ids", "top_logprobs")):
+            raise SftEvalError(
+                f"{where} ({answer['question']!r}): `logprobs`, `top_ids` and `top_logprobs` need one "
+                f"item per answer token ({n})"
+            )
+
+
+def read_golden(path: Path) -> list[dict[str, Any]]:
+    """The exact entries of a golden file (each: `environment` and `answers`)."""
+    return _read(path)["entries"]
+
+
+def read_reference(path: Path | None) -> dict[str, Any] | None:
+    """The reference of a golden file (`dtype`, `k`, `environment` and per question `answers`); None when there is
+    no file or it has none (a file of an earlier format)."""
+    if path is None or not path.is_file():
+        return None
+    return _read(path)["reference"]
+
+
+def reference_record(
+    answers: list[Any], prompt_ids: list[list[int]], scores: list[Any], dtype: str, env: dict[str, str]
+) -> dict[str, Any]:
+    """The reference of `answers` (each with its served prompt's token ids and its `scoring.TopK` under the model
+    that gave it): what the default comparison holds a later run to, on any machine."""
+
+    def rounded(values: list[Any]) -> list[Any]:  # 1e-7 nats is far below any tolerance, and keeps the file short
+        return [rounded(v) if isinstance(v, list) else round(v, 7) for v in values]
+
+    return {
+        "environment": env,
+        "dtype": dtype,
+        "k": max((len(t) for s in scores for t in s.top_ids), default=TOP_K),
+        "answers": [
+            {
+                "question": a.question,
+                "text": a.text,
+                "prompt_ids": list(p),
+                "token_ids": list(a.token_ids),
+                "logprobs": rounded(s.logprobs),
+                "top_ids": s.top_ids,
+                "top_logprobs": rounded(s.top_logprobs),
+            }
+            for a, p, s in zip(answers, prompt_ids, scores, strict=True)
+        ],
+    }
+
+
+def write_golden(
+    path: Path, record: dict[str, Any], env: dict[str, str], reference: dict[str, Any] | None = None
+) -> None:
+    """Write `record` as the exact entry of `env` in the golden file at `path`, keeping the other environments'
+    entries (an entry of the first format, whose environment is unknown, can never be compared again and is
+    dropped), and `reference` as its reference (None: keep the one the file has)."""
+    current = _read(path) if path.is_file() else {"reference": None, "entries": []}
+    entries = [
+        e for e in current["entries"] if e["environment"] != env and set(ENVIRONMENT_KEYS) <= set(e["environment"])
+    ]
     entries.append({"environment": env, "answers": record["answers"]})
     entries.sort(key=lambda e: [str(e["environment"].get(k, "")) for k in ENVIRONMENT_KEYS])
+    reference = reference if reference is not None else current["reference"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": FORMAT, "entries": entries}, indent=1, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    path.write_text(_dumps({"format": FORMAT, "reference": reference, "entries": entries}), encoding="utf-8")
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """Indented JSON, except that each reference answer is one line: thousands of numbers stay a readable file."""
+    answers = (data["reference"] or {}).get("answers", [])
+    marker = "@@reference answers@@"
+    shell = {**data, "reference": {**data["reference"], "answers": marker}} if data["reference"] else data
+    text = json.dumps(shell, indent=1, ensure_ascii=False, allow_nan=False)
+    lines = ",\n".join("   " + json.dumps(a, ensure_ascii=False, allow_nan=False) for a in answers)
+    return text.replace(json.dumps(marker), "[\n" + lines + "\n  ]") + "\n"
 
 
 def _closeness(candidate: dict[str, str], env: dict[str, str]) -> tuple[int, ...]:
@@ -164,7 +261,7 @@ def check_golden(
         kept = f"could not record a local baseline ({exc.strerror or exc})"
     nearest = max(entries, key=lambda e: _closeness(e["environment"], env), default=None)
     nearest_note = (
-        f"; the nearest entry ({_describe_partial(nearest['environment'])}) differs in "
+        f"; the nearest entry ({describe_partial(nearest['environment'])}) differs in "
         f"{changed_answers({'answers': nearest['answers']}, record)} of {len(record['answers'])} answers"
         if nearest is not None
         else ""
@@ -186,7 +283,113 @@ def _held_to(expected: dict[str, Any], record: dict[str, Any], against: str, on_
     return GoldenVerdict("drift", f"{count} tuned answers drifted from {against}{on_drift}", drift)
 
 
-def _describe_partial(env: dict[str, str]) -> str:
+def describe_partial(env: dict[str, str]) -> str:
     if not all(k in env for k in ENVIRONMENT_KEYS):
         return "unknown environment"
     return describe_environment(env)
+
+
+def tolerance_for(*dtypes: str) -> float:
+    """The default tolerance for models run in these dtypes: the loosest of theirs (bf16 against a float32
+    reference is judged as bf16)."""
+    return max(TOLERANCE.get(d, TOLERANCE["bfloat16"]) for d in dtypes)
+
+
+def within_tolerance(
+    reference: dict[str, Any],
+    answers: list[Any],
+    prompt_ids: list[list[int]],
+    scores: list[Any],
+    tolerance: float,
+    token_text: Any = None,
+) -> GoldenVerdict:
+    """`answers` (today's greedy answers; `prompt_ids`, their served prompts' token ids) held to `reference` within
+    `tolerance` nats. `scores` are today's model's `scoring.TopK` of each *reference* answer after today's prompt,
+    in the reference's order. `token_text(id)` shows a token (default: its id)."""
+    show = token_text or str
+    now = {a.question: (a, p) for a, p in zip(answers, prompt_ids, strict=True)}
+    problems: list[str] = []
+    largest, ties = 0.0, 0
+    for ref, score in zip(reference["answers"], scores, strict=True):
+        question = ref["question"]
+        if question not in now:
+            problems.append(f"{question!r}: not asked now")
+            continue
+        answer, prompt = now.pop(question)
+        problem, drift, tie = _one_answer(ref, answer, prompt, score, tolerance, show)
+        largest, ties = max(largest, drift), ties + tie
+        if problem:
+            problems.append(f"{question!r}: {problem}")
+    problems += [f"{q!r}: has no golden answer (record it with --sft-update-golden)" for q in now]
+    compared = len(reference["answers"]) + len(now)
+    recorded = describe_partial(reference.get("environment", {}))
+    where = f"the golden reference ({reference.get('dtype', '?')}, recorded on {recorded})"
+    measured = f"largest teacher-forced difference {largest:.2g} nats, {ties} near ties"
+    if not problems:
+        return GoldenVerdict(
+            "match", f"{len(answers)} answers agree with {where} within {tolerance:g} nats ({measured})"
+        )
+    return GoldenVerdict(
+        "drift",
+        f"{len(problems)} of {compared} tuned answers drifted from {where} beyond {tolerance:g} "
+        f"nats (rewrite with --sft-update-golden if intended)",
+        "\n".join(problems),
+    )
+
+
+def _one_answer(
+    ref: dict[str, Any], answer: Any, prompt: list[int], score: Any, tolerance: float, show: Any
+) -> tuple[str, float, int]:
+    """One question: (what drifted, or "" when nothing did; the largest teacher-forced difference; 1 for a near
+    tie at the first divergence, else 0)."""
+    if list(prompt) != ref["prompt_ids"]:
+        at = _first_difference(ref["prompt_ids"], list(prompt))
+        return f"the served prompt's tokens changed at position {at} (the template or tokenizer changed)", 0.0, 0
+    gold = ref["token_ids"]
+    diffs = [abs(a - b) for a, b in zip(ref["logprobs"], score.logprobs, strict=True)]
+    largest = max(diffs, default=0.0)
+    problems = []
+    if largest > tolerance:
+        t = next(i for i, d in enumerate(diffs) if d > tolerance)
+        problems.append(
+            f"at answer position {t} the golden token {show(gold[t])} has logprob {score.logprobs[t]:.6f} now, "
+            f"{ref['logprobs'][t]:.6f} in the golden ({diffs[t]:.2g} nats apart; the largest difference {largest:.2g})"
+        )
+    greedy, tie = _greedy_divergence(ref, list(answer.token_ids), score, tolerance, show)
+    problems += [greedy] if greedy else []
+    return "; ".join(problems), largest, tie
+
+
+def _greedy_divergence(ref: dict[str, Any], ids: list[int], score: Any, tolerance: float, show: Any) -> tuple[str, int]:
+    """Where today's greedy answer parts from the golden one: ("", 0) when it does not, ("", 1) at a near tie (each
+    side's token in the other's top-k, within `tolerance` on both sides), else what parted and 0."""
+    gold = ref["token_ids"]
+    t = _first_difference(gold, ids)
+    if t is None:
+        return "", 0
+    if t == min(len(ids), len(gold)):
+        return f"the answers agree for {t} tokens, then one ends ({len(gold)} golden, {len(ids)} now)", 0
+    g, c = gold[t], ids[t]
+    golden_side = dict(zip(ref["top_ids"][t], ref["top_logprobs"][t], strict=True))
+    now_side = dict(zip(score.top_ids[t], score.top_logprobs[t], strict=True))
+    tie = all(token in side for token in (g, c) for side in (golden_side, now_side))
+    gaps = (golden_side[g] - golden_side[c], now_side[c] - now_side[g]) if tie else (math.inf, math.inf)
+    if tie and max(gaps) <= tolerance:
+        return "", 1
+    return (
+        f"first divergence at answer position {t}: golden {show(g)} (logprob {_lp(golden_side, g)} golden, "
+        f"{_lp(now_side, g)} now), now {show(c)} (logprob {_lp(golden_side, c)} golden, {_lp(now_side, c)} now)",
+        0,
+    )
+
+
+def _lp(side: dict[int, float], token: int) -> str:
+    return f"{side[token]:.6f}" if token in side else "not in the top-k"
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first position where two token lists differ (the shorter one's length when it is a prefix of the
+    longer); None when they are equal."""
+    if a == b:
+        return None
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))

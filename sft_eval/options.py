@@ -121,13 +121,20 @@ OPTIONS = {
             "[eval] golden) from the current answers, keeping other environments' entries (default: off)",
             {"action": "store_true", "default": False},
         ),
+        Option(
+            "golden",
+            "how the tuned answers are held to the golden outputs: tolerance (the reference's log-probabilities, "
+            "on any machine) or exact (bit for bit, this environment's entry) (default: the recipe's "
+            "eval.golden_mode, tolerance)",
+            {"choices": ["tolerance", "exact"], "default": None},
+        ),
     )
 }
 
 # What each consumer takes.
 RUN = ("recipe", "sft-cache", "device", "max-train-rows")  # anything that builds or trains
 EVALUATE = (*RUN, "max-eval-questions", "no-answer-cache")  # anything that also asks the questions
-PLUGIN = (*EVALUATE, "report-dir", "update-golden", "baseline", "sweep")
+PLUGIN = (*EVALUATE, "report-dir", "update-golden", "golden", "baseline", "sweep")
 
 
 def add_options(add: Callable[..., Any], names: Iterable[str], prefix: str = "") -> None:

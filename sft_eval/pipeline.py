@@ -40,6 +40,21 @@ from sft_eval.chat import (
 from sft_eval.data import Question, assistant_texts, load_general_text, load_questions, load_sft_rows, split_held_out
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import CachedAnswers, GenerationSettings, Target, backend_for, check_backend
+from sft_eval.golden import (
+    TOP_K,
+    GoldenVerdict,
+    check_golden,
+    describe_environment,
+    describe_partial,
+    environment,
+    golden_path,
+    golden_record,
+    read_reference,
+    reference_record,
+    tolerance_for,
+    within_tolerance,
+    write_golden,
+)
 from sft_eval.models import (
     CHECKPOINT_NAME,
     FinishedRun,
@@ -57,6 +72,7 @@ from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.scoring import (
+    IGNORE,
     Lengths,
     RowLoss,
     Scored,
@@ -64,6 +80,7 @@ from sft_eval.scoring import (
     answer_sequence,
     mean_nll,
     score_sequences,
+    score_top_k,
     text_sequences,
 )
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
@@ -558,6 +575,63 @@ class Pipeline:
             held_out_source=source,
             unscored=unscored,
         )
+
+    def prompt_ids(self, questions: list[str]) -> list[list[int]]:
+        """Each question's served prompt as token ids, rendered as the in-process backend renders it."""
+        system = self.recipe.eval.system_message or None
+        thinking = self.recipe.eval.enable_thinking
+        prompts = [render_prompt(self.tokenizer, conversation(q, system), enable_thinking=thinking) for q in questions]
+        return [list(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+
+    def answer_top_k(
+        self, which: str, questions: list[str], answers: list[list[int]], k: int = TOP_K
+    ) -> tuple[list[list[int]], list[Any], str]:
+        """The `which` model teacher-forced on each answer after its question's served prompt: (the prompts' token
+        ids, each answer's `scoring.TopK`, the dtype the model ran in). One model loaded (or the one held)."""
+        prompts = self.prompt_ids(questions)
+        sequences = [Scored(p + list(a), [IGNORE] * len(p) + list(a)) for p, a in zip(prompts, answers, strict=True)]
+        model = self._model_for_answers(which)
+        scores = score_top_k(model, sequences, k)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        del model
+        return prompts, scores, dtype
+
+    def golden(self, *, mode: str | None = None, update: bool = False) -> GoldenVerdict:
+        """The tuned model's answers held to the recipe's golden outputs (`sft_eval.golden`): within a tolerance of
+        the reference (the default `mode`, any machine) or exactly against this environment's entry; `update`
+        writes the reference and this environment's entry instead."""
+        mode = mode or self.recipe.eval.golden_mode
+        path, env = golden_path(self.recipe), environment(str(self.device))
+        tuned = self.evaluation.tuned
+        record, local = golden_record(tuned), self.cache.root / "golden-local"
+        if path is None or (mode == "exact" and not update):
+            return check_golden(path, record, env, local)
+        if update:
+            asked = [a.question for a in tuned]
+            prompts, scores, dtype = self.answer_top_k("tuned", asked, [a.token_ids for a in tuned])
+            write_golden(path, record, env, reference_record(tuned, prompts, scores, dtype, env))
+            where = describe_environment(env)
+            return GoldenVerdict("recorded", f"wrote the golden reference and the exact entry of {where} to {path}")
+        reference = read_reference(path)
+        if reference is None:  # no file yet, or one of the second format: its exact entries are all it has
+            exact = check_golden(path, record, env, local)
+            if not path.is_file():
+                return exact
+            return dataclasses.replace(exact, message=f"{path} has no reference, only exact entries: {exact.message}")
+        trained = reference.get("environment") or {}
+        if self.recipe.model.tuned is None and trained != env:  # trained here, under other numerics: another model
+            exact = check_golden(path, record, env, local)
+            return dataclasses.replace(
+                exact,
+                message=f"the tuned model was trained here on {describe_environment(env)}, the golden reference's "
+                f"on {describe_partial(trained)}: another model, which no tolerance covers; {exact.message}",
+            )
+        golden = reference["answers"]
+        _, scores, dtype = self.answer_top_k("tuned", [g["question"] for g in golden], [g["token_ids"] for g in golden])
+        tolerance = self.recipe.eval.golden_tolerance or tolerance_for(dtype, reference.get("dtype", dtype))
+        now = self.prompt_ids([a.question for a in tuned])
+        shown = self.tokenizer.convert_ids_to_tokens
+        return within_tolerance(reference, tuned, now, scores, tolerance, lambda t: f"{shown(t)!r} ({t})")
 
     @functools.cached_property
     def findings(self) -> list[Finding]:

@@ -64,6 +64,7 @@ class DataSection:
 
 # Bounds of a served run: a server that never replies is given up after at most
 # request_timeout x (1 + max_retries) plus the client's backoff (under 8 s a retry), and no new question is sent.
+GOLDEN_MODES = ("tolerance", "exact")  # sft_eval.golden.MODES: how a run is held to its golden outputs
 MAX_RETRIES = 10
 MAX_REQUEST_TIMEOUT_S = 3600.0
 
@@ -101,6 +102,10 @@ class EvalSection:
     max_retries: int = 4  # a served request's retries after a transient failure (reset, 429, 5xx), with backoff
     request_timeout: float = 60.0  # seconds a served request may take before it counts as failed (and is retried)
     golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
+    # "tolerance": held to the golden reference within golden_tolerance on any machine; "exact": bit for bit,
+    # against the entry of this environment (device, kernel set, versions)
+    golden_mode: str = "tolerance"
+    golden_tolerance: float | None = None  # nats per token; default: by the model's dtype (golden.TOLERANCE)
     # a sweep's best checkpoint: the first metric decides, the next ones break ties, then the earlier step
     best_by: tuple[str, ...] = ("match_rate", "eos_stop_rate", "eval_loss")
     # general text (a .txt file, one document per non-blank line, or .jsonl with a "text" field): its loss under
@@ -426,6 +431,14 @@ def _check_values(recipe: Recipe, where: str) -> None:
                 f"{where}: `eval.golden` must be a .json file inside the recipe's folder {folder}, "
                 f"not {recipe.eval.golden!r}"
             )
+    if recipe.eval.golden_mode not in GOLDEN_MODES:
+        raise SftEvalError(
+            f"{where}: `eval.golden_mode` must be one of {', '.join(map(repr, GOLDEN_MODES))}, not "
+            f"{recipe.eval.golden_mode!r}"
+        )
+    tolerance = recipe.eval.golden_tolerance
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
+        raise SftEvalError(f"{where}: `eval.golden_tolerance` must be a number above 0 (nats), not {tolerance}")
     if recipe.model.tuned is not None and not Path(recipe.resolve(recipe.model.tuned)).expanduser().is_dir():
         raise SftEvalError(
             f"{where}: `model.tuned` must be a folder a trainer wrote (an output folder or checkpoint-N), and "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,16 +36,14 @@ class Scored:
     labels: list[int]
 
 
-def score_sequences(model: Any, sequences: Sequence[Scored], *, batch_tokens: int | None = None) -> list[list[float]]:
-    """Per sequence, the log-probability the model gives each labelled token (position t's label predicted from
-    the tokens before t, as the model's own loss shifts them), in order. Batched by length (sorted, right-padded,
-    at most `batch_tokens` padded tokens a batch, by default `batch_tokens_for(model)`), in inference mode,
-    log-softmax in float32."""
+def _forward_batches(model: Any, sequences: Sequence[Scored], batch_tokens: int | None) -> Iterator[tuple[Any, ...]]:
+    """Runs `model` over `sequences` in padded batches, longest first (at most `batch_tokens` padded tokens a
+    batch), in inference mode: yields (the sequences' indices, the logits, the targets (position t's label is
+    label t + 1; -100 where nothing is scored), the mask of scored positions)."""
     import torch
 
     batch_tokens = batch_tokens or batch_tokens_for(model)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids))
-    out: list[list[float]] = [[] for _ in sequences]
     device = next(model.parameters()).device
     start = 0
     while start < len(order):
@@ -65,16 +63,48 @@ def score_sequences(model: Any, sequences: Sequence[Scored], *, batch_tokens: in
         targets = torch.cat([labels[:, 1:], torch.full((len(rows), 1), IGNORE, dtype=torch.long)], dim=1)
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(),
-                targets.reshape(-1).to(device),
-                ignore_index=IGNORE,
-                reduction="none",
-            ).view(len(rows), longest)
-        kept = targets != IGNORE
+            yield rows, logits, targets.to(device), targets != IGNORE
+
+
+def score_sequences(model: Any, sequences: Sequence[Scored], *, batch_tokens: int | None = None) -> list[list[float]]:
+    """Per sequence, the log-probability the model gives each labelled token (position t's label predicted from
+    the tokens before t, as the model's own loss shifts them), in order. Batched by length (sorted, right-padded,
+    at most `batch_tokens` padded tokens a batch, by default `batch_tokens_for(model)`), in inference mode,
+    log-softmax in float32."""
+    import torch
+
+    out: list[list[float]] = [[] for _ in sequences]
+    for rows, logits, targets, kept in _forward_batches(model, sequences, batch_tokens):
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
+        ).view(len(rows), -1)
         values = (-nll).cpu()
         for r, i in enumerate(rows):
             out[i] = values[r][kept[r]].tolist()
+    return out
+
+
+@dataclass(frozen=True)
+class TopK:
+    """A sequence's labelled tokens under a model: each one's log-probability, and at each of their positions the
+    model's `k` most likely tokens (ids, then their log-probabilities, most likely first)."""
+
+    logprobs: list[float]
+    top_ids: list[list[int]]
+    top_logprobs: list[list[float]]
+
+
+def score_top_k(model: Any, sequences: Sequence[Scored], k: int = 5, *, batch_tokens: int | None = None) -> list[TopK]:
+    """`score_sequences`, with the `k` most likely tokens at each labelled position (log-softmax in float32)."""
+    import torch
+
+    out: list[TopK] = [TopK([], [], []) for _ in sequences]
+    for rows, logits, targets, kept in _forward_batches(model, sequences, batch_tokens):
+        for r, i in enumerate(rows):
+            scored = torch.log_softmax(logits[r][kept[r].to(logits.device)].float(), dim=-1)
+            chosen = scored.gather(1, targets[r][kept[r].to(targets.device)].unsqueeze(1)).squeeze(1)
+            top = scored.topk(min(k, scored.shape[-1]), dim=-1)
+            out[i] = TopK(chosen.cpu().tolist(), top.indices.cpu().tolist(), top.values.cpu().tolist())
     return out
 
 

@@ -25,6 +25,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "jsonout",
         "hub",
         "cache",
+        "kernels",
         "backends",
         "recipe",
         "options",

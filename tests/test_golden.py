@@ -4,6 +4,7 @@ drift shown as old vs new, and the file always inside the recipe's folder."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +14,23 @@ import pytest
 from sft_eval.errors import SftEvalError
 from sft_eval.golden import (
     ENVIRONMENT_KEYS,
+    TOLERANCE,
     check_golden,
     environment,
     golden_drift,
     golden_path,
     golden_record,
     read_golden,
+    read_reference,
+    reference_record,
+    tolerance_for,
+    within_tolerance,
     write_golden,
 )
+from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, load_recipe
 from sft_eval.records import Answer
+from sft_eval.scoring import TopK
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 AVX2 = {"device": "cpu", "machine": "x86_64", "kernels": "AVX2", "torch": "2.13.0", "transformers": "5.0.0"}
@@ -169,7 +177,7 @@ def test_a_users_recipe_records_its_golden_file_inside_its_folder(tiny_variant, 
     # A changed generation setting: every answer of two or more tokens is cut, on any machine.
     recipe.write_text(recipe.read_text(encoding="utf-8").replace("max_new_tokens = 100", "max_new_tokens = 1"))
     drifted = run()
-    assert drifted.returncode == 1 and "drifted from the golden outputs" in drifted.stdout, drifted.stdout[-3000:]
+    assert drifted.returncode == 1 and "drifted from the golden reference" in drifted.stdout, drifted.stdout[-3000:]
 
 
 SWITCH_PROBE = """
@@ -207,3 +215,239 @@ def test_a_forced_kernel_set_is_another_environment_with_cache_entries_of_its_ow
     assert portable["env"]["kernels"] == "DEFAULT" and native["env"]["kernels"] != "DEFAULT", (native, portable)
     assert portable["key"] != native["key"]
     assert portable["entry"], "the shipped golden file has no entry for ATen's portable kernels"
+
+
+# -- the default comparison: the reference within a tolerance -------------------------------------------------
+def reference(*answers: list[int]) -> dict:
+    """A reference of greedy answers (token ids) after the prompt [1, 2]: each answer token's logprob -0.1, and at
+    each position the top-5 ids 10..14 around it, with the answer's own token first."""
+
+    def top(token: int) -> list[int]:
+        return [token, *[t for t in range(10, 15) if t != token]][:5]
+
+    return {
+        "environment": AVX2,
+        "dtype": "float32",
+        "k": 5,
+        "answers": [
+            {
+                "question": f"q{i}",
+                "text": "",
+                "prompt_ids": [1, 2],
+                "token_ids": ids,
+                "logprobs": [-0.1] * len(ids),
+                "top_ids": [top(t) for t in ids],
+                "top_logprobs": [[-0.1, -0.1002, -3.0, -4.0, -5.0] for _ in ids],
+            }
+            for i, ids in enumerate(answers)
+        ],
+    }
+
+
+def now_answers(*answers: list[int]) -> list[Answer]:
+    return [Answer(f"q{i}", "", "", ids, len(ids), "eos") for i, ids in enumerate(answers)]
+
+
+def same_scores(ref: dict, shift: float = 0.0, at: int = 0) -> list[TopK]:
+    """Today's teacher-forced scores of the reference answers: the reference's, with `shift` nats added at
+    position `at` of every answer."""
+    return [
+        TopK(
+            [lp + (shift if t == at else 0.0) for t, lp in enumerate(a["logprobs"])],
+            [list(ids) for ids in a["top_ids"]],
+            [list(lps) for lps in a["top_logprobs"]],
+        )
+        for a in ref["answers"]
+    ]
+
+
+def judge(ref: dict, answers: list[Answer], scores: list[TopK], prompts: list[list[int]] | None = None):
+    return within_tolerance(ref, answers, prompts or [[1, 2]] * len(answers), scores, 1e-3)
+
+
+def test_the_same_answers_and_logprobs_within_the_tolerance_match():
+    ref = reference([10, 11, 3], [12, 3])
+    verdict = judge(ref, now_answers([10, 11, 3], [12, 3]), same_scores(ref, shift=4e-4))
+    assert verdict.status == "match" and "largest teacher-forced difference 0.0004" in verdict.message, verdict
+
+
+def test_a_logprob_that_moved_beyond_the_tolerance_is_drift_naming_the_position():
+    ref = reference([10, 11, 3], [12, 3])
+    verdict = judge(ref, now_answers([10, 11, 3], [12, 3]), same_scores(ref, shift=-0.05, at=1))
+    assert verdict.status == "drift" and "2 of 2" in verdict.message, verdict
+    assert "'q0': at answer position 1 the golden token 11 has logprob -0.150000 now, -0.100000 in the golden" in (
+        verdict.diff
+    )
+
+
+def test_a_greedy_answer_that_parts_at_a_near_tie_matches():
+    """At position 1 the reference's second choice (10, 0.0002 nats below its first) is today's greedy token:
+    both are in each other's top-5 and 0.0002 apart, below the tolerance, so this is inference drift."""
+    ref = reference([10, 11, 3])
+    scores = same_scores(ref)
+    scores[0].top_ids[1][:2], scores[0].top_logprobs[1][:2] = [10, 11], [-0.1, -0.1002]
+    verdict = judge(ref, now_answers([10, 10, 5]), scores)
+    assert verdict.status == "match" and "1 near ties" in verdict.message, verdict
+
+
+def test_a_greedy_answer_that_parts_beyond_a_tie_is_drift_with_both_tokens_and_logprobs():
+    """The golden token keeps its logprob, but today's model puts another token 0.05 nats above it where the
+    reference had it 0.4 below: not a tie on either side."""
+    ref = reference([10, 11, 3])
+    ref["answers"][0]["top_logprobs"][1] = [-0.1, -0.5, -3.0, -4.0, -5.0]  # 11 first, 10 second
+    scores = same_scores(ref)
+    scores[0].top_ids[1][:2], scores[0].top_logprobs[1][:2] = [10, 11], [-0.05, -0.1]
+    verdict = judge(ref, now_answers([10, 10, 5]), scores)
+    assert verdict.status == "drift", verdict
+    assert (
+        "first divergence at answer position 1: golden 11 (logprob -0.100000 golden, -0.100000 now), "
+        "now 10 (logprob -0.500000 golden, -0.050000 now)"
+    ) in verdict.diff, verdict.diff
+
+
+def test_a_token_outside_the_others_top_k_is_drift():
+    ref = reference([10, 11, 3])
+    verdict = judge(ref, now_answers([10, 99, 3]), same_scores(ref))
+    assert verdict.status == "drift" and "now 99 (logprob not in the top-k golden, not in the top-k now)" in (
+        verdict.diff
+    ), verdict.diff
+
+
+def test_a_changed_prompt_a_shorter_answer_and_unmatched_questions_are_drift():
+    ref = reference([10, 11, 3], [12, 3], [13, 3])
+    answers = [*now_answers([10, 11, 3], [12]), Answer("new", "", "", [3], 1, "eos")]
+    verdict = judge(ref, answers, same_scores(ref), prompts=[[1, 5], [1, 2], [1, 2]])
+    assert verdict.status == "drift" and "4 of 4 tuned answers" in verdict.message, verdict
+    assert "'q0': the served prompt's tokens changed at position 1" in verdict.diff
+    assert "'q1': the answers agree for 1 tokens, then one ends (2 golden, 1 now)" in verdict.diff
+    assert "'q2': not asked now" in verdict.diff and "'new': has no golden answer" in verdict.diff
+
+
+def test_the_tolerance_follows_the_dtype_and_bf16_is_looser():
+    assert tolerance_for("float32") == TOLERANCE["float32"] < tolerance_for("float32", "bfloat16")
+    assert tolerance_for("bfloat16") == TOLERANCE["bfloat16"]
+
+
+def test_the_reference_is_written_beside_the_exact_entries_and_read_back(tmp_path):
+    path = tmp_path / "golden" / "r.json"
+    ref = reference([10, 11, 3])
+    write_golden(path, record("Paris"), AVX2, ref)
+    assert read_reference(path) == ref and read_golden(path)[0]["environment"] == AVX2
+    write_golden(path, record("Rome"), NEON)  # another environment's exact entry keeps the reference
+    assert read_reference(path) == ref and len(read_golden(path)) == 2
+    assert len(path.read_text(encoding="utf-8").splitlines()) < 60, "a reference answer is one line"
+
+
+def test_a_truncated_reference_is_one_line_naming_the_question(tmp_path):
+    path = tmp_path / "golden" / "r.json"
+    ref = reference([10, 11, 3])
+    del ref["answers"][0]["top_ids"][-1]
+    path.parent.mkdir()
+    path.write_text(json.dumps({"format": 3, "reference": ref, "entries": []}), encoding="utf-8")
+    with pytest.raises(SftEvalError, match=r"r.json: reference answer 1 \('q0'\): `logprobs`, `top_ids` and"):
+        read_reference(path)
+
+
+# -- the default comparison on the session's real tuned model ---------------------------------------------------
+@pytest.fixture
+def mine(tiny_variant, sft_pipeline):
+    """A pipeline of the shipped recipe named "mine" in a temporary folder (its golden file there), sharing the
+    session's trained models."""
+    return Pipeline(load_recipe(tiny_variant({'name = "tiny"': 'name = "mine"'})), cache=sft_pipeline.cache)
+
+
+def test_a_recorded_reference_holds_and_an_edited_one_fails_naming_the_position(mine):
+    """Recorded from the session's tuned model, then judged: the same model agrees (nothing moved); one golden
+    token's logprob edited by 0.01 nats drifts at that position; a golden answer edited by one token drifts at
+    its first divergence."""
+    assert mine.golden(update=True).status == "recorded"
+    path = golden_path(mine.recipe)
+    same = mine.golden()
+    assert same.status == "match", same
+    largest = float(re.search(r"largest teacher-forced difference (\S+) nats", same.message).group(1))
+    assert largest <= 5e-8, "the same model, scored again: only the file's rounding to 1e-7 nats differs"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    first = data["reference"]["answers"][0]
+    first["logprobs"][0] += 0.01
+    path.write_text(json.dumps(data), encoding="utf-8")
+    moved = mine.golden()
+    assert moved.status == "drift" and moved.message.startswith("1 of 31"), moved
+    assert f"{first['question']!r}: at answer position 0 the golden token" in moved.diff, moved.diff
+    exact = mine.golden(mode="exact")
+    assert exact.status == "match", "the exact entry of this environment is untouched"
+
+
+def test_the_base_models_answers_drift_from_the_tuned_reference(mine, sft_evaluation):
+    """A reference recorded from another real model (the base) fails every question, within the tolerance or
+    not: the tuned model's logprobs of the base's answers are nowhere near the base's."""
+    base = sft_evaluation.base
+    prompts, scores, dtype = mine.answer_top_k("base", [a.question for a in base], [a.token_ids for a in base])
+    env = environment(str(mine.device))
+    write_golden(
+        golden_path(mine.recipe), golden_record(base), env, reference_record(base, prompts, scores, dtype, env)
+    )
+    verdict = mine.golden()
+    assert verdict.status == "drift" and verdict.message.startswith("31 of 31"), verdict
+
+
+INFERENCE_PROBE = """
+import json, sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from sft_eval.generation.local import generate
+from sft_eval.scoring import IGNORE, Scored, score_top_k
+folder, reference = sys.argv[1], json.load(open(sys.argv[2]))["reference"]
+tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+golden = reference["answers"]
+answers = generate(model, tokenizer, [g["question"] for g in golden], max_new_tokens=100)
+scores = score_top_k(model, [Scored(g["prompt_ids"] + g["token_ids"], [IGNORE] * len(g["prompt_ids"]) + g["token_ids"])
+                             for g in golden])
+print(json.dumps({"answers": [a.token_ids for a in answers], "scores": [list(s.__dict__.values()) for s in scores]}))
+"""
+
+
+def test_the_same_weights_under_another_kernel_set_agree_within_the_tolerance(mine, sft_pipeline, cli, tmp_path):
+    """Inference drift, for real: the session's tuned weights answer and score in a second process with ATen's
+    portable kernels (`ATEN_CPU_CAPABILITY=default`, as a CPU without AVX computes), and are held to the reference
+    recorded here. Bit-exact comparison would flag it; the tolerance does not."""
+    assert mine.golden(update=True).status == "recorded"
+    path = golden_path(mine.recipe)
+    ref = read_reference(path)
+    probe = subprocess.run(
+        [sys.executable, "-c", INFERENCE_PROBE, str(sft_pipeline.tuned_model_dir), str(path)],
+        capture_output=True,
+        text=True,
+        env=cli.environ(ATEN_CPU_CAPABILITY="default"),
+        timeout=cli.hang_guard_s,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    other = json.loads(probe.stdout.strip().splitlines()[-1])
+    golden = ref["answers"]
+    answers = [
+        Answer(g["question"], "", "", ids, len(ids), "eos") for g, ids in zip(golden, other["answers"], strict=True)
+    ]
+    scores = [TopK(*s) for s in other["scores"]]
+    prompts = [g["prompt_ids"] for g in golden]
+    differences = [
+        abs(a - b) for g, s in zip(golden, scores, strict=True) for a, b in zip(g["logprobs"], s.logprobs, strict=True)
+    ]
+    assert max(differences) > 0, "the portable kernels computed the same bits: this test shows nothing here"
+    verdict = within_tolerance(ref, answers, prompts, scores, TOLERANCE["float32"])
+    assert verdict.status == "match", f"{verdict.message}\n{verdict.diff}"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('golden_mode = "bits"', "`eval.golden_mode` must be one of 'tolerance', 'exact', not 'bits'"),
+        ("golden_tolerance = 0", "`eval.golden_tolerance` must be a number above 0 (nats), not 0"),
+        ("golden_tolerance = nan", "`eval.golden_tolerance` must be a number above 0 (nats), not nan"),
+    ],
+    ids=["unknown-mode", "zero-tolerance", "nan-tolerance"],
+)
+def test_a_bad_golden_mode_or_tolerance_is_one_line(tmp_path, line, message):
+    text = f'name = "x"\n[data]\ntrain = "rows.jsonl"\n[eval]\nquestions = ["Hi"]\n{line}\n'
+    (tmp_path / "r.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(SftEvalError, match=re.escape(message)):
+        load_recipe(tmp_path / "r.toml")
+    (tmp_path / "r.toml").write_text(text.replace(line, 'golden_mode = "exact"\ngolden_tolerance = 0.01'))
+    assert load_recipe(tmp_path / "r.toml").eval.golden_mode == "exact"

@@ -173,3 +173,14 @@ def pytest_runtest_call(item: pytest.Item):
 def cli() -> Cli:
     """`cli.run("audit", "--json", cwd=..., env=...)` and `cli.bad_input(result, "fragment", ...)`."""
     return Cli()
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The backend, audit-check and report-section registries as they were, after each test: a toy registration
+    does not leak into other tests."""
+    from sft_eval import audit, backends, report
+
+    monkeypatch.setattr(backends, "BACKENDS", backends.BACKENDS.copy())
+    monkeypatch.setattr(audit, "CHECKS", audit.CHECKS.copy())
+    monkeypatch.setattr(report, "SECTIONS", report.SECTIONS.copy())

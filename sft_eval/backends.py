@@ -8,42 +8,40 @@ implements is in `sft_eval.generation`.
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
+
+from sft_eval.registry import Registry
 
 ENTRY_POINT_GROUP = "sft_eval.backends"
 
-_BACKENDS: dict[str, Callable[..., Any] | str] = {
-    "transformers": "sft_eval.generation:local_backend",
-    "openai": "sft_eval.generation:openai_backend",
-}
+BACKENDS = Registry(
+    "backend",
+    builtin={"transformers": "sft_eval.generation:local_backend", "openai": "sft_eval.generation:openai_backend"},
+    entry_point_group=ENTRY_POINT_GROUP,
+)
 
 
 def register_backend(name: str, factory: Callable[..., Any] | str) -> None:
     """Make `eval.backend = name` build its backend with `factory(target, eval_settings)` (`factory` may be an
-    import path, `"package.module:function"`)."""
-    _BACKENDS[name] = factory
+    import path, `"package.module:function"`). A name already taken (a shipped backend's, an installed package's,
+    another registration's) is a ValueError naming both owners."""
+    BACKENDS.register(name, factory)
 
 
 def backend_names() -> list[str]:
-    _discover()
-    return list(_BACKENDS)  # shipped ones first, then in the order registered
+    return BACKENDS.names()  # shipped ones first, then in the order registered
 
 
-@functools.cache
-def _discover() -> None:
-    """Installed packages' backends (entry points), read once per process: scanning every distribution's metadata
-    is not free, and the recipe, the pipeline and each backend lookup ask for the names."""
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        _BACKENDS.setdefault(point.name, point.value)
+def check_backend(name: str, where: str = "recipe") -> None:
+    """Bad input: a recipe naming a backend nobody registered (one line, with the close match)."""
+    BACKENDS.check(name, where, "eval.backend")
 
 
 def backend_factory(name: str) -> Callable[..., Any]:
     """The factory registered as `name` (which `backend_names()` lists)."""
-    factory = _BACKENDS[name]
+    factory = BACKENDS[name]
     if isinstance(factory, str):
         module, _, attribute = factory.partition(":")
         factory = getattr(importlib.import_module(module), attribute)

@@ -168,11 +168,11 @@ def test_a_served_run_that_fails_half_way_resumes(pipeline_for, questions, monke
 
 
 def test_a_registered_backend_is_cached_and_resumed_and_one_without_identity_is_not(
-    pipeline_for, questions, monkeypatch
+    pipeline_for, questions, registered
 ):
     """The answer cache wraps any backend: a registered one that states its identity gets caching and resume
     (its `on_answer` hook), one that states none is asked every time."""
-    from sft_eval.backends import _BACKENDS
+    from sft_eval.generation import register_backend
 
     asked: list[list[str]] = []
 
@@ -197,8 +197,8 @@ def test_a_registered_backend_is_cached_and_resumed_and_one_without_identity_is_
                     self.on_answer(index, out[-1])
             return out
 
-    monkeypatch.setitem(_BACKENDS, "toy-cached", lambda target, settings: Toy(True))
-    monkeypatch.setitem(_BACKENDS, "toy-uncached", lambda target, settings: Toy(False))
+    register_backend("toy-cached", lambda target, settings: Toy(True))
+    register_backend("toy-uncached", lambda target, settings: Toy(False))
     cached = {"[eval]": '[eval]\nbackend = "toy-cached"'}
     Toy.fail_on = questions[2]
     with pytest.raises(SftEvalError, match="toy: gave up"):

@@ -20,6 +20,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": (
         "sft_eval",
         "errors",
+        "registry",
         "validate",
         "console",
         "jsonout",

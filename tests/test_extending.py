@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import textwrap
 
 import pytest
 
-from sft_eval import audit as audit_module
-from sft_eval import backends, report
+from sft_eval import report
 from sft_eval.audit import Finding, register_check
 from sft_eval.chat import shipped_templates
 from sft_eval.errors import SftEvalError
@@ -39,14 +39,6 @@ class Shouting:
             )
             for q in questions
         ]
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    """Registries as they were after each test (a toy registration does not leak into other tests)."""
-    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
-    monkeypatch.setattr(audit_module, "_REGISTERED", dict(audit_module._REGISTERED))
-    monkeypatch.setattr(report, "_SECTIONS", dict(report._SECTIONS))
 
 
 def _with_backend(pipeline: Pipeline, name: str) -> Pipeline:
@@ -161,3 +153,59 @@ def test_a_registered_section_is_rendered_and_survives_the_json(registered, sft_
     write_report(context, tmp_path / "first")
     again = render_json(tmp_path / "first" / report.JSON_NAME, tmp_path / "again").read_text(encoding="utf-8")
     assert again == (tmp_path / "first" / report.HTML_NAME).read_text(encoding="utf-8")
+
+
+# -- one registry type, one collision rule ----------------------------------------------------------------------
+def _toy_check(tokenizer):
+    return []
+
+
+@pytest.mark.parametrize(
+    ("register", "taken_by"),
+    [
+        (lambda: register_backend("transformers", lambda t, s: Shouting(t.which)), "sft-eval (built in)"),
+        (lambda: register_check("template.prefix", _toy_check), "a built-in finding id"),
+        (lambda: register_section(Section("summary", "Mine", "<p>x</p>")), "a built-in report section"),
+    ],
+    ids=["backend", "check", "section"],
+)
+def test_a_built_in_name_cannot_be_taken_and_the_error_names_both_owners(registered, register, taken_by):
+    with pytest.raises(ValueError, match=re.escape(f"is taken by {taken_by}; tests.test_extending cannot take it too")):
+        register()
+
+
+@pytest.mark.parametrize(
+    "register",
+    [
+        lambda: register_backend("shouting", lambda t, s: Shouting(t.which)),
+        lambda: register_check("myteam.system_turn", _toy_check),
+        lambda: register_section(Section("toy", "Toy", "<p>x</p>")),
+    ],
+    ids=["backend", "check", "section"],
+)
+def test_a_second_registration_of_a_name_is_an_error_not_a_silent_replacement(registered, register):
+    """Before one registry type, a second backend silently replaced the first (shipped ones included) and a second
+    section replaced the first by id; now every clash is one error naming who holds the name."""
+    register()
+    with pytest.raises(ValueError, match=r"is taken by tests\.test_extending; tests\.test_extending cannot take it"):
+        register()
+
+
+def test_a_misspelt_backend_is_one_line_with_the_close_match(registered, tiny_variant, cli):
+    register_backend("shouting", lambda t, s: Shouting(t.which))
+    from sft_eval.backends import check_backend
+
+    with pytest.raises(SftEvalError, match=r"not 'shoutng' \(did you mean 'shouting'\?\)$"):
+        check_backend("shoutng", "r.toml")
+    recipe = tiny_variant({"[eval]\n": '[eval]\nbackend = "transformer"\n'})
+    result = cli.run("audit", "--recipe", str(recipe))
+    cli.bad_input(result, str(recipe), "eval.backend", "(did you mean 'transformers'?)")
+
+
+def test_the_reserved_section_ids_are_the_report_templates_own():
+    """The built-in sections the registry reserves are exactly the `<section id>`s report.html.j2 writes."""
+    import re
+    from pathlib import Path
+
+    template = (Path(report.__file__).parent / "templates" / "report.html.j2").read_text(encoding="utf-8")
+    assert set(re.findall(r'<section id="(\w[\w-]*)">', template)) == set(report.BUILT_IN_SECTIONS)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sft_eval.report import _SECTIONS, Section, register_section, write_report
+from sft_eval import report
+from sft_eval.report import Section, register_section, write_report
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -110,7 +111,7 @@ def big_page(browser, sft_pipeline, tmp_path_factory):
     try:
         path = write_report(context, tmp_path_factory.mktemp("big"))
     finally:
-        _SECTIONS.pop("rogue")
+        report.SECTIONS.unregister("rogue")
     tab = browser.new_page(viewport={"width": 1280, "height": 900})
     tab.goto(path.as_uri())
     tab.wait_for_load_state("load")

@@ -374,18 +374,20 @@ def test_a_questions_file_with_one_category_has_no_breakdown_and_a_bad_one_is_na
     assert _categories(one, {}) == []
 
 
-def test_a_served_model_is_not_loaded_for_teacher_forcing_and_says_so(sft_pipeline, tiny_variant, monkeypatch):
+def test_a_served_model_is_not_loaded_for_teacher_forcing_and_says_so(
+    sft_pipeline, tiny_variant, registered, monkeypatch
+):
     """Teacher-forced scoring needs the weights in this process; a model a server (here, a registered backend
     that is not in-process) answers for may be far larger than this machine holds: nothing is loaded, the
     signals say why they were not judged, and the answers' length is still judged."""
-    from sft_eval.backends import _BACKENDS
+    from sft_eval.generation import register_backend
     from sft_eval.records import Answer
 
     class Remote:
         def answer(self, questions, settings):
             return [Answer(q, "ok", "ok", [], 2, "eos") for q in questions]
 
-    monkeypatch.setitem(_BACKENDS, "remote", lambda target, settings: Remote())
+    register_backend("remote", lambda target, settings: Remote())
     pipeline = Pipeline(load_recipe(tiny_variant({"[eval]": '[eval]\nbackend = "remote"'})), sft_pipeline.cache, "cpu")
     monkeypatch.setattr(Pipeline, "_model_for_answers", lambda self, which: pytest.fail(f"loaded the {which} model"))
     signals = pipeline.signals

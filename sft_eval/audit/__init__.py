@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from sft_eval.chat import RenderRunaway
+from sft_eval.registry import Registry
 
 Severity = Literal["error", "warning", "info"]
 
@@ -48,23 +49,23 @@ class CheckId(StrEnum):
     SWEEP_LAST_WORSE = "sweep.last_worse"
 
 
-# Checks added with `register_check`: their ids, and what runs them on the audited tokenizer.
-_REGISTERED: dict[str, Callable[[Any], list[Finding]]] = {}
+# Checks added with `register_check`: their ids, and what runs them on the audited tokenizer. The built-in finding
+# ids are reserved: a check cannot take one.
+CHECKS = Registry("audit check", reserved=dict.fromkeys(CheckId.__members__.values(), "a built-in finding id"))
 
 
 def register_check(check_id: str, run: Callable[[Any], list[Finding]]) -> None:
     """Add a check of one's own to every audit: `run(tokenizer)` (the audited tokenizer, with its chat template)
     returns `Finding`s of `check_id`. A check that raises becomes an error finding of its id, like the built-in
-    ones. Ids are dotted (`myteam.system_prompt`) and cannot take a built-in one."""
-    if check_id in CheckId.__members__.values():
-        raise ValueError(f"{check_id!r} is a built-in finding id; choose another")
-    if "." not in check_id or check_id != check_id.strip():
+    ones. Ids are dotted (`myteam.system_prompt`); one taken (a built-in id, another registration's) is a
+    ValueError naming both owners."""
+    if not isinstance(check_id, str) or "." not in check_id or check_id != check_id.strip():
         raise ValueError(f"finding ids are dotted, like 'myteam.system_prompt', not {check_id!r}")
-    _REGISTERED[check_id] = run
+    CHECKS.register(check_id, run)
 
 
 def registered_checks() -> dict[str, Callable[[Any], list[Finding]]]:
-    return dict(_REGISTERED)
+    return CHECKS.registered()
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Finding:
     evidence: str = ""  # the offending text or tokens, the spot marked
 
     def __post_init__(self) -> None:
-        if self.check not in CheckId.__members__.values() and self.check not in _REGISTERED:
+        if self.check not in CheckId.__members__.values() and self.check not in CHECKS:
             raise ValueError(
                 f"unknown finding id {self.check!r}: add it to CheckId (and docs/audit.md) or register_check it"
             )

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sft_eval.backends import ENTRY_POINT_GROUP, backend_factory, backend_names, register_backend
+from sft_eval.backends import ENTRY_POINT_GROUP, backend_factory, backend_names, check_backend, register_backend
 from sft_eval.cache import AnswerCache, cache_key
 from sft_eval.errors import SftEvalError
 from sft_eval.records import Answer, cached_answer
@@ -142,12 +142,6 @@ class CachedAnswers:
         return answers
 
 
-def check_backend(name: str, where: str = "recipe") -> None:
-    """Bad input: a recipe naming a backend nobody registered (`load_recipe` checks this too)."""
-    if name not in backend_names():
-        raise SftEvalError(f"{where}: `eval.backend` must be one of {', '.join(backend_names())}, not {name!r}")
-
-
 def backend_for(target: Target, eval_settings: Any) -> Backend:
     """The recipe's backend (`eval_settings.backend`) for `target`."""
     check_backend(eval_settings.backend)
@@ -232,9 +226,9 @@ def local_backend(target: Target, eval_settings: Any) -> Backend:
 
 def openai_backend(target: Target, eval_settings: Any) -> Backend:
     """The server serves the tuned model; the base model too when `eval.base_model` names it, else the base is
-    asked in this process."""
-    if target.which == "base" and eval_settings.base_model is None:
-        return local_backend(target, eval_settings)
+    asked in this process, as `model.baseline` always is."""
+    if target.which == "baseline" or (target.which == "base" and eval_settings.base_model is None):
+        return local_backend(target, eval_settings)  # a baseline's weights are a folder here, not a served model
     name = eval_settings.model if target.which == "tuned" else eval_settings.base_model
     return ServedBackend(
         str(eval_settings.base_url),

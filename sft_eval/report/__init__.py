@@ -33,6 +33,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun, loss_drop, loss_problems, plan_problems
+from sft_eval.registry import Registry
 from sft_eval.sanity import Evaluation, by_category, summarise
 
 HTML_NAME = "sft_report.html"
@@ -52,12 +53,28 @@ class Section:
     template: str
 
 
-_SECTIONS: dict[str, Section] = {}
+# The built-in sections' ids (report.html.j2's `<section id>`s) are reserved: a section of one's own taking one
+# would put two elements of that id on the page.
+BUILT_IN_SECTIONS = (
+    "verdict",
+    "baseline",
+    "summary",
+    "categories",
+    "signals",
+    "audit",
+    "training",
+    "answers",
+    "speed",
+    "data",
+    "recipe",
+)
+SECTIONS = Registry("report section", reserved=dict.fromkeys(BUILT_IN_SECTIONS, "a built-in report section"))
 
 
 def register_section(section: Section) -> None:
-    """Add (or replace, by id) a section every report renders from now on."""
-    _SECTIONS[section.id] = section
+    """Add a section every report renders from now on. An id taken (a built-in section's, another
+    registration's) is a ValueError naming both owners."""
+    SECTIONS.register(section.id, section)
 
 
 def build_context(
@@ -324,7 +341,7 @@ def render_html(context: dict[str, Any]) -> str:
     payload = card_payload(context)
     sections = [
         {"id": s.id, "title": s.title, "html": Markup(_ENV.from_string(s.template).render(**context))}
-        for s in _SECTIONS.values()
+        for s in SECTIONS.values()
     ]
     return _ENV.get_template("report.html.j2").render(
         **context,

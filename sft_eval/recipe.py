@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_args, get_origin, get_type_hints
 
-from sft_eval.backends import backend_names
+from sft_eval.backends import check_backend
 from sft_eval.errors import SftEvalError
 
 # fixtures/ of the checkout, or sft_eval/fixtures inside an installed wheel (pyproject maps one to the other).
@@ -30,19 +30,36 @@ DEFAULT_RECIPE = FIXTURES_DIR / "recipes" / "tiny.toml"
 TINY = "tiny"  # model.base / model.tokenizer: the tiny model, built and pretrained here (nothing to find on disk)
 
 
+def key(default: Any = dataclasses.MISSING, help: str = "") -> Any:  # noqa: A002 - argparse's word for it
+    """A recipe key: its default and its one-line help, which docs/recipes.md's key table is generated from
+    (`key_table`); a key without help fails a test."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class ModelSection:
-    base: str = "tiny"
-    tokenizer: str | None = None  # None: the same as base
-    # a shipped template name, a .jinja file, or "tokenizer" (its own); default: "chatml" for the tiny model,
-    # "tokenizer" for any other (a user's checkpoint keeps the template it came with)
-    chat_template: str | None = None
-    # a run trained elsewhere: a Trainer/SFTTrainer output folder or one of its checkpoint-N folders; when set,
-    # nothing trains and its trainer_state.json is the training record
-    tuned: str | None = None
-    # a LoRA run's merged checkpoint, as served (merge_and_unload + save_pretrained): held against the adapter;
-    # default: the adapter is merged here
-    merged: str | None = None
+    base: str = key("tiny", '"tiny" (built here), a local checkpoint folder, or a hub id')
+    tokenizer: str | None = key(None, "a tokenizer folder when the checkpoint has none; default: the checkpoint's own")
+    chat_template: str | None = key(
+        None,
+        'a shipped template name ("chatml"), a .jinja file, or "tokenizer" (its own); default: "chatml" for the tiny '
+        'model, "tokenizer" for any other',
+    )
+    tuned: str | None = key(
+        None,
+        "a run trained elsewhere: a Trainer/SFTTrainer output folder or one of its checkpoint-N folders, or a LoRA "
+        "adapter; nothing trains, and its trainer_state.json is the training record",
+    )
+    merged: str | None = key(
+        None,
+        "a LoRA run's merged checkpoint, as served (merge_and_unload + save_pretrained), held against the adapter; "
+        "default: the adapter is merged here",
+    )
+    baseline: str | None = key(
+        None,
+        "the last accepted model (a checkpoint, a run's output folder, or a LoRA adapter on model.base): its answers "
+        "are generated here and the tuned model is held to them, question by question (as `sft-eval compare` does)",
+    )
 
     @property
     def template(self) -> str:
@@ -54,12 +71,14 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    train: str
-    limit: int | None = None
-    # held-out rows for the held-out loss: a file or dataset in the training formats, or a seeded share of `train`
-    # (of its first `limit` rows) that training then does not see
-    eval: str | None = None
-    eval_fraction: float | None = None
+    train: str = key(
+        help='JSONL of {"messages": [...]} or {"prompt", "completion"} rows, a save_to_disk folder, or a hub id'
+    )
+    limit: int | None = key(None, "train on the first N rows")
+    eval: str | None = key(None, "held-out rows (a file or dataset in the training formats) for the held-out loss")
+    eval_fraction: float | None = key(
+        None, "or a seeded share of `train` (of its first `limit` rows), held out of training, for the held-out loss"
+    )
 
 
 # Bounds of a served run: a server that never replies is given up after at most
@@ -84,47 +103,57 @@ BEST_BY_METRICS = {
 
 @dataclass(frozen=True)
 class EvalSection:
-    system_message: str = ""
-    max_new_tokens: int = 100
-    enable_thinking: bool = False
-    batch_size: int = 32
-    questions: tuple[str, ...] = ()
-    questions_file: str | None = None
-    limit: int | None = None  # the first N questions (inline ones first)
-    # "transformers": generate in this process; "openai": ask an OpenAI-compatible server (vLLM, SGLang, TGI,
-    # `transformers serve`) at base_url for the tuned model's answers, and for the base model's when
-    # base_model names it there; any other name: a backend registered with sft_eval.generation.register_backend
-    # (or the sft_eval.backends entry-point group) before the recipe is loaded.
-    backend: str = "transformers"
-    base_url: str | None = None
-    model: str | None = None  # the tuned model's name on the server; default: the server's only model
-    base_model: str | None = None  # the base model's name on the server; default: base answers in-process
-    max_retries: int = 4  # a served request's retries after a transient failure (reset, 429, 5xx), with backoff
-    request_timeout: float = 60.0  # seconds a served request may take before it counts as failed (and is retried)
-    golden: str | None = None  # the golden outputs file, inside the recipe's folder; default: golden/<name>.json
-    # "tolerance": held to the golden reference within golden_tolerance on any machine; "exact": bit for bit,
-    # against the entry of this environment (device, kernel set, versions)
-    golden_mode: str = "tolerance"
-    golden_tolerance: float | None = None  # nats per token; default: by the model's dtype (golden.TOLERANCE)
-    # a sweep's best checkpoint: the first metric decides, the next ones break ties, then the earlier step
-    best_by: tuple[str, ...] = ("match_rate", "eos_stop_rate", "eval_loss")
-    # general text (a .txt file, one document per non-blank line, or .jsonl with a "text" field): its loss under
-    # the tuned model over the base's is the forgetting ratio
-    general_text: str | None = None
+    system_message: str = key("", "a system message every question is asked with")
+    max_new_tokens: int = key(100, "the most tokens a greedy answer may take")
+    enable_thinking: bool = key(False, "passed to the chat template (Qwen3's thinking switch)")
+    batch_size: int = key(32, "questions generated together in this process")
+    questions: tuple[str, ...] = key((), "questions asked inline")
+    questions_file: str | None = key(
+        None, 'a JSONL file of {"question", "expected", "id", "category"} lines (all but question optional)'
+    )
+    limit: int | None = key(None, "ask the first N questions (inline ones first)")
+    backend: str = key(
+        "transformers",
+        '"transformers": generate in this process; "openai": an OpenAI-compatible server (vLLM, SGLang, TGI, '
+        "`transformers serve`) at base_url answers for the tuned model (and the base, when base_model names it); "
+        "any other: a backend registered with sft_eval.generation.register_backend or the sft_eval.backends entry "
+        "points",
+    )
+    base_url: str | None = key(None, "the server's http(s) URL (openai backend)")
+    model: str | None = key(None, "the tuned model's name on the server; default: the server's only model")
+    base_model: str | None = key(None, "the base model's name on the server; default: base answers in this process")
+    max_retries: int = key(4, "a served request's retries after a transient failure (reset, 429, 5xx), 0 to 10")
+    request_timeout: float = key(60.0, "seconds a served request may take before it counts as failed, at most 3600")
+    golden: str | None = key(None, "the golden outputs file, inside the recipe's folder; default: golden/<name>.json")
+    golden_mode: str = key(
+        "tolerance",
+        '"tolerance": held to the golden reference within golden_tolerance, on any machine; "exact": bit for bit, '
+        "against this environment's entry",
+    )
+    golden_tolerance: float | None = key(
+        None, "nats per token the golden comparison allows; default: by the model's dtype (1e-3 float32, 0.1 bf16)"
+    )
+    best_by: tuple[str, ...] = key(
+        ("match_rate", "eos_stop_rate", "eval_loss"),
+        "a sweep's best checkpoint: the first metric decides, the next ones break ties, then the earlier step",
+    )
+    general_text: str | None = key(
+        None, 'general text (.txt, a document per non-blank line, or .jsonl "text"): the forgetting ratio\'s rows'
+    )
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_loss_drop: float = 0.5
-    min_eos_stop_rate: float = 0.95
-    min_match_rate: float = 0.8
-    max_repetition: float = 0.3
-    max_base_eos_stop_rate: float = 0.2
-    min_chrf: float = 50.0  # mean chrF (0-100) of the tuned answers against their expected answers
-    min_eval_loss_drop: float = 0.1  # the tuned model's held-out loss at least 10% below the base's
-    max_forgetting: float = 1.15  # general-text loss, tuned over base: at most 15% higher
-    max_expected_nll_rise: float = 0.5  # nats/token an expected answer (and end of turn) may become less likely
-    max_length_ratio: float = 3.0  # tuned answers' median length within 3x (either way) of the training answers'
+    min_loss_drop: float = key(0.5, "the loss drop, first to last logging window, as a fraction of the first")
+    min_eos_stop_rate: float = key(0.95, "share of tuned answers that end at the end-of-turn token")
+    min_match_rate: float = key(0.8, "share of tuned answers equal to their `expected` answer")
+    max_repetition: float = key(0.3, "the worst tuned answer's repetition")
+    max_base_eos_stop_rate: float = key(0.2, "share of base answers that end at the end-of-turn token")
+    min_chrf: float = key(50.0, "mean chrF (0-100) of the tuned answers against their expected answers")
+    min_eval_loss_drop: float = key(0.1, "the tuned model's held-out loss at least this fraction below the base's")
+    max_forgetting: float = key(1.15, "general-text loss, tuned over base")
+    max_expected_nll_rise: float = key(0.5, "nats/token an expected answer (and end of turn) may become less likely")
+    max_length_ratio: float = key(3.0, "tuned answers' median length within this factor (either way) of training's")
 
 
 FRACTION_THRESHOLDS = (
@@ -139,13 +168,19 @@ FRACTION_THRESHOLDS = (
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
+    name: str = key(help="a plain name (no /): it names the golden file and the report")
     data: DataSection
-    seed: int = 0
+    seed: int = key(0, "the seed of the tiny model, the tokenizer, training and the held-out split")
     model: ModelSection = field(default_factory=ModelSection)
-    sft: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    # LoRA through PEFT: peft.LoraConfig's fields by name, given to SFTTrainer(peft_config=...); None: full fine-tuning
-    peft: Mapping[str, Any] | None = None
+    sft: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={"help": "trl.SFTConfig's fields by name (checked against its fields)"},
+    )
+    peft: Mapping[str, Any] | None = key(
+        None,
+        "LoRA through PEFT: peft.LoraConfig's fields by name, given to SFTTrainer(peft_config=...); none: full "
+        "fine-tuning",
+    )
     eval: EvalSection = field(default_factory=EvalSection)
     thresholds: Thresholds = field(default_factory=Thresholds)
     path: Path | None = None  # the file it was loaded from; relative paths resolve against its folder
@@ -200,9 +235,6 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".jsonl", ".json", ".jinja", ".toml"))
 
 
-_SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}
-
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; any problem is one `SftEvalError` naming the file and key."""
     path = Path(path).expanduser()
@@ -227,10 +259,10 @@ def read_text(path: Path) -> str:
 
 def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe:
     where = str(path) if path else "recipe"
-    _reject_unknown(raw, {"name", "seed", "sft", "peft", *_SECTIONS}, where, "")
+    _reject_unknown(raw, {"name", "seed", "sft", "peft", *SECTIONS}, where, "")
     if "data" not in raw:
         raise SftEvalError(f'{where}: missing section [data] (at least `train = "..."`)')
-    sections = {name: _section(cls, raw.get(name, {}), where, name) for name, cls in _SECTIONS.items()}
+    sections = {name: _section(cls, raw.get(name, {}), where, name) for name, cls in SECTIONS.items()}
     sft = raw.get("sft", {})
     if not isinstance(sft, dict):
         raise SftEvalError(f"{where}: [sft] must be a table of trl.SFTConfig fields")
@@ -444,6 +476,11 @@ def _check_values(recipe: Recipe, where: str) -> None:
             f"{where}: `model.tuned` must be a folder a trainer wrote (an output folder or checkpoint-N), and "
             f"{recipe.resolve(recipe.model.tuned)} is not one"
         )
+    baseline = recipe.model.baseline
+    if baseline is not None and not Path(recipe.resolve(baseline)).expanduser().is_dir():
+        raise SftEvalError(
+            f"{where}: `model.baseline` must be a checkpoint or run folder, and {recipe.resolve(baseline)} is not one"
+        )
     if recipe.model.merged is not None:
         if recipe.peft is None and recipe.model.tuned is None:
             raise SftEvalError(
@@ -484,9 +521,7 @@ def _check_values(recipe: Recipe, where: str) -> None:
             f"{where}: `eval.request_timeout` must be above 0 and at most {MAX_REQUEST_TIMEOUT_S:.0f} seconds, not "
             f"{recipe.eval.request_timeout}"
         )
-    if recipe.eval.backend not in backend_names():
-        names = ", ".join(backend_names())
-        raise SftEvalError(f"{where}: `eval.backend` must be one of {names}, not {recipe.eval.backend!r}")
+    check_backend(recipe.eval.backend, where)
     if recipe.eval.backend == "openai" and not (recipe.eval.base_url or "").startswith(("http://", "https://")):
         raise SftEvalError(
             f'{where}: `eval.backend = "openai"` needs `eval.base_url`, the server\'s http(s) URL '
@@ -539,3 +574,33 @@ def _check_eval_sources(recipe: Recipe, where: str) -> None:
             raise SftEvalError(f"{where}: `{key}` must be a .txt or .jsonl file, not {value!r}")
         if (suffixes is not None or _looks_like_path(value)) and not path.exists():
             raise SftEvalError(f"{where}: `{key}` names {path}, which does not exist")
+
+
+SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}
+
+
+def key_table() -> str:
+    """Every recipe key, its type, default and help, as the Markdown table docs/recipes.md holds (generated from
+    the fields' metadata, so the docs cannot drift from the code)."""
+
+    def default(f: dataclasses.Field) -> str:
+        if f.default is dataclasses.MISSING:
+            return "required" if f.default_factory is dataclasses.MISSING else "{}"
+        return "none" if f.default is None else f"`{json.dumps(f.default)}`"  # as TOML spells it
+
+    def kind(f: dataclasses.Field) -> str:
+        spelled = str(f.type).replace(" | None", "")
+        return {"tuple[str, ...]": "list of strings", "Mapping[str, Any]": "table"}.get(spelled, spelled)
+
+    rows = ["| key | type | default | what it is |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Recipe):
+        if "help" in f.metadata:
+            rows.append(f"| `{f.name}` | {kind(f)} | {default(f)} | {f.metadata['help']} |")
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("help"):
+                raise ValueError(
+                    f"recipe key `{section}.{f.name}` has no help: declare it with recipe.key(default, help)"
+                )
+            rows.append(f"| `{section}.{f.name}` | {kind(f)} | {default(f)} | {f.metadata['help']} |")
+    return "\n".join(rows) + "\n"

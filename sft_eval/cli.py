@@ -308,7 +308,8 @@ def _report(args: argparse.Namespace) -> int:
         for check in failing:
             print(f"FAILED {check['name']}: {check['message'].splitlines()[0]}")
         if regressions:
-            print(f"REGRESSION against {args.baseline}: {', '.join(regressions)}")
+            against = context["against_baseline"]["baseline"]
+            print(f"REGRESSION against {against}: {', '.join(regressions)}")
         print(f"report: {path}")
     return EXIT_FAILED if failing or regressions else EXIT_OK
 

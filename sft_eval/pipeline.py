@@ -331,19 +331,56 @@ class Pipeline:
                 f"model.tuned: {found.weights} holds model.base's own weights ({self.base_model_dir}): nothing was "
                 "fine-tuned there; name the run's output folder or one of its checkpoint-N folders"
             )
-        if found.adapter:
-            mismatch = adapter_mismatch(found.weights, self.base_model_dir, self.recipe.model.base)
-        else:
-            mismatch = architecture_mismatch(found.weights, self.base_model_dir)
-        if mismatch:
-            kind = "an adapter for" if found.adapter else "a fine-tune of"
-            raise SftEvalError(f"model.tuned: {found.weights} is not {kind} model.base: {mismatch}")
+        self._check_fits_base(found, "model.tuned")
         if self.recipe.model.merged is not None and not found.adapter:
             raise SftEvalError(
                 f"model.merged: the tuned model {found.weights} holds full weights, not a LoRA adapter: there is no "
                 "merge to check; remove model.merged, or name the adapter folder as model.tuned"
             )
         return found
+
+    def _check_fits_base(self, found: FinishedRun, key: str) -> None:
+        """Bad input: a folder `key` names that is not a fine-tune of model.base (another architecture or shape), or
+        an adapter for another base."""
+        if found.adapter:
+            mismatch = adapter_mismatch(found.weights, self.base_model_dir, self.recipe.model.base)
+        else:
+            mismatch = architecture_mismatch(found.weights, self.base_model_dir)
+        if mismatch:
+            kind = "an adapter for" if found.adapter else "a fine-tune of"
+            raise SftEvalError(f"{key}: {found.weights} is not {kind} model.base: {mismatch}")
+
+    @functools.cached_property
+    def baseline_run(self) -> FinishedRun | None:
+        """The last accepted model `[model] baseline` names (a checkpoint, a run folder, an adapter on the base),
+        checked to be a fine-tune of (or an adapter for) model.base; None without one."""
+        if self.recipe.model.baseline is None:
+            return None
+        found = finished_run(self.recipe.resolve(self.recipe.model.baseline), key="model.baseline")
+        self._check_fits_base(found, "model.baseline")
+        return found
+
+    def baseline_comparison(self) -> Any:
+        """The tuned model held to `[model] baseline`'s, question by question (`compare.compare_outcomes`): the
+        baseline's answers generated here (and cached, by its weights), judged as the tuned model's are; None
+        without a baseline."""
+        from sft_eval.compare import compare_outcomes, outcomes_from_evaluation
+
+        if self.baseline_run is None:
+            return None
+        baseline = evaluate(
+            self.questions,
+            self.answers("baseline"),
+            self.answers("tuned"),
+            specials=[t for t in self.tokenizer.all_special_tokens if t],
+            enable_thinking=self.recipe.eval.enable_thinking,
+        )
+        return compare_outcomes(
+            outcomes_from_evaluation(baseline, "base"),
+            outcomes_from_evaluation(self.evaluation),
+            baseline_name=f"model.baseline ({self.baseline_run.weights})",
+            candidate_name="this run",
+        )
 
     def with_tuned(self, folder: str | Path) -> Pipeline:
         """This recipe with `model.tuned` = `folder` (one checkpoint of a run), sharing this pipeline's cache,
@@ -436,9 +473,14 @@ class Pipeline:
         """The model whose answers are missing: the one this pipeline holds already (a suite's fixture asked for
         it), else one loaded for these answers alone and let go with the backend, so that generating the base's
         and the tuned model's answers (or a sweep's checkpoints') holds one model in memory at a time."""
-        held = self.__dict__.get("tuned_model" if which == "tuned" else "base_model")
+        held = self.__dict__.get({"tuned": "tuned_model", "base": "base_model"}.get(which, ""))
         if held is not None:
             return held
+        if which == "baseline" and self.baseline_run is not None:
+            found = self.baseline_run
+            if found.adapter:
+                return load_adapted_model(self.base_model_dir, found.weights, str(self.device), key="model.baseline")
+            return load_model(found.weights, str(self.device), key="model.baseline")
         return self._load_tuned() if which == "tuned" else self.load_base_model()
 
     def answer_identity(self, which: str) -> dict[str, Any] | None:
@@ -452,6 +494,8 @@ class Pipeline:
         digest), the tokenizer and template, the device."""
         if which == "base":
             model = {"base": self.base_key}
+        elif which == "baseline" and self.baseline_run is not None:
+            model = {"baseline": source_digest(str(self.baseline_run.weights)), "base": self.base_key}
         elif self.finished_run is not None:
             model = {"tuned": source_digest(str(self.finished_run.weights)), "base": self.base_key}
         else:
@@ -690,6 +734,8 @@ class Pipeline:
         from sft_eval.report import build_context
 
         against = None
+        if baseline is None and self.recipe.model.baseline is not None:
+            against = self.baseline_comparison().to_dict()
         if baseline is not None:
             name, report = baseline
             against = compare_outcomes(

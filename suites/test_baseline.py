@@ -1,5 +1,6 @@
 """Against the last accepted run: with `--sft-baseline BASELINE.json` (a report's JSON, kept from the run you
-accepted), this run's tuned model is held to that run's, question by question. A metric worse beyond noise (exact
+accepted), or with `[model] baseline` (the accepted model's folder, whose answers are generated here), this run's
+tuned model is held to that run's, question by question. A metric worse beyond noise (exact
 McNemar or the paired bootstrap, Holm-Bonferroni across metrics) fails, naming the effect, its interval and the
 flipped questions; improvements never fail. `sft-eval compare BASELINE.json NEW.json` is the same check on two
 reports."""
@@ -28,5 +29,13 @@ def test_no_regression_against_the_baseline(request, sft_evaluation, sft_signals
         baseline_name=option(request.config, "baseline"),
         candidate_name="this run",
     )
+    write_step_summary(comparison)
+    assert not comparison.regressions, "\n".join(describe(comparison))
+
+
+def test_no_regression_against_the_baseline_model(sft_pipeline, sft_recipe):
+    if sft_recipe.model.baseline is None:
+        pytest.skip('no [model] baseline: name the accepted model\'s folder (model.baseline = "runs/accepted")')
+    comparison = sft_pipeline.baseline_comparison()
     write_step_summary(comparison)
     assert not comparison.regressions, "\n".join(describe(comparison))

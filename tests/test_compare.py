@@ -30,6 +30,8 @@ from sft_eval.compare import (
     write_step_summary,
 )
 from sft_eval.errors import SftEvalError
+from sft_eval.pipeline import Pipeline
+from sft_eval.recipe import load_recipe
 from sft_eval.report import read_report_json
 
 README = Path(__file__).parent.parent / "README.md"
@@ -258,6 +260,21 @@ def test_the_readmes_comparison_runs_as_written(sft_pipeline, tmp_path, cli):
             assert "no regression; improved: exact match" in result.stdout, result.stdout
 
 
+@pytest.mark.slow
+def test_a_better_baseline_model_is_a_regression_of_the_worse_change(sft_pipeline, tmp_path, cli):
+    """`[model] baseline` in the README's change recipe, naming the accepted run's tuned model folder: `sft-eval
+    report` generates that model's answers and exits 1 on the regression. The change run is the walkthrough's
+    (cached by the test above in a full run; trained here alone: 81 steps)."""
+    (tmp_path / "fixtures").symlink_to(README.parent / "fixtures", target_is_directory=True)
+    accepted = sft_pipeline.tuned_model_dir
+    text = block(readme_section(), "toml").replace("[model]\n", f'[model]\nbaseline = "{accepted}"\n')
+    (tmp_path / "my_change.toml").write_text(text, encoding="utf-8")
+    env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    result = cli.run("report", "--recipe", "my_change.toml", "--out", "out", cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"REGRESSION against model.baseline ({accepted}): exact match" in result.stdout, result.stdout
+
+
 def test_the_report_shows_the_baseline_section_only_when_given_one(accepted_json, sft_pipeline):
     from sft_eval.report import render_html
 
@@ -274,3 +291,41 @@ def test_a_report_json_with_a_bad_baseline_section_is_one_line(accepted_json, cl
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({**report, "against_baseline": value}), encoding="utf-8")
         cli.bad_input(cli.run("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), says)
+
+
+# -- [model] baseline: the accepted model's folder, its answers generated here -----------------------------------
+def with_baseline(tiny_variant, folder: Path, sft_pipeline) -> Pipeline:
+    recipe = load_recipe(tiny_variant({"[model]\n": f'[model]\nbaseline = "{folder}"\n'}))
+    return Pipeline(recipe, cache=sft_pipeline.cache)
+
+
+def test_a_baseline_model_that_is_the_tuned_model_is_no_change_and_its_answers_are_cached(tiny_variant, sft_pipeline):
+    """A against A, through the model source: the baseline's answers are generated from its folder (here the tuned
+    model's own, so every answer agrees), judged as the tuned model's are, and kept in the answer cache."""
+    pipeline = with_baseline(tiny_variant, sft_pipeline.tuned_model_dir, sft_pipeline)
+    comparison = pipeline.baseline_comparison()
+    assert comparison.regressions == [] and comparison.improvements == [], describe(comparison)
+    assert all(not m.pass_to_fail and not m.fail_to_pass for m in comparison.metrics), comparison
+    again = with_baseline(tiny_variant, sft_pipeline.tuned_model_dir, sft_pipeline)
+    again.baseline_comparison()
+    assert again.answer_counts["baseline"]["generated"] == 0, again.answer_counts
+
+
+def test_a_worse_baseline_model_is_an_improvement_shown_in_the_report(tiny_variant, sft_pipeline):
+    """The base model as the accepted one: the tuned model improves exact match and stopping, never a regression;
+    the report's "Against the baseline" section comes from the model source when no report JSON is given."""
+    pipeline = with_baseline(tiny_variant, sft_pipeline.base_model_dir, sft_pipeline)
+    context = pipeline.report_context()
+    against = context["against_baseline"]
+    assert against["regressions"] == [] and "exact match" in against["improvements"], against
+    assert against["baseline"] == f"model.baseline ({sft_pipeline.base_model_dir})"
+
+
+def test_a_baseline_that_is_no_fine_tune_of_the_base_is_one_line(tiny_variant, sft_pipeline, realworld_dir, cli):
+    gpt2 = realworld_dir / "checkpoints" / "sshleifer-tiny-gpt2"
+    recipe = tiny_variant({"[model]\n": f'[model]\nbaseline = "{gpt2}"\n'})
+    result = cli.run("report", "--recipe", str(recipe), "--out", str(recipe.parent / "out"))
+    cli.bad_input(result, "model.baseline:", "is not a fine-tune of model.base")
+    missing = tiny_variant({"[model]\n": '[model]\nbaseline = "runs/none"\n'})
+    with pytest.raises(SftEvalError, match="`model.baseline` must be a checkpoint or run folder"):
+        load_recipe(missing)

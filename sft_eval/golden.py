@@ -332,7 +332,7 @@ def within_tolerance(
     return GoldenVerdict(
         "drift",
         f"{len(problems)} of {compared} tuned answers drifted from {where} beyond {tolerance:g} "
-        f"nats (rewrite with --sft-update-golden if intended)",
+        f"nats ({measured}; rewrite with --sft-update-golden if intended)",
         "\n".join(problems),
     )
 

@@ -205,7 +205,7 @@ def test_a_forced_kernel_set_is_another_environment_with_cache_entries_of_its_ow
             [sys.executable, "-c", SWITCH_PROBE],
             capture_output=True,
             text=True,
-            env=cli.environ(**env),
+            env=env,
             timeout=cli.hang_guard_s,
         )
         assert result.returncode == 0, result.stderr[-2000:]
@@ -451,3 +451,81 @@ def test_a_bad_golden_mode_or_tolerance_is_one_line(tmp_path, line, message):
         load_recipe(tmp_path / "r.toml")
     (tmp_path / "r.toml").write_text(text.replace(line, 'golden_mode = "exact"\ngolden_tolerance = 0.01'))
     assert load_recipe(tmp_path / "r.toml").eval.golden_mode == "exact"
+
+
+# -- a run trained elsewhere: its weights are fixed, so its golden holds on any kernel set -----------------------
+DATA = FIXTURES_DIR / "data"
+
+
+@pytest.fixture
+def elsewhere(tmp_path, sft_pipeline):
+    """`elsewhere(**model_keys)`: a recipe judging the session's tuned model as a run trained elsewhere (a user's
+    folder: `model.base` the session's base, `model.tuned` the tuned model's folder, the tokenizer and its
+    template from there), with `[model]` keys replaced; always the same recipe file, so the same golden file."""
+
+    def write(**model: str) -> Path:
+        keys = {
+            "base": str(sft_pipeline.base_model_dir),
+            "tokenizer": str(sft_pipeline.tuned_model_dir),
+            "tuned": str(sft_pipeline.tuned_model_dir),
+            **model,
+        }
+        lines = "\n".join(f'{k} = "{v}"' for k, v in keys.items())
+        path = tmp_path / "proj" / "recipe.toml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(
+            f'name = "elsewhere"\n[model]\n{lines}\n[data]\ntrain = "{DATA / "sft_train.jsonl"}"\n'
+            f'[eval]\nquestions_file = "{DATA / "eval_questions.jsonl"}"\n',
+            encoding="utf-8",
+        )
+        return path
+
+    return write
+
+
+def test_a_finished_runs_golden_recorded_here_passes_under_another_kernel_set(elsewhere, sft_pipeline, cli):
+    """Recorded once with this machine's kernels, then `pytest suites/test_golden.py` in a fresh process with ATen's
+    portable kernels (a CPU without AVX, as far as ATen is concerned): the same weights, other float results,
+    and the test passes, not skips."""
+    recipe = elsewhere()
+
+    def run(**env: str) -> subprocess.CompletedProcess:
+        return cli.pytest(
+            str(SUITES / "test_golden.py"),
+            "-rA",
+            f"--sft-recipe={recipe}",
+            f"--sft-cache={sft_pipeline.cache.root}",
+            *(["--sft-update-golden"] if env.pop("update", "") else []),
+            cwd=recipe.parent,
+            env=env,
+        )
+
+    assert run(update="yes").returncode == 0
+    for kernels in ("default", "avx2"):
+        result = run(ATEN_CPU_CAPABILITY=kernels)
+        assert result.returncode == 0 and "1 passed" in result.stdout, (kernels, result.stdout[-3000:])
+
+
+def test_one_whitespace_in_the_template_is_drift(elsewhere, sft_pipeline, tmp_path):
+    """The tuned model's own template with one space added after the assistant header: every served prompt
+    changes, and each question says so."""
+    recorded = Pipeline(load_recipe(elsewhere()), cache=sft_pipeline.cache)
+    assert recorded.golden(update=True).status == "recorded"
+    template = recorded.tokenizer.chat_template
+    assert "assistant\\n" in template, template  # the Jinja source spells the newline as an escape
+    changed = tmp_path / "spaced.jinja"
+    changed.write_text(template.replace("assistant\\n", "assistant \\n"), encoding="utf-8")
+    verdict = Pipeline(load_recipe(elsewhere(chat_template=str(changed))), cache=sft_pipeline.cache).golden()
+    assert verdict.status == "drift" and re.match(r"(\d+) of \1 tuned answers drifted", verdict.message), verdict
+    assert "the served prompt's tokens changed at position" in verdict.diff
+
+
+def test_another_tokenizer_is_drift(elsewhere, sft_pipeline, tiny_variant):
+    """The tiny tokenizer trained on other rows (the held-out file): same size, other merges, so other ids."""
+    recorded = Pipeline(load_recipe(elsewhere()), cache=sft_pipeline.cache)
+    assert recorded.golden(update=True).status == "recorded"
+    other = Pipeline(load_recipe(tiny_variant({"sft_train.jsonl": "sft_heldout.jsonl"})), cache=sft_pipeline.cache)
+    folder, _ = other.tokenizer_entry
+    assert folder is not None and len(other.tokenizer) <= len(recorded.tokenizer), "ids must stay in the model's range"
+    verdict = Pipeline(load_recipe(elsewhere(tokenizer=str(folder))), cache=sft_pipeline.cache).golden()
+    assert verdict.status == "drift" and "the served prompt's tokens changed" in verdict.diff, verdict

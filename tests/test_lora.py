@@ -208,6 +208,28 @@ def test_merge_check_catches_a_merge_that_lost_rows(lora_pipeline, tmp_path):
     assert str(merged) in finding.message and "greedy next token differs" in finding.message
 
 
+def test_a_merge_that_lost_rows_drifts_from_the_adapters_golden(lora_pipeline, tmp_path):
+    """Golden outputs recorded from the LoRA adapter (judged as a run trained elsewhere), then the hand-rolled merge
+    that dropped the trained embedding rows judged against them: drift, on any machine."""
+    merged = hand_merged(lora_pipeline, tmp_path / "merged")
+    data = FIXTURES_DIR / "data"
+
+    def judged(tuned: Path) -> Pipeline:
+        recipe = tmp_path / "proj" / "recipe.toml"
+        recipe.parent.mkdir(exist_ok=True)
+        recipe.write_text(
+            f'name = "lora"\n[model]\nbase = "{lora_pipeline.base_model_dir}"\n'
+            f'tokenizer = "{lora_pipeline.tuned_model_dir}"\ntuned = "{tuned}"\n[data]\n'
+            f'train = "{data / "sft_train.jsonl"}"\n[eval]\nquestions_file = "{data / "eval_questions.jsonl"}"\n',
+            encoding="utf-8",
+        )
+        return Pipeline(load_recipe(recipe), lora_pipeline.cache, device="cpu")
+
+    assert judged(lora_pipeline.tuned_model_dir).golden(update=True).status == "recorded"
+    verdict = judged(merged).golden()
+    assert verdict.status == "drift" and "the largest difference" in verdict.diff, verdict
+
+
 # -- an adapter that does not fit model.base, or cannot be read safely: one line, exit 2 ----------------------
 @pytest.fixture(scope="module")
 def adapter_dir(lora_pipeline) -> Path:

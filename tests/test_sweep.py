@@ -327,3 +327,23 @@ def test_each_checkpoints_held_out_loss_tracks_the_trainers_own_eval_loss(overfi
         assert r["held_out_loss"] == pytest.approx(r["eval_loss"], rel=0.1), r
     lowest = min(result.rows, key=lambda r: r["held_out_loss"])
     assert result.best == lowest["name"] == min(rows, key=lambda r: r["eval_loss"])["name"]
+
+
+@pytest.mark.slow  # the run trained above
+def test_another_checkpoint_of_the_run_drifts_from_the_golden_of_one(overfit, sft_pipeline, tmp_path):
+    """Golden outputs recorded for one checkpoint of the run, then the next checkpoint of the same run judged
+    against them: drift. The tolerance is for the same weights on another machine, not for another model."""
+    from sft_eval.models import checkpoint_folders
+
+    first, second = checkpoint_folders(overfit.parent / "run")[:2]
+    text = overfit.read_text(encoding="utf-8").replace('base = "base"', f'base = "{overfit.parent / "base"}"')
+
+    def judged(checkpoint: Path) -> Pipeline:
+        recipe = tmp_path / "recipe.toml"
+        recipe.write_text(text.replace('tuned = "run"', f'tuned = "{checkpoint}"'), encoding="utf-8")
+        return Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu")
+
+    assert judged(first).golden(update=True).status == "recorded"
+    assert judged(first).golden().status == "match"
+    verdict = judged(second).golden()
+    assert verdict.status == "drift" and "the largest difference" in verdict.diff, verdict

@@ -20,6 +20,11 @@ from sft_eval.errors import SftEvalError
 BUILT_IN = "sft-eval (built in)"
 
 
+class NameTaken(SftEvalError, ValueError):
+    """A name registered twice: a ValueError for the code that registers it, and one line with exit 2 where it
+    surfaces in the CLI (two installed packages' entry points taking one name)."""
+
+
 class Registry:
     """Names of one `kind` ("backend", "audit check", ...), each with a value and the owner that registered it.
 
@@ -50,7 +55,7 @@ class Registry:
             raise ValueError(f"a {self.kind} needs a name, not {name!r}")
         taken = self._reserved.get(name) or (self._items[name][1] if name in self._items else None)
         if taken is not None:
-            raise ValueError(f"{self.kind} {name!r} is taken by {taken}; {owner} cannot take it too: choose another")
+            raise NameTaken(f"{self.kind} {name!r} is taken by {taken}; {owner} cannot take it too: choose another")
         self._items[name] = (value, owner)
 
     def unregister(self, name: str) -> None:

@@ -209,3 +209,17 @@ def test_the_reserved_section_ids_are_the_report_templates_own():
 
     template = (Path(report.__file__).parent / "templates" / "report.html.j2").read_text(encoding="utf-8")
     assert set(re.findall(r'<section id="(\w[\w-]*)">', template)) == set(report.BUILT_IN_SECTIONS)
+
+
+def test_an_installed_packages_entry_point_taking_a_shipped_name_is_one_line(monkeypatch):
+    """Two packages (or a package and sft-eval) claiming one backend name: bad input, said once, exit 2 in the CLI
+    (an SftEvalError), rather than one silently winning."""
+    from importlib.metadata import EntryPoint
+
+    from sft_eval import registry
+
+    point = EntryPoint(name="openai", value="theirs:factory", group="sft_eval.backends")
+    monkeypatch.setattr(registry, "entry_points", lambda group: [point])
+    fresh = registry.Registry("backend", builtin={"openai": "x:y"}, entry_point_group="sft_eval.backends")
+    with pytest.raises(SftEvalError, match=re.escape("backend 'openai' is taken by sft-eval (built in); the entry")):
+        fresh.names()

@@ -74,10 +74,11 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class Target:
-    """The model a backend answers for: `which` is "base" or "tuned"; `load()` gives (model, tokenizer) in this
-    process, loaded only when a backend asks (a served model never is). `model_identity()` says what those weights,
-    tokenizer, template and device are (computed only when asked: a served run's may not be here); `run` ties a
-    served model's answers to the run folder the recipe names, when it names one."""
+    """The model a backend answers for: `which` is "base", "tuned" or "baseline" (`[model] baseline`); `load()`
+    gives (model, tokenizer) in this process, loaded only when a backend asks (a served model never is).
+    `model_identity()` says what those weights, tokenizer, template and device are (computed only when asked: a
+    served run's may not be here); `run` ties a served model's answers to the run folder the recipe names, when it
+    names one."""
 
     which: str
     load: Callable[[], tuple[Any, Any]]

@@ -368,13 +368,7 @@ class Pipeline:
 
         if self.baseline_run is None:
             return None
-        baseline = evaluate(
-            self.questions,
-            self.answers("baseline"),
-            self.answers("tuned"),
-            specials=[t for t in self.tokenizer.all_special_tokens if t],
-            enable_thinking=self.recipe.eval.enable_thinking,
-        )
+        baseline = self._evaluate(self.answers("baseline"), self.answers("tuned"))
         return compare_outcomes(
             outcomes_from_evaluation(baseline, "base"),
             outcomes_from_evaluation(self.evaluation),
@@ -439,9 +433,13 @@ class Pipeline:
 
     def _load_tuned(self) -> PreTrainedModel:
         key = "model.tuned" if self.finished_run is not None else "model.base"
-        if self.tuned_is_adapter:
-            return load_adapted_model(self.base_model_dir, self.tuned_model_dir, str(self.device), key=key)
-        return load_model(self.tuned_model_dir, str(self.device), key=key)
+        return self._load_weights(self.tuned_model_dir, adapter=self.tuned_is_adapter, key=key)
+
+    def _load_weights(self, folder: Path, *, adapter: bool, key: str) -> PreTrainedModel:
+        """A model folder on this pipeline's device: full weights, or a PEFT adapter applied to the base."""
+        if adapter:
+            return load_adapted_model(self.base_model_dir, folder, str(self.device), key=key)
+        return load_model(folder, str(self.device), key=key)
 
     # -- generate and score -----------------------------------------------------------------------------
     @functools.cached_property
@@ -478,9 +476,7 @@ class Pipeline:
             return held
         if which == "baseline" and self.baseline_run is not None:
             found = self.baseline_run
-            if found.adapter:
-                return load_adapted_model(self.base_model_dir, found.weights, str(self.device), key="model.baseline")
-            return load_model(found.weights, str(self.device), key="model.baseline")
+            return self._load_weights(found.weights, adapter=found.adapter, key="model.baseline")
         return self._load_tuned() if which == "tuned" else self.load_base_model()
 
     def answer_identity(self, which: str) -> dict[str, Any] | None:
@@ -514,10 +510,14 @@ class Pipeline:
 
     @functools.cached_property
     def evaluation(self) -> Evaluation:
+        return self._evaluate(self.answers("base"), self.answers("tuned"))
+
+    def _evaluate(self, first: list[Answer], second: list[Answer]) -> Evaluation:
+        """Two models' answers to the recipe's questions, scored side by side (first in the base's place)."""
         return evaluate(
             self.questions,
-            self.answers("base"),
-            self.answers("tuned"),
+            first,
+            second,
             specials=[t for t in self.tokenizer.all_special_tokens if t],
             enable_thinking=self.recipe.eval.enable_thinking,
         )

@@ -22,9 +22,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sft_eval.errors import SftEvalError
+from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, paired_bootstrap
 
 COMPARE_FORMAT = "sft-eval-compare/1"
@@ -48,8 +49,8 @@ class Outcome:
     chrf: float | None = None  # chrF against the expected answer (None: none, or a report from before chrF)
 
 
-def outcomes_from_report(context: dict[str, Any], which: str = "tuned") -> list[Outcome]:
-    """One side of a report's JSON (read and checked by `report.read_report_json`): `which` is "tuned" or "base"."""
+def outcomes_from_report(context: ReportData, which: Literal["base", "tuned"] = "tuned") -> list[Outcome]:
+    """One side of a report's JSON (`report.format.ReportData`, read and checked by `report.read_report_json`)."""
     return [
         Outcome(
             question=card["question"],

@@ -70,6 +70,7 @@ from sft_eval.models import (
 )
 from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun
+from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, evaluate
 from sft_eval.scoring import (
     IGNORE,
@@ -724,8 +725,8 @@ class Pipeline:
         self,
         outcomes: dict[str, Any] | None = None,
         speed: dict[str, float] | None = None,
-        baseline: tuple[str, dict[str, Any]] | None = None,
-    ) -> dict:
+        baseline: tuple[str, ReportData] | None = None,
+    ) -> ReportData:
         """The report's data for this recipe: the stages' plain records, gathered here and handed over.
         `baseline`: (its name, a previous report's JSON, read and checked): the tuned model held against that
         report's, question by question (`compare`), for the report's "Against the baseline" section."""

@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "backends",
         "recipe",
         "options",
+        "report.format",
     ),
     "inputs": ("chat", "data", "plan", "trainer_config", "records", "tokenizer"),
     "build": ("models", "adapters"),

@@ -34,13 +34,11 @@ from sft_eval.jsonout import dumps
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun, loss_drop, loss_problems, plan_problems
 from sft_eval.registry import Registry
+from sft_eval.report.format import REPORT_FORMAT, ReportData
 from sft_eval.sanity import Evaluation, by_category, summarise
 
 HTML_NAME = "sft_report.html"
 JSON_NAME = "sft_report.json"
-# The report JSON's format, written into every report as `format`; readers refuse any other (or none) in one line.
-# Bump it when a field changes meaning; adding a field keeps it.
-REPORT_FORMAT = "sft-eval-report/1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +88,9 @@ def build_context(
     checks: list[dict[str, Any]] | None = None,
     against_baseline: dict[str, Any] | None = None,
     signals: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Everything the report shows, as JSON-able data, from the stages' records. `checks`: the run judged against
+) -> ReportData:
+    """Everything the report shows, as JSON-able data (its format: `report.format.ReportData`), from the stages'
+    records. `checks`: the run judged against
     its thresholds (`verdict.judge`), what the Verdict shows outside a pytest run. `against_baseline`: the
     tuned model against a previous report's (`compare.Comparison.to_dict()`), for its own section. `signals`: the
     teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for the Quality signals section."""
@@ -547,9 +546,9 @@ def _thresholds(value: Any, where: str) -> None:
     validate.fields(value, where, required={"max_repetition": validate.number}, optional={})
 
 
-def read_report_json(path: str | Path) -> dict[str, Any]:
-    """A report's JSON (`sft_report.json`), read and checked: this format version, and what the page and `compare`
-    read of it (its cards' questions, answers and badges). Anything else is one line naming the file."""
+def read_report_json(path: str | Path) -> ReportData:
+    """A report's JSON (`sft_report.json`, `ReportData`), read and checked: this format version, and what the page
+    and `compare` read of it (its cards' questions, answers and badges). Anything else is one line naming the file."""
     try:
         context = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

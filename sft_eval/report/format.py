@@ -1,0 +1,366 @@
+"""The report's JSON format (`sft_report.json`), as types: what `build_context` returns, what `report --from-json`,
+`compare` and `[model] baseline` read back. Each field says what it holds in the docstring under it.
+
+`format` is `REPORT_FORMAT`. Adding a field keeps the version; a field that changes meaning or goes away bumps it,
+and readers refuse any other version (or none) in one line (`read_report_json`). `tests/test_report_format.py`
+holds these types against what `build_context` produces, field by field, and docs/report-format.md's table is
+generated from them (`field_table`).
+
+Nested records owned by other stages (the recipe's fingerprint, the batch plan, the comparison with a baseline,
+the quality signals) are typed as objects here and described where they are made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from typing_extensions on Python 3.11
+
+REPORT_FORMAT = "sft-eval-report/1"
+
+
+class Side(TypedDict):
+    """One model's answer to a card's question, with the badges a reviewer scans."""
+
+    question: str
+    """The question as asked."""
+    text: str
+    """The answer as shown: decoded without special tokens, the thinking block (if any) removed."""
+    raw: str
+    """The answer decoded with its special tokens, as the model wrote it."""
+    token_ids: list[int]
+    """The answer's token ids."""
+    new_tokens: int
+    """How many tokens the model generated."""
+    stop_reason: str
+    """`eos`: ended with a stop token; `length`: ran into `max_new_tokens`."""
+    matched: bool | None
+    """Whether the answer matches the expected one (normalised); null when the question has none."""
+    repetition: float
+    """The share of repeated word 4-grams, 0 to 1."""
+    leaks: list[str]
+    """Special tokens written into the shown answer (`<|im_start|>` and the like)."""
+    chrf: float | None
+    """chrF (0 to 100) against the expected answer; null without one."""
+
+
+class ExpectedNll(TypedDict):
+    """The expected answer's teacher-forced negative log-likelihood, nats per token, under each model."""
+
+    base: float
+    """Under the base model."""
+    tuned: float
+    """Under the tuned model."""
+
+
+class Card(TypedDict):
+    """One evaluation question, both answers side by side."""
+
+    question: str
+    """The question."""
+    id: str
+    """The question's id from the questions file; empty when it has none."""
+    expected: str | None
+    """The expected answer; null when the question has none (it is then not checkable)."""
+    category: str
+    """The question's category; empty when it has none."""
+    base: Side
+    """The base model's answer."""
+    tuned: Side
+    """The tuned model's answer."""
+    diff: list[tuple[Literal["same", "del", "ins"], str]]
+    """The word diff from the base answer to the tuned one: runs of (`same`, `del` or `ins`, the words)."""
+    expected_nll: NotRequired[ExpectedNll]
+    """The expected answer's NLL under both models; absent when it was not scored."""
+
+
+class Summary(TypedDict):
+    """One model's answers summarised."""
+
+    answers: int
+    """How many answers."""
+    checkable: int
+    """How many of them have an expected answer."""
+    match_rate: float | None
+    """The share of checkable answers that match; null when none is checkable."""
+    eos_stop_rate: float
+    """The share of answers that ended with a stop token."""
+    mean_new_tokens: float
+    """The mean answer length in tokens."""
+    mean_repetition: float
+    """The mean repeated 4-gram share."""
+    leak_rate: float
+    """The share of answers that leak a special token."""
+    mean_chrf: float | None
+    """The mean chrF of the checkable answers; null when none is checkable."""
+
+
+class Summaries(TypedDict):
+    """Both models' summaries."""
+
+    base: Summary
+    """The base model's."""
+    tuned: Summary
+    """The tuned model's."""
+
+
+class Difference(TypedDict):
+    """Tuned minus base on one metric, with its paired bootstrap interval."""
+
+    metric: str
+    """The metric."""
+    base: float
+    """Its value for the base model."""
+    tuned: float
+    """Its value for the tuned model."""
+    difference: float
+    """Tuned minus base."""
+    low: float
+    """The interval's lower end (95% percentile bootstrap over questions, pairs kept together)."""
+    high: float
+    """The interval's upper end."""
+    questions: int
+    """How many paired questions."""
+    p_value: float
+    """The bootstrap's two-sided p-value of no difference."""
+    beyond_noise: bool
+    """Whether the interval excludes zero."""
+
+
+class Category(TypedDict):
+    """Both models' summaries over one question category (only when the questions carry more than one)."""
+
+    category: str
+    """The category; `(none)` for questions without one."""
+    questions: int
+    """How many questions it holds."""
+    base: Summary
+    """The base model over it."""
+    tuned: Summary
+    """The tuned model over it."""
+    expected_nll: ExpectedNll | None
+    """The mean expected-answer NLL over it; null when none was scored."""
+
+
+class Finding(TypedDict):
+    """One audit finding (`sft_eval.audit.Finding`)."""
+
+    check: str
+    """Its stable id, e.g. `template.prefix` (docs/audit.md)."""
+    severity: Literal["error", "warning", "info"]
+    """`error` fails the suites; `warning` and `info` are shown."""
+    message: str
+    """One line: what is wrong and what follows from it."""
+    evidence: str
+    """The offending text or tokens, the spot marked; empty when there is none."""
+
+
+class Check(TypedDict):
+    """One threshold check of the run (`verdict.judge`), the checks the suites assert."""
+
+    name: str
+    """The check, e.g. `eval.eos_stop_rate`."""
+    passed: bool | None
+    """Whether it held; null when it could not be judged (the message says why)."""
+    message: str
+    """What failed, or why it was not judged; empty when it held."""
+
+
+class Failure(TypedDict):
+    """A failed test of the pytest run the report came from."""
+
+    nodeid: str
+    """The test's node id."""
+    when: str
+    """The phase that failed: `setup`, `call` or `teardown`."""
+    message: str
+    """The failure's first line."""
+
+
+class Skip(TypedDict):
+    """A skipped test of the pytest run the report came from."""
+
+    nodeid: str
+    """The test's node id."""
+    reason: str
+    """Why it was skipped."""
+
+
+class Outcomes(TypedDict):
+    """The pytest run's outcomes, counted by the plugin."""
+
+    passed: int
+    """Tests passed."""
+    failed: int
+    """Tests failed (setup and teardown errors included)."""
+    skipped: int
+    """Tests skipped."""
+    failures: list[Failure]
+    """Each failure."""
+    skips: list[Skip]
+    """Each skip and its reason."""
+
+
+class Training(TypedDict):
+    """The training run: the trainer's own record (trained here or read from a finished run's folder)."""
+
+    losses: list[tuple[int, float | None]]
+    """(optimizer step, logged training loss); null for a loss that was not finite."""
+    loss_drop: float | None
+    """The share by which the last logged loss is below the first (0.5 = halved); null with fewer than two."""
+    problems: list[str]
+    """Non-finite losses or gradient norms, and a loss that fell short of `min_loss_drop`, one line each."""
+    global_step: int
+    """Optimizer steps taken."""
+    train_rows: int
+    """Training rows after preparation."""
+    train_runtime_s: float | None
+    """The trainer's runtime in seconds; null when not recorded."""
+    adjustments: list[str]
+    """What sft-eval changed in the trainer's settings, and why (a tokenizer's pad token, the device's dtype)."""
+    plan: dict[str, Any]
+    """The batch plan the settings imply (`plan.BatchPlan`): rows, batch, accumulation, world size, steps."""
+    plan_mismatches: list[str]
+    """Where the run differs from its plan (steps taken, sequences per step), one line each."""
+    source: str
+    """The finished run's folder when it was trained elsewhere; empty when trained here."""
+    peft: dict[str, Any] | None
+    """The LoRA settings (rank, alpha, modules, trainable parameters) of an adapter run; null otherwise."""
+    steps: list[dict[str, Any]]
+    """Per optimizer step and rank: micro-batches, sequences, label tokens and the losses as logged and
+    recomputed (`training.SftEvalRecorder`)."""
+
+
+class ReportData(TypedDict):
+    """A report: everything its page shows, and what `compare` and `[model] baseline` read."""
+
+    format: Literal["sft-eval-report/1"]
+    """This format's version, `sft-eval-report/1`."""
+    title: str
+    """The page's title, with the recipe's name."""
+    outcomes: Outcomes | None
+    """The pytest run's outcomes when the report was written by a suite run; null from `sft-eval report`."""
+    checks: list[Check]
+    """The run judged against its thresholds: the checks the suites assert."""
+    against_baseline: dict[str, Any] | None
+    """The tuned model against a baseline (`compare.Comparison.to_dict()`, format `sft-eval-compare/1`): paired
+    tests per metric, regressions, improvements, flips; null without a baseline."""
+    signals: dict[str, Any] | None
+    """The teacher-forced quality signals (`scoring.Signals.to_dict()`): held-out, expected-answer and general
+    losses, answer lengths and their comparison; null when not scored."""
+    recipe: dict[str, Any]
+    """The recipe's settings as run (`Recipe.fingerprint()`), by section."""
+    recipe_path: str | None
+    """The recipe file; null for a recipe built in code."""
+    environment: dict[str, str]
+    """Library versions, Python, the device and where each model and answer came from."""
+    audit: list[Finding]
+    """The audit's findings."""
+    data_preview: list[list[str]]
+    """The first training rows as the model sees them: (role, text) pairs per row."""
+    training: Training
+    """The training run."""
+    summary: Summaries
+    """Each model's answers summarised."""
+    comparison: list[Difference]
+    """Tuned minus base per metric, with paired bootstrap intervals."""
+    categories: list[Category]
+    """Per question category; empty when the questions carry fewer than two."""
+    thresholds: dict[str, float]
+    """The recipe's thresholds the run was judged by."""
+    cards: list[Card]
+    """One card per question: both answers, their badges and the word diff."""
+    speed: dict[str, float] | None
+    """Generation speed measured with the report (tokens per second and the like); null when not measured."""
+
+
+# For pydantic (the tests read the format with it; so can a user): every record is closed (a field not declared
+# here is an error), strict (no "3" for 3), and documented by the docstrings under its fields. A plain dict, so
+# sft-eval itself needs no pydantic.
+_PYDANTIC_CONFIG = {"extra": "forbid", "strict": True, "use_attribute_docstrings": True}
+RECORDS = (
+    Side,
+    ExpectedNll,
+    Card,
+    Summary,
+    Summaries,
+    Difference,
+    Category,
+    Finding,
+    Check,
+    Failure,
+    Skip,
+    Outcomes,
+    Training,
+    ReportData,
+)
+for _record in RECORDS:
+    _record.__pydantic_config__ = _PYDANTIC_CONFIG  # type: ignore[attr-defined]
+
+
+def field_table() -> str:
+    """Every record of the report's JSON, each field's type and what it holds, as the Markdown docs/report-format.md
+    holds: read from the types above and their docstrings with pydantic (the `test` extra)."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(ReportData).json_schema()
+    definitions = {"ReportData": schema, **schema.get("$defs", {})}
+    order = ["ReportData"]
+    for name in order:  # each record once, in the order the report first holds it
+        for prop in definitions[name].get("properties", {}).values():
+            order += [ref for ref in _refs(prop) if ref not in order]
+    blocks = []
+    for name in order:
+        record = definitions[name]
+        if "description" not in record:
+            raise ValueError(f"report record `{name}` has no docstring")
+        rows = [f"### {name}", "", record["description"], "", "| field | type | what it holds |", "|---|---|---|"]
+        for field, prop in record["properties"].items():
+            if "description" not in prop:
+                raise ValueError(f"report field `{name}.{field}` has no docstring")
+            optional = "" if field in record.get("required", []) else " (optional)"
+            rows.append(f"| `{field}` | {_spelled(prop)}{optional} | {_cell(prop['description'])} |")
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _cell(text: str) -> str:
+    """`text` as one Markdown table cell: one line, its pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _spelled(prop: dict[str, Any]) -> str:
+    """A JSON-schema property's type in words, a named record as a link to its table."""
+    if "$ref" in prop:
+        name = prop["$ref"].rsplit("/", 1)[1]
+        return f"[{name}](#{name.lower()})"
+    if "anyOf" in prop:
+        return " or ".join(_spelled(p) for p in prop["anyOf"])
+    if "const" in prop:
+        return f"`{prop['const']}`"
+    if "enum" in prop:
+        return " or ".join(f"`{v}`" for v in prop["enum"])
+    kind = prop.get("type", "any")
+    if kind == "array":
+        items = prop.get("prefixItems") or prop.get("items")
+        if isinstance(items, list):
+            return "[" + ", ".join(_spelled(p) for p in items) + "]"
+        return f"list of {_spelled(items)}" if items else "list"
+    if kind == "object":
+        values = prop.get("additionalProperties")
+        return f"object of {_spelled(values)}" if isinstance(values, dict) else "object"
+    return kind
+
+
+def _refs(prop: dict[str, Any]) -> list[str]:
+    """The named records a property holds: directly, in a list, in a union or as an object's values."""
+    if "$ref" in prop:
+        return [prop["$ref"].rsplit("/", 1)[1]]
+    found: list[str] = []
+    for key in ("anyOf", "prefixItems"):
+        for p in prop.get(key, []):
+            found += _refs(p)
+    for key in ("items", "additionalProperties"):
+        if isinstance(prop.get(key), dict):
+            found += _refs(prop[key])
+    return found

@@ -90,10 +90,10 @@ def build_context(
     signals: dict[str, Any] | None = None,
 ) -> ReportData:
     """Everything the report shows, as JSON-able data (its format: `report.format.ReportData`), from the stages'
-    records. `checks`: the run judged against
-    its thresholds (`verdict.judge`), what the Verdict shows outside a pytest run. `against_baseline`: the
-    tuned model against a previous report's (`compare.Comparison.to_dict()`), for its own section. `signals`: the
-    teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for the Quality signals section."""
+    records. `checks`: the run judged against its thresholds (`verdict.judge`), what the Verdict shows outside a
+    pytest run. `against_baseline`: the tuned model against a previous report's (`compare.Comparison.to_dict()`),
+    for its own section. `signals`: the teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for
+    the Quality signals section."""
     likelihood = {r["label"]: r for r in (signals or {}).get("expected", [])}
     cards = [
         {

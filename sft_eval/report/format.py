@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired
 
-from typing_extensions import TypedDict  # pydantic reads TypedDicts from typing_extensions on Python 3.11
+from typing_extensions import TypedDict, is_typeddict  # pydantic reads TypedDicts from typing_extensions on Python 3.11
 
 REPORT_FORMAT = "sft-eval-report/1"
 
@@ -278,22 +278,8 @@ class ReportData(TypedDict):
 # here is an error), strict (no "3" for 3), and documented by the docstrings under its fields. A plain dict, so
 # sft-eval itself needs no pydantic.
 _PYDANTIC_CONFIG = {"extra": "forbid", "strict": True, "use_attribute_docstrings": True}
-RECORDS = (
-    Side,
-    ExpectedNll,
-    Card,
-    Summary,
-    Summaries,
-    Difference,
-    Category,
-    Finding,
-    Check,
-    Failure,
-    Skip,
-    Outcomes,
-    Training,
-    ReportData,
-)
+# every record of this module, found rather than listed, so a record added is configured too
+RECORDS = tuple(v for v in list(globals().values()) if isinstance(v, type) and is_typeddict(v) and v is not TypedDict)
 for _record in RECORDS:
     _record.__pydantic_config__ = _PYDANTIC_CONFIG  # type: ignore[attr-defined]
 

@@ -5,10 +5,15 @@ What lives here is for this repository's own tests: the real-world material shar
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,6 +103,28 @@ class Cli:
             timeout=self.hang_guard_s,
         )
 
+    def main(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """`sft-eval ARGS` in this process (`sft_eval.cli.main`), for tests of what a command does with a recipe, a
+        folder or a report once torch is loaded: the same exit code, stdout and stderr as `run`, without the 6-10 s
+        a fresh interpreter pays importing torch and transformers again. What only a fresh process shows (imports
+        that fail, a render timeout read at import, signals, a user's PYTHONPATH) stays with `run`."""
+        from sft_eval.cli import main
+
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with _environment(env or {}), contextlib.chdir(cwd or Path.cwd()), _streams(stdout, stderr):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except Exception:  # what an uncaught exception does to a process: its traceback, exit 1
+                traceback.print_exc(file=sys.stderr)
+                code = 1
+        return subprocess.CompletedProcess(["sft-eval", *args], code, stdout.getvalue(), stderr.getvalue())
+
     def python(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """`python ARGS` in a fresh process: a user's own script."""
         return subprocess.run(
@@ -130,6 +157,50 @@ class Cli:
         assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {result.stderr}"
         for fragment in fragments:
             assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@contextlib.contextmanager
+def _environment(extra: dict[str, str | None]) -> Iterator[None]:
+    """os.environ with `extra` (None: unset), restored after."""
+    saved = {name: os.environ.get(name) for name in extra}
+    try:
+        for name, value in extra.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _streams(stdout: io.StringIO, stderr: io.StringIO) -> Iterator[None]:
+    """sys.stdout and sys.stderr into `stdout` and `stderr`, and every logging handler that writes to a standard
+    stream too (a library's handler holds the stream it was made with): a log line the command lets through is on
+    the stderr a test reads, as in a process of its own."""
+    handlers = [
+        handler
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for handler in getattr(logger, "handlers", [])
+        if isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and not isinstance(getattr(type(handler), "stream", None), property)  # logging's last resort: sys.stderr now
+    ]
+    standard = {id(sys.stdout): stdout, id(sys.stderr): stderr, id(sys.__stdout__): stdout, id(sys.__stderr__): stderr}
+    moved = [(handler, handler.stream) for handler in handlers if id(handler.stream) in standard]
+    for handler, stream in moved:
+        handler.setStream(standard[id(stream)])
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            yield
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's controller starts its workers (its hook runs last)

@@ -358,7 +358,7 @@ def test_a_template_with_a_syntax_error_is_findings_with_its_line_not_a_tracebac
     assert "template line 2" in pad[0].evidence, "the info keeps where the template broke"
     template = tmp_path / "unclosed.jinja"
     template.write_text(UNCLOSED_LOOP, encoding="utf-8")
-    result = cli.run("audit", "--template", str(template), "--json")
+    result = cli.main("audit", "--template", str(template), "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "template.render" in {f["check"] for f in json.loads(result.stdout)["findings"]}
 
@@ -450,7 +450,7 @@ def test_template_and_tokenizer_flags_read_the_tokenizer_folders_generation_conf
     template.write_text(AutoTokenizer.from_pretrained(folder).chat_template, encoding="utf-8")
 
     def stop_token(*args):
-        result = cli.run("audit", "--tokenizer", str(folder), *args, "--json")
+        result = cli.main("audit", "--tokenizer", str(folder), *args, "--json")
         assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-2000:]
         return [f["severity"] for f in json.loads(result.stdout)["findings"] if f["check"] == "template.stop_token"]
 

@@ -71,7 +71,7 @@ def test_a_folder_without_safetensors_weights_has_no_checkpoint_findings(sft_tok
 def test_cli_audit_of_a_stand_in_with_another_models_vocabulary(sft_tokenizer, tmp_path, cli):
     """The guide's random stand-in mistake: SmolLM2's 49,152-row shape saved beside the tiny tokenizer."""
     folder = checkpoint(tmp_path / "stand-in", sft_tokenizer, vocab_size=49_152)
-    result = cli.run("audit", "--tokenizer", str(folder), "--json")
+    result = cli.main("audit", "--tokenizer", str(folder), "--json")
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-2000:]
     found = [f for f in json.loads(result.stdout)["findings"] if f["check"] == "checkpoint.vocab"]
     assert [f["severity"] for f in found] == ["warning"] and "49,152 rows" in found[0]["message"], found

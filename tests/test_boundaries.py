@@ -104,12 +104,12 @@ def test_a_good_trainer_state_and_a_nan_loss_pass(tmp_path):
 def test_the_cli_answers_a_bad_trainer_state_with_one_line(pair, tmp_path, cli):
     folder = run_copy(pair, tmp_path)
     state_file(folder / "checkpoint-2", BAD_STATES["loss-a-string"][0])
-    result = cli.run("train", "--recipe", str(recipe(pair, tmp_path, folder)), "--sft-cache", str(tmp_path / "c"))
+    result = cli.main("train", "--recipe", str(recipe(pair, tmp_path, folder)), "--sft-cache", str(tmp_path / "c"))
     cli.bad_input(result, "model.tuned", "trainer_state.json: log_history[0].loss is", "not a number")
 
 
 def test_the_cli_reads_the_good_run_folder(pair, tmp_path, cli):
-    result = cli.run("train", "--recipe", str(recipe(pair, tmp_path, pair / "run")), "--sft-cache", str(tmp_path))
+    result = cli.main("train", "--recipe", str(recipe(pair, tmp_path, pair / "run")), "--sft-cache", str(tmp_path))
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "read the record of 2 step(s)" in result.stdout, result.stdout
 
@@ -181,7 +181,7 @@ def test_the_base_models_own_folder_as_the_tuned_model_is_refused(pair, tmp_path
     copy = tmp_path / "copy-of-base"
     shutil.copytree(pair / "base", copy)
     assert same_weights(copy, pair / "base"), "a copy of the base holds the same weights"
-    result = cli.run("train", "--recipe", str(recipe(pair, tmp_path, pair / "base")), "--sft-cache", str(tmp_path))
+    result = cli.main("train", "--recipe", str(recipe(pair, tmp_path, pair / "base")), "--sft-cache", str(tmp_path))
     cli.bad_input(result, "model.tuned", "holds model.base's own weights", "nothing was fine-tuned")
 
 
@@ -215,7 +215,7 @@ def test_an_adapter_config_that_does_not_cover_its_weights_is_refused(pair, adap
     shutil.copytree(adapter, narrowed)
     config = json.loads((narrowed / "adapter_config.json").read_text(encoding="utf-8"))
     (narrowed / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["q_proj"]}))
-    result = cli.run("audit", "--recipe", str(recipe(pair, tmp_path, narrowed)), "--sft-cache", str(tmp_path))
+    result = cli.main("audit", "--recipe", str(recipe(pair, tmp_path, narrowed)), "--sft-cache", str(tmp_path))
     cli.bad_input(result, "model.tuned", "target_modules ['q_proj'] do not cover 1 module(s)", "v_proj")
 
 
@@ -228,12 +228,14 @@ def test_a_truncated_adapter_or_base_is_one_line_and_the_whole_one_is_read(pair,
     shutil.copytree(adapter, cut)
     weights = cut / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    result = cli.run("audit", "--recipe", str(recipe(pair, tmp_path, cut)), "--sft-cache", str(tmp_path))
+    result = cli.main("audit", "--recipe", str(recipe(pair, tmp_path, cut)), "--sft-cache", str(tmp_path))
     cli.bad_input(result, "adapter_model.safetensors: not a readable safetensors file")
     base = tmp_path / "cut-base"
     shutil.copytree(pair / "base", base)
     (base / "model.safetensors").write_bytes((base / "model.safetensors").read_bytes()[:100])
-    result = cli.run("audit", "--recipe", str(recipe(pair, tmp_path, adapter, base=base)), "--sft-cache", str(tmp_path))
+    result = cli.main(
+        "audit", "--recipe", str(recipe(pair, tmp_path, adapter, base=base)), "--sft-cache", str(tmp_path)
+    )
     cli.bad_input(result, "cut-base/model.safetensors: not a readable safetensors file")
 
 
@@ -377,11 +379,11 @@ def test_a_malformed_card_in_report_json_is_one_line(tmp_path, cli, sft_pipeline
     context = json.loads(json.dumps(sft_pipeline.report_context(), default=str))
     good = tmp_path / "good.json"
     good.write_text(json.dumps(context), encoding="utf-8")
-    assert cli.run("report", "--from-json", str(good), "--out", str(tmp_path / "ok")).returncode == 0
+    assert cli.main("report", "--from-json", str(good), "--out", str(tmp_path / "ok")).returncode == 0
     del context["cards"][0]["base"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(context), encoding="utf-8")
-    cli.bad_input(cli.run("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), "cards[0].base is null")
+    cli.bad_input(cli.main("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), "cards[0].base is null")
 
 
 def test_non_finite_losses_are_gaps_listed_under_the_curve():

@@ -218,7 +218,7 @@ def test_a_model_folder_without_a_tokenizer_is_one_line(tmp_path, stand_in, cli)
     recipe.write_text(
         f'name = "r"\n[model]\nbase = "{stand_in}"\n[data]\ntrain = "{TRAIN_ROWS}"\n[eval]\nquestions = ["Hi"]\n'
     )
-    cli.bad_input(cli.run("audit", "--recipe", str(recipe), cwd=tmp_path), str(stand_in), "has no tokenizer")
+    cli.bad_input(cli.main("audit", "--recipe", str(recipe), cwd=tmp_path), str(stand_in), "has no tokenizer")
 
 
 def test_a_tokenizer_without_a_template_and_a_recipe_without_one_is_one_line(tmp_path, stand_in, sft_pipeline, cli):
@@ -231,7 +231,7 @@ def test_a_tokenizer_without_a_template_and_a_recipe_without_one_is_one_line(tmp
         f'name = "r"\n[model]\nbase = "{folder}"\n[data]\ntrain = "{TRAIN_ROWS}"\n[eval]\nquestions = ["Hi"]\n'
     )
     cli.bad_input(
-        cli.run("audit", "--recipe", str(recipe), cwd=tmp_path), "model.chat_template", "has no chat template"
+        cli.main("audit", "--recipe", str(recipe), cwd=tmp_path), "model.chat_template", "has no chat template"
     )
 
 
@@ -241,7 +241,7 @@ def test_a_malformed_dataset_line_is_one_line_with_its_number(tmp_path, cli):
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('name = "r"\n[data]\ntrain = "train.jsonl"\n[eval]\nquestions = ["Hi"]\n')
-    cli.bad_input(cli.run("plan", "--recipe", str(recipe), cwd=tmp_path), f"{tmp_path / 'train.jsonl'}:3")
+    cli.bad_input(cli.main("plan", "--recipe", str(recipe), cwd=tmp_path), f"{tmp_path / 'train.jsonl'}:3")
 
 
 def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path, cli):
@@ -249,7 +249,7 @@ def test_an_sft_field_trl_does_not_have_is_one_line_with_close_matches(tmp_path,
     text = lesson_recipe("tiny", str(TRAIN_ROWS))
     recipe.write_text(text.replace("gradient_accumulation_steps", "grad_accumulation_steps"), encoding="utf-8")
     cli.bad_input(
-        cli.run("train", "--recipe", str(recipe), cwd=tmp_path),
+        cli.main("train", "--recipe", str(recipe), cwd=tmp_path),
         "unknown key `sft.grad_accumulation_steps`",
         "did you mean sft.gradient_accumulation_steps",
     )
@@ -352,7 +352,7 @@ def test_the_gpt2_recipe_without_a_template_is_one_line(gpt2_recipe, tmp_path, c
     recipe = tmp_path / "no-template.toml"
     text = gpt2_recipe.read_text(encoding="utf-8").replace('chat_template = "plain.jinja"\n', "")
     recipe.write_text(text.replace('train = "rows"', f'train = "{gpt2_recipe.parent / "rows"}"'), encoding="utf-8")
-    cli.bad_input(cli.run("audit", "--recipe", str(recipe), cwd=tmp_path), "sshleifer-tiny-gpt2 has no chat template")
+    cli.bad_input(cli.main("audit", "--recipe", str(recipe), cwd=tmp_path), "sshleifer-tiny-gpt2 has no chat template")
 
 
 @pytest.mark.realworld

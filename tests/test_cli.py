@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_usage_error_is_exit_2(cli):
 
 @pytest.mark.usefixtures("sft_training_run")  # the session cache is built: the CLI reads it, trains nothing
 def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline, cli):
-    result = cli.run("train", "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.main("train", "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["global_step"] == sft_pipeline.training_run.global_step
@@ -74,7 +75,7 @@ def test_train_on_the_default_recipe_reports_the_cached_run_as_json(sft_pipeline
 
 
 def test_device_cpu_is_used_and_named(sft_pipeline, cli):
-    result = cli.run("train", "--json", "--device", "cpu", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.main("train", "--json", "--device", "cpu", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["device"] == "cpu"
 
@@ -96,14 +97,14 @@ def test_train_exits_1_when_the_loss_threshold_is_missed(tmp_path, sft_pipeline,
     strict = recipe.replace("min_loss_drop = 0.5", "min_loss_drop = 1.0").replace('"../', f'"{FIXTURES_DIR}/')
     path = tmp_path / "strict.toml"
     path.write_text(strict, encoding="utf-8")
-    result = cli.run("train", "--recipe", str(path), "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.main("train", "--recipe", str(path), "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "recipe asks at least 100%" in result.stdout
 
 
 def test_audit_of_the_lessons_fallback_template_reports_generation_prompt(sft_pipeline, cli):
     template = FIXTURES_DIR / "templates" / "lesson_fallback.jinja"
-    result = cli.run("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.main("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 1, result.stderr
     checks = {(f["check"], f["severity"]) for f in json.loads(result.stdout)["findings"]}
     assert ("template.generation_prompt", "error") in checks
@@ -111,13 +112,13 @@ def test_audit_of_the_lessons_fallback_template_reports_generation_prompt(sft_pi
 
 def test_audit_of_chatml_has_no_error(sft_pipeline, cli):
     template = FIXTURES_DIR / "templates" / "chatml.jinja"
-    result = cli.run("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.main("audit", "--template", str(template), "--json", "--sft-cache", str(sft_pipeline.cache.root))
     assert result.returncode == 0, result.stderr
     assert [f for f in json.loads(result.stdout)["findings"] if f["severity"] == "error"] == []
 
 
 def test_audit_of_a_template_file_that_does_not_exist_is_exit_2(sft_pipeline, cli):
-    result = cli.run("audit", "--template", "no-such.jinja", "--sft-cache", str(sft_pipeline.cache.root))
+    result = cli.main("audit", "--template", "no-such.jinja", "--sft-cache", str(sft_pipeline.cache.root))
     cli.bad_input(result, "--template", "no-such.jinja")
 
 
@@ -139,3 +140,33 @@ def test_a_subprocess_past_the_hang_guard_is_reported_as_a_hang(tmp_path, cli):
     result = cli.pytest("-q", "test_hang.py", cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-2000:]
     assert "hung: " in result.stdout and "a hang guard, not a speed check" in result.stdout, result.stdout[-2000:]
+
+
+def test_in_process_runs_show_what_a_process_of_its_own_shows(tmp_path, cli, monkeypatch):
+    """`cli.main`, which most CLI tests use, against `cli.run` on the same bad input: the same exit code and the
+    same one line. And a library's log handler made before the run (it holds the stderr it was made with) still
+    writes where the test reads: a warning the command lets through is not hidden by running in process."""
+    import logging
+
+    from sft_eval import cli as cli_module
+
+    recipe = recipe_file(tmp_path, f'[data]\ntrain = "{TINY_DATA}"\nlimt = 3')
+    own, here = cli.run("plan", "--recipe", recipe), cli.main("plan", "--recipe", recipe)
+    assert (here.returncode, here.stdout, here.stderr) == (own.returncode, own.stdout, own.stderr)
+    logger = logging.getLogger("some_library")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+
+    def chatty(args):
+        logger.warning("a warning the command let through")
+        raise RuntimeError("a crash")
+
+    monkeypatch.setitem(cli_module._COMMANDS, "plan", chatty)
+    try:
+        broken = cli.main("plan", "--rows", "1")
+    finally:
+        logger.removeHandler(handler)
+    assert broken.returncode == 1 and "a warning the command let through" in broken.stderr
+    assert "Traceback" in broken.stderr and "RuntimeError: a crash" in broken.stderr
+    with pytest.raises(AssertionError, match="exit 1"):
+        cli.bad_input(broken)

@@ -161,7 +161,7 @@ def accepted_json(sft_pipeline, tmp_path_factory) -> Path:
 
 def test_a_report_compares_with_itself_as_no_regression_and_json_carries_the_format(accepted_json, cli, tmp_path):
     summary = tmp_path / "summary.md"
-    result = cli.run(
+    result = cli.main(
         "compare", str(accepted_json), str(accepted_json), "--json", env={"GITHUB_STEP_SUMMARY": str(summary)}
     )
     assert result.returncode == 0, result.stderr
@@ -185,7 +185,7 @@ def test_a_regression_between_reports_exits_1_naming_it(accepted_json, cli, tmp_
             card["tuned"] = {**card["tuned"], "text": "no idea", "matched": False}
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps(report), encoding="utf-8")
-    result = cli.run("compare", str(accepted_json), str(worse))
+    result = cli.main("compare", str(accepted_json), str(worse))
     assert result.returncode == 1, result.stderr
     assert "REGRESSION  exact match" in result.stdout and "pass -> fail" in result.stdout
     assert result.stdout.strip().endswith("regression: exact match")
@@ -207,8 +207,8 @@ def test_a_bad_report_or_option_is_one_line(accepted_json, cli, tmp_path, edit, 
         edit(report)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(report), encoding="utf-8")
-    cli.bad_input(cli.run("compare", str(accepted_json), str(bad), *args), says)
-    cli.bad_input(cli.run("compare", str(tmp_path / "missing.json"), str(bad)), "missing.json")
+    cli.bad_input(cli.main("compare", str(accepted_json), str(bad), *args), says)
+    cli.bad_input(cli.main("compare", str(tmp_path / "missing.json"), str(bad)), "missing.json")
 
 
 def test_a_bad_baseline_is_a_pytest_usage_error(tmp_path, cli):
@@ -270,7 +270,7 @@ def test_a_better_baseline_model_is_a_regression_of_the_worse_change(sft_pipelin
     text = block(readme_section(), "toml").replace("[model]\n", f'[model]\nbaseline = "{accepted}"\n')
     (tmp_path / "my_change.toml").write_text(text, encoding="utf-8")
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
-    result = cli.run("report", "--recipe", "my_change.toml", "--out", "out", cwd=tmp_path, env=env)
+    result = cli.main("report", "--recipe", "my_change.toml", "--out", "out", cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"REGRESSION against model.baseline ({accepted}): exact match" in result.stdout, result.stdout
 
@@ -290,7 +290,7 @@ def test_a_report_json_with_a_bad_baseline_section_is_one_line(accepted_json, cl
     for value, says in (([], "against_baseline is [], not an object"), ({"baseline": "x"}, "has no `metrics`")):
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({**report, "against_baseline": value}), encoding="utf-8")
-        cli.bad_input(cli.run("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), says)
+        cli.bad_input(cli.main("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), says)
 
 
 # -- [model] baseline: the accepted model's folder, its answers generated here -----------------------------------
@@ -324,7 +324,7 @@ def test_a_worse_baseline_model_is_an_improvement_shown_in_the_report(tiny_varia
 def test_a_baseline_that_is_no_fine_tune_of_the_base_is_one_line(tiny_variant, sft_pipeline, realworld_dir, cli):
     gpt2 = realworld_dir / "checkpoints" / "sshleifer-tiny-gpt2"
     recipe = tiny_variant({"[model]\n": f'[model]\nbaseline = "{gpt2}"\n'})
-    result = cli.run("report", "--recipe", str(recipe), "--out", str(recipe.parent / "out"))
+    result = cli.main("report", "--recipe", str(recipe), "--out", str(recipe.parent / "out"))
     cli.bad_input(result, "model.baseline:", "is not a fine-tune of model.base")
     missing = tiny_variant({"[model]\n": '[model]\nbaseline = "runs/none"\n'})
     with pytest.raises(SftEvalError, match="`model.baseline` must be a checkpoint or run folder"):

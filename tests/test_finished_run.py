@@ -234,27 +234,27 @@ def test_a_tuned_folder_that_is_no_full_checkpoint_is_one_line(tmp_path, user, c
     make(folder)
     recipe = recipe_for(user, tmp_path, folder)
     cli.bad_input(
-        cli.run("audit", "--recipe", str(recipe), "--sft-cache", str(tmp_path / "c")), "model.tuned", *fragments
+        cli.main("audit", "--recipe", str(recipe), "--sft-cache", str(tmp_path / "c")), "model.tuned", *fragments
     )
 
 
 def test_a_trainer_state_that_does_not_parse_is_one_line(tmp_path, user, cli):
     folder = broken_copy(user, tmp_path, lambda f: (f / "trainer_state.json").write_text('{"global_step": 5,\n'))
     recipe = recipe_for(user, tmp_path, folder)
-    result = cli.run("train", "--recipe", str(recipe), "--sft-cache", str(tmp_path / "c"))
+    result = cli.main("train", "--recipe", str(recipe), "--sft-cache", str(tmp_path / "c"))
     cli.bad_input(result, "model.tuned", "trainer_state.json:2", "not valid JSON")
 
 
 def test_weights_of_another_architecture_are_one_line(tmp_path, user, cli):
     folder = broken_copy(user, tmp_path, lambda f: edit_json(f / "config.json", hidden_size=576, num_hidden_layers=30))
     recipe = recipe_for(user, tmp_path, folder)
-    result = cli.run("audit", "--recipe", str(recipe), "--sft-cache", str(tmp_path / "c"))
+    result = cli.main("audit", "--recipe", str(recipe), "--sft-cache", str(tmp_path / "c"))
     cli.bad_input(result, "model.tuned", "hidden_size 576 (base 128)", "did not start from model.base")
 
 
 def test_a_smoke_row_limit_leaves_the_finished_runs_plan_whole(user, cli, tmp_path):
     """`--max-train-rows` cuts what would train; nothing trains here, so the record is held against all rows."""
-    result = cli.run(
+    result = cli.main(
         "train", "--recipe", "recipe.toml", "--max-train-rows", "8", "--json", "--sft-cache", str(tmp_path), cwd=user
     )
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]

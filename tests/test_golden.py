@@ -483,6 +483,7 @@ def elsewhere(tmp_path, sft_pipeline):
     return write
 
 
+@pytest.mark.slow  # pytest in three fresh processes, one per kernel set this CPU runs
 def test_a_finished_runs_golden_recorded_here_passes_under_another_kernel_set(elsewhere, sft_pipeline, cli):
     """Recorded once with this machine's kernels, then `pytest suites/test_golden.py` in a fresh process with ATen's
     portable kernels (a CPU without AVX, as far as ATen is concerned): the same weights, other float results,

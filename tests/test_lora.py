@@ -275,7 +275,7 @@ def other_shape(folder: Path) -> None:
 def test_a_bad_adapter_is_one_line(adapter_dir, tmp_path, cli, edit, fragments):
     adapter = broken_adapter(adapter_dir, tmp_path, edit)
     recipe = recipe_copy(tmp_path, {'chat_template = "chatml"': f'chat_template = "chatml"\ntuned = "{adapter}"'})
-    cli.bad_input(cli.run("report", "--recipe", str(recipe), "--out", str(tmp_path / "out")), *fragments)
+    cli.bad_input(cli.main("report", "--recipe", str(recipe), "--out", str(tmp_path / "out")), *fragments)
 
 
 def test_a_merged_checkpoint_without_an_adapter_is_one_line(sft_pipeline, tmp_path, cli):
@@ -283,7 +283,7 @@ def test_a_merged_checkpoint_without_an_adapter_is_one_line(sft_pipeline, tmp_pa
     recipe = recipe_copy(
         tmp_path, {'chat_template = "chatml"': f'chat_template = "chatml"\ntuned = "{full}"\nmerged = "{full}"'}
     )
-    cli.bad_input(cli.run("audit", "--recipe", str(recipe)), "model.merged", "not a LoRA adapter")
+    cli.bad_input(cli.main("audit", "--recipe", str(recipe)), "model.merged", "not a LoRA adapter")
 
 
 def test_an_adapter_recorded_for_another_hub_model_is_refused(adapter_dir, tmp_path):
@@ -351,13 +351,13 @@ def test_peft_leaves_the_recipe_as_it_was(sft_pipeline):
 
 def test_peft_keys_are_checked_at_load(tmp_path, cli):
     typo = recipe_copy(tmp_path, {"lora_alpha = 32": "lora_alph = 32"})
-    cli.bad_input(cli.run("plan", "--recipe", str(typo)), "unknown key `peft.lora_alph`", "peft.lora_alpha")
+    cli.bad_input(cli.main("plan", "--recipe", str(typo)), "unknown key `peft.lora_alph`", "peft.lora_alpha")
     rank = recipe_copy(tmp_path, {"r = 16": "r = 0"})
-    cli.bad_input(cli.run("plan", "--recipe", str(rank)), "`peft.r` must be a whole number of at least 1")
+    cli.bad_input(cli.main("plan", "--recipe", str(rank)), "`peft.r` must be a whole number of at least 1")
     task = recipe_copy(tmp_path, {"r = 16": 'r = 16\ntask_type = "SEQ_CLS"'})
-    cli.bad_input(cli.run("plan", "--recipe", str(task)), '`peft.task_type` must be "CAUSAL_LM"')
+    cli.bad_input(cli.main("plan", "--recipe", str(task)), '`peft.task_type` must be "CAUSAL_LM"')
     merged = recipe_copy(tmp_path, {'chat_template = "chatml"': 'chat_template = "chatml"\nmerged = "nowhere"'})
-    cli.bad_input(cli.run("plan", "--recipe", str(merged)), "`model.merged` must be a checkpoint folder")
+    cli.bad_input(cli.main("plan", "--recipe", str(merged)), "`model.merged` must be a checkpoint folder")
 
 
 def test_peft_missing_is_one_line_naming_the_extra(monkeypatch):

@@ -188,12 +188,12 @@ def test_a_report_json_of_another_format_is_one_line(tmp_path, cli, sft_pipeline
     assert context["format"] == REPORT_FORMAT
     path = tmp_path / "sft_report.json"
     path.write_text(json.dumps(context), encoding="utf-8")
-    assert cli.run("report", "--from-json", str(path), "--out", str(tmp_path / "ok")).returncode == 0
+    assert cli.main("report", "--from-json", str(path), "--out", str(tmp_path / "ok")).returncode == 0
     context.pop("format")
     if version is not None:
         context["format"] = version
     path.write_text(json.dumps(context), encoding="utf-8")
-    result = cli.run("report", "--from-json", str(path), "--out", str(tmp_path / "out"))
+    result = cli.main("report", "--from-json", str(path), "--out", str(tmp_path / "out"))
     cli.bad_input(result, str(path), fragment, f"this sft-eval reads {REPORT_FORMAT}")
 
 
@@ -205,5 +205,5 @@ def test_a_report_json_of_another_format_is_one_line(tmp_path, cli, sft_pipeline
 def test_rendering_from_a_json_that_is_no_report_is_one_line(tmp_path, cli, content, fragment):
     path = tmp_path / "sft_report.json"
     path.write_text(content, encoding="utf-8")
-    cli.bad_input(cli.run("report", "--from-json", str(path), "--out", str(tmp_path / "out")), str(path), fragment)
+    cli.bad_input(cli.main("report", "--from-json", str(path), "--out", str(tmp_path / "out")), str(path), fragment)
     assert not (tmp_path / "out" / HTML_NAME).exists()

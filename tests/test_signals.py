@@ -275,7 +275,7 @@ def test_report_shows_the_signals_and_exits_1_on_a_failed_one(sft_pipeline, tiny
     signals.forgetting, names it, and its JSON carries the signals; the suites fail the same check."""
     recipe = tiny_variant({"max_forgetting = 6.5": "max_forgetting = 1.15"})
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
-    result = cli.run("report", "--recipe", str(recipe), "--out", str(tmp_path / "out"), env=env)
+    result = cli.main("report", "--recipe", str(recipe), "--out", str(tmp_path / "out"), env=env)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "FAILED signals.forgetting: general-text loss" in result.stdout
     context = json.loads((tmp_path / "out" / "sft_report.json").read_text(encoding="utf-8"))

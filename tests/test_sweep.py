@@ -164,7 +164,7 @@ def test_the_run_folders_own_final_save_is_a_row_at_its_states_step(overfit, sft
 @pytest.mark.slow  # the runs trained above
 def test_the_cli_writes_the_page_and_exits_by_the_findings(overfit, steady, sft_pipeline, cli, tmp_path):
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
-    bad = cli.run("sweep", "--recipe", str(overfit), "--out", str(tmp_path / "overfit"), env=env)
+    bad = cli.main("sweep", "--recipe", str(overfit), "--out", str(tmp_path / "overfit"), env=env)
     assert bad.returncode == 1, bad.stderr[-2000:]
     assert "error   sweep.overfitting" in bad.stdout and "best: checkpoint-" in bad.stdout
     data = json.loads((tmp_path / "overfit" / "sweep.json").read_text(encoding="utf-8"))
@@ -172,7 +172,7 @@ def test_the_cli_writes_the_page_and_exits_by_the_findings(overfit, steady, sft_
     assert [f["check"] for f in data["findings"]] == ["sweep.overfitting"]
     html = (tmp_path / "overfit" / "sweep.html").read_text(encoding="utf-8")
     assert "sweep.overfitting" in html and 'aria-label="eval_loss (trainer) by optimizer step"' in html
-    good = cli.run("sweep", "--recipe", str(steady), "--out", str(tmp_path / "steady"), "--json", env=env)
+    good = cli.main("sweep", "--recipe", str(steady), "--out", str(tmp_path / "steady"), "--json", env=env)
     assert good.returncode == 0, good.stderr[-2000:]
     assert json.loads(good.stdout)["best"] == "checkpoint-64"
 
@@ -195,7 +195,7 @@ def test_a_recipe_without_a_run_is_one_line(sft_pipeline, cli, tmp_path, overfit
     """The CLI's exit 2 once (the default recipe trains here: no run to sweep); a lone checkpoint folder and a
     misspelt `eval.best_by` are the same one-line errors in process."""
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
-    cli.bad_input(cli.run("sweep", "--out", str(tmp_path), env=env), "model.tuned: a sweep judges the checkpoints")
+    cli.bad_input(cli.main("sweep", "--out", str(tmp_path), env=env), "model.tuned: a sweep judges the checkpoints")
     lone = tmp_path / "lone"
     shutil.copytree(overfit.parent / "run" / "checkpoint-10", lone / "checkpoint-10")
     text = overfit.read_text(encoding="utf-8").replace('tuned = "run"', f'tuned = "{lone / "checkpoint-10"}"')

@@ -45,7 +45,7 @@ def test_a_report_below_its_threshold_exits_1_and_the_suites_fail_the_same_check
 ):
     recipe = tiny_variant({"min_match_rate = 0.6": "min_match_rate = 0.99"})
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
-    result = cli.run("report", "--recipe", str(recipe), "--out", str(tmp_path / "out"), env=env)
+    result = cli.main("report", "--recipe", str(recipe), "--out", str(tmp_path / "out"), env=env)
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stdout.startswith("FAILED responses.match_rate: tuned model matched"), result.stdout
     written = json.loads((tmp_path / "out" / "sft_report.json").read_text(encoding="utf-8"))

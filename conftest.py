@@ -219,13 +219,30 @@ SLOW_KINDS = ("distributed", "served", "browser")  # a second process, a server 
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that start torchrun, a server or a browser are `slow` too (the modules and tests that train, build or
     audit in processes of their own say so themselves): the fast tier (`-m "not slow and not bench"`) leaves them
-    to CI."""
+    to CI.
+
+    Then the modules with the most slow tests first, in the order collected otherwise: pytest-xdist's `loadfile`
+    hands each worker the next file as it frees up, so a module that trains for minutes starts while the other
+    worker works through the quick ones, instead of starting last and running alone (xdist's own order, most tests
+    first, is turned off in `pytest_configure`)."""
     for item in items:
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker(pytest.mark.slow)
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + bool(
+            item.get_closest_marker("slow")
+        )
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: each module's own order kept
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist's reordering of files by their number of tests off: the order above (slowest modules first) holds."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 @pytest.hookimpl(wrapper=True)

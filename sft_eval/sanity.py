@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -203,33 +203,61 @@ def compare(base: list[Score], tuned: list[Score]) -> list[PairedDifference]:
 
 @dataclass(frozen=True)
 class QuestionRecord:
-    """One evaluation question and everything known about it: the question (with its expected answer), the base
-    and tuned answers and their scores. Generation, scoring, the suites and the report pass these, never lists
-    matched by position."""
+    """One evaluation question and everything known about it: the question (with its expected answer), and each
+    model's answer and score, keyed by the model's name ("base", "tuned", "baseline", ...) in the order the models
+    were evaluated. Generation, scoring, the suites and the report pass these, never lists matched by position."""
 
     question: Question
-    base: Answer
-    tuned: Answer
-    base_score: Score
-    tuned_score: Score
+    answers: dict[str, Answer]
+    scores: dict[str, Score]
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.answers)
 
     def answer(self, which: str) -> Answer:
-        return self.base if which == "base" else self.tuned
+        return self.answers[which]
 
     def score(self, which: str) -> Score:
-        return self.base_score if which == "base" else self.tuned_score
+        return self.scores[which]
+
+    # the two every run has, by name (users' tests read `record.tuned`, `record.tuned_score`)
+    @property
+    def base(self) -> Answer:
+        return self.answers["base"]
+
+    @property
+    def tuned(self) -> Answer:
+        return self.answers["tuned"]
+
+    @property
+    def base_score(self) -> Score:
+        return self.scores["base"]
+
+    @property
+    def tuned_score(self) -> Score:
+        return self.scores["tuned"]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "question": asdict(self.question),
+            "answers": {name: a.to_dict() for name, a in self.answers.items()},
+            "scores": {name: asdict(s) for name, s in self.scores.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuestionRecord:
+        """This version's record, or an older one's (`base`, `tuned`, `base_score`, `tuned_score`)."""
+        if "answers" not in data:
+            data = {
+                "question": data["question"],
+                "answers": {"base": data["base"], "tuned": data["tuned"]},
+                "scores": {"base": data["base_score"], "tuned": data["tuned_score"]},
+            }
         return cls(
             question=_question(data["question"]),
-            base=Answer.from_dict(data["base"]),
-            tuned=Answer.from_dict(data["tuned"]),
-            base_score=Score(**data["base_score"]),
-            tuned_score=Score(**data["tuned_score"]),
+            answers={name: Answer.from_dict(a) for name, a in data["answers"].items()},
+            scores={name: Score(**s) for name, s in data["scores"].items()},
         )
 
 
@@ -251,42 +279,57 @@ def by_category(records: Sequence[QuestionRecord]) -> dict[str, list[QuestionRec
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The evaluation of a recipe: one record per question, in the recipe's order."""
+    """The evaluation of a recipe: one record per question, in the recipe's order, each with every model's answer."""
 
     records: list[QuestionRecord]
+
+    @property
+    def models(self) -> list[str]:
+        """The models evaluated, by name, in order ("base", "tuned", then any other the recipe names)."""
+        return self.records[0].models if self.records else ["base", "tuned"]
 
     # Views over the records, for callers that want one column (users' tests read `sft_evaluation.tuned`).
     @property
     def questions(self) -> list[Question]:
         return [r.question for r in self.records]
 
+    def answers(self, which: str) -> list[Answer]:
+        return [r.answer(which) for r in self.records]
+
+    def scores(self, which: str) -> list[Score]:
+        return [r.score(which) for r in self.records]
+
+    def summary(self, which: str) -> Summary:
+        return summarise(self.scores(which))
+
     @property
     def base(self) -> list[Answer]:
-        return [r.base for r in self.records]
+        return self.answers("base")
 
     @property
     def tuned(self) -> list[Answer]:
-        return [r.tuned for r in self.records]
+        return self.answers("tuned")
 
     @property
     def base_scores(self) -> list[Score]:
-        return [r.base_score for r in self.records]
+        return self.scores("base")
 
     @property
     def tuned_scores(self) -> list[Score]:
-        return [r.tuned_score for r in self.records]
+        return self.scores("tuned")
 
     @property
     def base_summary(self) -> Summary:
-        return summarise(self.base_scores)
+        return self.summary("base")
 
     @property
     def tuned_summary(self) -> Summary:
-        return summarise(self.tuned_scores)
+        return self.summary("tuned")
 
-    def comparison(self) -> list[PairedDifference]:
-        """Tuned minus base per metric, with a paired bootstrap interval over the questions."""
-        return compare(self.base_scores, self.tuned_scores)
+    def comparison(self, first: str = "base", second: str = "tuned") -> list[PairedDifference]:
+        """`second` minus `first` per metric (tuned minus base by default), with a paired bootstrap interval over
+        the questions."""
+        return compare(self.scores(first), self.scores(second))
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": [r.to_dict() for r in self.records]}
@@ -304,25 +347,33 @@ def evaluate(
     specials: Sequence[str] = (),
     enable_thinking: bool = False,
 ) -> Evaluation:
-    """Score each question's base and tuned answer (a backend answers each question once, in order); a backend
-    that answers too few questions, or another question, is one line naming `eval.backend` (a user's backend that
-    misbehaves is bad input, not a traceback), never an answer scored against the wrong question."""
-    if not len(questions) == len(base) == len(tuned):
-        raise SftEvalError(
-            f"eval.backend: {len(questions)} questions but {len(base)} base and {len(tuned)} tuned answers"
-        )
+    """`evaluate_models` of the two every run has, the base's answers and the tuned model's."""
+    return evaluate_models(
+        questions, {"base": base, "tuned": tuned}, specials=specials, enable_thinking=enable_thinking
+    )
+
+
+def evaluate_models(
+    questions: Sequence[Question],
+    answers: Mapping[str, Sequence[Answer]],
+    *,
+    specials: Sequence[str] = (),
+    enable_thinking: bool = False,
+) -> Evaluation:
+    """Score each question's answer from every model, keyed by the model's name (a backend answers each question
+    once, in order); a backend that answers too few questions, or another question, is one line naming
+    `eval.backend` (a user's backend that misbehaves is bad input, not a traceback), never an answer scored against
+    the wrong question."""
+    counts = {name: len(given) for name, given in answers.items()}
+    if any(n != len(questions) for n in counts.values()):
+        said = " and ".join(f"{n} {name}" for name, n in counts.items())
+        raise SftEvalError(f"eval.backend: {len(questions)} questions but {said} answers")
     records = []
-    for question, b, t in zip(questions, base, tuned, strict=True):
-        for answer in (b, t):
+    for i, question in enumerate(questions):
+        asked = {name: given[i] for name, given in answers.items()}
+        for answer in asked.values():
             if answer.question != question.question:
                 raise SftEvalError(f"eval.backend: answer to {answer.question!r} returned for {question.question!r}")
-        records.append(
-            QuestionRecord(
-                question=question,
-                base=b,
-                tuned=t,
-                base_score=score(question, b, specials, enable_thinking),
-                tuned_score=score(question, t, specials, enable_thinking),
-            )
-        )
+        scores = {name: score(question, a, specials, enable_thinking) for name, a in asked.items()}
+        records.append(QuestionRecord(question=question, answers=asked, scores=scores))
     return Evaluation(records)

@@ -71,7 +71,7 @@ from sft_eval.models import (
 from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun
 from sft_eval.report.format import ReportData
-from sft_eval.sanity import Evaluation, evaluate
+from sft_eval.sanity import Evaluation, evaluate_models
 from sft_eval.scoring import (
     IGNORE,
     Lengths,
@@ -90,6 +90,26 @@ from sft_eval.training import read_finished_run, read_trainer_state, train_sft
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
 TRAINING_RUN_FILE = "training_run.json"
 MERGE_PROMPTS = 32  # evaluation prompts the LoRA merge check compares logits on (all positions of each)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """One model a pipeline loads and asks, resolved once from the recipe (`Pipeline.sources`): its `name` ("base",
+    "tuned", "baseline"), the recipe `key` its errors name, and where its weights come from (`origin`):
+
+    - "base": `model.base`, the tiny model built here or the recipe's checkpoint;
+    - "trained-here": the recipe's own run, trained (and cached) on first use;
+    - "folder": a checkpoint, run folder or LoRA adapter trained elsewhere, `named` by the recipe and found in it
+      (`run`: its weights and the trainer's record).
+
+    Loading, the answer cache's identity and the training record are derived from it in one place each
+    (`Pipeline.weights`, `Pipeline.load`, `Pipeline.identity`); nothing downstream asks how a model was made."""
+
+    name: str
+    key: str
+    origin: str
+    named: str | None = None
+    run: FinishedRun | None = None
 
 
 class Pipeline:
@@ -322,11 +342,28 @@ class Pipeline:
         return self.cache.get_or_build("tuned", cache_key("tuned", inputs), build)
 
     @functools.cached_property
-    def finished_run(self) -> FinishedRun | None:
-        """The run trained elsewhere that `[model] tuned` names (its weights and record), or None: trained here."""
-        if self.recipe.model.tuned is None:
-            return None
-        found = finished_run(self.recipe.resolve(self.recipe.model.tuned))
+    def sources(self) -> dict[str, ModelSource]:
+        """The models this recipe names, each resolved once: the base, the tuned model (trained here, or the folder
+        `model.tuned` names) and `model.baseline`'s, where it names one. A folder that is no fine-tune of (or
+        adapter for) model.base, or is the base's own weights, is one line naming its key."""
+        model = self.recipe.model
+        sources = {"base": ModelSource("base", "model.base", "base")}
+        if model.tuned is None:
+            # trained here: a load error names the base the recipe gave, as the run starts from it
+            sources["tuned"] = ModelSource("tuned", "model.base", "trained-here")
+        else:
+            named = self.recipe.resolve(model.tuned)
+            sources["tuned"] = ModelSource("tuned", "model.tuned", "folder", named, self._finished_tuned(named))
+        if model.baseline is not None:
+            named = self.recipe.resolve(model.baseline)
+            found = finished_run(named, key="model.baseline")
+            self._check_fits_base(found, "model.baseline")
+            sources["baseline"] = ModelSource("baseline", "model.baseline", "folder", named, found)
+        return sources
+
+    def _finished_tuned(self, named: str) -> FinishedRun:
+        """The run trained elsewhere that `model.tuned` names: its weights and record, checked against the base."""
+        found = finished_run(named)
         if not found.adapter and same_weights(found.weights, self.base_model_dir):
             raise SftEvalError(
                 f"model.tuned: {found.weights} holds model.base's own weights ({self.base_model_dir}): nothing was "
@@ -340,6 +377,11 @@ class Pipeline:
             )
         return found
 
+    @property
+    def finished_run(self) -> FinishedRun | None:
+        """The run trained elsewhere that `[model] tuned` names (its weights and record), or None: trained here."""
+        return self.sources["tuned"].run
+
     def _check_fits_base(self, found: FinishedRun, key: str) -> None:
         """Bad input: a folder `key` names that is not a fine-tune of model.base (another architecture or shape), or
         an adapter for another base."""
@@ -351,15 +393,12 @@ class Pipeline:
             kind = "an adapter for" if found.adapter else "a fine-tune of"
             raise SftEvalError(f"{key}: {found.weights} is not {kind} model.base: {mismatch}")
 
-    @functools.cached_property
+    @property
     def baseline_run(self) -> FinishedRun | None:
         """The last accepted model `[model] baseline` names (a checkpoint, a run folder, an adapter on the base),
         checked to be a fine-tune of (or an adapter for) model.base; None without one."""
-        if self.recipe.model.baseline is None:
-            return None
-        found = finished_run(self.recipe.resolve(self.recipe.model.baseline), key="model.baseline")
-        self._check_fits_base(found, "model.baseline")
-        return found
+        source = self.sources.get("baseline")
+        return None if source is None else source.run
 
     def baseline_comparison(self) -> Any:
         """The tuned model held to `[model] baseline`'s, question by question (`compare.compare_outcomes`): the
@@ -369,9 +408,8 @@ class Pipeline:
 
         if self.baseline_run is None:
             return None
-        baseline = self._evaluate(self.answers("baseline"), self.answers("tuned"))
         return compare_outcomes(
-            outcomes_from_evaluation(baseline, "base"),
+            outcomes_from_evaluation(self.evaluation, "baseline"),
             outcomes_from_evaluation(self.evaluation),
             baseline_name=f"model.baseline ({self.baseline_run.weights})",
             candidate_name="this run",
@@ -380,7 +418,7 @@ class Pipeline:
     def with_tuned(self, folder: str | Path) -> Pipeline:
         """This recipe with `model.tuned` = `folder` (one checkpoint of a run), sharing this pipeline's cache,
         device, questions and rows: a sweep evaluates each checkpoint through one, then lets it go."""
-        model = dataclasses.replace(self.recipe.model, tuned=str(folder))
+        model = dataclasses.replace(self.recipe.model, tuned=str(folder), baseline=None)  # one checkpoint at a time
         checkpoint = Pipeline(
             dataclasses.replace(self.recipe, model=model),
             self.cache,
@@ -400,47 +438,65 @@ class Pipeline:
     @functools.cached_property
     def training_run(self) -> TrainingRun:
         """What the trainer did: the run trained elsewhere from its own record, else the run trained here."""
-        if self.finished_run is not None:
-            return read_finished_run(self.finished_run, self.recipe, len(self.rows), base_dir=self.base_model_dir)
+        found = self.sources["tuned"].run
+        if found is not None:
+            return read_finished_run(found, self.recipe, len(self.rows), base_dir=self.base_model_dir)
         data = json.loads((self._tuned_entry / TRAINING_RUN_FILE).read_text(encoding="utf-8"))
         return TrainingRun.from_dict(data)
+
+    def weights(self, source: ModelSource) -> tuple[Path, bool]:
+        """(the folder `source`'s weights are in, whether it is a PEFT adapter applied to `base_model_dir`); the
+        base is built, or the tuned model trained, here if it must be."""
+        if source.origin == "base":
+            return self.base_model_dir, False
+        if source.origin == "trained-here":
+            return self._tuned_entry / "model", self.recipe.peft is not None  # a LoRA run saves its adapter alone
+        assert source.run is not None, source
+        return source.run.weights, source.run.adapter
+
+    def load(self, source: ModelSource) -> PreTrainedModel:
+        """A fresh copy of `source`'s model on this pipeline's device: full weights, or an adapter on the base."""
+        if source.origin == "base":
+            return self.load_base_model()
+        folder, adapter = self.weights(source)
+        if adapter:
+            return load_adapted_model(self.base_model_dir, folder, str(self.device), key=source.key)
+        return load_model(folder, str(self.device), key=source.key)
+
+    def identity(self, source: ModelSource) -> dict[str, Any]:
+        """`source`'s weights as the answer cache keys them, known without loading them: the base's and the run
+        trained here's cache keys, a folder's digest (under its name, with the base it applies to)."""
+        if source.origin == "base":
+            return {"base": self.base_key}
+        if source.origin == "trained-here":
+            return {"tuned": self._tuned_entry.name}
+        assert source.run is not None, source
+        return {source.name: source_digest(str(source.run.weights)), "base": self.base_key}
 
     @property
     def tuned_model_dir(self) -> Path:
         """The tuned checkpoint folder (model and tokenizer with its chat template): what a server serves; for a
         LoRA run, the adapter folder (applied to `base_model_dir`)."""
-        if self.finished_run is not None:
-            return self.finished_run.weights
-        return self._tuned_entry / "model"
+        return self.weights(self.sources["tuned"])[0]
 
     @property
     def tuned_is_adapter(self) -> bool:
         """The tuned model is a PEFT adapter on the base: a LoRA recipe trained here, or an adapter folder."""
-        if self.finished_run is not None:
-            return self.finished_run.adapter
-        return self.recipe.peft is not None
+        source = self.sources["tuned"]
+        return source.run.adapter if source.run is not None else self.recipe.peft is not None
 
     @property
     def lora_settings(self) -> dict[str, Any] | None:
         """What the LoRA run trains (target modules, modules_to_save, trainable tokens): the adapter folder's own
         config for a run trained elsewhere, else the recipe's `[peft]`; None for full fine-tuning."""
-        if self.finished_run is not None:
-            return read_adapter_config(self.finished_run.weights) if self.finished_run.adapter else None
+        found = self.sources["tuned"].run
+        if found is not None:
+            return read_adapter_config(found.weights) if found.adapter else None
         return None if self.recipe.peft is None else dict(self.recipe.peft)
 
     @functools.cached_property
     def tuned_model(self) -> PreTrainedModel:
-        return self._load_tuned()
-
-    def _load_tuned(self) -> PreTrainedModel:
-        key = "model.tuned" if self.finished_run is not None else "model.base"
-        return self._load_weights(self.tuned_model_dir, adapter=self.tuned_is_adapter, key=key)
-
-    def _load_weights(self, folder: Path, *, adapter: bool, key: str) -> PreTrainedModel:
-        """A model folder on this pipeline's device: full weights, or a PEFT adapter applied to the base."""
-        if adapter:
-            return load_adapted_model(self.base_model_dir, folder, str(self.device), key=key)
-        return load_model(folder, str(self.device), key=key)
+        return self.load(self.sources["tuned"])
 
     # -- generate and score -----------------------------------------------------------------------------
     @functools.cached_property
@@ -448,10 +504,10 @@ class Pipeline:
         return load_questions(self.recipe)
 
     def answers(self, which: str) -> list[Answer]:
-        """The `"base"` or `"tuned"` model's answers to the recipe's questions, from the recipe's backend through
-        the answer cache (`generation.CachedAnswers`): each answer is kept under a key of the backend's identity,
-        the generation settings and the question, so a rerun generates only what changed, builds no model when
-        nothing did, and resumes a run that failed half-way (a server that went away)."""
+        """The `which` source's answers ("base", "tuned", "baseline") to the recipe's questions, from the recipe's
+        backend through the answer cache (`generation.CachedAnswers`): each answer is kept under a key of the
+        backend's identity, the generation settings and the question, so a rerun generates only what changed,
+        builds no model when nothing did, and resumes a run that failed half-way (a server that went away)."""
         cached = CachedAnswers(self._backend(which), self.cache.answers if self.answer_cache else None)
         answers = cached.answer([q.question for q in self.questions], GenerationSettings.from_eval(self.recipe.eval))
         self.answer_counts[which] = cached.counts
@@ -459,12 +515,12 @@ class Pipeline:
 
     def _backend(self, which: str) -> Any:
         """The recipe's backend for the `which` model; nothing is loaded until it is asked a question."""
-        record = self.recipe.model.tuned if which == "tuned" else None
+        source = self.sources[which]
         target = Target(
             which,
             lambda: (self._model_for_answers(which), self.tokenizer),
             model_identity=lambda: self._model_identity(which),
-            run={"run": source_digest(self.recipe.resolve(record))} if record else {},
+            run={"run": source_digest(source.named)} if source.named else {},
         )
         return backend_for(target, self.recipe.eval)
 
@@ -473,12 +529,7 @@ class Pipeline:
         it), else one loaded for these answers alone and let go with the backend, so that generating the base's
         and the tuned model's answers (or a sweep's checkpoints') holds one model in memory at a time."""
         held = self.__dict__.get({"tuned": "tuned_model", "base": "base_model"}.get(which, ""))
-        if held is not None:
-            return held
-        if which == "baseline" and self.baseline_run is not None:
-            found = self.baseline_run
-            return self._load_weights(found.weights, adapter=found.adapter, key="model.baseline")
-        return self._load_tuned() if which == "tuned" else self.load_base_model()
+        return held if held is not None else self.load(self.sources[which])
 
     def answer_identity(self, which: str) -> dict[str, Any] | None:
         """What determines the `which` model's answers besides the question and settings, as its backend says
@@ -489,16 +540,8 @@ class Pipeline:
     def _model_identity(self, which: str) -> dict[str, Any]:
         """The `which` model as this process prompts it: its weights (the cache entry's key, or the folder's
         digest), the tokenizer and template, the device."""
-        if which == "base":
-            model = {"base": self.base_key}
-        elif which == "baseline" and self.baseline_run is not None:
-            model = {"baseline": source_digest(str(self.baseline_run.weights)), "base": self.base_key}
-        elif self.finished_run is not None:
-            model = {"tuned": source_digest(str(self.finished_run.weights)), "base": self.base_key}
-        else:
-            model = {"tuned": self._tuned_entry.name}
         return {
-            **model,
+            **self.identity(self.sources[which]),
             "tokenizer": self.tokenizer_entry[1],
             "chat_template": self.tokenizer.chat_template,
             "device": self.device.type,
@@ -511,14 +554,11 @@ class Pipeline:
 
     @functools.cached_property
     def evaluation(self) -> Evaluation:
-        return self._evaluate(self.answers("base"), self.answers("tuned"))
-
-    def _evaluate(self, first: list[Answer], second: list[Answer]) -> Evaluation:
-        """Two models' answers to the recipe's questions, scored side by side (first in the base's place)."""
-        return evaluate(
+        """Every source's answers to the recipe's questions (the base's, the tuned model's, the baseline's where the
+        recipe names one), each model asked in turn and let go, scored side by side per question."""
+        return evaluate_models(
             self.questions,
-            first,
-            second,
+            {name: self.answers(name) for name in self.sources},
             specials=[t for t in self.tokenizer.all_special_tokens if t],
             enable_thinking=self.recipe.eval.enable_thinking,
         )
@@ -682,7 +722,8 @@ class Pipeline:
     def findings(self) -> list[Finding]:
         """The audit of the recipe (template, tokenizer, checkpoint files, a LoRA run's trainable tokens, the
         trainer's labels), once; nothing is trained for it."""
-        tuned = self.finished_run.weights if self.finished_run else None
+        found = self.sources["tuned"].run
+        tuned = found.weights if found is not None else None
         return audit_recipe(
             self.recipe,
             self.tokenizer,
@@ -789,7 +830,7 @@ class Pipeline:
             "recipe": str(self.recipe.path) if self.recipe.path else self.recipe.name,
             "cache": str(self.cache.root),
             "device": str(self.device),
-            "tuned_entry": str(self.tuned_model_dir if self.finished_run else self._tuned_entry),
+            "tuned_entry": str(self.tuned_model_dir if self.finished_run is not None else self._tuned_entry),
             **({"answers": self.answer_provenance()} if self.answer_counts else {}),
         }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sft_eval.cache import source_digest
 from sft_eval.compare import (
     COMPARE_FORMAT,
     Outcome,
@@ -304,6 +305,8 @@ def test_a_baseline_model_that_is_the_tuned_model_is_no_change_and_its_answers_a
     model's own, so every answer agrees), judged as the tuned model's are, and kept in the answer cache."""
     pipeline = with_baseline(tiny_variant, sft_pipeline.tuned_model_dir, sft_pipeline)
     comparison = pipeline.baseline_comparison()
+    assert pipeline.evaluation.models == ["base", "tuned", "baseline"], "one evaluation, every model by name"
+    assert pipeline.evaluation.answers("baseline") == pipeline.evaluation.tuned
     assert comparison.regressions == [] and comparison.improvements == [], describe(comparison)
     assert all(not m.pass_to_fail and not m.fail_to_pass for m in comparison.metrics), comparison
     again = with_baseline(tiny_variant, sft_pipeline.tuned_model_dir, sft_pipeline)
@@ -319,6 +322,63 @@ def test_a_worse_baseline_model_is_an_improvement_shown_in_the_report(tiny_varia
     against = context["against_baseline"]
     assert against["regressions"] == [] and "exact match" in against["improvements"], against
     assert against["baseline"] == f"model.baseline ({sft_pipeline.base_model_dir})"
+    assert context["models"] == ["base", "tuned", "baseline"]
+    # the base's own weights as the baseline: its answers, asked through the baseline's source, are the base's
+    assert all(card["others"]["baseline"] == card["base"] for card in context["cards"])
+    assert context["summary"]["others"]["baseline"] == context["summary"]["base"]
+
+
+def test_a_report_of_three_models_is_written_read_and_refused_when_a_card_lacks_one(
+    tiny_variant, sft_pipeline, tmp_path
+):
+    """The three-model report's JSON reads back and its page has a column per model; a card without the third
+    model's answer, or a `models` list that does not start with the base and the tuned model, is one line."""
+    from sft_eval.report import render_html, write_report
+
+    context = with_baseline(tiny_variant, sft_pipeline.base_model_dir, sft_pipeline).report_context()
+    written = write_report(context, tmp_path / "out").with_suffix(".json")
+    assert read_report_json(written)["models"] == ["base", "tuned", "baseline"]
+    html = render_html(context)
+    assert "<h2>Summary: base vs tuned vs baseline</h2>" in html and "<th>baseline</th>" in html
+    assert '"others":["baseline"]' in html  # the cards' script draws the third side
+    two = render_html(sft_pipeline.report_context())
+    assert "<th>baseline</th>" not in two and '"others":[]' in two
+    for edit, says in (
+        (lambda r: r["cards"][2]["others"].pop("baseline"), "cards[2].others.baseline is null, not an object"),
+        (lambda r: r.update(models=["tuned", "base"]), 'models is ["tuned", "base"], not a list starting'),
+        (lambda r: r["summary"].pop("others"), "summary.others.baseline is null, not an object"),
+    ):
+        report = json.loads(written.read_text(encoding="utf-8"))
+        edit(report)
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(report), encoding="utf-8")
+        with pytest.raises(SftEvalError) as raised:
+            read_report_json(bad)
+        assert says in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+
+
+def test_each_model_is_a_source_resolved_once_and_keyed_as_before(tiny_variant, sft_pipeline):
+    """The models a recipe names are sources of three origins, resolved once per pipeline: the base, the run
+    trained here, and folders trained elsewhere (the tuned model's and the baseline's, here both the tuned model's
+    own folder). Loading and the answer cache's identity are derived from the source alone; the identities are the
+    ones answers were cached under before sources existed, so a warm cache stays warm."""
+    here = sft_pipeline.sources
+    assert {name: s.origin for name, s in here.items()} == {"base": "base", "tuned": "trained-here"}
+    assert sft_pipeline.identity(here["base"]) == {"base": sft_pipeline.base_key}
+    assert sft_pipeline.identity(here["tuned"]) == {"tuned": sft_pipeline.tuned_model_dir.parent.name}
+    folder = sft_pipeline.tuned_model_dir
+    recipe = load_recipe(tiny_variant({"[model]\n": f'[model]\ntuned = "{folder}"\nbaseline = "{folder}"\n'}))
+    elsewhere = Pipeline(recipe, cache=sft_pipeline.cache)
+    sources = elsewhere.sources
+    assert elsewhere.sources is sources, "resolved once"
+    assert {name: s.origin for name, s in sources.items()} == {"base": "base", "tuned": "folder", "baseline": "folder"}
+    assert (sources["tuned"].key, sources["baseline"].key) == ("model.tuned", "model.baseline")
+    assert elsewhere.weights(sources["tuned"]) == elsewhere.weights(sources["baseline"]) == (folder, False)
+    digest = source_digest(str(folder))
+    assert elsewhere.identity(sources["tuned"]) == {"tuned": digest, "base": sft_pipeline.base_key}
+    assert elsewhere.identity(sources["baseline"]) == {"baseline": digest, "base": sft_pipeline.base_key}
+    assert elsewhere.answer_identity("tuned") != elsewhere.answer_identity("baseline"), "one cache entry per name"
+    assert elsewhere.finished_run == sources["tuned"].run and elsewhere.baseline_run == sources["baseline"].run
 
 
 def test_a_baseline_that_is_no_fine_tune_of_the_base_is_one_line(tiny_variant, sft_pipeline, realworld_dir, cli):

@@ -195,3 +195,27 @@ def test_printing_holds_every_selected_card_then_the_page_again(big_page):
     assert big_page.locator(".card").count() == 240
     big_page.evaluate("window.dispatchEvent(new Event('afterprint'))")
     assert big_page.locator(".card").count() == 50
+
+
+def test_a_third_model_is_a_third_column_of_every_card(browser, sft_pipeline, tmp_path):
+    """A report of three models (a baseline beside the base and the tuned one, as `[model] baseline` writes it):
+    each card shows the three answers side by side, in one row, the summary a column per model, and the search
+    finds an answer only the third model gave. The two-model page keeps its two columns (the tests above)."""
+    context = copy.deepcopy(sft_pipeline.report_context())
+    context["models"] = ["base", "tuned", "baseline"]
+    for card in context["cards"]:
+        card["others"] = {"baseline": {**card["base"], "text": "only the baseline says zebra-crossing"}}
+    context["summary"]["others"] = {"baseline": context["summary"]["base"]}
+    report.read_report_json(write_report(context, tmp_path).with_suffix(".json"))  # what was written reads back
+    tab = browser.new_page(viewport={"width": 1280, "height": 900})
+    tab.goto((tmp_path / "sft_report.html").as_uri())
+    first = tab.locator(".card").first
+    sides = first.locator(".side")
+    assert sides.count() == 3 and sides.nth(2).locator("h4").inner_text().startswith("baseline")
+    boxes = [sides.nth(i).bounding_box() for i in range(3)]
+    assert len({round(b["y"]) for b in boxes}) == 1, boxes  # one row
+    assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"], boxes
+    assert tab.locator("section#summary th", has_text="baseline").count() == 1
+    tab.fill("#card-search", "zebra-crossing")
+    assert tab.locator(".card").count() == min(len(context["cards"]), 50)
+    tab.close()

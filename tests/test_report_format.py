@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sft_eval.pipeline import Pipeline
+from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
 from sft_eval.report import format as report_format
 from sft_eval.report import read_report_json
 
@@ -40,10 +42,26 @@ def written(sft_pipeline, tmp_path_factory):
     baseline = (str(plain / "sft_report.json"), read_report_json(plain / "sft_report.json"))
     full = tmp_path_factory.mktemp("full")
     write_report(sft_pipeline.report_context(outcomes, speed={"batched engine": 2450.0}, baseline=baseline), full)
-    return {"plain": (plain / "sft_report.json").read_text(), "full": (full / "sft_report.json").read_text()}
+    # a third model: `[model] baseline` naming a folder (the base's own weights), its answers beside the others
+    recipe = load_recipe(tiny_variant_text(f'[model]\nbaseline = "{sft_pipeline.base_model_dir}"\n', plain))
+    three = tmp_path_factory.mktemp("three")
+    write_report(Pipeline(recipe, cache=sft_pipeline.cache).report_context(), three)
+    return {
+        name: (folder / "sft_report.json").read_text()
+        for name, folder in (("plain", plain), ("full", full), ("three", three))
+    }
 
 
-@pytest.mark.parametrize("which", ["plain", "full"])
+def tiny_variant_text(model: str, folder: Path) -> Path:
+    """The default recipe with `model` as its [model] header, written to `folder` with its data paths absolute."""
+    text = DEFAULT_RECIPE.read_text(encoding="utf-8").replace("[model]\n", model, 1)
+    text = text.replace('"../data/', f'"{(DEFAULT_RECIPE.parent.parent / "data").resolve()}/')
+    path = folder / "three.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("which", ["plain", "full", "three"])
 def test_the_types_hold_what_the_report_writes(adapter, written, which):
     """Every field `build_context` writes is declared, of the declared type, and every declared field is written:
     a field added to the report and not to the format (or the other way) fails here."""
@@ -53,6 +71,9 @@ def test_the_types_hold_what_the_report_writes(adapter, written, which):
     assert report["categories"], "the tiny questions carry categories: the category rows are held too"
     if which == "full":
         assert report["outcomes"]["skips"] and report["speed"] and report["against_baseline"] is not None
+    if which == "three":
+        assert report["models"] == ["base", "tuned", "baseline"] and report["summary"]["others"]["baseline"]
+        assert all(set(card["others"]) == {"baseline"} for card in report["cards"])
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,7 @@ def build_context(
     for its own section. `signals`: the teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for
     the Quality signals section."""
     likelihood = {r["label"]: r for r in (signals or {}).get("expected", [])}
+    others = [name for name in evaluation.models if name not in ("base", "tuned")]  # a baseline model, say
     cards = [
         {
             "question": r.question.question,
@@ -109,12 +110,14 @@ def build_context(
                 if r.question.question in likelihood
                 else {}
             ),
+            **({"others": {name: _side(r.answer(name), r.score(name)) for name in others}} if others else {}),
         }
         for r in evaluation.records
     ]
     return {
         "format": REPORT_FORMAT,
         "title": f"sft-eval report: {recipe.name}",
+        "models": evaluation.models,
         "outcomes": outcomes,
         "checks": checks or [],
         "against_baseline": against_baseline,
@@ -144,7 +147,11 @@ def build_context(
             "peft": run.peft,
             "steps": run.steps,
         },
-        "summary": {"base": evaluation.base_summary.to_dict(), "tuned": evaluation.tuned_summary.to_dict()},
+        "summary": {
+            "base": evaluation.base_summary.to_dict(),
+            "tuned": evaluation.tuned_summary.to_dict(),
+            **({"others": {name: evaluation.summary(name).to_dict() for name in others}} if others else {}),
+        },
         "comparison": [d.to_dict() for d in evaluation.comparison()],
         "categories": _categories(evaluation, likelihood),
         "thresholds": dataclasses.asdict(recipe.thresholds),
@@ -307,9 +314,11 @@ def card_payload(context: dict[str, Any]) -> dict[str, Any]:
                 "failed": any(tuned),
                 "changed": base != tuned,
                 "leaked": bool(card["base"]["leaks"] or card["tuned"]["leaks"]),
+                **({"o": {name: side(a) for name, a in card["others"].items()}} if card.get("others") else {}),
             }
         )
-    return {"cards": cards, "max_repetition": max_repetition, "whitespace": PY_WHITESPACE}
+    others = context.get("models", ["base", "tuned"])[2:]
+    return {"cards": cards, "others": others, "max_repetition": max_repetition, "whitespace": PY_WHITESPACE}
 
 
 def script_json(data: Any) -> Markup:
@@ -467,11 +476,27 @@ def check_report(context: dict[str, Any], where: str) -> None:
         validate.fields(
             context["thresholds"], f"{where}: thresholds", required=dict.fromkeys(keys, validate.number), optional={}
         )
+    others = _other_models(context, where)
     for k, card in enumerate(context["cards"]):
         at = f"{where}: cards[{k}]"
         validate.fields(card, at, required={"question": validate.text, "diff": _pair_list(validate.text)}, optional={})
         _sides(card, at, _SIDE)
         _nll_pair(card, at)
+        if others:
+            _sides(card.get("others") or {}, f"{at}.others", _SIDE, others)
+
+
+def _other_models(context: dict[str, Any], where: str) -> list[str]:
+    """The models a report holds beyond the base and the tuned one (`models`), each with its summary."""
+    models = context.get("models", ["base", "tuned"])
+    if not isinstance(models, list) or models[:2] != ["base", "tuned"]:
+        raise SftEvalError(f'{where}: models is {validate.shown(models)}, not a list starting ["base", "tuned"]')
+    others = [validate.text(name, f"{where}: models[{k + 2}]") for k, name in enumerate(models[2:])]
+    if others:
+        summaries = context["summary"].get("others") if isinstance(context["summary"], dict) else None
+        numbers = dict.fromkeys(("eos_stop_rate", "mean_repetition", "leak_rate"), validate.number)
+        _sides(summaries if isinstance(summaries, dict) else {}, f"{where}: summary.others", numbers, others)
+    return others
 
 
 def _category_rows(value: Any, where: str) -> None:
@@ -487,9 +512,9 @@ def _category_rows(value: Any, where: str) -> None:
         _nll_pair(row, at)
 
 
-def _sides(entry: dict[str, Any], at: str, fields: dict[str, Any]) -> None:
-    """`entry`'s "base" and "tuned" objects, each with `fields`."""
-    for side in ("base", "tuned"):
+def _sides(entry: dict[str, Any], at: str, fields: dict[str, Any], names: Sequence[str] = ("base", "tuned")) -> None:
+    """`entry`'s "base" and "tuned" objects (or those `names`), each with `fields`."""
+    for side in names:
         if not isinstance(entry.get(side), dict):
             raise SftEvalError(f"{at}.{side} is {validate.shown(entry.get(side))}, not an object")
         validate.fields(entry[side], f"{at}.{side}", required=fields, optional={})

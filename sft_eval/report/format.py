@@ -54,7 +54,7 @@ class ExpectedNll(TypedDict):
 
 
 class Card(TypedDict):
-    """One evaluation question, both answers side by side."""
+    """One evaluation question, every model's answer side by side."""
 
     question: str
     """The question."""
@@ -72,6 +72,9 @@ class Card(TypedDict):
     """The word diff from the base answer to the tuned one: runs of (`same`, `del` or `ins`, the words)."""
     expected_nll: NotRequired[ExpectedNll]
     """The expected answer's NLL under both models; absent when it was not scored."""
+    others: NotRequired[dict[str, Side]]
+    """The answers of the models beyond the base and the tuned one (`models`), by name; absent when there are
+    none."""
 
 
 class Summary(TypedDict):
@@ -96,12 +99,15 @@ class Summary(TypedDict):
 
 
 class Summaries(TypedDict):
-    """Both models' summaries."""
+    """Every model's summary."""
 
     base: Summary
     """The base model's."""
     tuned: Summary
     """The tuned model's."""
+    others: NotRequired[dict[str, Summary]]
+    """The summaries of the models beyond the base and the tuned one (`models`), by name; absent when there are
+    none."""
 
 
 class Difference(TypedDict):
@@ -238,6 +244,9 @@ class ReportData(TypedDict):
     """This format's version, `sft-eval-report/1`."""
     title: str
     """The page's title, with the recipe's name."""
+    models: NotRequired[list[str]]
+    """The models evaluated, by name, in order: `base`, `tuned`, then any other the recipe names (`baseline`); a
+    report written before this field compared `base` and `tuned` alone."""
     outcomes: Outcomes | None
     """The pytest run's outcomes when the report was written by a suite run; null from `sft-eval report`."""
     checks: list[Check]

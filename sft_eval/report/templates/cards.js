@@ -44,6 +44,7 @@
     var pair = el("div", "pair");
     pair.appendChild(side("base", c.base));
     pair.appendChild(side("tuned", c.tuned));
+    data.others.forEach(function (name) { pair.appendChild(side(name, c.o[name])); });  // a baseline model, say
     div.appendChild(pair);
     div.appendChild(diff(c));
     return div;
@@ -51,7 +52,7 @@
   function matches(c, index) {
     if (state.filter !== "all" && !c[state.filter]) return false;
     if (!state.query) return true;
-    if (haystack === null) haystack = cards.map(function (x) { return [x.q, x.e || "", x.base.t, x.tuned.t].join("\n").toLowerCase(); });
+    if (haystack === null) haystack = cards.map(function (x) { return [x.q, x.e || "", x.base.t, x.tuned.t].concat(data.others.map(function (n) { return x.o[n].t; })).join("\n").toLowerCase(); });
     return haystack[index].indexOf(state.query) >= 0;
   }
   function draw() {

@@ -5,6 +5,7 @@ What lives here is for this repository's own tests: the real-world material shar
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -231,12 +232,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
             item.add_marker(pytest.mark.slow)
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + bool(
-            item.get_closest_marker("slow")
-        )
-    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: each module's own order kept
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: each module's own order kept
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -450,9 +450,16 @@ class Pipeline:
         if source.origin == "base":
             return self.base_model_dir, False
         if source.origin == "trained-here":
-            return self._tuned_entry / "model", self.recipe.peft is not None  # a LoRA run saves its adapter alone
+            return self._tuned_entry / "model", self.is_adapter(source)  # a LoRA run saves its adapter alone
         assert source.run is not None, source
-        return source.run.weights, source.run.adapter
+        return source.run.weights, self.is_adapter(source)
+
+    def is_adapter(self, source: ModelSource) -> bool:
+        """`source` is a PEFT adapter on the base (a LoRA recipe trained here, or an adapter folder), known without
+        building or training anything."""
+        if source.origin == "trained-here":
+            return self.recipe.peft is not None
+        return source.run is not None and source.run.adapter
 
     def load(self, source: ModelSource) -> PreTrainedModel:
         """A fresh copy of `source`'s model on this pipeline's device: full weights, or an adapter on the base."""
@@ -482,8 +489,7 @@ class Pipeline:
     @property
     def tuned_is_adapter(self) -> bool:
         """The tuned model is a PEFT adapter on the base: a LoRA recipe trained here, or an adapter folder."""
-        source = self.sources["tuned"]
-        return source.run.adapter if source.run is not None else self.recipe.peft is not None
+        return self.is_adapter(self.sources["tuned"])
 
     @property
     def lora_settings(self) -> dict[str, Any] | None:

@@ -440,6 +440,9 @@ _SIDE = {
 }
 
 
+_SUMMARY = dict.fromkeys(("eos_stop_rate", "mean_repetition", "leak_rate"), validate.number)  # what the page reads
+
+
 def check_report(context: dict[str, Any], where: str) -> None:
     """What the page reads of a report's JSON, checked before it is drawn: each card's question, answers and
     badges, the loss curve's points (a null loss is a non-finite one), the repetition threshold. A bad value is one
@@ -494,18 +497,16 @@ def _other_models(context: dict[str, Any], where: str) -> list[str]:
     others = [validate.text(name, f"{where}: models[{k + 2}]") for k, name in enumerate(models[2:])]
     if others:
         summaries = context["summary"].get("others") if isinstance(context["summary"], dict) else None
-        numbers = dict.fromkeys(("eos_stop_rate", "mean_repetition", "leak_rate"), validate.number)
-        _sides(summaries if isinstance(summaries, dict) else {}, f"{where}: summary.others", numbers, others)
+        _sides(summaries if isinstance(summaries, dict) else {}, f"{where}: summary.others", _SUMMARY, others)
     return others
 
 
 def _category_rows(value: Any, where: str) -> None:
     """The By category section's rows: a name, a count and both models' summaries."""
-    summary = {"eos_stop_rate": validate.number, "mean_repetition": validate.number, "leak_rate": validate.number}
     for k, row in enumerate(validate.objects(value, where)):
         at = f"{where}[{k}]"
         validate.fields(row, at, required={"category": validate.text, "questions": validate.integer}, optional={})
-        _sides(row, at, summary)
+        _sides(row, at, _SUMMARY)
         for side in ("base", "tuned"):
             for key in ("match_rate", "mean_chrf"):
                 _number_or_null(row[side].get(key), f"{at}.{side}.{key}")

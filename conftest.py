@@ -162,21 +162,14 @@ class Cli:
 
 @contextlib.contextmanager
 def _environment(extra: dict[str, str | None]) -> Iterator[None]:
-    """os.environ with `extra` (None: unset), restored after."""
-    saved = {name: os.environ.get(name) for name in extra}
-    try:
+    """os.environ with `extra` (None: unset), restored after: pytest's own MonkeyPatch."""
+    with pytest.MonkeyPatch.context() as patch:
         for name, value in extra.items():
             if value is None:
-                os.environ.pop(name, None)
+                patch.delenv(name, raising=False)
             else:
-                os.environ[name] = value
+                patch.setenv(name, value)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

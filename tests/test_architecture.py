@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "audit": (
         "audit",
         "audit.template",
+        "audit.tools",
         "audit.tokenizer",
         "audit.checks",
         "audit.checkpoint",

@@ -10,8 +10,9 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding, guarded, registered_checks
-from sft_eval.audit.template import EXCHANGES, audit_template, could_not_run, render
+from sft_eval.audit.template import EXCHANGES, audit_template, could_not_run, render, renders
 from sft_eval.audit.tokenizer import check_pad
+from sft_eval.audit.tools import audit_tools
 from sft_eval.chat import RenderRunaway, special_literals
 from sft_eval.data import Rows
 
@@ -23,10 +24,13 @@ def run_checks(
     generation_eos: list[int] | None = None,
     rows: Rows | None = None,
     system_message: str = "",
+    assistant_only_loss: bool = True,
 ) -> list[Finding]:
     """Every template and tokenizer check, built-in and registered. What depends on the data's shape (multi-turn
     rows, system messages, reasoning) is read from `rows` and `system_message`; with no rows (a template or
-    tokenizer audited alone) single-turn rows without a system message are assumed, and the findings say so."""
+    tokenizer audited alone) single-turn rows without a system message are assumed, and the findings say so. Tool
+    checks are errors for rows with tools, warnings for a template that speaks of tools audited without them;
+    `assistant_only_loss` says whether the tool mask is judged (a template audited alone: it is)."""
     if tokenizer.chat_template:
         try:
             render(tokenizer, EXCHANGES, generation_prompt=False)
@@ -41,6 +45,10 @@ def run_checks(
         rows=rows,
         system_message=system_message,
     )
+    if renders(findings):  # tools, calls and results: on a template that renders a plain conversation
+        findings += audit_tools(
+            tokenizer, rows, assistant_only_loss=assistant_only_loss, enable_thinking=enable_thinking
+        )
     findings += guarded(CheckId.TOKENIZER_PAD, lambda: check_pad(tokenizer))
     for check_id, check in registered_checks().items():  # users' own checks, after the built-in ones
         findings += guarded(check_id, functools.partial(check, tokenizer))

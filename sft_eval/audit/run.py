@@ -49,6 +49,7 @@ def audit_recipe(
         generation_eos=generation_eos_ids(str(model_dir)),
         rows=rows,
         system_message=recipe.eval.system_message,
+        assistant_only_loss=bool(recipe.sft.get("assistant_only_loss", False)),
     )
     findings += audit_checkpoint(tokenizer, model_dir)
     if lora is not None:

@@ -285,20 +285,31 @@ def check_prefix(
                 )
             )
             continue
-        served_ids, trained_ids = token_ids(tokenizer, prompt), token_ids(tokenizer, trained)
-        if trained_ids[: len(served_ids)] != served_ids:
-            k = first_difference(served_ids, trained_ids)
+        merged = tokens_merge(tokenizer, prompt, trained)
+        if merged:
             findings.append(
                 Finding(
                     CheckId.TEMPLATE_PREFIX,
                     "error",
                     f"{turn}: the strings are prefixes but the tokens are not: BPE merges across the prompt/answer "
                     "boundary, so the served prompt ends in a token training never put there",
-                    f"served tokens {tokenizer.convert_ids_to_tokens(served_ids[max(0, k - 3) : k + 2])} vs trained "
-                    f"{tokenizer.convert_ids_to_tokens(trained_ids[max(0, k - 3) : k + 3])} (differ at token {k})",
+                    merged,
                 )
             )
     return findings
+
+
+def tokens_merge(tokenizer: PreTrainedTokenizerBase, prompt: str, trained: str) -> str:
+    """Evidence when `prompt`, a string prefix of `trained`, is not a token prefix of it (BPE merges across the
+    boundary); empty when its tokens are."""
+    served_ids, trained_ids = token_ids(tokenizer, prompt), token_ids(tokenizer, trained)
+    if trained_ids[: len(served_ids)] == served_ids:
+        return ""
+    k = first_difference(served_ids, trained_ids)
+    return (
+        f"served tokens {tokenizer.convert_ids_to_tokens(served_ids[max(0, k - 3) : k + 2])} vs trained "
+        f"{tokenizer.convert_ids_to_tokens(trained_ids[max(0, k - 3) : k + 3])} (differ at token {k})"
+    )
 
 
 def check_double_bos(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> list[Finding]:

@@ -6,6 +6,7 @@ drops or mangles rows is the kind of failure sft-eval exists to catch.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import textwrap
@@ -135,7 +136,7 @@ def _from_rows(rows: list[dict[str, Any]], path: Path) -> Dataset:
     """Rows the line scan vouched for but Arrow could not read as one table (a key with a number in one row and a
     string in another): `Dataset.from_list` says which column when it cannot either."""
     try:
-        return Dataset.from_list(rows)
+        return rows_dataset(rows)
     except Exception as exc:  # noqa: BLE001 - pyarrow's type errors, said once with the file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SftEvalError(
@@ -150,6 +151,8 @@ def rows_pass(dataset: Dataset) -> bool:
     """Whether every row passes the row check, decided on Arrow columns (no Python dict per row). False is not an
     error: it means "check row by row", which then raises with the row's line, or accepts what this could not."""
     columns = set(dataset.column_names)
+    if "tools" in columns or any(_has_tool_calls(_column_type(dataset, c)) for c in ("messages", "completion")):
+        return False  # calls and tool schemas are checked row by row (tool data is small)
     if "messages" in columns:
         check = _messages_rows_pass
     elif {"prompt", "completion"} <= columns:
@@ -157,6 +160,28 @@ def rows_pass(dataset: Dataset) -> bool:
     else:
         return False
     return all(check(batch) for batch in dataset.with_format("arrow").iter(batch_size=VALIDATE_BATCH))
+
+
+def _has_tool_calls(kind: Any) -> bool:
+    """Whether an Arrow message-list type has a `tool_calls` field."""
+    import pyarrow as pa
+
+    if kind is None or not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return False
+    return pa.types.is_struct(kind.value_type) and kind.value_type.get_field_index("tool_calls") >= 0
+
+
+def rows_dataset(rows: list[dict[str, Any]]) -> Dataset:
+    """Rows as a `Dataset`, with a column whose values differ in shape kept as JSON (`datasets`' Json type): Arrow
+    would otherwise widen tool-call arguments (and tool schemas) to one struct of every row's keys, and each call
+    would render with the other rows' keys set to null (`{"city": "Lisbon", "a": null}`)."""
+    return Dataset.from_list(rows, **_MIXED_AS_JSON)
+
+
+# `datasets` >= 4.8 keeps a column of mixed shapes as JSON; an older one widens it (or fails, said in one line)
+_MIXED_AS_JSON = (
+    {"on_mixed_types": "use_json"} if "on_mixed_types" in inspect.signature(Dataset.from_list).parameters else {}
+)
 
 
 def _is_messages_type(kind: Any) -> bool:
@@ -277,30 +302,103 @@ def _row_format(row: dict[str, Any]) -> str:
     return "text prompt/completion"
 
 
-def _check_messages(messages: Any, where: str, key: str) -> None:
+def _check_messages(messages: Any, where: str, key: str, tools: list[str] | None = None) -> None:
+    """A list of {role, content} messages with known roles; an assistant message may instead (or also) carry
+    `tool_calls`, each checked (`tools`: the row's tool names, which a call must be one of)."""
     if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+        isinstance(m, dict)
+        and isinstance(m.get("role"), str)
+        and (isinstance(m.get("content"), str) or (m.get("tool_calls") and m.get("content") is None))
+        for m in messages
     ):
         raise SftEvalError(f'{where}: `{key}` must be a list of {{"role": ..., "content": ...}} objects')
-    for m in messages:
+    for index, m in enumerate(messages):
         if m["role"] not in ROLES:
             usual = _OTHER_CONVENTIONS.get(m["role"].lower())
             hint = f" (ShareGPT-style? use {usual!r})" if usual else ""
             raise SftEvalError(f"{where}: unknown role {m['role']!r}{hint}; chat templates know {', '.join(ROLES)}")
+        if m.get("tool_calls") is not None:
+            if m["role"] != "assistant":
+                raise SftEvalError(
+                    f"{where}: `{key}`[{index}], a {m['role']} message, has `tool_calls`: only an assistant calls tools"
+                )
+            _check_tool_calls(m["tool_calls"], f"{where}: `{key}`[{index}].tool_calls", tools)
+
+
+def _check_tool_calls(calls: Any, where: str, tools: list[str] | None) -> None:
+    """TRL's (and transformers') call format: `{"type": "function", "function": {"name": ..., "arguments": {...}}}`,
+    or the flat `{"name": ..., "arguments": ...}`; arguments a JSON object, or a string holding one."""
+    if not isinstance(calls, list) or not calls:
+        raise SftEvalError(f"{where} must be a non-empty list of calls")
+    for k, call in enumerate(calls):
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise SftEvalError(
+                f'{where}[{k}] is not a call: use {{"type": "function", "function": {{"name": ..., '
+                '"arguments": {...}}}'
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise SftEvalError(f"{where}[{k}] has no function name")
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError as exc:
+                raise SftEvalError(
+                    f"{where}[{k}] ({name}): its arguments are not valid JSON ({exc.msg}, column {exc.colno})"
+                ) from None
+        if not isinstance(arguments, dict):
+            raise SftEvalError(
+                f"{where}[{k}] ({name}): its arguments must be a JSON object, not {type(arguments).__name__}"
+            )
+        if tools is not None and name not in tools:
+            raise SftEvalError(
+                f"{where}[{k}] calls {name!r}, which is not among the row's tools ({', '.join(tools) or 'none'}): "
+                "the model would learn to call a tool it was never offered"
+            )
+
+
+def _tool_names(row: dict[str, Any], where: str) -> list[str] | None:
+    """The names of a row's `tools` (a list of JSON-schema functions, or a string holding one, as TRL reads it);
+    None when the row gives none."""
+    tools = row.get("tools")
+    if tools is None or tools == "":
+        return None
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as exc:
+            raise SftEvalError(f"{where}: `tools` is not valid JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(tools, list):
+        raise SftEvalError(f"{where}: `tools` must be a list of function schemas, not {type(tools).__name__}")
+    names = []
+    for k, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise SftEvalError(
+                f'{where}: `tools`[{k}] is not a function schema: use {{"type": "function", "function": {{"name": ..., '
+                '"description": ..., "parameters": {...}}}'
+            )
+        names.append(function["name"])
+    return names
 
 
 def _check_row(row: dict[str, Any], where: str) -> None:
+    tools = _tool_names(row, where)
     if row.get("messages") is not None:
         messages = row["messages"]
-        _check_messages(messages, where, "messages")
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        _check_messages(messages, where, "messages", tools)
+        if not any(
+            m["role"] == "assistant" and ((m.get("content") or "").strip() or m.get("tool_calls")) for m in messages
+        ):
             raise SftEvalError(f"{where}: conversation has no assistant message to learn from")
     elif "prompt" in row or "completion" in row:
         for key in ("prompt", "completion"):
             if not isinstance(row.get(key), (str, list)) or not row.get(key):
                 raise SftEvalError(f"{where}: prompt/completion row needs a non-empty `{key}`")
             if isinstance(row[key], list):
-                _check_messages(row[key], where, key)
+                _check_messages(row[key], where, key, tools)
         if isinstance(row["prompt"], str) != isinstance(row["completion"], str):
             raise SftEvalError(f"{where}: `prompt` and `completion` must both be text or both be message lists")
     else:
@@ -462,6 +560,44 @@ def multi_turn_rows(rows: Any) -> int:
 def system_rows(rows: Any) -> int:
     """How many `messages` rows have a system message (column-wise on a `Dataset`)."""
     return _rows_with_role(rows, "system", at_least=1)
+
+
+def tool_rows(rows: Any) -> int:
+    """How many rows use tools: give a `tools` list, or have an assistant's `tool_calls` or a `tool` message (from
+    Arrow columns on a `Dataset`: only the row indices of hits are kept)."""
+    if not isinstance(rows, Dataset) or not _is_messages_type(_column_type(rows, "messages")):
+        return sum(
+            bool(row.get("tools"))
+            or any(m.get("role") == "tool" or m.get("tool_calls") for m in row.get("messages") or [])
+            for row in rows or []
+        )
+    import numpy as np
+    import pyarrow.compute as pc
+
+    used: set[int] = set()
+    if "tools" in rows.column_names:
+        batches = rows.with_format("arrow").select_columns(["tools"]).iter(batch_size=VALIDATE_BATCH)
+        for number, batch in enumerate(batches):
+            tools = batch.column("tools")
+            size = pc.utf8_length(tools) if _is_text(tools.type) else pc.list_value_length(tools)
+            given = pc.fill_null(pc.greater(size, 2 if _is_text(tools.type) else 0), False)  # not "" nor "[]"
+            used.update((np.flatnonzero(given.to_numpy(zero_copy_only=False)) + number * VALIDATE_BATCH).tolist())
+    offset = 0
+    fields = {field.name for field in _column_type(rows, "messages").value_type}
+    for count, messages, parents in _message_batches(rows, "messages"):
+        hit = pc.equal(pc.struct_field(messages, "role"), "tool").to_numpy(zero_copy_only=False)
+        if "tool_calls" in fields:
+            calls = pc.struct_field(messages, "tool_calls")
+            hit |= pc.fill_null(pc.greater(pc.list_value_length(calls), 0), False).to_numpy(zero_copy_only=False)
+        used.update((np.unique(parents[hit]) + offset).tolist())
+        offset += count
+    return len(used)
+
+
+def _is_text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def _rows_with_role(rows: Any, role: str, *, at_least: int) -> int:

@@ -22,7 +22,7 @@ from sft_eval import validate
 from sft_eval.adapters import adapter_summary, trained_summary
 from sft_eval.cache import write_atomic
 from sft_eval.chat import check_rows_render
-from sft_eval.data import Rows
+from sft_eval.data import Rows, rows_dataset
 from sft_eval.errors import SftEvalError
 from sft_eval.models import TRAINER_STATE, FinishedRun, load_json
 from sft_eval.recipe import Recipe
@@ -166,7 +166,7 @@ def train_sft(
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=rows if isinstance(rows, Dataset) else Dataset.from_list(rows),
+        train_dataset=rows if isinstance(rows, Dataset) else rows_dataset(rows),
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
     )

@@ -187,12 +187,15 @@ def test_a_key_whose_type_changes_between_rows_loads_unchanged(tmp_path):
 
 
 def test_rows_no_table_can_hold_are_one_line(tmp_path, monkeypatch):
-    """When Arrow cannot read the file and the line scan vouches for its rows, they become a table from the list,
-    or one line naming the file when no table can hold them (older `datasets` without the `Json` feature)."""
+    """When Arrow cannot read the file and the line scan vouches for its rows, they become a table from the list
+    (a column of mixed types kept as JSON, each row's value as written), or one line naming the file when no table
+    can hold them (an older `datasets`, without the `Json` feature: simulated)."""
     import sft_eval.data
 
     monkeypatch.setattr(sft_eval.data, "_arrow_jsonl", lambda path, cache_dir: None)
     recipe, path = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta="x")])
+    assert [row["meta"] for row in load_sft_rows(recipe)] == [1, "x"]
+    monkeypatch.setattr(sft_eval.data, "_MIXED_AS_JSON", {})
     with pytest.raises(SftEvalError, match=rf"^{path}: the rows do not form one table .*int64"):
         load_sft_rows(recipe)
     recipe, _ = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta=2)])
@@ -221,3 +224,83 @@ def test_column_wise_helpers_agree_with_row_by_row():
     conversational = GOOD_TABLES["conversational prompt/completion"]
     for rows, turns in ((text, ["p1", "p2"]), (conversational, ["2+2?"])):
         assert all_user_turns(rows) == all_user_turns(Dataset.from_list(rows)) == turns
+
+
+# -- rows with tools (issue 28): TRL's format loads as written; a malformed call is one line naming it ----------------
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+MULTIPLY = {
+    "type": "function",
+    "function": {
+        "name": "multiply",
+        "description": "a times b.",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
+    },
+}
+
+
+def tool_row(name: str, arguments, tools=(WEATHER, MULTIPLY), content=None) -> dict:
+    call = {
+        "role": "assistant",
+        "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}],
+    }
+    if content is not None:
+        call["content"] = content
+    return {
+        "messages": [
+            {"role": "user", "content": f"Please use {name}."},
+            call,
+            {"role": "tool", "name": name, "content": "42"},
+            {"role": "assistant", "content": "It is 42."},
+        ],
+        "tools": list(tools),
+    }
+
+
+def test_tool_rows_load_with_each_calls_own_arguments(tmp_path):
+    """Rows whose calls take different arguments: Arrow would widen them to one struct and every call would carry
+    the other rows' keys as nulls (`{"city": "Lisbon", "a": null, "b": null}`); each call keeps its own, read by
+    `datasets`' JSON builder or, when a column defeats Arrow, line by line."""
+    rows = [tool_row("get_weather", {"city": "Lisbon"}), tool_row("multiply", {"a": 3, "b": 4}, content="")]
+    recipe, _ = recipe_for(tmp_path, rows)
+    loaded = load_sft_rows(recipe)
+    calls = [row["messages"][1]["tool_calls"][0]["function"]["arguments"] for row in loaded]
+    assert calls == [{"city": "Lisbon"}, {"a": 3, "b": 4}]
+    from sft_eval.data import rows_dataset
+
+    assert [r["messages"][1]["tool_calls"][0]["function"]["arguments"] for r in rows_dataset(rows)] == calls
+    widened = Dataset.from_list(rows)  # the broken case: what a plain from_list does to the same rows
+    assert widened[0]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {
+        "city": "Lisbon",
+        "a": None,
+        "b": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "fragments"),
+    [
+        (tool_row("get_weather", '{"city": Lisbon}'), ["tool_calls[0] (get_weather)", "not valid JSON", "column 10"]),
+        (tool_row("get_weather", ["Lisbon"]), ["tool_calls[0] (get_weather)", "a JSON object, not list"]),
+        (tool_row("get_time", {}), ["calls 'get_time'", "not among the row's tools (get_weather, multiply)"]),
+        (tool_row("", {}), ["`messages`[1].tool_calls[0] has no function name"]),
+        ({**tool_row("get_weather", {}), "tools": "[{"}, ["`tools` is not valid JSON"]),
+        ({**tool_row("get_weather", {}), "tools": [{"type": "function"}]}, ["`tools`[0] is not a function schema"]),
+    ],
+    ids=["arguments-not-json", "arguments-not-object", "unknown-tool", "no-name", "tools-not-json", "tools-not-schema"],
+)
+def test_a_malformed_call_is_one_line_naming_its_line_and_call(tmp_path, row, fragments):
+    good = tool_row("multiply", {"a": 1, "b": 2})
+    recipe, path = recipe_for(tmp_path, [good, good, row])
+    with pytest.raises(SftEvalError) as caught:
+        load_sft_rows(recipe)
+    line = str(caught.value)
+    assert line.startswith(f"{path}:3: ") and "\n" not in line, line
+    for fragment in fragments:
+        assert fragment in line, line

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding
 from sft_eval.chat import check_rows_render, render
-from sft_eval.data import Rows, head
+from sft_eval.data import Rows, head, rows_dataset
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import Recipe
 from sft_eval.trainer_config import sft_config
@@ -49,16 +49,13 @@ def trainer_batch(
     limit: int | None = AUDIT_ROWS,
 ) -> TrainerBatch:
     """Build the recipe's SFTTrainer on `rows` (the first `limit`; None: all) and collate its prepared dataset."""
-    from datasets import Dataset
     from trl import SFTTrainer
 
     sample = [dict(row, **{ROW_KEY: i}) for i, row in enumerate(head(rows, len(rows) if limit is None else limit))]
     tokenizer = copy.deepcopy(tokenizer)  # the trainer may set its pad token
     with tempfile.TemporaryDirectory() as out:
         config, _ = sft_config(recipe, out)
-        trainer = SFTTrainer(
-            model=model, args=config, train_dataset=Dataset.from_list(sample), processing_class=tokenizer
-        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=rows_dataset(sample), processing_class=tokenizer)
         prepared = trainer.train_dataset
         source, input_ids, labels = [], [], []
         for start in range(0, len(prepared), 64):
@@ -229,7 +226,6 @@ def packed_rows(
     found whole inside a pack after another row, with how far its log-probabilities moved. Returns those rows and
     how many packs were built."""
     import torch
-    from datasets import Dataset
     from trl import SFTTrainer
 
     sample = head(rows, PACKING_ROWS)
@@ -239,7 +235,7 @@ def packed_rows(
         for packed in (True, False):
             config, _ = sft_config(recipe.with_sft(packing=packed), out)
             trainer = SFTTrainer(
-                model=model, args=config, train_dataset=Dataset.from_list(sample), processing_class=tokenizer
+                model=model, args=config, train_dataset=rows_dataset(sample), processing_class=tokenizer
             )
             prepared[packed] = trainer
         packs = prepared[True].train_dataset

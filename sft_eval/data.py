@@ -440,6 +440,72 @@ def load_questions(recipe: Recipe) -> list[Question]:
     return questions[: recipe.eval.limit]
 
 
+@dataclass(frozen=True)
+class ToolItem:
+    """A tool-calling evaluation item: a conversation (its last message the user's question or a tool's result)
+    with the tools it offers, expecting a call (`expected_call`: name and arguments) or a text (`expected`)."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    expected_call: dict[str, Any] | None = None
+    expected: str | None = None
+    category: str = ""
+    id: str = ""
+
+    @property
+    def question(self) -> str:
+        """What the item asks, in one line: the last message's text."""
+        return str(self.messages[-1].get("content") or "")
+
+
+def load_tool_items(recipe: Recipe) -> list[ToolItem]:
+    """The recipe's `eval.tool_items`, each line checked as a training row is (roles, calls, tools) plus what it
+    expects; a bad line is one error naming it."""
+    if not recipe.eval.tool_items:
+        return []
+    path = Path(recipe.resolve(recipe.eval.tool_items))
+    if not path.is_file():
+        raise SftEvalError(f"eval.tool_items: {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    items = []
+    for number, row in _read_jsonl(path):
+        where = f"{path}:{number}"
+        tools = _tool_names(row, where)
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise SftEvalError(f"{where}: needs `messages`, the conversation to ask")
+        _check_messages(messages, where, "messages", tools)
+        if messages[-1]["role"] not in ("user", "tool"):
+            raise SftEvalError(f"{where}: the conversation must end with the user's question or a tool's result")
+        call, expected = row.get("expected_call"), row.get("expected")
+        if (call is None) == (expected is None):
+            raise SftEvalError(f"{where}: give one of `expected_call` ({{name, arguments}}) or `expected` (a text)")
+        if call is not None:
+            _check_tool_calls([call], f"{where}: `expected_call`", tools)
+        elif not isinstance(expected, str):
+            raise SftEvalError(f"{where}: `expected` must be a string")
+        raw_tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
+        items.append(
+            ToolItem(messages, raw_tools or None, call, expected, str(row.get("category", "")), str(row.get("id", "")))
+        )
+    if not items:
+        raise SftEvalError(f"eval.tool_items: {path} has no items")
+    return items
+
+
+def row_texts(row: dict[str, Any]) -> list[str]:
+    """The texts a row's rendering carries: each message's content, and its calls and tools as the JSON a template
+    writes them in (what the tiny tokenizer is trained on)."""
+    texts = []
+    for message in row.get("messages") or []:
+        if isinstance(message.get("content"), str):
+            texts.append(message["content"])
+        if message.get("tool_calls"):
+            texts.append(json.dumps(message["tool_calls"]))
+    if row.get("tools"):
+        texts.append(row["tools"] if isinstance(row["tools"], str) else json.dumps(row["tools"]))
+    return texts
+
+
 def user_and_answer(row: dict[str, Any]) -> tuple[str, str]:
     """The first user prompt and the first assistant response of a row, as the lesson's table shows them."""
     if "messages" in row:

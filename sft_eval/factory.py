@@ -21,16 +21,18 @@ class Inputs:
 
     recipe: Recipe
     questions: list[Any]  # sft_eval.data.Question
+    tool_items: list[Any]  # sft_eval.data.ToolItem: `eval.tool_items`, validated with the questions
 
 
 def read_inputs(
     recipe: str | Path, *, max_train_rows: int | None = None, max_eval_questions: int | None = None
 ) -> Inputs:
-    """The recipe file read and validated, cut down by the limits, and its questions read and validated."""
-    from sft_eval.data import load_questions
+    """The recipe file read and validated, cut down by the limits, and its questions (and tool items) read and
+    validated."""
+    from sft_eval.data import load_questions, load_tool_items
 
     limited = with_limits(load_recipe(recipe), max_train_rows=max_train_rows, max_eval_questions=max_eval_questions)
-    return Inputs(limited, load_questions(limited))
+    return Inputs(limited, load_questions(limited), load_tool_items(limited))
 
 
 def open_pipeline(

@@ -37,9 +37,20 @@ from sft_eval.chat import (
     shipped_templates,
     special_literals,
 )
-from sft_eval.data import Question, assistant_texts, load_general_text, load_questions, load_sft_rows, split_held_out
+from sft_eval.data import (
+    Question,
+    ToolItem,
+    assistant_texts,
+    load_general_text,
+    load_questions,
+    load_sft_rows,
+    load_tool_items,
+    row_texts,
+    split_held_out,
+)
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import CachedAnswers, GenerationSettings, Target, backend_for, check_backend
+from sft_eval.generation.local import generate_prompts
 from sft_eval.golden import (
     TOP_K,
     GoldenVerdict,
@@ -85,6 +96,7 @@ from sft_eval.scoring import (
     text_sequences,
 )
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
+from sft_eval.toolcalls import ToolRecord, ToolSummary, response_parser, score_answers, summarize, tool_prompt
 from sft_eval.training import read_finished_run, read_trainer_state, train_sft
 
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
@@ -134,6 +146,7 @@ class Pipeline:
         self.device = resolve_device(device)
         self.answer_cache = answer_cache  # False: generate every answer again (`--no-answer-cache`)
         self.answer_counts: dict[str, dict[str, int]] = {}  # per model: answers read from the cache, generated
+        self._tool_summaries: dict[str, ToolSummary] = {}  # per model: its tool-call rates, once asked
         check_backend(recipe.eval.backend, str(recipe.path or recipe.name))
 
     # -- build ------------------------------------------------------------------------------------------
@@ -174,7 +187,7 @@ class Pipeline:
         key = cache_key("tokenizer", {"template": template, "vocabulary": self.vocabulary_key})
 
         def build(folder: Path) -> None:
-            texts = _corpus() + [m["content"] for row in self.loaded_rows for m in row.get("messages") or []]
+            texts = _corpus() + [text for row in self.loaded_rows for text in row_texts(row)]
             specials = special_literals(template)
             train_tokenizer(texts, template, specials, eos_token=end_of_turn(specials)).save_pretrained(folder)
 
@@ -553,6 +566,35 @@ class Pipeline:
             "device": self.device.type,
         }
 
+    @functools.cached_property
+    def tool_items(self) -> list[ToolItem]:
+        return load_tool_items(self.recipe)
+
+    def tool_records(self, which: str) -> list[ToolRecord]:
+        """The `which` model's answers to the recipe's `eval.tool_items`, each asked as its conversation with its
+        tools, the call parsed with the template's response parser and scored. Generated in this process (the
+        transformers backend), not cached: tool items are few."""
+        parser, why = response_parser(self.tokenizer)
+        if parser is None:
+            raise SftEvalError(f"eval.tool_items: {why}")
+        thinking = self.recipe.eval.enable_thinking
+        prompts = [tool_prompt(self.tokenizer, item, enable_thinking=thinking) for item in self.tool_items]
+        answers = generate_prompts(
+            self._model_for_answers(which),
+            self.tokenizer,
+            prompts,
+            [item.question for item in self.tool_items],
+            max_new_tokens=self.recipe.eval.max_new_tokens,
+            batch_size=self.recipe.eval.batch_size,
+        )
+        return score_answers(parser, self.tool_items, prompts, answers)
+
+    def tool_summary(self, which: str) -> ToolSummary:
+        """The `which` model's tool-call rates (asked once per pipeline)."""
+        if which not in self._tool_summaries:
+            self._tool_summaries[which] = summarize([r.score for r in self.tool_records(which)])
+        return self._tool_summaries[which]
+
     @property
     def evaluated(self) -> bool:
         """Whether this pipeline has evaluated its models (its answers and scores exist): what a report needs."""
@@ -819,6 +861,7 @@ class Pipeline:
             self.findings + self.merge_findings,
             self.tokenizer.eos_token,
             self.signals,
+            (self.tool_summary("tuned"), self.tool_summary("base")) if self.tool_items else None,
         )
 
     def answer_provenance(self) -> str:

@@ -112,6 +112,11 @@ class EvalSection:
         None, 'a JSONL file of {"question", "expected", "id", "category"} lines (all but question optional)'
     )
     limit: int | None = key(None, "ask the first N questions (inline ones first)")
+    tool_items: str | None = key(
+        None,
+        "tool-calling items (.jsonl: `messages`, `tools`, and `expected_call` {name, arguments} or `expected` text): "
+        "each asked as its conversation, the answer's call parsed with the template's response parser and scored",
+    )
     backend: str = key(
         "transformers",
         '"transformers": generate in this process; "openai": an OpenAI-compatible server (vLLM, SGLang, TGI, '
@@ -150,6 +155,14 @@ class Thresholds:
     max_repetition: float = key(0.3, "the worst tuned answer's repetition")
     max_base_eos_stop_rate: float = key(0.2, "share of base answers that end at the end-of-turn token")
     min_chrf: float = key(50.0, "mean chrF (0-100) of the tuned answers against their expected answers")
+    min_tool_call_rate: float = key(
+        0.8,
+        "share of `eval.tool_items` expecting a call answered with a call a caller can execute: the expected tool, "
+        "with arguments its parameters schema accepts",
+    )
+    min_tool_call_exact: float = key(
+        0.8, "share of `eval.tool_items` expecting a call answered with exactly that call (0: not judged)"
+    )
     min_eval_loss_drop: float = key(0.1, "the tuned model's held-out loss at least this fraction below the base's")
     max_forgetting: float = key(1.15, "general-text loss, tuned over base")
     max_expected_nll_rise: float = key(0.5, "nats/token an expected answer (and end of turn) may become less likely")

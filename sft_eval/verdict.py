@@ -16,6 +16,7 @@ from sft_eval.recipe import Thresholds
 from sft_eval.records import TrainingRun, loss_problems, plan_problems, unjudged_loss
 from sft_eval.sanity import Evaluation, Score
 from sft_eval.scoring import Signals
+from sft_eval.toolcalls import ToolSummary
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,40 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
     return {c.name: c for c in (held, forgetting, expected, length)}
 
 
+def tool_checks(thresholds: Thresholds, tuned: ToolSummary, base: ToolSummary | None = None) -> dict[str, Check]:
+    """The tuned model's calls on the recipe's tool items: a call a caller can execute (the expected tool, arguments
+    its schema accepts) on at least `min_tool_call_rate` of the items expecting one, and exactly the expected call on
+    `min_tool_call_exact` (0: not judged). The base's rates are quoted beside."""
+    if not tuned.calls:
+        why = "no tool item expects a call"
+        return {name: Check(name, None, why) for name in ("tools.call", "tools.call_exact")}
+    rates = (
+        f"(a call at all: {tuned.has_call:.0%}, the expected tool: {tuned.name:.0%}, valid arguments: "
+        f"{tuned.valid:.0%}, exact: {tuned.exact:.0%}"
+        + (f"; the base's executable calls: {base.callable:.0%}" if base is not None else "")
+        + ")"
+    )
+    exact = (
+        Check("tools.call_exact", None, "min_tool_call_exact is 0: exact calls are not judged")
+        if thresholds.min_tool_call_exact <= 0
+        else _judged(
+            "tools.call_exact",
+            tuned.exact >= thresholds.min_tool_call_exact,
+            f"the tuned model made exactly the expected call on {tuned.exact:.0%} of {tuned.calls} items, the "
+            f"recipe asks for {thresholds.min_tool_call_exact:.0%} {rates}",
+        )
+    )
+    return {
+        "tools.call": _judged(
+            "tools.call",
+            tuned.callable >= thresholds.min_tool_call_rate,
+            f"the tuned model made an executable call to the expected tool on {tuned.callable:.0%} of {tuned.calls} "
+            f"items, the recipe asks for {thresholds.min_tool_call_rate:.0%} {rates}",
+        ),
+        "tools.call_exact": exact,
+    }
+
+
 def audit_check(findings: list[Finding]) -> Check:
     errors = [f for f in findings if f.severity == "error"]
     return _judged(
@@ -196,13 +231,16 @@ def judge(
     findings: list[Finding],
     eos_token: str,
     signals: Signals | None = None,
+    tools: tuple[ToolSummary, ToolSummary] | None = None,
 ) -> list[Check]:
-    """Every check the suites hold a run to, in one list (what `sft-eval report` shows and exits by)."""
+    """Every check the suites hold a run to, in one list (what `sft-eval report` shows and exits by). `tools`: the
+    tuned and the base model's tool-call summaries, where the recipe has tool items."""
     return [
         audit_check(findings),
         *training_checks(thresholds, run).values(),
         *response_checks(thresholds, evaluation, eos_token).values(),
         *(signal_checks(thresholds, signals).values() if signals is not None else ()),
+        *(tool_checks(thresholds, *tools).values() if tools is not None else ()),
     ]
 
 

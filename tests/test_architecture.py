@@ -47,7 +47,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "train": ("training",),
     "generate": ("generation", "generation.local", "generation.served"),
-    "score": ("sanity", "scoring", "golden", "verdict"),
+    "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
     "compare": ("compare", "sweep"),
     "report": ("report",),
     "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),

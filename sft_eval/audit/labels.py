@@ -127,7 +127,7 @@ def _regions(
             prompt = render(tokenizer, messages[:i], add_generation_prompt=True, chat_template=template)
             cursor = max(cursor, len(prompt)) if text.startswith(prompt) else cursor
         allowed = cursor  # search after the header: '<|im_start|>' contains 'star'
-        start = text.find(message["content"], cursor) if message["content"] else -1
+        start = text.find(message["content"], cursor) if message.get("content") else -1
         if start < 0:
             continue
         end = cursor = start + len(message["content"])

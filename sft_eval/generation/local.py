@@ -60,11 +60,25 @@ def generate(
     batch_size: int = 32,
 ) -> list[Answer]:
     """Greedy answers to `questions`, rendered with the tokenizer's chat template, in input order."""
-    stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     prompts = [
         render_prompt(tokenizer, conversation(q, system_message), enable_thinking=enable_thinking) for q in questions
     ]
+    return generate_prompts(model, tokenizer, prompts, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def generate_prompts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    questions: list[str],
+    *,
+    max_new_tokens: int = 100,
+    batch_size: int = 32,
+) -> list[Answer]:
+    """Greedy answers to prompts already rendered (a conversation, tools and all), each recorded under its
+    question, in input order."""
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     check_context(model, tokenizer, prompts, max_new_tokens)
     # Similar lengths share a batch: less padding, same answers.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -83,7 +97,7 @@ def generate(
         new = output[:, batch["input_ids"].shape[1] :].tolist()
         for i, ids in zip(chunk, new, strict=True):
             answers[i] = _answer(questions[i], ids, stops, tokenizer)
-    return [answers[i] for i in range(len(questions))]
+    return [answers[i] for i in range(len(prompts))]
 
 
 def left_padded(

@@ -1,0 +1,202 @@
+"""Tool calls: ask conversations with tools, parse each answer's call with the template's own response parser,
+and score it against the expected call, field by field.
+
+The parser is transformers' `tokenizer.parse_response` driven by a response template: the tokenizer's own, else
+the one TRL's `add_response_schema` knows for the model family, else (the shipped tiny tool template, which writes
+calls in Qwen's format) TRL's Qwen template. No per-family regex is written here.
+
+Per item expecting a call, as NeMo's tool-call evaluator counts them: has_call, the name right, the arguments
+valid JSON (the parser raised otherwise), argument precision and recall field by field, and exact match. Items
+expecting text: the answer matches (normalised) and makes no call.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from sft_eval.chat import TEMPLATES_DIR, render
+from sft_eval.data import ToolItem, normalise
+from sft_eval.records import Answer
+
+SHIPPED_TOOL_TEMPLATE = TEMPLATES_DIR / "chatml_tools.jinja"
+
+
+def response_parser(tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedTokenizerBase | None, str]:
+    """A copy of `tokenizer` that `parse_response` works on, and where its response template came from; (None,
+    why) when no parser is known for its chat template."""
+    if getattr(tokenizer, "response_template", None) or getattr(tokenizer, "response_schema", None):
+        return tokenizer, "the tokenizer's own response template"
+    from trl.chat_template_utils import add_response_schema, qwen3_template
+
+    parser = copy.deepcopy(tokenizer)
+    try:
+        return add_response_schema(parser), "TRL's response template for this model family"
+    except ValueError:
+        pass
+    if parser.chat_template == Path(SHIPPED_TOOL_TEMPLATE).read_text(encoding="utf-8"):
+        parser.response_template = qwen3_template  # the shipped template writes calls as Qwen does
+        return parser, "TRL's Qwen response template (the shipped chatml_tools template writes Qwen's format)"
+    return None, (
+        "no response parser is known for this chat template: set `tokenizer.response_template` (transformers' "
+        "response templates) or use a template TRL's add_response_schema knows"
+    )
+
+
+def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: ToolItem, *, enable_thinking: bool = False) -> str:
+    """The item's conversation and tools as the template serves them, with the generation prompt."""
+    return render(
+        tokenizer,
+        copy.deepcopy(item.messages),
+        add_generation_prompt=True,
+        tools=copy.deepcopy(item.tools),
+        enable_thinking=enable_thinking,
+    )
+
+
+def parse_answer(parser: PreTrainedTokenizerBase, prompt: str, answer: Answer) -> dict[str, Any]:
+    """The answer as a message (`content`, `tool_calls`), parsed with the prompt as prefix; `{"error": ...}` when
+    the parser refuses it (a call whose arguments are not JSON)."""
+    try:
+        parsed = parser.parse_response(answer.raw, prefix=prompt)
+    except Exception as exc:  # the parser's JSON stage and schema checks raise ValueError; report, not crash
+        return {"role": "assistant", "content": answer.text, "error": str(exc).splitlines()[0][:200]}
+    return parsed if isinstance(parsed, dict) else {"role": "assistant", "content": answer.text}
+
+
+def _arguments(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+@dataclass(frozen=True)
+class ToolScore:
+    """One item's verdict. For an item expecting a call: has_call (the answer makes one), name (the first call
+    names the expected tool), valid (its arguments are a JSON object that the tool's `parameters` schema accepts:
+    a call a caller can execute), callable (name and valid), precision and recall (of the argument fields given and
+    expected, the share with the expected value), exact (one call, name and arguments equal). For an item expecting
+    text: matched (normalised equality), has_call (it called a tool instead)."""
+
+    kind: str  # "call" or "text"
+    has_call: bool
+    name: bool = False
+    valid: bool = False
+    callable: bool = False
+    precision: float = 0.0
+    recall: float = 0.0
+    exact: bool = False
+    matched: bool = False
+    error: str = ""  # why the parser refused the answer, or why the arguments fail the schema
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def schema_problem(item: ToolItem, name: str, arguments: Any) -> str:
+    """Why `arguments` cannot be passed to the item's tool `name` (not an object, or its JSON schema refuses
+    them: a required field missing, a wrong type); empty when they can, or the item lists no such tool."""
+    if not isinstance(arguments, dict):
+        return f"the arguments are {type(arguments).__name__}, not a JSON object"
+    tool = next((t.get("function", t) for t in item.tools or [] if t.get("function", t).get("name") == name), None)
+    schema = (tool or {}).get("parameters")
+    if not isinstance(schema, dict):
+        return ""
+    from jsonschema import validators
+
+    errors = sorted(validators.validator_for(schema)(schema).iter_errors(arguments), key=lambda e: list(e.path))
+    return f"{name}: {errors[0].message}" if errors else ""
+
+
+def score_item(item: ToolItem, parsed: dict[str, Any]) -> ToolScore:
+    calls = parsed.get("tool_calls") or []
+    error = parsed.get("error", "")
+    if item.expected_call is None:
+        matched = not calls and not error and normalise(parsed.get("content") or "") == normalise(item.expected or "")
+        return ToolScore("text", bool(calls) or bool(error), matched=matched, error=error)
+    expected = item.expected_call.get("function", item.expected_call)
+    want = _arguments(expected.get("arguments", {}))
+    if not calls:
+        return ToolScore("call", bool(error), error=error)  # a call the parser refused is a call, not a valid one
+    first = calls[0].get("function", calls[0]) if isinstance(calls[0], dict) else {}
+    given = _arguments(first.get("arguments", {}))
+    problem = schema_problem(item, str(first.get("name")), given)
+    valid = not problem
+    right = sum(1 for k, v in given.items() if k in want and want[k] == v) if isinstance(given, dict) else 0
+    precision = right / len(given) if isinstance(given, dict) and given else float(not want)
+    recall = right / len(want) if want else 1.0
+    name = first.get("name") == expected.get("name")
+    exact = len(calls) == 1 and name and given == want
+    return ToolScore("call", True, name, valid, name and valid, precision, recall, exact, error=problem)
+
+
+@dataclass(frozen=True)
+class ToolSummary:
+    """Rates over the items expecting a call (`calls` of them) and those expecting text (`texts`)."""
+
+    calls: int
+    texts: int
+    has_call: float
+    name: float
+    valid: float
+    callable: float
+    precision: float
+    recall: float
+    exact: float
+    text_matched: float
+    text_called: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(scores: list[ToolScore]) -> ToolSummary:
+    calls = [s for s in scores if s.kind == "call"]
+    texts = [s for s in scores if s.kind == "text"]
+
+    def rate(items: list[ToolScore], field: str) -> float:
+        return sum(float(getattr(s, field)) for s in items) / len(items) if items else 0.0
+
+    return ToolSummary(
+        calls=len(calls),
+        texts=len(texts),
+        has_call=rate(calls, "has_call"),
+        name=rate(calls, "name"),
+        valid=rate(calls, "valid"),
+        callable=rate(calls, "callable"),
+        precision=rate(calls, "precision"),
+        recall=rate(calls, "recall"),
+        exact=rate(calls, "exact"),
+        text_matched=rate(texts, "matched"),
+        text_called=rate(texts, "has_call"),
+    )
+
+
+@dataclass(frozen=True)
+class ToolRecord:
+    """An item asked: its prompt, the answer, the parsed message and its score."""
+
+    item: ToolItem
+    prompt: str
+    answer: Answer
+    parsed: dict[str, Any]
+    score: ToolScore
+
+
+def score_answers(
+    parser: PreTrainedTokenizerBase, items: list[ToolItem], prompts: list[str], answers: list[Answer]
+) -> list[ToolRecord]:
+    """Every item's answer parsed and scored (plain data in, plain data out)."""
+    records = []
+    for item, prompt, answer in zip(items, prompts, answers, strict=True):
+        parsed = parse_answer(parser, prompt, answer)
+        records.append(ToolRecord(item, prompt, answer, parsed, score_item(item, parsed)))
+    return records

@@ -1,0 +1,243 @@
+"""Issue 28: tool-calling evaluation items, parsed with the template's own response parser, scored field by field;
+and the shipped tiny tool recipe, which learns to call (and a run with its calls masked out, which does not).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from sft_eval.data import ToolItem, load_tool_items
+from sft_eval.errors import SftEvalError
+from sft_eval.pipeline import Pipeline
+from sft_eval.recipe import FIXTURES_DIR, load_recipe, recipe_from_dict
+from sft_eval.records import Answer
+from sft_eval.tokenizer import load_tokenizer
+from sft_eval.toolcalls import SHIPPED_TOOL_TEMPLATE, parse_answer, response_parser, score_item, summarize, tool_prompt
+from sft_eval.verdict import tool_checks
+
+TOOLS_RECIPE = FIXTURES_DIR / "recipes" / "tiny_tools.toml"
+REPO = Path(__file__).resolve().parent.parent
+TOOL_DATA = FIXTURES_DIR / "data"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather now.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
+ASK = [{"role": "user", "content": "Weather in Oslo?"}]
+CALL_ITEM = ToolItem(ASK, [WEATHER], expected_call={"name": "get_weather", "arguments": {"city": "Oslo"}})
+TEXT_ITEM = ToolItem([{"role": "user", "content": "Hi!"}], [WEATHER], expected="Hello!")
+
+
+def call(name: str, arguments) -> dict:
+    return {
+        "role": "assistant",
+        "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("parsed", "expected"),
+    [
+        (call("get_weather", {"city": "Oslo"}), dict(has_call=True, name=True, valid=True, callable=True, exact=True)),
+        (call("get_weather", {"city": "Rome"}), dict(name=True, valid=True, callable=True, exact=False, recall=0.0)),
+        (call("get_time", {"city": "Oslo"}), dict(name=False, callable=False, exact=False, recall=1.0)),
+        (call("get_weather", {}), dict(name=True, valid=False, callable=False, error="'city' is a required property")),
+        (call("get_weather", {"city": 7}), dict(valid=False, error="7 is not of type 'string'")),
+        (call("get_weather", {"city": "Oslo", "days": 2}), dict(valid=True, exact=False, precision=0.5, recall=1.0)),
+        ({"role": "assistant", "content": "It is cold."}, dict(has_call=False, callable=False)),
+        ({"role": "assistant", "content": "<tool_call>", "error": "json"}, dict(has_call=True, valid=False)),
+    ],
+    ids=["exact", "wrong-city", "wrong-tool", "missing-field", "wrong-type", "extra-field", "no-call", "not-json"],
+)
+def test_a_call_is_scored_field_by_field_against_the_tools_schema(parsed, expected):
+    score = score_item(CALL_ITEM, parsed)
+    for field, value in expected.items():
+        got = getattr(score, field)
+        assert (value in got) if field == "error" else got == value, (field, score)
+
+
+def test_a_text_item_is_matched_and_a_call_there_counted():
+    assert score_item(TEXT_ITEM, {"role": "assistant", "content": "hello!"}).matched
+    called = score_item(TEXT_ITEM, call("get_weather", {"city": "Oslo"}))
+    assert called.has_call and not called.matched
+    summary = summarize([score_item(CALL_ITEM, call("get_weather", {"city": "Oslo"})), called])
+    assert (summary.calls, summary.texts, summary.exact, summary.text_called) == (1, 1, 1.0, 1.0)
+
+
+def test_the_checks_fire_below_their_thresholds_and_not_above():
+    thresholds = load_recipe(TOOLS_RECIPE).thresholds
+    good = summarize([score_item(CALL_ITEM, call("get_weather", {"city": "Oslo"}))])
+    bad = summarize([score_item(CALL_ITEM, {"role": "assistant", "content": "It is cold."})])
+    assert tool_checks(thresholds, good)["tools.call"].passed is True
+    failing = tool_checks(thresholds, bad, good)["tools.call"]
+    assert (
+        failing.passed is False
+        and "0% of 1 items" in failing.message
+        and "base's executable calls: 100%" in failing.message
+    )
+    assert tool_checks(thresholds, good)["tools.call_exact"].passed is None  # the tiny recipe does not judge it
+
+
+def test_answers_are_parsed_by_the_templates_own_parser(realworld_dir, sft_tokenizer):
+    """The shipped tool template gets TRL's Qwen response template; a released Qwen2.5 tokenizer TRL's own for it;
+    a template no parser knows is a reason, not a regex; a call whose JSON is broken is an error, not a crash."""
+    tools_tokenizer = sft_tokenizer.__class__.from_pretrained(sft_tokenizer.name_or_path)
+    tools_tokenizer.chat_template = Path(SHIPPED_TOOL_TEMPLATE).read_text(encoding="utf-8")
+    parser, how = response_parser(tools_tokenizer)
+    assert parser is not None and "Qwen" in how
+    prompt = tool_prompt(tools_tokenizer, CALL_ITEM)
+    raw = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>'
+    parsed = parse_answer(parser, prompt, Answer(ASK[0]["content"], "", raw, [], 0, "eos"))
+    assert parsed["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    broken = parse_answer(parser, prompt, Answer("q", "x", raw.replace('"Oslo"', "Oslo"), [], 0, "eos"))
+    assert broken["error"] and not broken.get("tool_calls")
+    qwen = load_tokenizer(realworld_dir / "tokenizers" / "Qwen2.5-0.5B-Instruct")
+    assert response_parser(qwen)[0] is not None
+    assert response_parser(sft_tokenizer)[0] is None and "response_template" in response_parser(sft_tokenizer)[1]
+
+
+def write_items(tmp_path, rows: list) -> Path:
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+GOOD_ITEM = {
+    "messages": ASK,
+    "tools": [WEATHER],
+    "expected_call": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ({**GOOD_ITEM, "expected": "x"}, "give one of `expected_call`"),
+        ({k: v for k, v in GOOD_ITEM.items() if k != "expected_call"}, "give one of `expected_call`"),
+        ({**GOOD_ITEM, "expected_call": {"name": "get_time", "arguments": {}}}, "not among the row's tools"),
+        ({**GOOD_ITEM, "messages": [*ASK, {"role": "assistant", "content": "x"}]}, "must end with the user's question"),
+        ({**GOOD_ITEM, "messages": []}, "needs `messages`"),
+    ],
+    ids=["both", "neither", "unknown-tool", "ends-with-answer", "no-messages"],
+)
+def test_a_bad_tool_item_is_one_line_naming_its_line(tmp_path, cli, row, fragment):
+    path = write_items(tmp_path, [GOOD_ITEM, row])
+    recipe = recipe_from_dict(
+        {"name": "t", "data": {"train": "x.jsonl"}, "eval": {"questions": ["q"], "tool_items": str(path)}}
+    )
+    with pytest.raises(SftEvalError, match=rf"^{path}:2: .*{fragment}"):
+        load_tool_items(recipe)
+
+
+def test_a_bad_tool_item_stops_the_cli_before_any_work(tmp_path, cli):
+    path = write_items(tmp_path, [{**GOOD_ITEM, "expected_call": {"name": "get_weather", "arguments": "{city"}}])
+    recipe = TOOLS_RECIPE.read_text(encoding="utf-8").replace('"../data/tool_eval.jsonl"', json.dumps(str(path)))
+    recipe = recipe.replace('"../data/', json.dumps(str(TOOL_DATA))[:-1] + "/")
+    (tmp_path / "r.toml").write_text(recipe, encoding="utf-8")
+    cli.bad_input(cli.main("report", "--recipe", str(tmp_path / "r.toml")), f"{path}:1", "not valid JSON")
+
+
+def test_no_evaluation_item_is_a_training_prompt():
+    """The held-out items ask (wording, city) pairs no training row asks: a call right is generalisation."""
+    train = [json.loads(line) for line in (TOOL_DATA / "tool_train.jsonl").read_text(encoding="utf-8").splitlines()]
+    asked = {json.dumps(row["messages"][:1]) for row in train if "tool_calls" in row["messages"][1]}
+    items = load_tool_items(load_recipe(TOOLS_RECIPE))
+    calls = [item for item in items if item.expected_call is not None]
+    assert len(calls) == 32 and not [i for i in calls if json.dumps(i.messages) in asked]
+
+
+# -- the tiny tool recipe, trained ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tool_pipeline(sft_pipeline) -> Pipeline:
+    """The shipped tiny tool recipe, trained here (the one training of its kind: a tokenizer and base for its rows,
+    then 165 SFT steps), cached beside the default's fixtures."""
+    return Pipeline(load_recipe(TOOLS_RECIPE), sft_pipeline.cache, device="cpu")
+
+
+def masked_calls_template(tmp_path: Path) -> Path:
+    """The shipped tool template with its calls outside the `{% generation %}` mask: assistant-only loss trains
+    plain answers and never a call (what `template.tool_loss` catches before training)."""
+    source = Path(SHIPPED_TOOL_TEMPLATE).read_text(encoding="utf-8")
+    edits = [
+        (
+            "        {%- generation %}\n        {%- if message['content'] %}",
+            "        {%- if message['content'] %}{%- generation %}",
+        ),
+        (
+            "            {{- message['content'] }}\n        {%- endif %}",
+            "            {{- message['content'] }}{%- endgeneration %}\n        {%- endif %}",
+        ),
+        (
+            "        {{- '<|im_end|>' }}\n        {%- endgeneration %}",
+            "        {%- generation %}{{- '<|im_end|>' }}{%- endgeneration %}",
+        ),
+    ]
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    path = tmp_path / "chatml_tools_masked.jinja"
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow  # trains the tool recipe, and its masked twin
+def test_the_tiny_tool_caller_learns_and_a_run_that_never_trained_calls_does_not(tool_pipeline, tmp_path):
+    """The tuned model calls the expected tool with schema-valid arguments on the held-out items above the recipe's
+    threshold; the base never calls. A run whose template masks the calls out (a second SFT run on the same base:
+    the broken case must be trained to show the check fires; 44 steps) fails the same check, and the audit says
+    why first."""
+    thresholds = tool_pipeline.recipe.thresholds
+    tuned, base = tool_pipeline.tool_summary("tuned"), tool_pipeline.tool_summary("base")
+    checks = tool_checks(thresholds, tuned, base)
+    assert checks["tools.call"].passed, checks["tools.call"].message
+    assert tuned.callable >= thresholds.min_tool_call_rate + 0.1  # a margin, not a coin toss
+    assert base.has_call == 0 and base.callable == 0
+    assert tuned.text_called == 0  # the plain questions are answered, not called
+
+    raw = TOOLS_RECIPE.read_text(encoding="utf-8").replace('"../data/', json.dumps(str(TOOL_DATA))[:-1] + "/")
+    raw = raw.replace(
+        'chat_template = "chatml_tools"', f"chat_template = {json.dumps(str(masked_calls_template(tmp_path)))}"
+    )
+    # 4 epochs, not 15: no call token is ever in the loss, so no number of steps teaches one (the tuned run above
+    # calls after 15)
+    raw = raw.replace("num_train_epochs = 15", "num_train_epochs = 4")
+    (tmp_path / "masked.toml").write_text(raw, encoding="utf-8")
+    masked = Pipeline(load_recipe(tmp_path / "masked.toml"), tool_pipeline.cache, device="cpu")
+    assert masked.base_key == tool_pipeline.base_key  # the same base: only the mask differs
+    assert "template.tool_loss" in {f.check for f in masked.audit() if f.severity == "error"}
+    from trl.chat_template_utils import qwen3_template
+
+    masked.tokenizer.response_template = qwen3_template  # an edited template: its parser named, as a user would
+    broken = tool_checks(thresholds, masked.tool_summary("tuned"))["tools.call"]
+    assert broken.passed is False, broken.message
+
+
+@pytest.mark.slow  # the tool recipe's training, then two processes
+def test_the_guides_tool_commands_run_as_written(tool_pipeline, cli):
+    """docs/tools.md's commands, from the checkout's root, on the cache the fixture above trained: the audit of the
+    shipped tool template and rows is clean, and the tool suite passes on the tuned model."""
+    text = (REPO / "docs" / "tools.md").read_text(encoding="utf-8")
+    section = text[text.index("## The tiny tool recipe") :]
+    (commands,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    env = {"SFT_EVAL_CACHE": str(tool_pipeline.cache.root)}
+    lines = [line for line in commands.splitlines() if line.strip()]
+    assert [line.split()[0] for line in lines] == ["sft-eval", "pytest"], lines
+    audit = cli.run(*shlex.split(lines[0])[1:], "--json", cwd=REPO, env=env)
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    assert not [f for f in json.loads(audit.stdout)["findings"] if f["severity"] == "error"]
+    suite = cli.pytest(*shlex.split(lines[1])[1:], "-v", "-p", "no:randomly", cwd=REPO, env=env)
+    assert suite.returncode == 0, suite.stdout[-3000:]
+    passed = re.findall(r"test_tool_calls\.py::(\S+) PASSED", suite.stdout)
+    assert "test_tuned_model_makes_the_expected_calls[tools.call]" in passed, suite.stdout[-3000:]

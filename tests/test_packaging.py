@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sft_eval.chat import shipped_templates
+
 pytestmark = pytest.mark.slow  # builds the wheel and installs it in a virtual environment of its own
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +82,7 @@ def test_the_wheel_ships_fixtures_and_works_without_the_checkout(wheel, tmp_path
     assert probe.returncode == 0, probe.stderr[-2000:]
     fixtures, counts = probe.stdout.strip().splitlines()
     assert Path(fixtures) == site / "sft_eval" / "fixtures", f"fixtures came from {fixtures}, not the wheel"
-    assert counts == "421 31 6 True", counts
+    assert counts == f"421 31 {len(shipped_templates())} True", (counts, "rows, questions, templates, golden")
 
 
 def test_the_suites_run_from_the_installed_package_in_any_folder(wheel, tmp_path, cli):

@@ -96,7 +96,15 @@ from sft_eval.scoring import (
     text_sequences,
 )
 from sft_eval.tokenizer import load_tokenizer, train_tokenizer
-from sft_eval.toolcalls import ToolRecord, ToolSummary, response_parser, score_answers, summarize, tool_prompt
+from sft_eval.toolcalls import (
+    ToolRecord,
+    ToolSummary,
+    report_data,
+    response_parser,
+    score_answers,
+    summarize,
+    tool_prompt,
+)
 from sft_eval.training import read_finished_run, read_trainer_state, train_sft
 
 PRETRAIN_CORPUS = FIXTURES_DIR / "data" / "pretrain.txt"
@@ -146,7 +154,6 @@ class Pipeline:
         self.device = resolve_device(device)
         self.answer_cache = answer_cache  # False: generate every answer again (`--no-answer-cache`)
         self.answer_counts: dict[str, dict[str, int]] = {}  # per model: answers read from the cache, generated
-        self._tool_summaries: dict[str, ToolSummary] = {}  # per model: its tool-call rates, once asked
         check_backend(recipe.eval.backend, str(recipe.path or recipe.name))
 
     # -- build ------------------------------------------------------------------------------------------
@@ -573,7 +580,13 @@ class Pipeline:
     def tool_records(self, which: str) -> list[ToolRecord]:
         """The `which` model's answers to the recipe's `eval.tool_items`, each asked as its conversation with its
         tools, the call parsed with the template's response parser and scored. Generated in this process (the
-        transformers backend), not cached: tool items are few."""
+        transformers backend) once per pipeline and model, not in the answer cache: tool items are few."""
+        asked = self.__dict__.setdefault("tool_record_cache", {})
+        if which not in asked:
+            asked[which] = self._ask_tool_items(which)
+        return asked[which]
+
+    def _ask_tool_items(self, which: str) -> list[ToolRecord]:
         parser, why = response_parser(self.tokenizer)
         if parser is None:
             raise SftEvalError(f"eval.tool_items: {why}")
@@ -590,10 +603,8 @@ class Pipeline:
         return score_answers(parser, self.tool_items, prompts, answers)
 
     def tool_summary(self, which: str) -> ToolSummary:
-        """The `which` model's tool-call rates (asked once per pipeline)."""
-        if which not in self._tool_summaries:
-            self._tool_summaries[which] = summarize([r.score for r in self.tool_records(which)])
-        return self._tool_summaries[which]
+        """The `which` model's tool-call rates."""
+        return summarize([r.score for r in self.tool_records(which)])
 
     @property
     def evaluated(self) -> bool:
@@ -847,7 +858,15 @@ class Pipeline:
             checks=[c.to_dict() for c in self.checks()],
             against_baseline=against,
             signals=self.signals.to_dict(),
+            tools=self.tool_report(),
         )
+
+    def tool_report(self) -> dict[str, Any] | None:
+        """The tool items asked of the base and the tuned model, for the report (`toolcalls.report_data`); None
+        when the recipe has none."""
+        if not self.tool_items:
+            return None
+        return report_data({which: self.tool_records(which) for which in ("base", "tuned")})
 
     def checks(self) -> list[Any]:
         """This run judged against its recipe's thresholds, the loss and plan checks and the audit's errors: the

@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from sft_eval.chat import TEMPLATES_DIR, render
 from sft_eval.data import ToolItem, normalise
 from sft_eval.records import Answer
+from sft_eval.sanity import PairedDifference, paired_bootstrap
 
 SHIPPED_TOOL_TEMPLATE = TEMPLATES_DIR / "chatml_tools.jinja"
 
@@ -200,3 +201,66 @@ def score_answers(
         parsed = parse_answer(parser, prompt, answer)
         records.append(ToolRecord(item, prompt, answer, parsed, score_item(item, parsed)))
     return records
+
+
+# What the report compares, item by item (pairs kept together): (metric, items of this kind, the score's field).
+# On items expecting a call: made one, named the right tool, one a caller can execute, the argument fields right,
+# exact; on items expecting text: answered it, called a tool instead (lower is better).
+PAIRED_METRICS = (
+    ("has call", "call", "has_call"),
+    ("right tool", "call", "name"),
+    ("callable call", "call", "callable"),
+    ("argument recall", "call", "recall"),
+    ("exact call", "call", "exact"),
+    ("text matched", "text", "matched"),
+    ("text answered with a call", "text", "has_call"),
+)
+
+
+def compare_scores(base: list[ToolScore], tuned: list[ToolScore]) -> list[PairedDifference]:
+    """Tuned minus base per tool metric, with the paired bootstrap over the items both were asked."""
+    found = []
+    for metric, kind, field in PAIRED_METRICS:
+        pairs = [(b, t) for b, t in zip(base, tuned, strict=True) if b.kind == kind]
+        if pairs:
+            found.append(
+                paired_bootstrap(
+                    metric, [float(getattr(b, field)) for b, _ in pairs], [float(getattr(t, field)) for _, t in pairs]
+                )
+            )
+    return found
+
+
+def _side(record: ToolRecord) -> dict[str, Any]:
+    calls = record.parsed.get("tool_calls") or []
+    return {
+        "raw": record.answer.raw,
+        "content": str(record.parsed.get("content") or ""),
+        "calls": [c.get("function", c) if isinstance(c, dict) else {"value": c} for c in calls],
+        "new_tokens": record.answer.new_tokens,
+        "stop_reason": record.answer.stop_reason,
+        "score": record.score.to_dict(),
+    }
+
+
+def report_data(records: dict[str, list[ToolRecord]]) -> dict[str, Any]:
+    """The tool items for the report (`report.format.ToolReport`), from each model's records (`base` and `tuned`,
+    the same items in the same order): every model's rates, tuned minus base with paired intervals, and one card
+    per item with its conversation, the tools offered, what it expects and each model's answer and parsed call."""
+    base, tuned = records["base"], records["tuned"]
+    return {
+        "summary": {name: summarize([r.score for r in rs]).to_dict() for name, rs in records.items()},
+        "comparison": [d.to_dict() for d in compare_scores([r.score for r in base], [r.score for r in tuned])],
+        "cards": [
+            {
+                "id": b.item.id,
+                "category": b.item.category,
+                "messages": b.item.messages,
+                "tools": [str(t.get("function", t).get("name", "")) for t in b.item.tools or []],
+                "expected_call": b.item.expected_call,
+                "expected": b.item.expected,
+                **{name: _side(rs[k]) for name, rs in records.items()},
+            }
+            for k, b in enumerate(base)
+        ],
+    }

@@ -52,6 +52,12 @@ def a_list(value: Any, where: str) -> list[Any]:
     return value
 
 
+def an_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SftEvalError(f"{where} is {shown(value)}, not an object")
+    return value
+
+
 def objects(value: Any, where: str) -> list[dict[str, Any]]:
     """A JSON list of objects."""
     for k, item in enumerate(a_list(value, where)):

@@ -4,6 +4,7 @@ and the shipped tiny tool recipe, which learns to call (and a run with its calls
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
@@ -16,8 +17,18 @@ from sft_eval.errors import SftEvalError
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import FIXTURES_DIR, load_recipe, recipe_from_dict
 from sft_eval.records import Answer
+from sft_eval.report import check_report, render_html
 from sft_eval.tokenizer import load_tokenizer
-from sft_eval.toolcalls import SHIPPED_TOOL_TEMPLATE, parse_answer, response_parser, score_item, summarize, tool_prompt
+from sft_eval.toolcalls import (
+    SHIPPED_TOOL_TEMPLATE,
+    parse_answer,
+    report_data,
+    response_parser,
+    score_answers,
+    score_item,
+    summarize,
+    tool_prompt,
+)
 from sft_eval.verdict import tool_checks
 
 TOOLS_RECIPE = FIXTURES_DIR / "recipes" / "tiny_tools.toml"
@@ -106,6 +117,102 @@ def test_answers_are_parsed_by_the_templates_own_parser(realworld_dir, sft_token
     qwen = load_tokenizer(realworld_dir / "tokenizers" / "Qwen2.5-0.5B-Instruct")
     assert response_parser(qwen)[0] is not None
     assert response_parser(sft_tokenizer)[0] is None and "response_template" in response_parser(sft_tokenizer)[1]
+
+
+CITIES = ("Oslo", "Rome", "Lima", "Pune", "Kyiv", "Baku", "Doha", "Riga", "Bern", "Oran", "Lome", "Suva")
+
+
+def weather_call(city: str) -> str:
+    """An answer calling get_weather as the shipped tool template writes calls (Qwen's format)."""
+    return f'<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{city}"}}}}\n</tool_call><|im_end|>'
+
+
+def answered(tokenizer, items: list[ToolItem], raws: list[str]):
+    """`items` asked and answered with `raws` (written here, not generated), parsed and scored as a model's are."""
+    parser, _ = response_parser(tokenizer)
+    prompts = [tool_prompt(tokenizer, item) for item in items]
+    answers = [
+        Answer(i.question, r.replace("<|im_end|>", ""), r, [], 9, "eos") for i, r in zip(items, raws, strict=True)
+    ]
+    return score_answers(parser, items, prompts, answers)
+
+
+@pytest.fixture(scope="module")
+def tools_tokenizer(sft_tokenizer):
+    tokenizer = sft_tokenizer.__class__.from_pretrained(sft_tokenizer.name_or_path)
+    tokenizer.chat_template = Path(SHIPPED_TOOL_TEMPLATE).read_text(encoding="utf-8")
+    return tokenizer
+
+
+def tool_report(tools_tokenizer, tuned_calls: int) -> dict:
+    """Twelve call items and two text items; the base answers each in words, the tuned model calls the right tool
+    with the right city on the first `tuned_calls` items, with the wrong city on the rest, and answers the text
+    items (one of its questions holding markup, which the page must show as text)."""
+    calls = [
+        ToolItem(
+            [{"role": "user", "content": f"Weather in {c}?"}],
+            [WEATHER],
+            {"name": "get_weather", "arguments": {"city": c}},
+            id=f"w{k}",
+        )
+        for k, c in enumerate(CITIES)
+    ]
+    texts = [TEXT_ITEM, ToolItem([{"role": "user", "content": "<b>bold</b> hi?"}], [WEATHER], expected="Hello!")]
+    items = calls + texts
+    base = ["It is cold.<|im_end|>"] * len(calls) + ["Hello!<|im_end|>"] * 2
+    tuned = [weather_call(c if k < tuned_calls else "Nowhere") for k, c in enumerate(CITIES)] + [
+        "Hello!<|im_end|>",
+        weather_call("Oslo"),
+    ]
+    return report_data(
+        {"base": answered(tools_tokenizer, items, base), "tuned": answered(tools_tokenizer, items, tuned)}
+    )
+
+
+def test_the_report_holds_rates_paired_statistics_and_a_card_per_item(tools_tokenizer):
+    """Tuned minus base per tool metric, paired over the items: a tuned model that calls where the base never did
+    is beyond noise; where both behave alike (the text items' matches) it is not."""
+    data = tool_report(tools_tokenizer, tuned_calls=10)
+    assert data["summary"]["tuned"]["callable"] == 1.0 and data["summary"]["base"]["callable"] == 0.0
+    assert data["summary"]["tuned"]["exact"] == pytest.approx(10 / 12)
+    rows = {d["metric"]: d for d in data["comparison"]}
+    assert rows["callable call"]["difference"] == 1.0 and rows["callable call"]["beyond_noise"]
+    assert rows["callable call"]["questions"] == 12 and rows["text matched"]["questions"] == 2
+    assert rows["exact call"]["low"] > 0  # 10 of 12 exact against none
+    assert rows["text matched"]["difference"] == -0.5 and not rows["text matched"]["beyond_noise"]  # 2 items: noise
+    card = data["cards"][11]
+    assert card["expected_call"] == {"name": "get_weather", "arguments": {"city": "Suva"}}
+    assert card["tuned"]["calls"] == [{"name": "get_weather", "arguments": {"city": "Nowhere"}}]
+    assert card["tuned"]["score"]["callable"] and not card["tuned"]["score"]["exact"]
+    assert card["base"]["content"] == "It is cold." and not card["base"]["calls"]
+    alike = {d["metric"]: d for d in tool_report(tools_tokenizer, tuned_calls=0)["comparison"]}
+    assert alike["exact call"]["difference"] == 0 and not alike["exact call"]["beyond_noise"]
+
+
+def test_the_page_shows_each_items_conversation_and_call_and_refuses_a_broken_one(tools_tokenizer, sft_pipeline):
+    context = {**sft_pipeline.report_context(), "tools": tool_report(tools_tokenizer, tuned_calls=10)}
+    context = json.loads(json.dumps(context, default=str))  # as read back from the JSON
+    from pydantic import TypeAdapter
+
+    from sft_eval.report.format import ReportData
+
+    TypeAdapter(ReportData).validate_json(json.dumps(context))  # the format's types hold the tools field, closed
+    check_report(context, "sft_report.json")
+    html = render_html(context)
+    section = html[html.index('<section id="tools">') : html.index("</section>", html.index('<section id="tools">'))]
+    assert section.count('class="card tool-card"') == 14
+    assert 'get_weather({"city": "Suva"})' in section  # expected and parsed calls, as text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in section and "<b>bold</b>" not in section
+    assert f"at least {context['thresholds']['min_tool_call_rate']}" in section  # the check's threshold, beside it
+    assert "beyond noise" in section
+    broken = copy.deepcopy(context)
+    del broken["tools"]["cards"][3]["messages"][0]["role"]
+    with pytest.raises(SftEvalError, match=re.escape("tools.cards[3].messages[0] has no `role`")):
+        check_report(broken, "sft_report.json")
+    broken = copy.deepcopy(context)
+    broken["tools"]["summary"]["tuned"]["callable"] = "1.0"
+    with pytest.raises(SftEvalError, match=re.escape("tools.summary.tuned.callable is")):
+        check_report(broken, "sft_report.json")
 
 
 def write_items(tmp_path, rows: list) -> Path:
@@ -205,6 +312,8 @@ def test_the_tiny_tool_caller_learns_and_a_run_that_never_trained_calls_does_not
     assert tuned.callable >= thresholds.min_tool_call_rate + 0.1  # a margin, not a coin toss
     assert base.has_call == 0 and base.callable == 0
     assert tuned.text_called == 0  # the plain questions are answered, not called
+    rows = {d["metric"]: d for d in tool_pipeline.tool_report()["comparison"]}  # the report's paired rows
+    assert rows["callable call"]["questions"] == tuned.calls and rows["callable call"]["low"] > 0, rows
 
     raw = TOOLS_RECIPE.read_text(encoding="utf-8").replace('"../data/', json.dumps(str(TOOL_DATA))[:-1] + "/")
     raw = raw.replace(

@@ -59,6 +59,7 @@ BUILT_IN_SECTIONS = (
     "summary",
     "categories",
     "signals",
+    "tools",
     "audit",
     "training",
     "answers",
@@ -88,12 +89,14 @@ def build_context(
     checks: list[dict[str, Any]] | None = None,
     against_baseline: dict[str, Any] | None = None,
     signals: dict[str, Any] | None = None,
+    tools: dict[str, Any] | None = None,
 ) -> ReportData:
     """Everything the report shows, as JSON-able data (its format: `report.format.ReportData`), from the stages'
     records. `checks`: the run judged against its thresholds (`verdict.judge`), what the Verdict shows outside a
     pytest run. `against_baseline`: the tuned model against a previous report's (`compare.Comparison.to_dict()`),
     for its own section. `signals`: the teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for
-    the Quality signals section."""
+    the Quality signals section. `tools`: the tool items asked of both models (`toolcalls.report_data`), for the
+    Tool calls section."""
     likelihood = {r["label"]: r for r in (signals or {}).get("expected", [])}
     others = [name for name in evaluation.models if name not in ("base", "tuned")]  # a baseline model, say
     cards = [
@@ -157,6 +160,7 @@ def build_context(
         "thresholds": dataclasses.asdict(recipe.thresholds),
         "cards": cards,
         "speed": dict(speed) if speed else None,
+        "tools": tools,
     }
 
 
@@ -473,6 +477,7 @@ def check_report(context: dict[str, Any], where: str) -> None:
         for k, metric in enumerate(against["metrics"]):
             validate.fields(metric, f"{at}.metrics[{k}]", required={"metric": validate.text, **numbers}, optional={})
     _signals(context.get("signals"), f"{where}: signals")
+    _tools(context.get("tools"), f"{where}: tools")
     _category_rows(context.get("categories") or [], f"{where}: categories")
     if context.get("signals") is not None:  # its section shows the thresholds the signals are judged by
         keys = ("min_eval_loss_drop", "max_forgetting", "max_expected_nll_rise", "max_length_ratio")
@@ -564,6 +569,36 @@ def _signals(value: Any, where: str) -> None:
             raise SftEvalError(f"{where}.lengths is {validate.shown(lengths)}, not an object")
         for key in ("median_base", "median_tuned", "median_training", "ratio"):
             _number_or_null(lengths.get(key), f"{where}.lengths.{key}")
+
+
+_TOOL_RATES = ("has_call", "name", "valid", "callable", "recall", "exact", "text_matched", "text_called")
+_TOOL_SIDE = {"raw": validate.text, "content": validate.text, "stop_reason": validate.text, "calls": validate.objects}
+
+
+def _tools(value: Any, where: str) -> None:
+    """The Tool calls section's data: both models' rates, the paired rows and each card's conversation and
+    answers."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise SftEvalError(f"{where} is {validate.shown(value)}, not an object")
+    lists = dict.fromkeys(("comparison", "cards"), validate.objects)
+    validate.fields(value, where, required={"summary": validate.an_object, **lists}, optional={})
+    rates = {"calls": validate.integer, "texts": validate.integer, **dict.fromkeys(_TOOL_RATES, validate.number)}
+    _sides(value["summary"], f"{where}.summary", rates)
+    numbers = dict.fromkeys(("difference", "low", "high"), validate.number)
+    for k, row in enumerate(value["comparison"]):
+        fields = {"metric": validate.text, "questions": validate.integer, **numbers}
+        validate.fields(row, f"{where}.comparison[{k}]", required=fields, optional={})
+    for k, card in enumerate(value["cards"]):
+        at = f"{where}.cards[{k}]"
+        validate.fields(card, at, required={"messages": validate.objects, "tools": validate.a_list}, optional={})
+        for j, message in enumerate(card["messages"]):
+            validate.fields(message, f"{at}.messages[{j}]", required={"role": validate.text}, optional={})
+        _sides(card, at, {**_TOOL_SIDE, "score": validate.an_object})
+        for side in ("base", "tuned"):
+            score = card[side]["score"]
+            validate.fields(score, f"{at}.{side}.score", required={"kind": validate.text}, optional={})
 
 
 def _thresholds(value: Any, where: str) -> None:

@@ -237,6 +237,108 @@ class Training(TypedDict):
     recomputed (`training.SftEvalRecorder`)."""
 
 
+class ToolScore(TypedDict):
+    """One answer to a tool item scored (`toolcalls.ToolScore`)."""
+
+    kind: Literal["call", "text"]
+    """What the item expects: a tool call, or a text answer."""
+    has_call: bool
+    """The answer makes a call (a call the parser refused counts)."""
+    name: bool
+    """The first call names the expected tool."""
+    valid: bool
+    """Its arguments are a JSON object the tool's `parameters` schema accepts."""
+    callable: bool
+    """Right tool and valid arguments: a call a caller can execute."""
+    precision: float
+    """Of the argument fields given, the share with the expected value."""
+    recall: float
+    """Of the argument fields expected, the share given with that value."""
+    exact: bool
+    """One call, the expected name and exactly the expected arguments."""
+    matched: bool
+    """For an item expecting text: the answer matches it (normalised) and calls nothing."""
+    error: str
+    """Why the parser refused the answer, or why the arguments fail the schema; empty otherwise."""
+
+
+class ToolSide(TypedDict):
+    """One model's answer to a tool item, as written and as parsed."""
+
+    raw: str
+    """The answer decoded with its special tokens."""
+    content: str
+    """The answer's text, the calls parsed out of it."""
+    calls: list[dict[str, Any]]
+    """The calls parsed from it (`name`, `arguments`), in order."""
+    new_tokens: int
+    """How many tokens the model generated."""
+    stop_reason: str
+    """`eos` or `length`."""
+    score: ToolScore
+    """The answer scored."""
+
+
+class ToolCard(TypedDict):
+    """One tool item: the conversation asked, the tools offered, what it expects and every model's answer."""
+
+    id: str
+    """The item's id; empty when it has none."""
+    category: str
+    """Its category; empty when it has none."""
+    messages: list[dict[str, Any]]
+    """The conversation, as the item gives it (tool calls and results included)."""
+    tools: list[str]
+    """The names of the tools offered."""
+    expected_call: dict[str, Any] | None
+    """The call expected (`name`, `arguments`); null for an item expecting text."""
+    expected: str | None
+    """The text expected; null for an item expecting a call."""
+    base: ToolSide
+    """The base model's answer."""
+    tuned: ToolSide
+    """The tuned model's answer."""
+
+
+class ToolSummary(TypedDict):
+    """One model's answers to the tool items summarised (`toolcalls.ToolSummary`): rates over the items expecting a
+    call and over those expecting text (0 when there are none)."""
+
+    calls: int
+    """Items expecting a call."""
+    texts: int
+    """Items expecting text."""
+    has_call: float
+    """The share of call items answered with a call."""
+    name: float
+    """The share naming the right tool."""
+    valid: float
+    """The share whose arguments the tool's schema accepts."""
+    callable: float
+    """The share with the right tool and valid arguments (the `tools.call` check)."""
+    precision: float
+    """Mean argument precision."""
+    recall: float
+    """Mean argument recall."""
+    exact: float
+    """The share of exact calls (the `tools.call_exact` check)."""
+    text_matched: float
+    """The share of text items answered as expected."""
+    text_called: float
+    """The share of text items answered with a call instead."""
+
+
+class ToolReport(TypedDict):
+    """The recipe's tool items (`eval.tool_items`) asked of both models."""
+
+    summary: dict[str, ToolSummary]
+    """Each model's rates, by name (`base`, `tuned`)."""
+    comparison: list[Difference]
+    """Tuned minus base per tool metric, with paired bootstrap intervals over the items."""
+    cards: list[ToolCard]
+    """One card per item."""
+
+
 class ReportData(TypedDict):
     """A report: everything its page shows, and what `compare` and `[model] baseline` read."""
 
@@ -281,6 +383,9 @@ class ReportData(TypedDict):
     """One card per question: both answers, their badges and the word diff."""
     speed: dict[str, float] | None
     """Generation speed measured with the report (tokens per second and the like); null when not measured."""
+    tools: NotRequired[ToolReport | None]
+    """The tool items asked of both models (docs/tools.md); null when the recipe has none; absent from a report
+    written before this field."""
 
 
 # For pydantic (the tests read the format with it; so can a user): every record is closed (a field not declared

@@ -792,6 +792,7 @@ class Pipeline:
             tuned_dir=tuned,
             tuned_is_adapter=self.tuned_is_adapter,
             lora=self.lora_settings,
+            tool_items=self.tool_items,
         )
 
     @functools.cached_property

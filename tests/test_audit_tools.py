@@ -15,8 +15,8 @@ import trl
 from datasets import Dataset
 
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
-from sft_eval.audit.tools import PROBE, TOOLS, audit_tools
-from sft_eval.data import tool_rows
+from sft_eval.audit.tools import PROBE, TOOLS, audit_tools, check_items_served
+from sft_eval.data import ToolItem, tool_rows
 from sft_eval.tokenizer import load_tokenizer
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
@@ -198,3 +198,42 @@ def test_tool_rows_counts_rows_that_give_call_or_answer_a_tool(as_dataset):
 
         as_text = Dataset.from_list([{"messages": r["messages"], "tools": json.dumps(r["tools"])} for r in rows])
         assert tool_rows(as_text) == 2
+
+
+# -- evaluation items served as training renders them (multi-turn consistency) --------------------------------------
+QUESTION, CALL, RESULT, ANSWER = PROBE
+ITEMS = [
+    ToolItem([QUESTION], TOOLS, expected_call=CALL["tool_calls"][0]["function"], id="asks"),
+    ToolItem([QUESTION, CALL, RESULT], TOOLS, expected=ANSWER["content"], id="after-result"),
+    ToolItem(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, QUESTION],
+        TOOLS,
+        expected_call=CALL["tool_calls"][0]["function"],
+        id="third-turn",
+    ),
+]
+USER_TURN = "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+# a hint appended to the user turn only when it is the last message: served, never trained before an answer
+HINTED = VARIANTS["fixed"][0].replace(
+    USER_TURN,
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + (' (be brief)' if loop.last else '') "
+    "+ '<|im_end|>' + '\\n' }}",
+)
+
+
+def test_each_item_is_served_the_prompt_training_renders_before_its_answer(qwen, realworld_dir):
+    """The prefix-preserving contract on the items' own conversations (a call, a tool result, a third turn): TRL's
+    Qwen2.5 training template and Hermes 3 fixed keep it; a template that hints the last user turn breaks it for
+    the two items ending in a question, Hermes 3 as released for the one ending in a tool result."""
+    assert VARIANTS["fixed"][0].count(USER_TURN) == 1 and VARIANTS["fixed"][0] != HINTED
+    qwen.chat_template = VARIANTS["fixed"][0]
+    assert check_items_served(qwen, ITEMS) == []
+    qwen.chat_template = HINTED
+    (hinted,) = check_items_served(qwen, ITEMS)
+    assert (hinted.check, hinted.severity) == ("template.prefix_preserving", "error")
+    assert "2 of 3 items" in hinted.message and "item 1 (asks)" in hinted.message
+    assert "(be brief)" in hinted.evidence
+    source = (realworld_dir / "llama.cpp-templates" / HERMES).read_text(encoding="utf-8")
+    (released,) = check_items_served(tokenizer_for_template(qwen, source), ITEMS)
+    assert "1 of 3 items" in released.message and "item 2 (after-result)" in released.message, released
+    assert check_items_served(tokenizer_for_template(qwen, source.replace(*HERMES_FIX)), ITEMS) == []

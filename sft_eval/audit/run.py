@@ -7,7 +7,7 @@ folder with its own template or another (`audit_tokenizer_folder`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from sft_eval.audit.checkpoint import audit_checkpoint, audit_tuned_checkpoint
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
 from sft_eval.audit.template import could_not_run, renders
+from sft_eval.audit.tools import check_items_served
 from sft_eval.chat import load_template
-from sft_eval.data import Rows
+from sft_eval.data import Rows, ToolItem
 from sft_eval.models import generation_eos_ids
 from sft_eval.recipe import Recipe
 from sft_eval.tokenizer import load_tokenizer
@@ -36,13 +37,15 @@ def audit_recipe(
     tuned_dir: str | Path | None = None,
     tuned_is_adapter: bool = False,
     lora: Mapping[str, Any] | None = None,
+    tool_items: Sequence[ToolItem] = (),
 ) -> list[Finding]:
     """The recipe's template, tokenizer and rows; its base checkpoint's files (`model_dir`: vocabulary, embedding
     rows, generation config, read without loading weights); and the labels its trainer builds, for which
     `load_model()` gives the base model (called only when the template renders). `tuned_dir`, a run trained
     elsewhere: its saved template, stop ids and generation defaults against what training used (an adapter
     folder's config and generation config are the base's). `lora`, a LoRA run's settings (the recipe's `[peft]`
-    or the adapter's config): whether it trains the template tokens' untrained rows."""
+    or the adapter's config): whether it trains the template tokens' untrained rows. `tool_items`, the recipe's
+    `eval.tool_items`: each served the prompt training renders before its answer."""
     findings = run_checks(
         tokenizer,
         enable_thinking=recipe.eval.enable_thinking,
@@ -56,6 +59,12 @@ def audit_recipe(
         findings += guarded(CheckId.PEFT_TRAINABLE_TOKENS, lambda: check_trainable_tokens(tokenizer, model_dir, lora))
     if tuned_dir is not None:
         findings += audit_tuned_checkpoint(tokenizer, tuned_dir, config_folder=model_dir if tuned_is_adapter else None)
+    if renders(findings) and tool_items:
+        thinking = recipe.eval.enable_thinking
+        findings += guarded(
+            CheckId.TEMPLATE_PREFIX_PRESERVING,
+            lambda: check_items_served(tokenizer, tool_items, enable_thinking=thinking),
+        )
     if renders(findings):
         findings += audit_labels(recipe, load_model(), tokenizer, rows)
     return could_not_run(findings)

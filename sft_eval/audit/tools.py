@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -25,7 +26,7 @@ from sft_eval.audit import CheckId, Finding, Severity, guarded, mark
 from sft_eval.audit.template import first_difference, token_ids, tokens_merge
 from sft_eval.chat import RENDER_TIMEOUT_S, time_limit
 from sft_eval.chat import render as bounded_render
-from sft_eval.data import Rows, tool_rows
+from sft_eval.data import Rows, ToolItem, tool_rows
 
 CALL_ID = "call7Qx2Z"  # nine letters and digits: Mistral's templates refuse any other shape of id
 DESCRIPTION = "Look up the current weather in a city."
@@ -292,3 +293,46 @@ def audit_tools(
         findings += guarded(CheckId.TEMPLATE_TOOL_LOSS, lambda: check_tool_loss(audit))
     # a template that raises on a tool conversation fails rows that have one: for rows without, that is a warning
     return [Finding(f.check, audit.severity, f.message, f.evidence) for f in findings]
+
+
+def expected_answer(item: ToolItem) -> dict[str, Any]:
+    """The assistant message an item expects, as a training row would hold it: its call, or its text."""
+    if item.expected_call is not None:
+        call = item.expected_call.get("function", item.expected_call)
+        return {"role": "assistant", "tool_calls": [{"type": "function", "function": copy.deepcopy(call)}]}
+    return {"role": "assistant", "content": item.expected or ""}
+
+
+def check_items_served(
+    tokenizer: PreTrainedTokenizerBase, items: Sequence[ToolItem], *, enable_thinking: bool = False
+) -> list[Finding]:
+    """Each evaluation item is asked as the last turn of its conversation (earlier turns, calls and tool results,
+    with its tools): the prompt served must be the start of what training renders for that conversation with the
+    item's answer, token for token, as the prefix-preserving contract promises. Otherwise the answer is judged on a
+    prompt the model never saw in training: a template that renders the last user turn or tool result one way when
+    it is last and another once an answer follows. A think block kept or dropped is template.thinking's, and text
+    after the end-of-turn token is never generated, so neither counts. One error naming the first such item."""
+    audit = ToolAudit(tokenizer, "error", "", enable_thinking)
+    parted = []
+    for k, item in enumerate(items):
+        common = {"tools": copy.deepcopy(item.tools), "enable_thinking": enable_thinking}
+        served = bounded_render(tokenizer, copy.deepcopy(item.messages), add_generation_prompt=True, **common)
+        conversation = [*copy.deepcopy(item.messages), expected_answer(item)]
+        trained = bounded_render(tokenizer, conversation, add_generation_prompt=False, **common)
+        spot = audit.parted(served, trained)
+        if spot:
+            parted.append((k, item, spot))
+    if not parted:
+        return []
+    k, item, spot = parted[0]
+    name = f"item {k + 1}" + (f" ({item.id})" if item.id else "")
+    return [
+        Finding(
+            CheckId.TEMPLATE_PREFIX_PRESERVING,
+            "error",
+            f"eval.tool_items: {len(parted)} of {len(items)} items are served a prompt that is not the start of what "
+            f"training renders for their conversation with the answer (first: {name}): their answers are judged on "
+            "a prompt the model was never trained on",
+            f"served vs trained: {spot}",
+        )
+    ]

@@ -340,14 +340,12 @@ def _check_tool_calls(calls: Any, where: str, tools: list[str] | None) -> None:
         name = function.get("name")
         if not isinstance(name, str) or not name.strip():
             raise SftEvalError(f"{where}[{k}] has no function name")
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError as exc:
-                raise SftEvalError(
-                    f"{where}[{k}] ({name}): its arguments are not valid JSON ({exc.msg}, column {exc.colno})"
-                ) from None
+        try:
+            arguments = parsed_arguments(function.get("arguments", {}))
+        except json.JSONDecodeError as exc:
+            raise SftEvalError(
+                f"{where}[{k}] ({name}): its arguments are not valid JSON ({exc.msg}, column {exc.colno})"
+            ) from None
         if not isinstance(arguments, dict):
             raise SftEvalError(
                 f"{where}[{k}] ({name}): its arguments must be a JSON object, not {type(arguments).__name__}"
@@ -359,9 +357,15 @@ def _check_tool_calls(calls: Any, where: str, tools: list[str] | None) -> None:
             )
 
 
-def _tool_names(row: dict[str, Any], where: str) -> list[str] | None:
-    """The names of a row's `tools` (a list of JSON-schema functions, or a string holding one, as TRL reads it);
-    None when the row gives none."""
+def parsed_arguments(arguments: Any) -> Any:
+    """A call's arguments: a string (as some datasets and parsers give them) read as JSON, anything else as given;
+    json.JSONDecodeError for a string that is not JSON."""
+    return json.loads(arguments) if isinstance(arguments, str) else arguments
+
+
+def _row_tools(row: dict[str, Any], where: str) -> list[dict[str, Any]] | None:
+    """A row's `tools` (a list of JSON-schema functions, or a string holding one, as TRL reads it), each checked to
+    be a named function; None when the row gives none."""
     tools = row.get("tools")
     if tools is None or tools == "":
         return None
@@ -372,7 +376,6 @@ def _tool_names(row: dict[str, Any], where: str) -> list[str] | None:
             raise SftEvalError(f"{where}: `tools` is not valid JSON ({exc.msg}, column {exc.colno})") from None
     if not isinstance(tools, list):
         raise SftEvalError(f"{where}: `tools` must be a list of function schemas, not {type(tools).__name__}")
-    names = []
     for k, tool in enumerate(tools):
         function = tool.get("function", tool) if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
@@ -380,12 +383,16 @@ def _tool_names(row: dict[str, Any], where: str) -> list[str] | None:
                 f'{where}: `tools`[{k}] is not a function schema: use {{"type": "function", "function": {{"name": ..., '
                 '"description": ..., "parameters": {...}}}'
             )
-        names.append(function["name"])
-    return names
+    return tools
+
+
+def _names(tools: list[dict[str, Any]] | None) -> list[str] | None:
+    """The function names of checked `tools` (`_row_tools`); None when there are none."""
+    return None if tools is None else [tool.get("function", tool)["name"] for tool in tools]
 
 
 def _check_row(row: dict[str, Any], where: str) -> None:
-    tools = _tool_names(row, where)
+    tools = _names(_row_tools(row, where))
     if row.get("messages") is not None:
         messages = row["messages"]
         _check_messages(messages, where, "messages", tools)
@@ -469,7 +476,8 @@ def load_tool_items(recipe: Recipe) -> list[ToolItem]:
     items = []
     for number, row in _read_jsonl(path):
         where = f"{path}:{number}"
-        tools = _tool_names(row, where)
+        offered = _row_tools(row, where)
+        tools = _names(offered)
         messages = row.get("messages")
         if not isinstance(messages, list) or not messages:
             raise SftEvalError(f"{where}: needs `messages`, the conversation to ask")
@@ -483,9 +491,8 @@ def load_tool_items(recipe: Recipe) -> list[ToolItem]:
             _check_tool_calls([call], f"{where}: `expected_call`", tools)
         elif not isinstance(expected, str):
             raise SftEvalError(f"{where}: `expected` must be a string")
-        raw_tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
         items.append(
-            ToolItem(messages, raw_tools or None, call, expected, str(row.get("category", "")), str(row.get("id", "")))
+            ToolItem(messages, offered or None, call, expected, str(row.get("category", "")), str(row.get("id", "")))
         )
     if not items:
         raise SftEvalError(f"eval.tool_items: {path} has no items")

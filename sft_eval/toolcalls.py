@@ -21,7 +21,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from sft_eval.chat import TEMPLATES_DIR, render
-from sft_eval.data import ToolItem, normalise
+from sft_eval.data import ToolItem, normalise, parsed_arguments
 from sft_eval.records import Answer
 from sft_eval.sanity import PairedDifference, paired_bootstrap
 
@@ -71,12 +71,11 @@ def parse_answer(parser: PreTrainedTokenizerBase, prompt: str, answer: Answer) -
 
 
 def _arguments(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+    """A call's arguments as an object where they are JSON; a string that is not stays as written (not valid)."""
+    try:
+        return parsed_arguments(value)
+    except json.JSONDecodeError:
+        return value
 
 
 @dataclass(frozen=True)

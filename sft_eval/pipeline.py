@@ -588,7 +588,7 @@ class Pipeline:
 
     def _ask_tool_items(self, which: str) -> list[ToolRecord]:
         parser, why = response_parser(self.tokenizer)
-        if parser is None:
+        if parser is None and any(item.tools or item.expected_call for item in self.tool_items):
             raise SftEvalError(f"eval.tool_items: {why}")
         thinking = self.recipe.eval.enable_thinking
         prompts = [tool_prompt(self.tokenizer, item, enable_thinking=thinking) for item in self.tool_items]

@@ -60,9 +60,12 @@ def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: ToolItem, *, enable_th
     )
 
 
-def parse_answer(parser: PreTrainedTokenizerBase, prompt: str, answer: Answer) -> dict[str, Any]:
+def parse_answer(parser: PreTrainedTokenizerBase | None, prompt: str, answer: Answer) -> dict[str, Any]:
     """The answer as a message (`content`, `tool_calls`), parsed with the prompt as prefix; `{"error": ...}` when
-    the parser refuses it (a call whose arguments are not JSON)."""
+    the parser refuses it (a call whose arguments are not JSON). No parser (items that offer no tools and expect
+    text: plain multi-turn conversations): the answer's text as its content."""
+    if parser is None:
+        return {"role": "assistant", "content": answer.text}
     try:
         parsed = parser.parse_response(answer.raw, prefix=prompt)
     except Exception as exc:  # the parser's JSON stage and schema checks raise ValueError; report, not crash
@@ -192,7 +195,7 @@ class ToolRecord:
 
 
 def score_answers(
-    parser: PreTrainedTokenizerBase, items: list[ToolItem], prompts: list[str], answers: list[Answer]
+    parser: PreTrainedTokenizerBase | None, items: list[ToolItem], prompts: list[str], answers: list[Answer]
 ) -> list[ToolRecord]:
     """Every item's answer parsed and scored (plain data in, plain data out)."""
     records = []

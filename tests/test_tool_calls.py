@@ -303,7 +303,7 @@ def masked_calls_template(tmp_path: Path) -> Path:
 def test_the_tiny_tool_caller_learns_and_a_run_that_never_trained_calls_does_not(tool_pipeline, tmp_path):
     """The tuned model calls the expected tool with schema-valid arguments on the held-out items above the recipe's
     threshold; the base never calls. A run whose template masks the calls out (a second SFT run on the same base:
-    the broken case must be trained to show the check fires; 44 steps) fails the same check, and the audit says
+    the broken case must be trained to show the check fires; 22 steps) fails the same check, and the audit says
     why first."""
     thresholds = tool_pipeline.recipe.thresholds
     tuned, base = tool_pipeline.tool_summary("tuned"), tool_pipeline.tool_summary("base")
@@ -319,9 +319,9 @@ def test_the_tiny_tool_caller_learns_and_a_run_that_never_trained_calls_does_not
     raw = raw.replace(
         'chat_template = "chatml_tools"', f"chat_template = {json.dumps(str(masked_calls_template(tmp_path)))}"
     )
-    # 4 epochs, not 15: no call token is ever in the loss, so no number of steps teaches one (the tuned run above
+    # 2 epochs, not 15: no call token is ever in the loss, so no number of steps teaches one (the tuned run above
     # calls after 15)
-    raw = raw.replace("num_train_epochs = 15", "num_train_epochs = 4")
+    raw = raw.replace("num_train_epochs = 15", "num_train_epochs = 2")
     (tmp_path / "masked.toml").write_text(raw, encoding="utf-8")
     masked = Pipeline(load_recipe(tmp_path / "masked.toml"), tool_pipeline.cache, device="cpu")
     assert masked.base_key == tool_pipeline.base_key  # the same base: only the mask differs
@@ -350,3 +350,34 @@ def test_the_guides_tool_commands_run_as_written(tool_pipeline, cli):
     assert suite.returncode == 0, suite.stdout[-3000:]
     passed = re.findall(r"test_tool_calls\.py::(\S+) PASSED", suite.stdout)
     assert "test_tuned_model_makes_the_expected_calls[tools.call]" in passed, suite.stdout[-3000:]
+
+
+def test_multi_turn_items_without_tools_need_no_call_parser(tiny_variant, sft_pipeline, sft_evaluation, tmp_path):
+    """Conversations that offer no tools and expect text are asked as their last turn on a template no call parser
+    knows (the tiny model's ChatML), scored by their text; the audit finds their served prompts consistent. Uses
+    the session's tuned model; generates 2 answers per model."""
+    record = next(r for r in sft_evaluation.records if r.tuned_score.matched)
+    question, expected = record.question.question, record.question.expected
+    first = {"role": "user", "content": question}
+    rows = [
+        {"messages": [first], "expected": expected, "id": "one-turn"},
+        {
+            "messages": [first, {"role": "assistant", "content": expected}, {"role": "user", "content": question}],
+            "expected": expected,
+            "id": "asked-again",
+        },
+    ]
+    items = tmp_path / "conversations.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    recipe = tiny_variant({"[eval]\n": f"[eval]\ntool_items = {json.dumps(str(items))}\n"})
+    pipeline = Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu")
+    assert pipeline.base_key == sft_pipeline.base_key  # the session's models, nothing trained
+    tuned = pipeline.tool_records("tuned")
+    assert [r.score.kind for r in tuned] == ["text", "text"]
+    assert tuned[0].score.matched  # the same prompt the questions ask, so the same answer
+    assert tuned[0].prompt == pipeline.tokenizer.apply_chat_template(
+        [first], tokenize=False, add_generation_prompt=True
+    )
+    report = pipeline.tool_report()
+    assert report["summary"]["tuned"]["texts"] == 2 and report["summary"]["tuned"]["calls"] == 0
+    assert not [f for f in pipeline.findings if f.check == "template.prefix_preserving"]

@@ -513,19 +513,36 @@ def row_texts(row: dict[str, Any]) -> list[str]:
     return texts
 
 
+def _shown(message: dict[str, Any]) -> str:
+    """A message as a table shows it: its text, else its calls as `name({arguments})` (a tool-calling turn)."""
+    if isinstance(message.get("content"), str) and message["content"]:
+        return message["content"]
+    calls = [c.get("function", c) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    return "; ".join(f"{c.get('name')}({_arguments_shown(c.get('arguments'))})" for c in calls)
+
+
+def _arguments_shown(arguments: Any) -> str:
+    try:
+        return json.dumps(parsed_arguments(arguments), ensure_ascii=False)
+    except json.JSONDecodeError:
+        return str(arguments)
+
+
 def user_and_answer(row: dict[str, Any]) -> tuple[str, str]:
-    """The first user prompt and the first assistant response of a row, as the lesson's table shows them."""
+    """The first user prompt and the first assistant response of a row (its call, for a tool-calling turn), as the
+    lesson's table shows them."""
     if "messages" in row:
-        user = next((m["content"] for m in row["messages"] if m["role"] == "user"), "")
-        answer = next((m["content"] for m in row["messages"] if m["role"] == "assistant"), "")
+        user = next((_shown(m) for m in row["messages"] if m["role"] == "user"), "")
+        answer = next((_shown(m) for m in row["messages"] if m["role"] == "assistant"), "")
         return user, answer
     return _as_text(row["prompt"]), _as_text(row["completion"])
 
 
 def assistant_texts(row: dict[str, Any]) -> list[str]:
-    """What a row trains the model to say: each assistant turn's text, or the completion."""
+    """What a row trains the model to say in words: each assistant turn's text (not its calls), or the
+    completion."""
     if "messages" in row:
-        return [m["content"] for m in row["messages"] if m["role"] == "assistant" and isinstance(m["content"], str)]
+        return [m["content"] for m in row["messages"] if m["role"] == "assistant" and isinstance(m.get("content"), str)]
     return [_as_text(row["completion"])]
 
 

@@ -283,6 +283,19 @@ def test_tool_rows_load_with_each_calls_own_arguments(tmp_path):
     }
 
 
+def test_a_tool_calling_turn_shows_its_call_in_the_preview_and_is_no_answer_text():
+    """The report's data preview and the answer-length signal read rows whose assistant turn is a call with no
+    `content` (it raised KeyError in the report of the tiny tool recipe)."""
+    from sft_eval.data import assistant_texts
+
+    rows = [tool_row("get_weather", {"city": "Lisbon"}), tool_row("multiply", '{"a": 3, "b": 4}', content="")]
+    assert dataset_table(rows).rows == [
+        ("Please use get_weather.", 'get_weather({"city": "Lisbon"})'),
+        ("Please use multiply.", 'multiply({"a": 3, "b": 4})'),  # arguments given as a JSON string
+    ]
+    assert [assistant_texts(r) for r in rows] == [["It is 42."], ["", "It is 42."]]
+
+
 @pytest.mark.parametrize(
     ("row", "fragments"),
     [

@@ -333,29 +333,30 @@ def test_the_tiny_tool_caller_learns_and_a_run_that_never_trained_calls_does_not
     assert broken.passed is False, broken.message
 
 
-@pytest.mark.slow  # the tool recipe's training, then two processes
-def test_the_guides_tool_commands_run_as_written(tool_pipeline, cli):
-    """docs/tools.md's commands, from the checkout's root, on the cache the fixture above trained: the audit of the
-    shipped tool template and rows is clean, the tool suite passes on the tuned model, and the report holds the
+@pytest.mark.slow  # the tool recipe's training, then three processes
+def test_the_readmes_tool_walkthrough_runs_as_written(tool_pipeline, cli):
+    """README's Tool calls commands, from the checkout's root, on the cache the fixture above trained: the audit of
+    the shipped tool template and rows is clean, the tool suite passes on the tuned model, and the report holds the
     Tool calls section with a card per item."""
-    text = (REPO / "docs" / "tools.md").read_text(encoding="utf-8")
-    section = text[text.index("## The tiny tool recipe") :]
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Tool calls") : text.index("## Documentation")]
     (commands,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     env = {"SFT_EVAL_CACHE": str(tool_pipeline.cache.root)}
-    lines = [line for line in commands.splitlines() if line.strip()]
-    assert [line.split()[0] for line in lines] == ["sft-eval", "pytest", "sft-eval"], lines
-    audit = cli.run(*shlex.split(lines[0])[1:], "--json", cwd=REPO, env=env)
+    lines = [shlex.split(line, comments=True) for line in commands.splitlines() if line.strip()]
+    assert [line[0] for line in lines] == ["sft-eval", "pytest", "sft-eval"], lines
+    audit = cli.run(*lines[0][1:], "--json", cwd=REPO, env=env)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
     assert not [f for f in json.loads(audit.stdout)["findings"] if f["severity"] == "error"]
-    suite = cli.pytest(*shlex.split(lines[1])[1:], "-v", "-p", "no:randomly", cwd=REPO, env=env)
+    suite = cli.pytest(*lines[1][1:], "-v", "-p", "no:randomly", cwd=REPO, env=env)
     assert suite.returncode == 0, suite.stdout[-3000:]
     passed = re.findall(r"test_tool_calls\.py::(\S+) PASSED", suite.stdout)
     assert "test_tuned_model_makes_the_expected_calls[tools.call]" in passed, suite.stdout[-3000:]
-    report = cli.run(*shlex.split(lines[2])[1:], cwd=REPO, env=env)
+    report = cli.run(*lines[2][1:], cwd=REPO, env=env)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
-    data = json.loads((REPO / "reports" / "tools" / "sft_report.json").read_text(encoding="utf-8"))
+    out = REPO / lines[2][lines[2].index("--out") + 1]
+    data = json.loads((out / "sft_report.json").read_text(encoding="utf-8"))
     assert len(data["tools"]["cards"]) == 68 and data["tools"]["summary"]["base"]["callable"] == 0
-    assert '<section id="tools">' in (REPO / "reports" / "tools" / "sft_report.html").read_text(encoding="utf-8")
+    assert '<section id="tools">' in (out / "sft_report.html").read_text(encoding="utf-8")
 
 
 def test_multi_turn_items_without_tools_need_no_call_parser(tiny_variant, sft_pipeline, sft_evaluation, tmp_path):

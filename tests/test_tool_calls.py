@@ -101,11 +101,9 @@ def test_the_checks_fire_below_their_thresholds_and_not_above():
     assert tool_checks(thresholds, good)["tools.call_exact"].passed is None  # the tiny recipe does not judge it
 
 
-def test_answers_are_parsed_by_the_templates_own_parser(realworld_dir, sft_tokenizer):
+def test_answers_are_parsed_by_the_templates_own_parser(realworld_dir, sft_tokenizer, tools_tokenizer):
     """The shipped tool template gets TRL's Qwen response template; a released Qwen2.5 tokenizer TRL's own for it;
     a template no parser knows is a reason, not a regex; a call whose JSON is broken is an error, not a crash."""
-    tools_tokenizer = sft_tokenizer.__class__.from_pretrained(sft_tokenizer.name_or_path)
-    tools_tokenizer.chat_template = Path(SHIPPED_TOOL_TEMPLATE).read_text(encoding="utf-8")
     parser, how = response_parser(tools_tokenizer)
     assert parser is not None and "Qwen" in how
     prompt = tool_prompt(tools_tokenizer, CALL_ITEM)
@@ -139,6 +137,7 @@ def answered(tokenizer, items: list[ToolItem], raws: list[str]):
 
 @pytest.fixture(scope="module")
 def tools_tokenizer(sft_tokenizer):
+    """The tiny tokenizer with the shipped tool template (a copy: the session's tokenizer keeps ChatML)."""
     tokenizer = sft_tokenizer.__class__.from_pretrained(sft_tokenizer.name_or_path)
     tokenizer.chat_template = Path(SHIPPED_TOOL_TEMPLATE).read_text(encoding="utf-8")
     return tokenizer

@@ -80,9 +80,22 @@ def cache_key(stage: str, inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+class NotBuilt(SftEvalError):
+    """An entry a cache that may not build (`FixtureCache(builds=False)`) does not hold: `entry` is its folder."""
+
+    def __init__(self, entry: Path):
+        super().__init__(f"fixture cache {entry.parent}: no {entry.name} entry")
+        self.entry = entry
+
+
 class FixtureCache:
-    def __init__(self, root: str | Path | None = None):
+    """`builds=False`: a cache that only finds entries and raises `NotBuilt` for a missing one. A process that runs
+    inside a process group (torchrun's ranks) opens it so: building takes an entry's lock, and a build that trains
+    joins the group's collectives, so one rank holding the lock waits for a rank that waits for the lock."""
+
+    def __init__(self, root: str | Path | None = None, *, builds: bool = True):
         self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.builds = builds
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"
@@ -97,6 +110,8 @@ class FixtureCache:
         final = self.path(stage, key)
         if is_sealed(final):
             return final
+        if not self.builds:
+            raise NotBuilt(final)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -43,14 +43,16 @@ def open_pipeline(
     answer_cache: bool = True,
     read_rows: bool = False,
     quiet: bool = False,
+    builds: bool = True,
 ) -> Any:
     """The `Pipeline` for `inputs`. `read_rows`: read and validate the training rows first, before torch is
-    imported (the CLI's commands that use them); otherwise they are read when a stage first needs them."""
+    imported (the CLI's commands that use them); otherwise they are read when a stage first needs them.
+    `builds=False`: a fixture missing from the cache is `cache.NotBuilt`, never built (torchrun's ranks)."""
     from sft_eval.cache import FixtureCache
     from sft_eval.data import load_sft_rows
     from sft_eval.hub import require_local_or_reachable
 
-    cache = FixtureCache(cache_dir)
+    cache = FixtureCache(cache_dir, builds=builds)
     model = inputs.recipe.model
     for key, source, kind in (("model.base", model.base, "model"), ("model.tokenizer", model.tokenizer, "tokenizer")):
         if source not in (None, TINY):  # a checkpoint or tokenizer folder (or hub id) that must be there

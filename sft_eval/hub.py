@@ -47,7 +47,8 @@ def require_local_or_reachable(name_or_path: str, *, key: str, kind: str) -> Non
         return
     is_repo_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if not is_repo_id:
-        raise SftEvalError(f"{key}: {kind} {name_or_path!r} does not exist; set `{key}` to an existing folder")
+        exists = "file or folder" if kind == "dataset" else "folder"
+        raise SftEvalError(f"{key}: {kind} {name_or_path!r} does not exist; set `{key}` to an existing {exists}")
     repo_type = "dataset" if kind == "dataset" else "model"
     if in_hub_cache(name_or_path, repo_type) or hub_reachable():
         return

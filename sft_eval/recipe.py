@@ -6,7 +6,6 @@ are relative to the recipe file's own folder, so a recipe means the same thing f
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import json
@@ -20,6 +19,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from sft_eval.backends import check_backend
 from sft_eval.errors import SftEvalError
+from sft_eval.sftconfig import sft_config_schema
 
 # fixtures/ of the checkout, or sft_eval/fixtures inside an installed wheel (pyproject maps one to the other).
 _PACKAGED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -353,42 +353,6 @@ def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
     _reject_unknown(sft, set(sft_config_schema()["fields"]), where, "sft.")
     if "output_dir" in sft:
         raise SftEvalError(f"{where}: `sft.output_dir` is chosen by sft-eval (the fixture cache); remove it")
-
-
-def sft_config_schema() -> dict[str, Any]:
-    """`trl.SFTConfig`'s init fields and their JSON defaults: what the recipe's `[sft]` names are checked against
-    and what `plan` fills in where a recipe is silent. Reading them means importing TRL (seconds: transformers'
-    `training_args` imports torch and PEFT), so they are kept as JSON in the sft-eval cache,
-    one file per TRL and transformers version (read from the installed metadata, no import), written atomically;
-    an unwritable or unreadable cache only means importing TRL again."""
-    from importlib.metadata import version
-
-    from sft_eval.cache import default_cache_dir, write_atomic
-
-    versions = f"trl-{version('trl')}-transformers-{version('transformers')}"
-    path = default_cache_dir() / "schemas" / f"sftconfig-{versions}.json"
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-        if (
-            isinstance(schema, dict)
-            and isinstance(schema.get("fields"), list)
-            and isinstance(schema.get("defaults"), dict)
-        ):
-            return schema
-    except (OSError, ValueError):
-        pass
-    from trl import SFTConfig
-
-    fields = [f for f in dataclasses.fields(SFTConfig) if f.init]
-    defaults = {}
-    for f in fields:
-        if f.default is not dataclasses.MISSING and isinstance(f.default, (bool, int, float, str, type(None))):
-            defaults[f.name] = f.default
-    schema = {"versions": versions, "fields": [f.name for f in fields], "defaults": defaults}
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(schema, indent=1))
-    return schema
 
 
 # peft.LoraConfig fields a recipe does not set: PEFT fills them in when it saves or loads an adapter.

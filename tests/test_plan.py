@@ -105,7 +105,8 @@ def test_a_default_the_schema_lacks_is_read_from_sftconfig(monkeypatch):
     SFTConfig built for training instead of failing."""
     import sft_eval.trainer_config as trainer_config
     from sft_eval.plan import plan_from_config
-    from sft_eval.recipe import load_recipe, sft_config_schema
+    from sft_eval.recipe import load_recipe
+    from sft_eval.sftconfig import sft_config_schema
 
     schema = sft_config_schema()
     lacking = {**schema, "defaults": {k: v for k, v in schema["defaults"].items() if k != "num_train_epochs"}}
@@ -119,20 +120,53 @@ def test_a_default_the_schema_lacks_is_read_from_sftconfig(monkeypatch):
 
 
 def test_the_schema_is_kept_per_version_and_read_without_importing_trl(tmp_path, monkeypatch):
-    """Built once (TRL imported), then read from `<cache>/schemas/` with TRL unimportable; a corrupt file is
-    built again."""
+    """Issue 42: read from the installed sources on an empty cache with TRL unimportable, kept in
+    `<cache>/schemas/`, read from there next time; a corrupt file is read again from the sources."""
     import sys
 
-    from sft_eval.recipe import sft_config_schema
+    from sft_eval.sftconfig import sft_config_schema
 
     monkeypatch.setenv("SFT_EVAL_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "trl", None)  # `from trl import ...` now raises ImportError
     built = sft_config_schema()
     (kept,) = (tmp_path / "schemas").glob("sftconfig-trl-*-transformers-*.json")
     assert "per_device_train_batch_size" in built["fields"] and built["defaults"]["gradient_accumulation_steps"] == 1
-    monkeypatch.setitem(sys.modules, "trl", None)  # `from trl import ...` now raises ImportError
     assert sft_config_schema() == built
     kept.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ImportError):
-        sft_config_schema()  # the corrupt file is not trusted: it needs TRL again
-    monkeypatch.delitem(sys.modules, "trl")
     assert sft_config_schema() == built and json.loads(kept.read_text(encoding="utf-8")) == built
+
+
+def test_the_fields_read_from_the_sources_are_sftconfigs_own():
+    """The `ast` reading follows SFTConfig's bases into transformers' TrainingArguments: the same init fields in
+    the same order as `dataclasses.fields(SFTConfig)`, and each default it keeps is SFTConfig's (the ones redefined
+    by TRL, such as gradient_checkpointing and logging_steps, with TRL's value)."""
+    from sft_eval.sftconfig import imported_fields, read_fields
+    from sft_eval.trainer_config import PLAN_FIELDS
+
+    fields, defaults = read_fields("trl", "trl/trainer/sft_config.py", "SFTConfig")
+    real_fields, real_defaults = imported_fields()
+    assert fields == real_fields, set(fields) ^ set(real_fields)
+    wrong = {k: (v, real_defaults.get(k)) for k, v in defaults.items() if real_defaults.get(k, object()) != v}
+    assert not wrong, f"defaults read from the sources differ from SFTConfig's: {wrong}"
+    assert all(k in defaults for k in PLAN_FIELDS), [k for k in PLAN_FIELDS if k not in defaults]
+    assert defaults["gradient_checkpointing"] is True and defaults["logging_steps"] == 10  # TRL's, not transformers'
+
+
+def test_sources_that_do_not_read_plainly_fall_back_to_importing_trl(tmp_path, monkeypatch):
+    """The broken case: a base class the reader cannot follow is `Unreadable`, and the schema comes from TRL."""
+    from sft_eval import sftconfig
+
+    module = tmp_path / "pkg" / "config.py"
+    module.parent.mkdir()
+    module.write_text(
+        "from dataclasses import dataclass\nfrom somewhere import make_base\n\n@dataclass\n"
+        "class Config(make_base()):\n    x: int = 1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sftconfig, "_installed", lambda package, relative: tmp_path / relative)
+    with pytest.raises(sftconfig.Unreadable, match="not a plain name"):
+        sftconfig.read_fields("pkg", "pkg/config.py", "Config")
+    monkeypatch.setenv("SFT_EVAL_CACHE", str(tmp_path / "cache"))
+    imported = []
+    monkeypatch.setattr(sftconfig, "imported_fields", lambda: imported.append(1) or (["learning_rate"], {}))
+    assert sftconfig.sft_config_schema()["fields"] == ["learning_rate"] and imported == [1]

@@ -44,6 +44,11 @@ TOP_K = 5
 TOLERANCE = {"float32": 1e-3, "float64": 1e-3, "bfloat16": 0.1, "float16": 0.1}
 MODES = GOLDEN_MODES
 ENVIRONMENT_KEYS = ("device", "machine", "kernels", "torch", "transformers")
+# What makes a model trained here another model: the device and the kernel set it trained under (training amplifies
+# any rounding difference between them until the weights are unrelated). Library versions do not: a model trained
+# under the same numerics after an upgrade is held to the reference, and an upgrade that changes its answers is
+# exactly the drift a regression suite is for.
+NUMERICS_KEYS = ("device", "machine", "kernels")
 
 
 def golden_path(recipe: Recipe) -> Path | None:
@@ -283,6 +288,19 @@ def _held_to(expected: dict[str, Any], record: dict[str, Any], against: str, on_
     return GoldenVerdict("drift", f"{count} tuned answers drifted from {against}{on_drift}", drift)
 
 
+def same_numerics(recorded: dict[str, str], env: dict[str, str]) -> bool:
+    """Whether a model trained under `env` trains as one trained under `recorded` did: same device, architecture
+    and kernel set (`NUMERICS_KEYS`), whatever the library versions."""
+    return all(k in recorded for k in NUMERICS_KEYS) and all(recorded[k] == env.get(k) for k in NUMERICS_KEYS)
+
+
+def environment_changes(recorded: dict[str, str], env: dict[str, str]) -> str:
+    """What differs between the recording environment and this one (`transformers 5.24.0 -> 5.25.0`), or ""."""
+    return ", ".join(
+        f"{k} {recorded.get(k, '?')} -> {env[k]}" for k in ENVIRONMENT_KEYS if k in env and recorded.get(k) != env[k]
+    )
+
+
 def describe_partial(env: dict[str, str]) -> str:
     if not all(k in env for k in ENVIRONMENT_KEYS):
         return "unknown environment"
@@ -302,10 +320,14 @@ def within_tolerance(
     scores: list[Any],
     tolerance: float,
     token_text: Any = None,
+    env: dict[str, str] | None = None,
+    rerecord: str = "--sft-update-golden",
 ) -> GoldenVerdict:
     """`answers` (today's greedy answers; `prompt_ids`, their served prompts' token ids) held to `reference` within
     `tolerance` nats. `scores` are today's model's `scoring.TopK` of each *reference* answer after today's prompt,
-    in the reference's order. `token_text(id)` shows a token (default: its id)."""
+    in the reference's order. `token_text(id)` shows a token (default: its id). A drift names what differs between
+    the reference's environment and `env` (this one), and `rerecord`, the command that records the reference
+    again."""
     show = token_text or str
     now = {a.question: (a, p) for a, p in zip(answers, prompt_ids, strict=True)}
     problems: list[str] = []
@@ -329,10 +351,12 @@ def within_tolerance(
         return GoldenVerdict(
             "match", f"{len(answers)} answers agree with {where} within {tolerance:g} nats ({measured})"
         )
+    changes = environment_changes(reference.get("environment", {}), env or {})
+    around = f"; since it was recorded: {changes}" if changes else "; in the environment it was recorded in"
     return GoldenVerdict(
         "drift",
         f"{len(problems)} of {compared} tuned answers drifted from {where} beyond {tolerance:g} "
-        f"nats ({measured}; rewrite with --sft-update-golden if intended)",
+        f"nats ({measured}{around}; if intended, record it again: {rerecord})",
         "\n".join(problems),
     )
 

@@ -58,10 +58,12 @@ from sft_eval.golden import (
     describe_environment,
     describe_partial,
     environment,
+    environment_changes,
     golden_path,
     golden_record,
     read_reference,
     reference_record,
+    same_numerics,
     tolerance_for,
     within_tolerance,
     write_golden,
@@ -79,7 +81,7 @@ from sft_eval.models import (
     resolve_device,
     same_weights,
 )
-from sft_eval.recipe import FIXTURES_DIR, TINY, Recipe
+from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, TINY, Recipe
 from sft_eval.records import Answer, TrainingRun
 from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, evaluate_models
@@ -763,19 +765,25 @@ class Pipeline:
                 return exact
             return dataclasses.replace(exact, message=f"{path} has no reference, only exact entries: {exact.message}")
         trained = reference.get("environment") or {}
-        if self.recipe.model.tuned is None and trained != env:  # trained here, under other numerics: another model
+        if self.recipe.model.tuned is None and not same_numerics(trained, env):  # trained here: another model
             exact = check_golden(path, record, env, local)
             return dataclasses.replace(
                 exact,
                 message=f"the tuned model was trained here on {describe_environment(env)}, the golden reference's "
-                f"on {describe_partial(trained)}: another model, which no tolerance covers; {exact.message}",
+                f"on {describe_partial(trained)}: other training numerics ({environment_changes(trained, env)}), "
+                f"so another model, which no tolerance covers; {exact.message}",
             )
         golden = reference["answers"]
         _, scores, dtype = self.answer_top_k("tuned", [g["question"] for g in golden], [g["token_ids"] for g in golden])
         tolerance = self.recipe.eval.golden_tolerance or tolerance_for(dtype, reference.get("dtype", dtype))
         now = self.prompt_ids([a.question for a in tuned])
         shown = self.tokenizer.convert_ids_to_tokens
-        return within_tolerance(reference, tuned, now, scores, tolerance, lambda t: f"{shown(t)!r} ({t})")
+        default = self.recipe.path is None or self.recipe.path.resolve() == DEFAULT_RECIPE.resolve()
+        recipe = "" if default else f" --sft-recipe {self.recipe.path}"
+        rerecord = f"`pytest --pyargs sft_eval.suites{recipe} -k golden --sft-update-golden`"
+        return within_tolerance(
+            reference, tuned, now, scores, tolerance, lambda t: f"{shown(t)!r} ({t})", env=env, rerecord=rerecord
+        )
 
     @functools.cached_property
     def findings(self) -> list[Finding]:

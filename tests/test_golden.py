@@ -377,6 +377,55 @@ def test_a_recorded_reference_holds_and_an_edited_one_fails_naming_the_position(
     assert exact.status == "match", "the exact entry of this environment is untouched"
 
 
+def _recorded_under(path, **versions):
+    """The golden file at `path` as if its reference had been recorded under other library `versions`."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["reference"]["environment"].update(versions)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return data
+
+
+def test_a_reference_recorded_under_other_library_versions_is_compared_not_skipped(mine):
+    """Issue 43: the model trained here under the reference's training numerics (device, kernel set) is the same
+    model whatever the library versions: held to the reference within the tolerance (it was a skip, "another
+    model", on every fresh install after a transformers patch release)."""
+    assert mine.golden(update=True).status == "recorded"
+    _recorded_under(golden_path(mine.recipe), transformers="5.0.0", torch="2.0.0")
+    verdict = mine.golden()
+    assert verdict.status == "match", verdict
+    assert "within 0.001 nats" in verdict.message, verdict.message
+
+
+def test_a_drift_after_an_upgrade_names_what_changed_and_how_to_record_again(mine):
+    """The broken case of the rule above: one golden logprob edited by 0.01 nats under a reference recorded with
+    another transformers is drift (not a skip), and the message says what changed around it."""
+    assert mine.golden(update=True).status == "recorded"
+    data = _recorded_under(golden_path(mine.recipe), transformers="5.0.0")
+    data["reference"]["answers"][0]["logprobs"][0] += 0.01
+    golden_path(mine.recipe).write_text(json.dumps(data), encoding="utf-8")
+    now = environment(str(mine.device))["transformers"]
+    verdict = mine.golden()
+    assert verdict.status == "drift" and verdict.message.startswith("1 of 31"), verdict
+    assert f"since it was recorded: transformers 5.0.0 -> {now}" in verdict.message, verdict.message
+    assert f"--sft-recipe {mine.recipe.path} -k golden --sft-update-golden" in verdict.message, verdict.message
+
+
+def test_a_reference_trained_under_another_kernel_set_is_another_model_and_says_why(mine, tmp_path):
+    """Other training numerics (here the kernel set) are another model: the check falls back to this environment's
+    exact entry or a local baseline, and its message names the difference."""
+    assert mine.golden(update=True).status == "recorded"
+    path = golden_path(mine.recipe)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    kernels = data["reference"]["environment"]["kernels"]
+    data["reference"]["environment"]["kernels"] = "AVX512" if kernels != "AVX512" else "DEFAULT"
+    data["entries"] = []  # no exact entry of this environment either: a local baseline
+    path.write_text(json.dumps(data), encoding="utf-8")
+    verdict = mine.golden()
+    assert verdict.status == "baseline", verdict
+    moved = f"kernels {data['reference']['environment']['kernels']} -> {kernels}"
+    assert f"other training numerics ({moved}" in verdict.message, verdict.message
+
+
 def test_the_base_models_answers_drift_from_the_tuned_reference(mine, sft_evaluation):
     """A reference recorded from another real model (the base) fails every question, within the tolerance or
     not: the tuned model's logprobs of the base's answers are nowhere near the base's."""

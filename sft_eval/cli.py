@@ -301,17 +301,20 @@ def _report(args: argparse.Namespace) -> int:
     context = _pipeline(args).report_context(baseline=baseline)
     path = write_report(context, args.out).resolve()
     failing = [c for c in context["checks"] if c["passed"] is False]
-    regressions = context["against_baseline"]["regressions"] if context["against_baseline"] else []
+    against = context["against_baseline"] or {}
+    regressions, unknown = against.get("regressions", []), against.get("not_comparable", [])
     if args.json:
-        print(dumps({"report": str(path), "failed": [c["name"] for c in failing], "regressions": regressions}))
+        failed = {"failed": [c["name"] for c in failing], "regressions": regressions, "not_comparable": unknown}
+        print(dumps({"report": str(path), **failed}))
     else:
         for check in failing:
             print(f"FAILED {check['name']}: {check['message'].splitlines()[0]}")
         if regressions:
-            against = context["against_baseline"]["baseline"]
-            print(f"REGRESSION against {against}: {', '.join(regressions)}")
+            print(f"REGRESSION against {against['baseline']}: {', '.join(regressions)}")
+        if unknown:
+            print(f"NOT COMPARABLE against {against['baseline']}: {', '.join(unknown)} (a score that is not a number)")
         print(f"report: {path}")
-    return EXIT_FAILED if failing or regressions else EXIT_OK
+    return EXIT_FAILED if failing or regressions or unknown else EXIT_OK
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -357,7 +360,7 @@ def _compare(args: argparse.Namespace) -> int:
     )
     write_step_summary(comparison)
     print(dumps(comparison.to_dict()) if args.json else "\n".join(describe(comparison)))
-    return EXIT_FAILED if comparison.regressions else EXIT_OK
+    return EXIT_FAILED if comparison.verdict != "no regression" else EXIT_OK
 
 
 _COMMANDS = {

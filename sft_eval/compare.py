@@ -14,11 +14,16 @@ text; a question on one side only is listed, never dropped silently.
   worse).
 - Holm-Bonferroni across the metrics tested. A regression is a metric worse with a corrected p below alpha;
   improvements are listed and never fail.
+- A score that is not a number (NaN or infinite: a model whose weights diverged) is never a number in a statistic:
+  its metric is "not comparable", names the questions, is left out of Holm, and fails the comparison as a
+  regression does (it cannot say there is none).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, paired_bootstrap
 
 COMPARE_FORMAT = "sft-eval-compare/1"
+NOT_COMPARABLE = "not comparable"
 ALPHA = 0.05
 SHOWN_FLIPS = 10  # questions the text lists per flip direction (the JSON lists them all)
 
@@ -108,10 +114,11 @@ class MetricComparison:
     high: float
     p_value: float
     p_holm: float = 1.0  # Holm-Bonferroni across the metrics tested
-    verdict: str = "no change"  # "regression", "improvement" or "no change"
+    verdict: str = "no change"  # "regression", "improvement", "no change" or "not comparable"
     pass_to_fail: list[str] = field(default_factory=list)  # binary checks: the questions that flipped
     fail_to_pass: list[str] = field(default_factory=list)
     worse: list[str] = field(default_factory=list)  # the expected-answer NLL: questions beyond the margin
+    not_a_number: list[str] = field(default_factory=list)  # questions whose score is NaN or infinite on a side
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +144,16 @@ class Comparison:
     def improvements(self) -> list[MetricComparison]:
         return [m for m in self.metrics if m.verdict == "improvement"]
 
+    @property
+    def not_comparable(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.verdict == NOT_COMPARABLE]
+
+    @property
+    def verdict(self) -> str:
+        """ "regression", "not comparable" (no regression found, but a metric could not be compared) or
+        "no regression"; either of the first two fails the comparison."""
+        return "regression" if self.regressions else NOT_COMPARABLE if self.not_comparable else "no regression"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": COMPARE_FORMAT,
@@ -147,8 +164,9 @@ class Comparison:
             "paired_by": self.paired_by,
             "only_in_baseline": self.only_in_baseline,
             "only_in_candidate": self.only_in_candidate,
-            "verdict": "regression" if self.regressions else "no regression",
+            "verdict": self.verdict,
             "regressions": [m.metric for m in self.regressions],
+            "not_comparable": [m.metric for m in self.not_comparable],
             "improvements": [m.metric for m in self.improvements],
             "metrics": [m.to_dict() for m in self.metrics],
             "new_tokens": self.new_tokens,
@@ -225,9 +243,14 @@ def compare_outcomes(
     pairs = [(base[k], cand[k]) for k in common]
     metrics = [m for name, check in BINARY if (m := _binary(name, check, pairs)) is not None]
     metrics += [m for spec in CONTINUOUS if (m := _continuous(*spec, pairs)) is not None]
-    adjusted = holm([m.p_value for m in metrics])
+    tested = [m for m in metrics if not m.not_a_number]
+    adjusted = dict(zip((m.metric for m in tested), holm([m.p_value for m in tested]), strict=True))
     judged = []
-    for m, p_holm in zip(metrics, adjusted, strict=True):
+    for m in metrics:
+        if m.not_a_number:
+            judged.append(m)
+            continue
+        p_holm = adjusted[m.metric]
         worse = m.difference < 0 if m.better == "higher" else m.difference > 0
         verdict = "no change" if p_holm >= alpha or m.difference == 0 else ("regression" if worse else "improvement")
         judged.append(MetricComparison(**{**asdict(m), "p_holm": p_holm, "verdict": verdict}))
@@ -281,6 +304,9 @@ def _continuous(
     valued = [(q, x, y) for q, x, y in valued if x is not None and y is not None]
     if not valued:  # the expected answers' NLL where neither report has it
         return None
+    broken = [q for q, x, y in valued if not (math.isfinite(x) and math.isfinite(y))]
+    if broken:
+        return _not_comparable(name, "continuous", better, "paired bootstrap", len(valued), broken)
     effect = paired_bootstrap(name, [x for _, x, _ in valued], [y for *_, y in valued])
     sign = 1 if better == "lower" else -1
     worse = [q for q, x, y in valued if margin is not None and sign * (y - x) > margin]
@@ -300,6 +326,27 @@ def _continuous(
     )
 
 
+def _not_comparable(name: str, kind: str, better: str, test: str, questions: int, broken: list[str]):
+    """A metric with a score that is not a number on some question: no statistic, said as such."""
+    nan = math.nan
+    return MetricComparison(
+        metric=name,
+        kind=kind,
+        better=better,
+        test=test,
+        questions=questions,
+        baseline=nan,
+        candidate=nan,
+        difference=nan,
+        low=nan,
+        high=nan,
+        p_value=nan,
+        p_holm=nan,
+        verdict=NOT_COMPARABLE,
+        not_a_number=broken,
+    )
+
+
 def _listed(questions: list[str], limit: int = SHOWN_FLIPS) -> str:
     shown = ", ".join(repr(q[:60] + ("..." if len(q) > 60 else "")) for q in questions[:limit])
     return shown + (f" and {len(questions) - limit} more" if len(questions) > limit else "")
@@ -315,6 +362,13 @@ def describe(comparison: Comparison) -> list[str]:
         f"{len(c.metrics)} metrics",
     ]
     for m in c.metrics:
+        if m.not_a_number:
+            lines.append(
+                f"{m.verdict.upper()} {m.metric}: {len(m.not_a_number)} of {m.questions} question(s) have a score "
+                f"that is not a number (NaN or infinite) on a side, so no statistic is computed: "
+                f"{_listed(m.not_a_number)}"
+            )
+            continue
         lines.append(
             f"{m.verdict.upper() if m.verdict == 'regression' else m.verdict:11} {m.metric}: {m.baseline:.3f} -> "
             f"{m.candidate:.3f} ({m.difference:+.3f}, 95% interval {m.low:+.3f} to {m.high:+.3f}; {m.test} "
@@ -333,27 +387,49 @@ def describe(comparison: Comparison) -> list[str]:
             lines.append(f"only in the {side}, not compared ({len(missing)}): {_listed(missing)}")
     regressed = ", ".join(m.metric for m in c.regressions)
     improved = ", ".join(m.metric for m in c.improvements)
-    lines.append(
-        f"regression: {regressed}" if regressed else "no regression" + (f"; improved: {improved}" if improved else "")
-    )
+    unknown = ", ".join(m.metric for m in c.not_comparable)
+    if regressed:
+        lines.append(f"regression: {regressed}" + (f"; not comparable: {unknown}" if unknown else ""))
+    elif unknown:
+        lines.append(f"not comparable: {unknown} (a score that is not a number: no verdict on it)")
+    else:
+        lines.append("no regression" + (f"; improved: {improved}" if improved else ""))
     return lines
+
+
+def code_span(text: str) -> str:
+    """`text` as one inline code span of GitHub-flavoured Markdown, whatever it holds: fenced by one backtick more
+    than its longest run of backticks (CommonMark), padded with a space where it starts or ends with one, on one
+    line. Inside a code span nothing is markup: a question holding `<img>` or a link is shown, never rendered."""
+    flat = " ".join(text.split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def markdown(comparison: Comparison) -> str:
     """The verdict as GitHub-flavoured Markdown (for `$GITHUB_STEP_SUMMARY`)."""
     c = comparison
-    head = f"regression in {', '.join(m.metric for m in c.regressions)}" if c.regressions else "no regression"
+    head = (
+        f"regression in {', '.join(m.metric for m in c.regressions)}"
+        if c.regressions
+        else f"not comparable: {', '.join(m.metric for m in c.not_comparable)}"
+        if c.not_comparable
+        else "no regression"
+    )
     rows = [
-        f"| {m.metric} | {m.baseline:.3f} | {m.candidate:.3f} | {m.difference:+.3f} [{m.low:+.3f}, {m.high:+.3f}] "
+        f"| {m.metric} | – | – | {len(m.not_a_number)} score(s) not a number | – | – | – | {m.verdict} |"
+        if m.not_a_number
+        else f"| {m.metric} | {m.baseline:.3f} | {m.candidate:.3f} | {m.difference:+.3f} [{m.low:+.3f}, {m.high:+.3f}] "
         f"| {m.test} {m.p_value:.3g} | {m.p_holm:.3g} | {len(m.pass_to_fail)} / {len(m.fail_to_pass)} | {m.verdict} |"
         for m in c.metrics
     ]
     flips = [
-        f"- **{m.metric}** pass -> fail: " + ", ".join(f"`{q[:80]}`" for q in m.pass_to_fail)
+        f"- **{m.metric}** pass -> fail: " + ", ".join(code_span(q[:80]) for q in m.pass_to_fail)
         for m in c.metrics
         if m.pass_to_fail
     ] + [
-        f"- **{m.metric}** worse by over {EXPECTED_NLL_MARGIN:g}: " + ", ".join(f"`{q[:80]}`" for q in m.worse)
+        f"- **{m.metric}** worse by over {EXPECTED_NLL_MARGIN:g}: " + ", ".join(code_span(q[:80]) for q in m.worse)
         for m in c.metrics
         if m.worse
     ]
@@ -361,7 +437,8 @@ def markdown(comparison: Comparison) -> str:
         [
             f"### sft-eval compare: {head}",
             "",
-            f"`{c.candidate}` against `{c.baseline}`: {c.questions} questions paired by {c.paired_by}, alpha "
+            f"{code_span(c.candidate)} against {code_span(c.baseline)}: {c.questions} questions paired by "
+            f"{c.paired_by}, alpha "
             f"{c.alpha} after Holm-Bonferroni.",
             "",
             "| metric | baseline | candidate | difference [95% interval] | p | Holm p | pass->fail / fail->pass "

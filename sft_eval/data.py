@@ -383,7 +383,43 @@ def _row_tools(row: dict[str, Any], where: str) -> list[dict[str, Any]] | None:
                 f'{where}: `tools`[{k}] is not a function schema: use {{"type": "function", "function": {{"name": ..., '
                 '"description": ..., "parameters": {...}}}'
             )
+        if "parameters" in function:
+            _check_parameters(function["parameters"], f"{where}: `tools`[{k}] ({function['name']}) parameters")
     return tools
+
+
+def _check_parameters(schema: Any, where: str) -> None:
+    """A tool's `parameters`: a JSON Schema object that jsonschema's own `check_schema` accepts (types, a
+    `properties` mapping, `pattern`s that are regular expressions) whose every `$ref` resolves inside it; a schema
+    that is not one would break the template that renders it, or the scoring of every call."""
+    from jsonschema import exceptions, validators
+    from referencing import Registry, Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    if not isinstance(schema, dict):
+        raise SftEvalError(f"{where} must be a JSON Schema object, not {type(schema).__name__}")
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        at = "".join(f"[{p!r}]" for p in exc.path)
+        raise SftEvalError(f"{where}{at} is not a valid JSON Schema: {exc.message}") from None
+    resolver = Registry().with_resource("", Resource.from_contents(schema, DRAFT202012)).resolver()
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise SftEvalError(f"{where}: `$ref` {ref!r} does not resolve inside the schema") from None
+
+
+def _refs(node: Any) -> list[str]:
+    """Every `$ref` string in a schema, at any depth."""
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
 
 
 def _names(tools: list[dict[str, Any]] | None) -> list[str] | None:
@@ -489,6 +525,11 @@ def load_tool_items(recipe: Recipe) -> list[ToolItem]:
             raise SftEvalError(f"{where}: give one of `expected_call` ({{name, arguments}}) or `expected` (a text)")
         if call is not None:
             _check_tool_calls([call], f"{where}: `expected_call`", tools)
+            if "arguments" not in call.get("function", call):
+                raise SftEvalError(
+                    f"{where}: `expected_call` has no `arguments`: give the call's arguments as a JSON object "
+                    "(`{}` for a call that takes none)"
+                )
         elif not isinstance(expected, str):
             raise SftEvalError(f"{where}: `expected` must be a string")
         items.append(

@@ -551,6 +551,8 @@ def _check_eval_sources(recipe: Recipe, where: str) -> None:
             raise SftEvalError(f"{where}: `{key}` must be a .txt or .jsonl file, not {value!r}")
         if (suffixes is not None or _looks_like_path(value)) and not path.exists():
             raise SftEvalError(f"{where}: `{key}` names {path}, which does not exist")
+        if suffixes is not None and not path.is_file():
+            raise SftEvalError(f"{where}: `{key}` names {path}, which is a folder, not a .txt or .jsonl file")
 
 
 SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}

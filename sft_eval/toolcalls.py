@@ -113,9 +113,13 @@ def schema_problem(item: ToolItem, name: str, arguments: Any) -> str:
     schema = (tool or {}).get("parameters")
     if not isinstance(schema, dict):
         return ""
-    from jsonschema import validators
+    from jsonschema import exceptions, validators
+    from referencing.exceptions import Unresolvable
 
-    errors = sorted(validators.validator_for(schema)(schema).iter_errors(arguments), key=lambda e: list(e.path))
+    try:  # checked when the items were loaded (data._check_parameters); a schema that still breaks is said
+        errors = sorted(validators.validator_for(schema)(schema).iter_errors(arguments), key=lambda e: list(e.path))
+    except (exceptions.SchemaError, Unresolvable) as exc:
+        return f"{name}: its parameters schema cannot be applied ({str(exc).splitlines()[0]})"
     return f"{name}: {errors[0].message}" if errors else ""
 
 

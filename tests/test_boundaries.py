@@ -386,6 +386,33 @@ def test_a_malformed_card_in_report_json_is_one_line(tmp_path, cli, sft_pipeline
     cli.bad_input(cli.main("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), "cards[0].base is null")
 
 
+def test_a_report_of_a_run_whose_loss_went_nan_renders_again_from_its_own_json(tmp_path, cli, sft_pipeline):
+    """Issue 44, cause 1: the writer puts null where a loss or grad norm was not finite (JSON has no NaN); the
+    reader and the template take what the writer wrote, and the table says "not finite" (it was a traceback at the
+    `'%.4f' % loss` of the logged-losses table)."""
+    from sft_eval.report import write_report
+
+    context = sft_pipeline.report_context()
+    training = context["training"]
+    diverged = {
+        **context,
+        "training": {
+            **training,
+            "losses": [(step, math.nan if i == 1 else loss) for i, (step, loss) in enumerate(training["losses"])],
+            "steps": [
+                {**s, "loss": math.inf, "grad_norm": math.nan} if i == 0 else s for i, s in enumerate(training["steps"])
+            ],
+            "train_runtime_s": None,
+        },
+    }
+    written = write_report(diverged, tmp_path / "live").parent / "sft_report.json"
+    assert json.loads(written.read_text(encoding="utf-8"))["training"]["losses"][1][1] is None, "the writer's null"
+    result = cli.main("report", "--from-json", str(written), "--out", str(tmp_path / "again"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    html = (tmp_path / "again" / "sft_report.html").read_text(encoding="utf-8")
+    assert html.count(">not finite</td>") == 3, "one logged loss, one step's loss and its grad norm"
+
+
 def test_non_finite_losses_are_gaps_listed_under_the_curve():
     svg = loss_curve_svg([(1, 3.0), (2, float("nan")), (3, 2.0), (4, 1.5), (5, None), (6, 1.0)])
     assert "nan" not in svg.lower().replace("not finite", ""), svg

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +148,61 @@ def test_the_verdict_goes_to_the_github_step_summary(tmp_path):
     assert "| exact match | 1.000 | 0.000 |" in text and "`q0`" in text
     assert write_step_summary(result, {}.items()) is None
     assert markdown(compare_outcomes(outcomes([True]), outcomes([True]))).startswith("### sft-eval compare: no reg")
+
+
+def with_chrf(values: list[float]) -> list[Outcome]:
+    return [replace(o, chrf=v) for o, v in zip(outcomes([True] * len(values)), values, strict=True)]
+
+
+def test_a_nan_score_is_never_a_number_in_a_statistic():
+    """Issue 44, cause 2: chrF 100 -> 0 on 11 of 12 questions with one NaN on the candidate's side was read as an
+    "improvement" (p=0). Now chrF is "not comparable", names the question, stays out of Holm, and the comparison
+    fails as a regression would; the same file with 0.0 in place of the NaN is a regression (the nearby correct
+    case)."""
+    baseline = with_chrf([100.0] * 12)
+    broken = compare_outcomes(baseline, with_chrf([0.0] * 11 + [math.nan]))
+    (chrf,) = [m for m in broken.metrics if m.metric == "chrF"]
+    assert chrf.verdict == "not comparable" and chrf.not_a_number == ["q11"], chrf
+    assert broken.verdict == "not comparable" and not broken.improvements and not broken.regressions
+    assert all(m.p_holm == 1.0 or m.metric == "chrF" for m in broken.metrics), "NaN kept out of Holm"
+    text = "\n".join(describe(broken))
+    assert "NOT COMPARABLE chrF: 1 of 12 question(s) have a score that is not a number" in text, text
+    assert "improvement" not in text and text.endswith("(a score that is not a number: no verdict on it)"), text
+    assert "| chrF | – | – | 1 score(s) not a number |" in markdown(broken)
+    zero = compare_outcomes(baseline, with_chrf([0.0] * 12))
+    assert [m.metric for m in zero.regressions] == ["chrF"] and zero.verdict == "regression"
+
+
+def test_a_report_json_holding_nan_is_one_line_and_a_null_score_is_read(accepted_json, cli, tmp_path):
+    """NaN is not JSON: sft-eval writes null where a score was not finite. A report holding a NaN literal was
+    written or edited by something else: one line, exit 2, before any statistic."""
+    report = json.loads(accepted_json.read_text(encoding="utf-8"))
+    scored = next(card for card in report["cards"] if card["tuned"].get("chrf") is not None)
+    scored["tuned"]["chrf"] = math.nan
+    nan = tmp_path / "nan.json"
+    nan.write_text(json.dumps(report), encoding="utf-8")  # Python's json writes NaN
+    cli.bad_input(cli.main("compare", str(accepted_json), str(nan)), "nan.json: holds NaN, which is not JSON")
+    scored["tuned"]["chrf"] = None
+    null = tmp_path / "null.json"
+    null.write_text(json.dumps(report), encoding="utf-8")
+    assert cli.main("compare", str(accepted_json), str(null)).returncode == 0
+
+
+def test_the_step_summary_shows_a_question_with_backticks_and_markup_as_text(tmp_path):
+    """Issue 44, cause 7: a backtick in a question closed its code span, so raw `<img>` and `<a href>` reached the
+    job summary. Each quoted question is one code span fenced longer than any backtick run inside it."""
+    hostile = ["x` <img src=https://e.invalid/p.png> `y", "``a``<a href='https://e.invalid'>b</a>", "plain"]
+    base = [replace(o, question=q) for o, q in zip(outcomes([True] * 3), hostile, strict=True)]
+    cand = [replace(o, matched=False) for o in base]
+    text = markdown(compare_outcomes(base, cand, candidate_name="run `1`"))
+    assert "``x` <img src=https://e.invalid/p.png> `y``" in text, text
+    assert "``` ``a``<a href='https://e.invalid'>b</a> ```" in text, text
+    assert "`plain`" in text and "`` run `1` ``" in text, text
+    import markdown_it  # GitHub's Markdown is CommonMark: no tag outside a code element once rendered
+
+    html = markdown_it.MarkdownIt("commonmark").render(text)
+    outside = re.sub(r"<code>.*?</code>", "", html, flags=re.S)
+    assert "<img" not in outside and "<a " not in outside, html
 
 
 # -- the CLI on report JSONs ------------------------------------------------------------------------------------

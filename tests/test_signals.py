@@ -262,6 +262,14 @@ def test_bad_signal_keys_are_one_line(edits, says, tiny_variant):
     assert says in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_a_general_text_that_is_a_folder_is_one_line(tiny_variant, tmp_path, cli):
+    """Issue 44, cause 4: a folder named like a text file was an IsADirectoryError traceback (44 lines)."""
+    folder = tmp_path / "general.txt"
+    folder.mkdir()
+    recipe = tiny_variant({'general_text = "': f'general_text = "{folder}"\n# "'})
+    cli.bad_input(cli.main("audit", "--recipe", str(recipe)), f"`eval.general_text` names {folder}, which is a folder")
+
+
 def test_a_bad_general_text_line_is_named(tmp_path):
     bad = tmp_path / "general.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 3}\n', encoding="utf-8")

@@ -220,6 +220,13 @@ def write_items(tmp_path, rows: list) -> Path:
     return path
 
 
+def with_parameters(parameters) -> dict:
+    """GOOD_ITEM whose one tool declares `parameters` instead of its own."""
+    tool = copy.deepcopy(WEATHER)
+    tool.get("function", tool)["parameters"] = parameters
+    return {**GOOD_ITEM, "tools": [tool]}
+
+
 GOOD_ITEM = {
     "messages": ASK,
     "tools": [WEATHER],
@@ -235,8 +242,27 @@ GOOD_ITEM = {
         ({**GOOD_ITEM, "expected_call": {"name": "get_time", "arguments": {}}}, "not among the row's tools"),
         ({**GOOD_ITEM, "messages": [*ASK, {"role": "assistant", "content": "x"}]}, "must end with the user's question"),
         ({**GOOD_ITEM, "messages": []}, "needs `messages`"),
+        # issue 44, cause 3: what crashed the prompt's rendering or the report, or raised from jsonschema
+        ({**GOOD_ITEM, "expected_call": {"name": "get_weather"}}, "`expected_call` has no `arguments`"),
+        (with_parameters({"type": "object", "properties": ["city"]}), r"parameters\['properties'\] is not a valid"),
+        (with_parameters({"type": "object", "properties": {"city": {"type": "town"}}}), "is not a valid JSON Schema"),
+        (with_parameters({"type": "object", "properties": {"city": {"pattern": "(["}}}), "is not a 'regex'"),
+        (with_parameters({"properties": {"city": {"$ref": "#/$defs/city"}}}), "does not resolve inside the schema"),
+        (with_parameters("city: string"), "parameters must be a JSON Schema object"),
     ],
-    ids=["both", "neither", "unknown-tool", "ends-with-answer", "no-messages"],
+    ids=[
+        "both",
+        "neither",
+        "unknown-tool",
+        "ends-with-answer",
+        "no-messages",
+        "call-without-arguments",
+        "properties-not-a-mapping",
+        "unknown-type",
+        "bad-pattern",
+        "dangling-ref",
+        "parameters-a-string",
+    ],
 )
 def test_a_bad_tool_item_is_one_line_naming_its_line(tmp_path, cli, row, fragment):
     path = write_items(tmp_path, [GOOD_ITEM, row])
@@ -245,6 +271,27 @@ def test_a_bad_tool_item_is_one_line_naming_its_line(tmp_path, cli, row, fragmen
     )
     with pytest.raises(SftEvalError, match=rf"^{path}:2: .*{fragment}"):
         load_tool_items(recipe)
+
+
+def test_a_call_taking_no_arguments_is_expected_with_an_empty_object(tmp_path):
+    """The nearby correct case: `arguments: {}` is a call's arguments; a schema with a `$ref` that resolves loads."""
+    tool = copy.deepcopy(WEATHER)
+    function = tool.get("function", tool)
+    function["parameters"] = {
+        "type": "object",
+        "properties": {"city": {"$ref": "#/$defs/city"}},
+        "$defs": {"city": {"type": "string", "pattern": "^[A-Z]"}},
+    }
+    rows = [{**GOOD_ITEM, "tools": [tool], "expected_call": {"name": "get_weather", "arguments": {}}}]
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "data": {"train": "x.jsonl"},
+            "eval": {"questions": ["q"], "tool_items": str(write_items(tmp_path, rows))},
+        }
+    )
+    (item,) = load_tool_items(recipe)
+    assert item.expected_call["arguments"] == {}
 
 
 def test_a_bad_tool_item_stops_the_cli_before_any_work(tmp_path, cli):

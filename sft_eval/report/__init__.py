@@ -340,6 +340,17 @@ _ENV = Environment(
 )
 
 
+def _number(value: Any, spec: str) -> str:
+    """`value` in the `spec` format ('%.4f'); a number the run did not keep finite (NaN or infinite in a live
+    report, null in the report's JSON, which never writes NaN) as "not finite", as the loss curve draws it."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "not finite"
+    return spec % value
+
+
+_ENV.filters["number"] = _number
+
+
 _CARD_SCRIPT = (Path(__file__).parent / "templates" / "cards.js").read_text(encoding="utf-8")
 # The page's Content-Security-Policy runs this one script (by its hash) and fetches nothing: no other script, even
 # one a future escaping bug let through, runs; no request leaves the file.
@@ -471,8 +482,8 @@ def check_report(context: dict[str, Any], where: str) -> None:
         validate.fields(
             against, at, required={"baseline": validate.text, "metrics": validate.objects, **lists}, optional={}
         )
-        numbers = dict.fromkeys(
-            ("baseline", "candidate", "difference", "low", "high", "p_value", "p_holm"), validate.number
+        numbers = dict.fromkeys(  # null: a metric not comparable (a score that was not a number)
+            ("baseline", "candidate", "difference", "low", "high", "p_value", "p_holm"), _number_or_null
         )
         for k, metric in enumerate(against["metrics"]):
             validate.fields(metric, f"{at}.metrics[{k}]", required={"metric": validate.text, **numbers}, optional={})
@@ -607,11 +618,25 @@ def _thresholds(value: Any, where: str) -> None:
     validate.fields(value, where, required={"max_repetition": validate.number}, optional={})
 
 
+def _not_a_number(path: str | Path) -> Callable[[str], Any]:
+    """json's hook for `NaN`, `Infinity` and `-Infinity`, which are not JSON: sft-eval writes null where a number
+    was not finite, so a report holding them was written or edited by something else, and a NaN read as a number
+    would enter compare's statistics (a NaN chrF read as an improvement)."""
+
+    def refuse(constant: str) -> Any:
+        raise SftEvalError(
+            f"{path}: holds {constant}, which is not JSON and not a score (sft-eval writes null where a number was "
+            "not finite); write the report again with `sft-eval report`, or put null there"
+        )
+
+    return refuse
+
+
 def read_report_json(path: str | Path) -> ReportData:
     """A report's JSON (`sft_report.json`, `ReportData`), read and checked: this format version, and what the page
     and `compare` read of it (its cards' questions, answers and badges). Anything else is one line naming the file."""
     try:
-        context = json.loads(Path(path).read_text(encoding="utf-8"))
+        context = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_not_a_number(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SftEvalError(f"{path}: not a readable sft-eval report JSON: {str(exc).splitlines()[0]}") from None
     missing = [

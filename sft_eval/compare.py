@@ -135,6 +135,8 @@ class Comparison:
     only_in_candidate: list[str]
     metrics: list[MetricComparison]
     new_tokens: dict[str, float]  # mean new tokens per answer, both sides (shown, not tested)
+    # by side: a question asked more often on that side than on the other (the extra answers are not compared)
+    repeated: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -164,6 +166,7 @@ class Comparison:
             "paired_by": self.paired_by,
             "only_in_baseline": self.only_in_baseline,
             "only_in_candidate": self.only_in_candidate,
+            "repeated": self.repeated,
             "verdict": self.verdict,
             "regressions": [m.metric for m in self.regressions],
             "not_comparable": [m.metric for m in self.not_comparable],
@@ -210,15 +213,18 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _keyed(outcomes: list[Outcome], by_id: bool) -> dict[str, Outcome]:
-    """Outcomes by pairing key, in order; a text asked twice keys as `text (2)`."""
+def _keyed(outcomes: list[Outcome], by_id: bool) -> tuple[dict[str, Outcome], set[str]]:
+    """Outcomes by pairing key, in order, and the keys of repeats: a text asked twice keys as `text (2)`."""
     keyed: dict[str, Outcome] = {}
+    repeats: set[str] = set()
     for o in outcomes:
         key, n = (o.id if by_id else o.question), 1
         while (key if n == 1 else f"{key} ({n})") in keyed:
             n += 1
         keyed[key if n == 1 else f"{key} ({n})"] = o
-    return keyed
+        if n > 1:
+            repeats.add(f"{key} ({n})")
+    return keyed, repeats
 
 
 def compare_outcomes(
@@ -233,7 +239,7 @@ def compare_outcomes(
     if not 0 < alpha < 1:
         raise SftEvalError(f"alpha must be between 0 and 1, not {alpha}")
     by_id = all(o.id for o in (*baseline, *candidate))
-    base, cand = _keyed(baseline, by_id), _keyed(candidate, by_id)
+    (base, base_repeats), (cand, cand_repeats) = _keyed(baseline, by_id), _keyed(candidate, by_id)
     common = [k for k in base if k in cand]
     if not common:
         raise SftEvalError(
@@ -261,10 +267,17 @@ def compare_outcomes(
         alpha=alpha,
         questions=len(common),
         paired_by="id" if by_id else "text",
-        only_in_baseline=[base[k].question for k in base if k not in cand],
-        only_in_candidate=[cand[k].question for k in cand if k not in base],
+        only_in_baseline=[base[k].question for k in base if k not in cand and k not in base_repeats],
+        only_in_candidate=[cand[k].question for k in cand if k not in base and k not in cand_repeats],
         metrics=judged,
         new_tokens={"baseline": tokens.base, "candidate": tokens.tuned, "difference": tokens.difference},
+        repeated={
+            side: [keyed[k].question for k in keyed if k in repeats and k not in other]
+            for side, keyed, repeats, other in (
+                ("baseline", base, base_repeats, cand),
+                ("candidate", cand, cand_repeats, base),
+            )
+        },
     )
 
 
@@ -385,6 +398,9 @@ def describe(comparison: Comparison) -> list[str]:
     for side, missing in (("baseline", c.only_in_baseline), ("candidate", c.only_in_candidate)):
         if missing:
             lines.append(f"only in the {side}, not compared ({len(missing)}): {_listed(missing)}")
+    for side, extra in c.repeated.items():
+        if extra:
+            lines.append(f"asked again in the {side}, the extra answer not compared ({len(extra)}): {_listed(extra)}")
     regressed = ", ".join(m.metric for m in c.regressions)
     improved = ", ".join(m.metric for m in c.improvements)
     unknown = ", ".join(m.metric for m in c.not_comparable)

@@ -307,8 +307,28 @@ def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
             f"({state.parent.name} has none): that record is not of those weights; name the checkpoint to judge "
             f'(model.tuned = "{weights}"), whose record is its own'
         )
+    _check_record_step(weights, state, key)
     output_dir = folder.parent if folder.name.startswith("checkpoint-") and not checkpoints else folder
     return FinishedRun(weights, state, output_dir, adapter=adapter)
+
+
+def _check_record_step(weights: Path, state: Path | None, key: str) -> None:
+    """Weights in `checkpoint-N` are those of step N: a record (`trainer_state.json`) whose `global_step` is
+    another step describes other weights (a run folder's own step-8 record beside checkpoint-6's weights, once
+    the later weights were deleted). A record that cannot be read is left to the record's own reader."""
+    match = CHECKPOINT_NAME.fullmatch(weights.name)
+    if match is None or state is None:
+        return
+    try:
+        recorded = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != int(match.group(1)):
+        raise SftEvalError(
+            f"{key}: the weights are {weights}'s (step {match.group(1)}) but the record {state} is of step "
+            f"{recorded}: that record is not of those weights; name the checkpoint to judge "
+            f'(model.tuned = "{weights}"), whose record is its own'
+        )
 
 
 @contextlib.contextmanager

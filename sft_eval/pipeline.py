@@ -953,6 +953,14 @@ def sweep_checkpoints(pipeline: Pipeline) -> Any:
             f"model.tuned: {run} holds no checkpoint-N folder with weights or an adapter: a sweep judges a run's "
             "checkpoints; name the run's output folder (save_steps or save_strategy makes the trainer keep them)"
         )
+    adapters = [p.name for p in checkpoints if has_adapter(p) and not has_weights(p)]
+    if adapters and len(adapters) < len(checkpoints):
+        full = [p.name for p in checkpoints if p.name not in adapters]
+        raise SftEvalError(
+            f"model.tuned: {run} mixes full-weight checkpoints ({', '.join(full)}) and LoRA adapters "
+            f"({', '.join(adapters)}): the checkpoints of one run are all one or the other; move the folders of "
+            "the other run out"
+        )
     found = finished_run(run)
     record = trainer_record(found.state)
     targets = [(p, p.name, int(CHECKPOINT_NAME.fullmatch(p.name).group(1))) for p in checkpoints]

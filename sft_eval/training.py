@@ -262,6 +262,14 @@ def read_trainer_state(path: Path, key: str = "model.tuned") -> dict[str, Any]:
     for k, entry in enumerate(state["log_history"]):
         step = {"step": functools.partial(validate.integer, minimum=0)}
         validate.fields(entry, f"{where} log_history[{k}]", required=step, optional=numbers)
+    beyond = [(k, e["step"]) for k, e in enumerate(state["log_history"]) if e["step"] > state["global_step"]]
+    if beyond:  # a step that never ran: the record contradicts itself (edited, or two runs' records merged)
+        k, step = beyond[0]
+        raise SftEvalError(
+            f"{where} log_history[{k}] is at step {step}, after the record's global_step {state['global_step']} "
+            f"({len(beyond)} entr{'y' if len(beyond) == 1 else 'ies'} beyond it): the record contradicts itself; "
+            "use the trainer_state.json the trainer wrote"
+        )
     return state
 
 

@@ -9,6 +9,7 @@ real PEFT adapter saved by `PeftModel.save_pretrained`; the served cases run aga
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import shutil
@@ -81,6 +82,11 @@ BAD_STATES = {
         'log_history[0].train_runtime is "fast", not a number',
     ),
     "negative-step": ({**GOOD_STATE, "log_history": [{"step": -3}]}, "log_history[0].step is -3, below 0"),
+    # issue 44, cause 6: steps 9 to 200,008 in a record of 8 steps were read as "the record of 8 step(s)"
+    "steps-beyond-global-step": (
+        {**GOOD_STATE, "log_history": [{"step": s, "loss": 1.0} for s in (1, 2, 9, 200_008)]},
+        "log_history[2] is at step 9, after the record's global_step 2 (2 entries beyond it)",
+    ),
 }
 
 
@@ -173,6 +179,21 @@ def test_weights_and_record_of_different_checkpoints_are_refused(pair, tmp_path)
     for name in ("config.json", "model.safetensors"):  # trainer.save_model(): the final weights at the top
         shutil.copy(folder / "checkpoint-2" / name, folder / name)
     assert finished_run(folder).weights == folder, "final weights with the last checkpoint's record are one model"
+
+
+def test_a_run_folders_own_record_is_not_an_earlier_checkpoints(pair, tmp_path, cli):
+    """Issue 44, cause 5: the usual layout after save_state() with the last weights deleted: the folder keeps its
+    step-3 trainer_state.json and checkpoint-2's weights were judged against it, exit 0. Now one line naming both;
+    the folder with its own final weights beside its own record (the nearby correct case) is still read."""
+    folder = run_copy(pair, tmp_path)
+    state_file(folder, {**GOOD_STATE, "global_step": 3, "max_steps": 3})
+    with pytest.raises(SftEvalError, match="checkpoint-2's \\(step 2\\) but the record .* is of step 3"):
+        finished_run(folder)
+    result = cli.main("train", "--recipe", str(recipe(pair, tmp_path, folder)), "--sft-cache", str(tmp_path / "c"))
+    cli.bad_input(result, "model.tuned: the weights are", "is of step 3")
+    for name in ("config.json", "model.safetensors"):  # trainer.save_model(): the final weights beside the record
+        shutil.copy(folder / "checkpoint-2" / name, folder / name)
+    assert finished_run(folder).weights == folder
 
 
 def test_the_base_models_own_folder_as_the_tuned_model_is_refused(pair, tmp_path, cli):
@@ -282,6 +303,7 @@ class OddServer:
         self.replies: dict[str, tuple[int, str, bytes]] = {}
         self.silent: set[str] = set()
         self.release = threading.Event()
+        self.asked: collections.Counter[str] = collections.Counter()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -291,6 +313,7 @@ class OddServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 question = body["messages"][-1]["content"]
+                server.asked[question] += 1
                 if question in server.silent:
                     server.release.wait(30)  # holds the request until the test ends (bounded)
                     return
@@ -344,9 +367,12 @@ def test_a_malformed_reply_fails_its_question_and_keeps_the_others(case, odd_ser
     from sft_eval.generation.served import generate_served
 
     odd_server.replies = {"bad": MALFORMED[case]}
-    with pytest.raises(PartlyAnswered, match="1 of 3 questions failed .*not a chat completion") as error:
-        generate_served(odd_server.url, "m", ["one", "bad", "three"], concurrency=3, max_retries=0, timeout=10)
+    with pytest.raises(
+        PartlyAnswered, match=r"1 of 3 questions failed \(not retried: .*not a chat completion"
+    ) as error:
+        generate_served(odd_server.url, "m", ["one", "bad", "three"], concurrency=3, max_retries=3, timeout=10)
     assert {i: a.text for i, a in error.value.answered.items()} == {0: "answer to one", 2: "answer to three"}
+    assert odd_server.asked["bad"] == 1, "a reply that is no chat completion is said not retried, and was not"
 
 
 def test_a_server_that_never_replies_is_given_up_within_the_configured_bound(odd_server):

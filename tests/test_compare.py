@@ -133,6 +133,18 @@ def test_questions_are_paired_by_id_and_one_sided_ones_are_listed():
     assert by_text.paired_by == "text" and by_text.questions == 3 and by_text.only_in_candidate == ["q3", "q4"]
 
 
+def test_a_question_asked_twice_on_one_side_is_said_so_not_called_one_sided():
+    """Issue 44: a question the candidate asks twice was listed "only in the candidate"; it is in both, and its
+    extra answer is listed as such."""
+    base = outcomes([True] * 3)
+    result = compare_outcomes(base, [*base, base[1]])
+    assert result.questions == 3 and result.only_in_candidate == [] and result.repeated["candidate"] == ["q1"]
+    text = "\n".join(describe(result))
+    assert "asked again in the candidate, the extra answer not compared (1): 'q1'" in text and "only in" not in text
+    both = compare_outcomes([*base, base[1]], [*base, base[1]])
+    assert both.questions == 4 and both.repeated == {"baseline": [], "candidate": []}, "asked twice on both: paired"
+
+
 def test_no_question_in_common_is_one_line():
     with pytest.raises(SftEvalError, match="share no question"):
         compare_outcomes(outcomes([True]), [replace(o, question="other") for o in outcomes([True])])

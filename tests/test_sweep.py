@@ -207,6 +207,22 @@ def test_a_recipe_without_a_run_is_one_line(sft_pipeline, cli, tmp_path, overfit
         load_recipe(overfit.parent / "typo.toml")
 
 
+def test_a_lora_adapter_dropped_into_a_full_run_is_one_line(sft_pipeline, tmp_path, overfit):
+    """Issue 44: an adapter folder copied in as checkpoint-99 was swept as a checkpoint of the full run. Refused
+    before anything loads, naming both kinds (the files need only be there)."""
+    run = tmp_path / "run"
+    shutil.copytree(overfit.parent / "run", run)
+    (run / "checkpoint-99").mkdir()
+    (run / "checkpoint-99" / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    (run / "checkpoint-99" / "adapter_model.safetensors").write_bytes(b"")
+    text = overfit.read_text(encoding="utf-8").replace('tuned = "run"', f'tuned = "{run}"')
+    (tmp_path / "mixed.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(
+        SftEvalError, match=r"mixes full-weight checkpoints \(checkpoint-10.*and LoRA adapters \(checkpoint-99\)"
+    ):
+        run_sweep(tmp_path / "mixed.toml", sft_pipeline.cache)
+
+
 # -- the findings no run above provokes, on plain data ---------------------------------------------------------
 def outcomes(matched: int, total: int = 30) -> list[Outcome]:
     return [Outcome(f"q{i}", "", i < matched, True, False, False, 0.0, 5) for i in range(total)]

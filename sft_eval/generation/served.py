@@ -77,9 +77,11 @@ def generate_served(
             unreachable.set()
             return f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}"
         except openai.APIStatusError as exc:
-            return f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
+            said = f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
+            return said if _retried(exc.status_code) else f"{said} {NOT_RETRIED}"
         except Exception as exc:  # a 200 whose body the client cannot parse (HTML, not JSON): this question's failure
-            return f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
+            said = f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
+            return f"{said} {NOT_RETRIED}"
         answer = _answer(reply, question, base_url)
         if on_answer is not None and isinstance(answer, Answer):
             on_answer(index, answer)
@@ -102,11 +104,11 @@ def _answer(reply: Any, question: str, base_url: str) -> Answer | str:
     bad = f"eval.base_url: {base_url} sent a reply that is not a chat completion"
     choices = getattr(reply, "choices", None)
     if not isinstance(choices, list) or not choices:
-        return f"{bad}: no choices ({type(reply).__name__})"
+        return f"{bad}: no choices ({type(reply).__name__}) {NOT_RETRIED}"
     message = getattr(choices[0], "message", None)
     content = getattr(message, "content", None)
     if content is not None and not isinstance(content, str):
-        return f"{bad}: message content is {type(content).__name__}, not text"
+        return f"{bad}: message content is {type(content).__name__}, not text {NOT_RETRIED}"
     usage = getattr(reply, "usage", None)
     tokens = getattr(usage, "completion_tokens", None)
     content = content or ""
@@ -135,10 +137,24 @@ def _failures(failed: list[tuple[str, str]], not_asked: int, asked: int, max_ret
         return reason + unsent  # nothing answered, for one reason: the reason is the message
     shown = "; ".join(repr(q if len(q) <= 60 else q[:57] + "...") for q, _ in failed[:FAILED_SHOWN])
     more = f" and {len(failed) - FAILED_SHOWN} more" if len(failed) > FAILED_SHOWN else ""
-    return (
-        f"{len(failed)} of {asked} questions failed after {max_retries} retries each (eval.max_retries): "
-        f"{reason}{others}; failed: {shown}{more}{unsent}"
+    retried = [r for _, r in failed if not r.endswith(NOT_RETRIED)]
+    how = (
+        f"after {max_retries} retries each (eval.max_retries)"
+        if len(retried) == len(failed)
+        else f"({len(retried)} after {max_retries} retries each, eval.max_retries; the others not retried)"
+        if retried
+        else "(not retried: the server answered, with nothing to retry for)"
     )
+    return f"{len(failed)} of {asked} questions failed {how}: {reason}{others}; failed: {shown}{more}{unsent}"
+
+
+# The client retries what may pass on a second try (a connection error, 408, 409, 429, 5xx: openai's own rule);
+# a reply it got and could not use, or a status that will not change, is not asked again.
+NOT_RETRIED = "(not retried)"
+
+
+def _retried(status: int) -> bool:
+    return status in (408, 409, 429) or status >= 500
 
 
 def _openai() -> Any:

@@ -115,7 +115,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A",
         help="significance level after Holm-Bonferroni (default: 0.05)",
     )
+    compare.add_argument(
+        "--gate",
+        choices=("difference", "non-inferiority"),
+        default=None,
+        help="difference: fail on a metric worse beyond noise; non-inferiority: each metric with a margin passes "
+        "only when its drop is shown within it (default: NEW's [thresholds] gate, else difference)",
+    )
+    compare.add_argument(
+        "--margin",
+        action="append",
+        default=[],
+        metavar="METRIC=DROP",
+        help="the largest drop accepted for a metric, in its units (exact_match=0.02, chrf=2); repeatable "
+        "(default: NEW's [thresholds.max_regression])",
+    )
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout (default: text)")
+    power = sub.add_parser(
+        "power",
+        help="how many paired questions detect a drop, or what drop N questions detect (before you write them)",
+        description="the exact McNemar test's power, computed exactly: the questions needed to detect a drop of "
+        "DROP in a pass rate at 80%% power, or with --questions the smallest drop N questions detect; the runs' "
+        "disagreement (the share of questions they answer differently) defaults to that of two independent runs at "
+        "this accuracy, 2 p (1 - p)",
+    )
+    power.add_argument("--accuracy", type=probability, required=True, metavar="P", help="the pass rate, 0 to 1")
+    aim = power.add_mutually_exclusive_group(required=True)
+    aim.add_argument("--drop", type=probability, metavar="D", help="the drop in the pass rate to detect (0.03)")
+    aim.add_argument("--questions", type=positive_int, metavar="N", help="the paired questions you have")
+    power.add_argument(
+        "--disagreement",
+        type=probability,
+        default=None,
+        metavar="R",
+        help="share of questions the two runs answer differently (default: 2 P (1 - P), independent runs)",
+    )
+    power.add_argument("--alpha", type=probability, default=0.05, metavar="A", help="significance (default: 0.05)")
+    power.add_argument("--json", action="store_true", help="print one JSON object on stdout (default: text)")
     return parser
 
 
@@ -302,7 +338,8 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(context, args.out).resolve()
     failing = [c for c in context["checks"] if c["passed"] is False]
     against = context["against_baseline"] or {}
-    regressions, unknown = against.get("regressions", []), against.get("not_comparable", [])
+    regressions = against.get("regressions", []) + against.get("not_shown_non_inferior", [])
+    unknown = against.get("not_comparable", [])
     if args.json:
         failed = {"failed": [c["name"] for c in failing], "regressions": regressions, "not_comparable": unknown}
         print(dumps({"report": str(path), **failed}))
@@ -351,16 +388,60 @@ def _compare(args: argparse.Namespace) -> int:
     from sft_eval.compare import compare_outcomes, describe, outcomes_from_report, write_step_summary
     from sft_eval.report import read_report_json
 
+    baseline, candidate = read_report_json(args.baseline), read_report_json(args.candidate)
+    recorded = candidate.get("thresholds") or {}
+    margins = dict(recorded.get("max_regression") or {})
+    for item in args.margin:
+        metric, _, value = item.partition("=")
+        try:
+            margins[metric.strip()] = float(value)
+        except ValueError:
+            raise SftEvalError(f"--margin: expected METRIC=DROP (exact_match=0.02), not {item!r}") from None
     comparison = compare_outcomes(
-        outcomes_from_report(read_report_json(args.baseline)),
-        outcomes_from_report(read_report_json(args.candidate)),
+        outcomes_from_report(baseline),
+        outcomes_from_report(candidate),
         baseline_name=args.baseline,
         candidate_name=args.candidate,
         alpha=args.alpha,
+        gate=args.gate or recorded.get("gate") or "difference",
+        margins=margins,
     )
     write_step_summary(comparison)
     print(dumps(comparison.to_dict()) if args.json else "\n".join(describe(comparison)))
-    return EXIT_FAILED if comparison.verdict != "no regression" else EXIT_OK
+    return EXIT_OK if comparison.passed else EXIT_FAILED
+
+
+def _power(args: argparse.Namespace) -> int:
+    from sft_eval.compare import shown
+    from sft_eval.power import POWER, binary_mde, binary_questions_needed
+
+    disagreement = args.disagreement if args.disagreement is not None else 2 * args.accuracy * (1 - args.accuracy)
+    plan = {"accuracy": args.accuracy, "disagreement": disagreement, "alpha": args.alpha, "power": POWER}
+    if args.questions is not None:
+        mde = binary_mde(args.questions, disagreement, args.alpha)
+        result = {**plan, "questions": args.questions, "min_detectable_effect": mde, "undetectable": mde is None}
+        said = (
+            f"with {args.questions} paired questions no drop is detectable at alpha {args.alpha:g}"
+            if mde is None
+            else f"with {args.questions} paired questions a drop of {shown('exact match', mde)} would be missed one "
+            "time in five; smaller drops more often"
+        )
+    else:
+        needed = binary_questions_needed(args.drop, disagreement, args.alpha)
+        result = {**plan, "drop": args.drop, "questions": needed}
+        said = (
+            f"a drop of {shown('exact match', args.drop)} needs about {needed} paired questions to be caught four "
+            "times in five"
+            if needed is not None
+            else f"a drop of {shown('exact match', args.drop)} is not detectable with up to 100,000 questions"
+        )
+    print(
+        dumps(result)
+        if args.json
+        else f"{said} (accuracy {args.accuracy:g}, runs disagreeing on "
+        f"{disagreement:.3g} of the questions, alpha {args.alpha:g}, exact McNemar test)"
+    )
+    return EXIT_OK
 
 
 _COMMANDS = {
@@ -371,6 +452,7 @@ _COMMANDS = {
     "report": _report,
     "sweep": _sweep,
     "compare": _compare,
+    "power": _power,
 }
 
 

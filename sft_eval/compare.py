@@ -14,6 +14,12 @@ text; a question on one side only is listed, never dropped silently.
   worse).
 - Holm-Bonferroni across the metrics tested. A regression is a metric worse with a corrected p below alpha;
   improvements are listed and never fail.
+- What the comparison could not have seen (`sft_eval.power`): each metric's minimum detectable effect at 80% power
+  for this many questions (or "undetectable"), a sentence that says it, clustered errors where questions share a
+  `cluster` or `category`, and, where `[thresholds.max_regression]` gives a margin, how many questions would detect
+  it. Two gates: "difference" (above) and "non-inferiority": each metric with a margin passes only when the
+  one-sided 1 - alpha bound of its drop is within the margin (an intersection-union test: no correction);
+  metrics without one are judged by difference.
 - A score that is not a number (NaN or infinite: a model whose weights diverged) is never a number in a statistic:
   its metric is "not comparable", names the questions, is left out of Holm, and fails the comparison as a
   regression does (it cannot say there is none).
@@ -24,17 +30,23 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+from scipy import stats
+
+from sft_eval import power
 from sft_eval.errors import SftEvalError
 from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, paired_bootstrap
 
 COMPARE_FORMAT = "sft-eval-compare/1"
 NOT_COMPARABLE = "not comparable"
+NOT_SHOWN = "not shown non-inferior"
+GATES = ("difference", "non-inferiority")
 ALPHA = 0.05
 SHOWN_FLIPS = 10  # questions the text lists per flip direction (the JSON lists them all)
 
@@ -53,6 +65,7 @@ class Outcome:
     new_tokens: int
     expected_nll: float | None = None  # the expected answer's teacher-forced NLL, nats/token (`scoring.Signals`)
     chrf: float | None = None  # chrF against the expected answer (None: none, or a report from before chrF)
+    cluster: str = ""  # the questions file's `cluster`, else its `category`: questions that share a source
 
 
 def outcomes_from_report(context: ReportData, which: Literal["base", "tuned"] = "tuned") -> list[Outcome]:
@@ -69,6 +82,7 @@ def outcomes_from_report(context: ReportData, which: Literal["base", "tuned"] = 
             new_tokens=int(card[which]["new_tokens"]),
             expected_nll=(card.get("expected_nll") or {}).get(which),
             chrf=card[which].get("chrf"),
+            cluster=card.get("cluster") or card.get("category") or "",
         )
         for card in context["cards"]
     ]
@@ -93,6 +107,7 @@ def outcomes_from_evaluation(evaluation: Evaluation, which: str = "tuned", signa
                 new_tokens=score.new_tokens,
                 expected_nll=nll.get(record.question.question),
                 chrf=score.chrf,
+                cluster=record.question.cluster or record.question.category,
             )
         )
     return outcomes
@@ -119,6 +134,16 @@ class MetricComparison:
     fail_to_pass: list[str] = field(default_factory=list)
     worse: list[str] = field(default_factory=list)  # the expected-answer NLL: questions beyond the margin
     not_a_number: list[str] = field(default_factory=list)  # questions whose score is NaN or infinite on a side
+    # what it could not have seen (sft_eval.power): the drop detected at 80% power (None with `undetectable`)
+    min_detectable_effect: float | None = None
+    undetectable: bool = False
+    margin: float | None = None  # [thresholds.max_regression]'s, in the metric's units
+    underpowered: bool = False  # a margin below the detectable effect: a drop that large would likely be missed
+    drop: float = 0.0  # the observed drop (baseline - candidate, or the rise where lower is better)
+    drop_bound: float | None = None  # the one-sided 1 - alpha upper bound of the drop (non-inferiority)
+    questions_for_margin: int | None = None  # questions that would detect a drop of `margin` at 80% power
+    clustering: str = ""  # how the standard error was estimated
+    detectable: str = ""  # all of it in one sentence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +162,7 @@ class Comparison:
     new_tokens: dict[str, float]  # mean new tokens per answer, both sides (shown, not tested)
     # by side: a question asked more often on that side than on the other (the extra answers are not compared)
     repeated: dict[str, list[str]] = field(default_factory=dict)
+    gate: str = "difference"  # or "non-inferiority" ([thresholds] gate)
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -151,10 +177,25 @@ class Comparison:
         return [m for m in self.metrics if m.verdict == NOT_COMPARABLE]
 
     @property
+    def not_shown_within(self) -> list[MetricComparison]:
+        """Under the non-inferiority gate: the metrics whose drop is not shown within their margin."""
+        return [m for m in self.metrics if m.verdict == NOT_SHOWN]
+
+    @property
     def verdict(self) -> str:
-        """ "regression", "not comparable" (no regression found, but a metric could not be compared) or
-        "no regression"; either of the first two fails the comparison."""
-        return "regression" if self.regressions else NOT_COMPARABLE if self.not_comparable else "no regression"
+        """One of "regression", "not shown non-inferior", "not comparable" (a metric could not be compared), or,
+        passing, "no regression" (the difference gate) or "non-inferior"."""
+        if self.regressions:
+            return "regression"
+        if self.not_shown_within:
+            return NOT_SHOWN
+        if self.not_comparable:
+            return NOT_COMPARABLE
+        return "non-inferior" if self.gate == "non-inferiority" else "no regression"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("no regression", "non-inferior")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,8 +208,11 @@ class Comparison:
             "only_in_baseline": self.only_in_baseline,
             "only_in_candidate": self.only_in_candidate,
             "repeated": self.repeated,
+            "gate": self.gate,
             "verdict": self.verdict,
+            "passed": self.passed,
             "regressions": [m.metric for m in self.regressions],
+            "not_shown_non_inferior": [m.metric for m in self.not_shown_within],
             "not_comparable": [m.metric for m in self.not_comparable],
             "improvements": [m.metric for m in self.improvements],
             "metrics": [m.to_dict() for m in self.metrics],
@@ -227,6 +271,11 @@ def _keyed(outcomes: list[Outcome], by_id: bool) -> tuple[dict[str, Outcome], se
     return keyed, repeats
 
 
+def metric_key(metric: str) -> str:
+    """A metric's name as `[thresholds.max_regression]` spells it: `exact match` -> `exact_match`."""
+    return re.sub(r"[^a-z0-9]+", "_", metric.lower()).strip("_")
+
+
 def compare_outcomes(
     baseline: list[Outcome],
     candidate: list[Outcome],
@@ -234,10 +283,17 @@ def compare_outcomes(
     baseline_name: str = "baseline",
     candidate_name: str = "candidate",
     alpha: float = ALPHA,
+    gate: str = "difference",
+    margins: Mapping[str, float] | None = None,
 ) -> Comparison:
-    """The candidate against the baseline on the questions both answered (see the module's docstring)."""
+    """The candidate against the baseline on the questions both answered (see the module's docstring). `gate`:
+    "difference" or "non-inferiority"; `margins`: the largest drop accepted per metric (`metric_key`), in its
+    units."""
     if not 0 < alpha < 1:
         raise SftEvalError(f"alpha must be between 0 and 1, not {alpha}")
+    if gate not in GATES:
+        raise SftEvalError(f"gate must be {' or '.join(map(repr, GATES))}, not {gate!r}")
+    margins = dict(margins or {})
     by_id = all(o.id for o in (*baseline, *candidate))
     (base, base_repeats), (cand, cand_repeats) = _keyed(baseline, by_id), _keyed(candidate, by_id)
     common = [k for k in base if k in cand]
@@ -247,19 +303,30 @@ def compare_outcomes(
             "they were asked different questions, so there is nothing to compare"
         )
     pairs = [(base[k], cand[k]) for k in common]
-    metrics = [m for name, check in BINARY if (m := _binary(name, check, pairs)) is not None]
-    metrics += [m for spec in CONTINUOUS if (m := _continuous(*spec, pairs)) is not None]
-    tested = [m for m in metrics if not m.not_a_number]
+    known = [name for name, _ in BINARY] + [name for name, *_ in CONTINUOUS]
+    unknown = sorted(set(margins) - {metric_key(n) for n in known})
+    if unknown:
+        keys = ", ".join(metric_key(n) for n in known)
+        raise SftEvalError(f"thresholds.max_regression: unknown metric {unknown[0]!r}; the compared ones are {keys}")
+    metrics = [m for name, check in BINARY if (m := _binary(name, check, pairs, alpha, margins)) is not None]
+    metrics += [m for spec in CONTINUOUS if (m := _continuous(*spec, pairs, alpha, margins)) is not None]
+    bounded = gate == "non-inferiority"
+    tested = [m for m in metrics if not m.not_a_number and not (bounded and m.margin is not None)]
     adjusted = dict(zip((m.metric for m in tested), holm([m.p_value for m in tested]), strict=True))
     judged = []
     for m in metrics:
         if m.not_a_number:
             judged.append(m)
-            continue
-        p_holm = adjusted[m.metric]
-        worse = m.difference < 0 if m.better == "higher" else m.difference > 0
-        verdict = "no change" if p_holm >= alpha or m.difference == 0 else ("regression" if worse else "improvement")
-        judged.append(MetricComparison(**{**asdict(m), "p_holm": p_holm, "verdict": verdict}))
+        elif bounded and m.margin is not None:  # intersection-union: each margin on its own, no correction
+            within = m.drop_bound is not None and m.drop_bound <= m.margin
+            judged.append(MetricComparison(**{**asdict(m), "verdict": "non-inferior" if within else NOT_SHOWN}))
+        else:
+            p_holm = adjusted[m.metric]
+            worse = m.difference < 0 if m.better == "higher" else m.difference > 0
+            verdict = (
+                "no change" if p_holm >= alpha or m.difference == 0 else ("regression" if worse else "improvement")
+            )
+            judged.append(MetricComparison(**{**asdict(m), "p_holm": p_holm, "verdict": verdict}))
     tokens = paired_bootstrap("new tokens", [b.new_tokens for b, _ in pairs], [c.new_tokens for _, c in pairs])
     return Comparison(
         baseline=baseline_name,
@@ -278,10 +345,17 @@ def compare_outcomes(
                 ("candidate", cand, cand_repeats, base),
             )
         },
+        gate=gate,
     )
 
 
-def _binary(name: str, check: Callable[[Outcome], bool | None], pairs: list[tuple[Outcome, Outcome]]):
+def _binary(
+    name: str,
+    check: Callable[[Outcome], bool | None],
+    pairs: list[tuple[Outcome, Outcome]],
+    alpha: float,
+    margins: Mapping[str, float],
+):
     judged = [(b, c, check(b), check(c)) for b, c in pairs]
     judged = [(b, c, x, y) for b, c, x, y in judged if x is not None and y is not None]
     if not judged:  # e.g. exact match where no question has an expected answer
@@ -289,6 +363,19 @@ def _binary(name: str, check: Callable[[Outcome], bool | None], pairs: list[tupl
     lost = [c.question for _, c, x, y in judged if x and not y]
     gained = [c.question for _, c, x, y in judged if y and not x]
     effect = paired_bootstrap(name, [float(x) for *_, x, _ in judged], [float(y) for *_, y in judged])
+    n = len(judged)
+    spread = power.spread([float(x) - float(y) for *_, x, y in judged], 0.0, [c.cluster for _, c, *_ in judged])
+    discordance = (len(lost) + len(gained)) / n
+    mde = power.binary_mde(n, discordance, alpha)
+    both = sum(1 for *_, x, y in judged if x and y)
+    low, _ = power.newcombe_paired(both, len(lost), len(gained), n - both - len(lost) - len(gained), _z(alpha))
+    drop = -effect.difference
+    margin = margins.get(metric_key(name))
+    needed = None
+    if margin is not None and margin > 0:
+        plain = power.binary_questions_needed(margin, discordance, alpha)
+        needed = None if plain is None else math.ceil(plain * spread.design_effect**2)
+    deff = spread.design_effect
     return MetricComparison(
         metric=name,
         kind="binary",
@@ -303,6 +390,17 @@ def _binary(name: str, check: Callable[[Outcome], bool | None], pairs: list[tupl
         p_value=mcnemar_exact(len(lost), len(gained)),
         pass_to_fail=lost,
         fail_to_pass=gained,
+        **_power_fields(
+            name,
+            n,
+            None if mde is None else mde * deff,
+            drop,
+            drop + (-low - drop) * deff,
+            margin,
+            needed,
+            spread,
+            alpha,
+        ),
     )
 
 
@@ -312,17 +410,29 @@ def _continuous(
     better: str,
     margin: float | None,
     pairs: list[tuple[Outcome, Outcome]],
+    alpha: float,
+    margins: Mapping[str, float],
 ):
-    valued = [(c.question, value(b), value(c)) for b, c in pairs]
-    valued = [(q, x, y) for q, x, y in valued if x is not None and y is not None]
+    valued = [(c.question, value(b), value(c), c.cluster) for b, c in pairs]
+    valued = [(q, x, y, g) for q, x, y, g in valued if x is not None and y is not None]
     if not valued:  # the expected answers' NLL where neither report has it
         return None
-    broken = [q for q, x, y in valued if not (math.isfinite(x) and math.isfinite(y))]
+    broken = [q for q, x, y, _ in valued if not (math.isfinite(x) and math.isfinite(y))]
     if broken:
         return _not_comparable(name, "continuous", better, "paired bootstrap", len(valued), broken)
-    effect = paired_bootstrap(name, [x for _, x, _ in valued], [y for *_, y in valued])
+    effect = paired_bootstrap(name, [x for _, x, _, _ in valued], [y for _, _, y, _ in valued])
     sign = 1 if better == "lower" else -1
-    worse = [q for q, x, y in valued if margin is not None and sign * (y - x) > margin]
+    worse = [q for q, x, y, _ in valued if margin is not None and sign * (y - x) > margin]
+    n = len(valued)
+    floor = float(np.std([x for _, x, _, _ in valued], ddof=1)) if n > 1 else 0.0  # the baseline's own spread
+    spread = power.spread([sign * (y - x) for _, x, y, _ in valued], floor, [g for *_, g in valued])
+    se = spread.standard_error * spread.design_effect
+    df = spread.df if spread.clustered is not None else None
+    mde = power.continuous_mde(se, alpha, df=df) if se > 0 else None
+    accepted = margins.get(metric_key(name))
+    critical = float(stats.t.ppf(1 - alpha, df)) if df else _z(alpha)
+    needed = None if accepted is None else power.continuous_questions_needed(accepted, se * math.sqrt(n), alpha)
+    drop = sign * effect.difference
     return MetricComparison(
         metric=name,
         kind="continuous",
@@ -336,7 +446,70 @@ def _continuous(
         high=effect.high,
         p_value=effect.p_value,
         worse=worse,
+        **_power_fields(name, n, mde, drop, drop + critical * se, accepted, needed, spread, alpha),
     )
+
+
+def _z(alpha: float) -> float:
+    """The one-sided normal quantile of 1 - alpha."""
+    return float(stats.norm.ppf(1 - alpha))
+
+
+# How a drop is written per metric: rates in points, chrF in its own points, the rest in their units.
+UNITS: dict[str, Callable[[float], str]] = {
+    "chrF": lambda x: f"{x:.1f} chrF",
+    "repetition": lambda x: f"{x:.3f}",
+    "expected-answer NLL": lambda x: f"{x:.2f} nats/token",
+}
+
+
+def shown(metric: str, value: float) -> str:
+    """A drop of `metric` for a person: `14 points` of a rate, `3.1 chrF`, `0.12 nats/token`."""
+    return UNITS.get(metric, lambda x: f"{100 * x:.0f} points")(value)
+
+
+def _power_fields(
+    name: str,
+    questions: int,
+    mde: float | None,
+    drop: float,
+    bound: float,
+    margin: float | None,
+    needed: int | None,
+    spread: power.Spread,
+    alpha: float,
+) -> dict[str, Any]:
+    """The detectable-effect fields of one metric, and the sentence that says them."""
+    word = _word(name)
+    if mde is None:
+        why = "the exact test cannot reject at this size" if name in dict(BINARY) else "neither run's scores vary"
+        sentence = f"with {questions} questions no {word} of {name} is detectable at alpha {alpha:g}: {why}"
+    else:
+        sentence = (
+            f"with {questions} questions a {word} of {shown(name, mde)} would be missed one time in five; smaller "
+            f"{word}s more often"
+        )
+    if margin is not None:
+        said = f"the largest accepted {word} ({shown(name, margin)})"
+        if needed is None:
+            sentence += f"; {said} is not detectable at any size"
+        elif mde is not None and margin >= mde:
+            sentence += f"; {said} is within reach"
+        else:
+            sentence += f"; detecting {said} takes about {needed} questions"
+    if spread.clustered is not None or spread.note.startswith("too few"):
+        sentence += f" ({spread.note})"
+    return {
+        "min_detectable_effect": mde,
+        "undetectable": mde is None,
+        "margin": margin,
+        "underpowered": margin is not None and (mde is None or margin < mde),
+        "drop": drop,
+        "drop_bound": bound,
+        "questions_for_margin": needed,
+        "clustering": spread.note,
+        "detectable": sentence,
+    }
 
 
 def _not_comparable(name: str, kind: str, better: str, test: str, questions: int, broken: list[str]):
@@ -372,7 +545,7 @@ def describe(comparison: Comparison) -> list[str]:
         f"baseline {c.baseline}",
         f"candidate {c.candidate}",
         f"{c.questions} question(s) paired by {c.paired_by}; alpha {c.alpha} after Holm-Bonferroni over "
-        f"{len(c.metrics)} metrics",
+        f"{len(c.metrics)} metrics; gate: {c.gate}",
     ]
     for m in c.metrics:
         if m.not_a_number:
@@ -393,6 +566,13 @@ def describe(comparison: Comparison) -> list[str]:
             lines.append(f"            fail -> pass ({len(m.fail_to_pass)}): {_listed(m.fail_to_pass)}")
         if m.worse:
             lines.append(f"            worse by over {EXPECTED_NLL_MARGIN:g} ({len(m.worse)}): {_listed(m.worse)}")
+        if m.margin is not None and m.drop_bound is not None and c.gate == "non-inferiority":
+            within = "within" if m.drop_bound <= m.margin else "not within"
+            lines.append(
+                f"            {_one_sided(c.alpha)} bound of the {_word(m.metric)} {shown(m.metric, m.drop_bound)}: "
+                f"{within} the margin {shown(m.metric, m.margin)}"
+            )
+        lines.append(f"            {m.detectable}")
     tokens = c.new_tokens
     lines.append(f"new tokens per answer: {tokens['baseline']:.1f} -> {tokens['candidate']:.1f} (shown, not tested)")
     for side, missing in (("baseline", c.only_in_baseline), ("candidate", c.only_in_candidate)):
@@ -401,16 +581,33 @@ def describe(comparison: Comparison) -> list[str]:
     for side, extra in c.repeated.items():
         if extra:
             lines.append(f"asked again in the {side}, the extra answer not compared ({len(extra)}): {_listed(extra)}")
-    regressed = ", ".join(m.metric for m in c.regressions)
-    improved = ", ".join(m.metric for m in c.improvements)
-    unknown = ", ".join(m.metric for m in c.not_comparable)
-    if regressed:
-        lines.append(f"regression: {regressed}" + (f"; not comparable: {unknown}" if unknown else ""))
-    elif unknown:
-        lines.append(f"not comparable: {unknown} (a score that is not a number: no verdict on it)")
-    else:
-        lines.append("no regression" + (f"; improved: {improved}" if improved else ""))
+    lines.append(_verdict_line(c))
     return lines
+
+
+def _verdict_line(c: Comparison) -> str:
+    """The last line: what failed, by kind, or what passed."""
+    failed = [
+        (kind, ", ".join(m.metric for m in metrics))
+        for kind, metrics in (
+            ("regression", c.regressions),
+            ("not shown non-inferior", c.not_shown_within),
+            ("not comparable (a score that is not a number)", c.not_comparable),
+        )
+        if metrics
+    ]
+    if failed:
+        return "; ".join(f"{kind}: {names}" for kind, names in failed)
+    improved = ", ".join(m.metric for m in c.improvements)
+    return c.verdict + (f"; improved: {improved}" if improved else "")
+
+
+def _word(metric: str) -> str:
+    return "rise" if metric in ("repetition", "expected-answer NLL") else "drop"
+
+
+def _one_sided(alpha: float) -> str:
+    return f"one-sided {100 * (1 - alpha):g}%"
 
 
 def code_span(text: str) -> str:
@@ -426,13 +623,7 @@ def code_span(text: str) -> str:
 def markdown(comparison: Comparison) -> str:
     """The verdict as GitHub-flavoured Markdown (for `$GITHUB_STEP_SUMMARY`)."""
     c = comparison
-    head = (
-        f"regression in {', '.join(m.metric for m in c.regressions)}"
-        if c.regressions
-        else f"not comparable: {', '.join(m.metric for m in c.not_comparable)}"
-        if c.not_comparable
-        else "no regression"
-    )
+    head = f"regression in {', '.join(m.metric for m in c.regressions)}" if c.regressions else _verdict_line(c)
     rows = [
         f"| {m.metric} | – | – | {len(m.not_a_number)} score(s) not a number | – | – | – | {m.verdict} |"
         if m.not_a_number
@@ -454,8 +645,7 @@ def markdown(comparison: Comparison) -> str:
             f"### sft-eval compare: {head}",
             "",
             f"{code_span(c.candidate)} against {code_span(c.baseline)}: {c.questions} questions paired by "
-            f"{c.paired_by}, alpha "
-            f"{c.alpha} after Holm-Bonferroni.",
+            f"{c.paired_by}, alpha {c.alpha} after Holm-Bonferroni; gate: {c.gate}.",
             "",
             "| metric | baseline | candidate | difference [95% interval] | p | Holm p | pass->fail / fail->pass "
             "| verdict |",
@@ -463,6 +653,10 @@ def markdown(comparison: Comparison) -> str:
             *rows,
             "",
             *flips,
+            "",
+            "What it could not have seen (80% power, before Holm):",
+            "",
+            *[f"- **{m.metric}**: {m.detectable}" for m in c.metrics if m.detectable],
             *(
                 [f"- only in one side, not compared: {len(c.only_in_baseline) + len(c.only_in_candidate)} question(s)"]
                 if c.only_in_baseline or c.only_in_candidate

@@ -32,6 +32,7 @@ class Question:
     expected: str | None = None  # a checkable answer, when there is one
     category: str = ""  # the questions file's `category` (or its older name `kind`): metrics are broken down by it
     id: str = ""  # the questions file's `id`, when it gives one: what `compare` pairs questions by (else the text)
+    cluster: str = ""  # the questions file's `cluster` (questions from one source): compare's clustered errors
 
 
 def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None, key: str = "data.train") -> Dataset:
@@ -476,7 +477,10 @@ def load_questions(recipe: Recipe) -> list[Question]:
             category = row.get("category", row.get("kind", ""))
             if not isinstance(category, str):
                 raise SftEvalError(f"{path}:{number}: `category` must be a string")
-            questions.append(Question(row["question"], expected, category, ident))
+            cluster = row.get("cluster", "")
+            if isinstance(cluster, bool) or not isinstance(cluster, str | int):
+                raise SftEvalError(f"{path}:{number}: `cluster` must be a string or an integer")
+            questions.append(Question(row["question"], expected, category, ident, str(cluster)))
     if not questions:
         where = recipe.eval.questions_file or "eval.questions"
         raise SftEvalError(f"{where}: no evaluation questions: a run would judge nothing; add at least one")

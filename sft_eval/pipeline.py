@@ -435,6 +435,8 @@ class Pipeline:
             outcomes_from_evaluation(self.evaluation),
             baseline_name=f"model.baseline ({self.baseline_run.weights})",
             candidate_name="this run",
+            gate=self.recipe.thresholds.gate,
+            margins=self.recipe.thresholds.max_regression,
         )
 
     def with_tuned(self, folder: str | Path) -> Pipeline:
@@ -853,6 +855,8 @@ class Pipeline:
                 outcomes_from_evaluation(self.evaluation, signals=self.signals),
                 baseline_name=name,
                 candidate_name="this run",
+                gate=self.recipe.thresholds.gate,
+                margins=self.recipe.thresholds.max_regression,
             ).to_dict()
 
         return build_context(

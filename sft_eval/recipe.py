@@ -167,8 +167,32 @@ class Thresholds:
     max_forgetting: float = key(1.15, "general-text loss, tuned over base")
     max_expected_nll_rise: float = key(0.5, "nats/token an expected answer (and end of turn) may become less likely")
     max_length_ratio: float = key(3.0, "tuned answers' median length within this factor (either way) of training's")
+    gate: str = key(
+        "difference",
+        'run against run: "difference" (fail on a metric worse beyond noise) or "non-inferiority" (each metric in '
+        "`max_regression` passes only when its drop is shown within the margin)",
+    )
+    max_regression: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "the largest drop accepted per compared metric, in its units, as a table (`exact_match = 0.02`, "
+            "`chrf = 2.0`): the non-inferiority gate's margins, and what the detectable effect is held to"
+        },
+    )
 
 
+GATES = ("difference", "non-inferiority")
+# The metrics `compare` tests, as `[thresholds.max_regression]` names them (`compare.metric_key`; a test holds the
+# two lists equal).
+COMPARED_METRICS = (
+    "exact_match",
+    "ends_at_end_of_turn",
+    "no_leaked_tokens",
+    "not_empty",
+    "repetition",
+    "chrf",
+    "expected_answer_nll",
+)
 FRACTION_THRESHOLDS = (
     "min_loss_drop",
     "min_eos_stop_rate",
@@ -329,6 +353,8 @@ def _check_types(cls: type, raw: Mapping[str, Any], where: str, prefix: str) -> 
 def _matches(value: Any, hint: Any) -> bool:
     args = get_args(hint)
     origin = get_origin(hint)
+    if origin is dict:  # a table: string keys, values of the second type
+        return isinstance(value, dict) and all(isinstance(k, str) and _matches(v, args[1]) for k, v in value.items())
     if origin is tuple:
         return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
     if args and origin is not tuple:  # a union such as `str | None`
@@ -341,6 +367,8 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    if get_origin(hint) is dict:
+        return f"a table of {_describe(get_args(hint)[1]).removeprefix('a ').removeprefix('an ')}s"
     if get_origin(hint) is tuple:
         return f"a list of {_describe(get_args(hint)[0])}"
     args = [a for a in get_args(hint) if a is not type(None)]
@@ -522,6 +550,21 @@ def _check_values(recipe: Recipe, where: str) -> None:
         value = getattr(recipe.thresholds, name)
         if not low <= value < math.inf:
             raise SftEvalError(f"{where}: `thresholds.{name}` must be a finite number of at least {low:g}, not {value}")
+    if recipe.thresholds.gate not in GATES:
+        raise SftEvalError(
+            f"{where}: `thresholds.gate` must be {' or '.join(map(repr, GATES))}, not {recipe.thresholds.gate!r}"
+        )
+    for metric, margin in recipe.thresholds.max_regression.items():
+        if metric not in COMPARED_METRICS:
+            close = difflib.get_close_matches(metric, COMPARED_METRICS, n=1)
+            hint = (
+                f"; did you mean {close[0]}?" if close else f"; the compared metrics are {', '.join(COMPARED_METRICS)}"
+            )
+            raise SftEvalError(f"{where}: unknown key `thresholds.max_regression.{metric}`{hint}")
+        if not 0 <= margin < math.inf:
+            raise SftEvalError(
+                f"{where}: `thresholds.max_regression.{metric}` must be a finite number of at least 0, not {margin}"
+            )
     if not 0.0 <= recipe.thresholds.min_chrf <= 100.0:
         raise SftEvalError(
             f"{where}: `thresholds.min_chrf` must be between 0 and 100 (chrF), not {recipe.thresholds.min_chrf}"

@@ -140,6 +140,11 @@ def sweep(
             baseline_name=best_row["name"],
             candidate_name=last["name"],
         )
+        notes += [
+            f"{last['name']} against {best_row['name']}, {m.metric}: {m.detectable}"
+            for m in comparison.metrics
+            if m.detectable
+        ]
         if comparison.regressions:
             worse = "; ".join(
                 f"{m.metric} {m.baseline:.3f} -> {m.candidate:.3f} ({m.difference:+.3f}, 95% interval {m.low:+.3f} "

@@ -179,7 +179,7 @@ def test_a_nan_score_is_never_a_number_in_a_statistic():
     assert all(m.p_holm == 1.0 or m.metric == "chrF" for m in broken.metrics), "NaN kept out of Holm"
     text = "\n".join(describe(broken))
     assert "NOT COMPARABLE chrF: 1 of 12 question(s) have a score that is not a number" in text, text
-    assert "improvement" not in text and text.endswith("(a score that is not a number: no verdict on it)"), text
+    assert "improvement" not in text and text.endswith("not comparable (a score that is not a number): chrF"), text
     assert "| chrF | – | – | 1 score(s) not a number |" in markdown(broken)
     zero = compare_outcomes(baseline, with_chrf([0.0] * 12))
     assert [m.metric for m in zero.regressions] == ["chrF"] and zero.verdict == "regression"

@@ -105,6 +105,7 @@ def build_context(
             "id": r.question.id,
             "expected": r.question.expected,
             "category": r.question.category,
+            **({"cluster": r.question.cluster} if r.question.cluster else {}),
             "base": _side(r.base, r.base_score),
             "tuned": _side(r.tuned, r.tuned_score),
             "diff": word_diff(r.base.text, r.tuned.text),

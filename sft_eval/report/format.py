@@ -64,6 +64,9 @@ class Card(TypedDict):
     """The expected answer; null when the question has none (it is then not checkable)."""
     category: str
     """The question's category; empty when it has none."""
+    cluster: NotRequired[str]
+    """The question's `cluster` from the questions file (questions from one source), where it gives one: compare's
+    clustered standard errors group by it, else by category."""
     base: Side
     """The base model's answer."""
     tuned: Side
@@ -377,8 +380,9 @@ class ReportData(TypedDict):
     """Tuned minus base per metric, with paired bootstrap intervals."""
     categories: list[Category]
     """Per question category; empty when the questions carry fewer than two."""
-    thresholds: dict[str, float]
-    """The recipe's thresholds the run was judged by."""
+    thresholds: dict[str, float | str | dict[str, float]]
+    """The recipe's thresholds the run was judged by: numbers, the comparison's `gate` and its `max_regression`
+    margins by metric."""
     cards: list[Card]
     """One card per question: both answers, their badges and the word diff."""
     speed: dict[str, float] | None

@@ -141,7 +141,8 @@ def spread(differences: Sequence[float], floor: float, clusters: Sequence[str] |
     if clusters is None or len(named) != n:
         return Spread(plain, None, n, None, "not clustered: the questions name no cluster or category")
     if groups < MIN_CLUSTERS:
-        return Spread(plain, None, groups, None, f"too few clusters to cluster: {groups}, at least {MIN_CLUSTERS} needed")
+        note = f"too few clusters to cluster: {groups}, at least {MIN_CLUSTERS} needed"
+        return Spread(plain, None, groups, None, note)
     deviations = d - d.mean()
     sums = np.array([deviations[[c == g for c in clusters]].sum() for g in sorted(set(clusters))])
     robust = math.sqrt(groups / (groups - 1) * float(np.sum(sums**2))) / n

@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "cache",
         "kernels",
         "backends",
+        "sftconfig",
         "recipe",
         "options",
         "report.format",
@@ -48,7 +49,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "train": ("training",),
     "generate": ("generation", "generation.local", "generation.served"),
     "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
-    "compare": ("compare", "sweep"),
+    "compare": ("power", "compare", "sweep"),
     "report": ("report",),
     "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),
 }

@@ -209,8 +209,10 @@ def test_a_trainer_state_whose_steps_are_not_the_plan_is_caught(user, tmp_path):
     good = read_finished_run(finished_run(user / "runs" / "my-sft"), recipe, 421)
     assert plan_problems(good) == [] and normalisation_problems(good.steps) == []
 
-    def fewer_steps(folder: Path) -> None:
-        edit_json(folder / "trainer_state.json", max_steps=270, global_step=270, train_batch_size=32)
+    def fewer_steps(folder: Path) -> None:  # a record of its own: no log entry beyond its global_step (issue 44)
+        state = folder / "trainer_state.json"
+        log = [e for e in json.loads(state.read_text(encoding="utf-8"))["log_history"] if e["step"] <= 270]
+        edit_json(state, max_steps=270, global_step=270, train_batch_size=32, log_history=log)
         (folder / "sft-eval-steps-rank0.json").unlink(missing_ok=True)
 
     bad = read_finished_run(finished_run(broken_copy(user, tmp_path, fewer_steps)), recipe, 421)

@@ -30,10 +30,14 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sft_eval.cache import NotBuilt
 from sft_eval.errors import SftEvalError
 from sft_eval.options import add_options, positive_int
+
+if TYPE_CHECKING:
+    import psutil
 
 GRACE_S = 30  # after the guard: how long the ranks get to print their stacks and torchrun to report them
 
@@ -82,7 +86,10 @@ def launch(
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGSTOP)  # torchrun paused: it must not tear the ranks down mid-dump
-        children = psutil.Process(process.pid).children(recursive=True)
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:  # it ended between the guard and the pause: whatever it left is killed below
+            children = []
         ranks = sorted(((_rank_of(p), p) for p in children), key=lambda pair: pair[0])
         for _, rank in ranks:  # all paused first: none reacts to another's end (a lock freed, a peer gone)
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -119,25 +126,27 @@ def rank_stacks(stderr: str, names: list[str]) -> str:
     return "\n\n".join(f"--- {name} ---\n{dump.strip()}" for name, dump in zip(named, dumps, strict=False))
 
 
-def _until_dead(process: object) -> None:
+def _until_dead(process: psutil.Process) -> None:
     """Wait (up to GRACE_S) until `process` has exited: gone, or a zombie its paused parent has not reaped."""
     import psutil
 
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline:
         try:
-            if process.status() == psutil.STATUS_ZOMBIE:  # type: ignore[attr-defined]
+            if process.status() == psutil.STATUS_ZOMBIE:
                 return
         except psutil.NoSuchProcess:
             return
         time.sleep(0.05)
 
 
-def _rank_of(process: object) -> int:
-    """A torchrun child's RANK (from its environment; -1 where it cannot be read)."""
+def _rank_of(process: psutil.Process) -> int:
+    """A torchrun child's RANK (from its environment; -1 where it cannot be read: gone, or not ours to read)."""
+    import psutil
+
     try:
-        return int(process.environ().get("RANK", -1))  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - gone, or not ours to read: it sorts first, unnamed
+        return int(process.environ().get("RANK", -1))
+    except (psutil.Error, ValueError):
         return -1
 
 

@@ -352,7 +352,7 @@ def within_tolerance(
             "match", f"{len(answers)} answers agree with {where} within {tolerance:g} nats ({measured})"
         )
     changes = environment_changes(reference.get("environment", {}), env or {})
-    around = f"; since it was recorded: {changes}" if changes else "; in the environment it was recorded in"
+    around = f"; since it was recorded: {changes}" if changes else "; in the environment it was recorded in, unchanged"
     return GoldenVerdict(
         "drift",
         f"{len(problems)} of {compared} tuned answers drifted from {where} beyond {tolerance:g} "

@@ -294,11 +294,10 @@ def same_numerics(recorded: dict[str, str], env: dict[str, str]) -> bool:
     return all(k in recorded for k in NUMERICS_KEYS) and all(recorded[k] == env.get(k) for k in NUMERICS_KEYS)
 
 
-def environment_changes(recorded: dict[str, str], env: dict[str, str]) -> str:
-    """What differs between the recording environment and this one (`transformers 5.24.0 -> 5.25.0`), or ""."""
-    return ", ".join(
-        f"{k} {recorded.get(k, '?')} -> {env[k]}" for k in ENVIRONMENT_KEYS if k in env and recorded.get(k) != env[k]
-    )
+def environment_changes(recorded: dict[str, str], env: dict[str, str], keys: tuple[str, ...] = ENVIRONMENT_KEYS) -> str:
+    """What differs, of `keys`, between the recording environment and this one (`transformers 5.24.0 -> 5.25.0`),
+    or ""."""
+    return ", ".join(f"{k} {recorded.get(k, '?')} -> {env[k]}" for k in keys if k in env and recorded.get(k) != env[k])
 
 
 def describe_partial(env: dict[str, str]) -> str:

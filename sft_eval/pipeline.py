@@ -52,6 +52,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.generation import CachedAnswers, GenerationSettings, Target, backend_for, check_backend
 from sft_eval.generation.local import generate_prompts
 from sft_eval.golden import (
+    NUMERICS_KEYS,
     TOP_K,
     GoldenVerdict,
     check_golden,
@@ -769,11 +770,12 @@ class Pipeline:
         trained = reference.get("environment") or {}
         if self.recipe.model.tuned is None and not same_numerics(trained, env):  # trained here: another model
             exact = check_golden(path, record, env, local)
+            numerics = environment_changes(trained, env, NUMERICS_KEYS)
             return dataclasses.replace(
                 exact,
                 message=f"the tuned model was trained here on {describe_environment(env)}, the golden reference's "
-                f"on {describe_partial(trained)}: other training numerics ({environment_changes(trained, env)}), "
-                f"so another model, which no tolerance covers; {exact.message}",
+                f"on {describe_partial(trained)}: other training numerics ({numerics}), so another model, which no "
+                f"tolerance covers; {exact.message}",
             )
         golden = reference["answers"]
         _, scores, dtype = self.answer_top_k("tuned", [g["question"] for g in golden], [g["token_ids"] for g in golden])

@@ -30,8 +30,16 @@ SETTINGS = {
 }
 
 
+class _NotCached(Exception):
+    """The torchrun record is not in the cache yet (raised by the probe that `cached` would call to build it)."""
+
+
+def _not_cached(folder) -> None:
+    raise _NotCached
+
+
 @pytest.fixture(scope="module")
-def ranks(sft_pipeline, cached) -> list[TrainingRun]:
+def ranks(sft_pipeline, cached, tmp_path_factory) -> list[TrainingRun]:
     device = sft_pipeline.device
     if device.type == "cuda" and torch.cuda.device_count() < WORLD:
         pytest.skip(
@@ -39,18 +47,28 @@ def ranks(sft_pipeline, cached) -> list[TrainingRun]:
             "--sft-device cpu runs this check with gloo"
         )
     overrides = {**SETTINGS, "per_device_train_batch_size": BATCH, "gradient_accumulation_steps": ACCUM}
-
-    # what the ranks load is built first, here, in one process and under no other lock: ranks never build inside
-    # a process group (one would hold an entry's lock in a collective while the other waits for the lock)
-    _ = sft_pipeline.tokenizer, sft_pipeline.base_model_dir
-
-    def build(out):
+    inputs = {
+        "world": WORLD,
+        "rows": ROWS,
+        "dropout": False,
+        "device": device.type,
+        "sft": {**sft_pipeline.recipe.sft, **overrides},
+    }
+    # No lock is held across a wait on another process: the cache is asked first (the probe ends the build it would
+    # start), torchrun runs under no lock, and its record is then copied into the cache under the entry's lock.
+    # What the ranks load is built first, here, in one process: they never build inside a process group (one
+    # would hold an entry's lock in a collective while the other waits for the lock).
+    try:
+        out = cached("torchrun", inputs, _not_cached)
+    except _NotCached:
+        _ = sft_pipeline.tokenizer, sft_pipeline.base_model_dir
+        ran = tmp_path_factory.mktemp("torchrun")
         arguments = [
             "-m",
             "sft_eval.distributed",
             "--no-dropout",
             "--out",
-            str(out),
+            str(ran),
             "--rows",
             str(ROWS),
             "--recipe",
@@ -65,22 +83,10 @@ def ranks(sft_pipeline, cached) -> list[TrainingRun]:
             result = launch(arguments, nproc=WORLD, guard_s=HANG_GUARD_S)
         except Hung as exc:
             pytest.fail(str(exc))
-        written = sorted(p.name for p in out.iterdir())
+        written = sorted(p.name for p in ran.iterdir())
         assert result.returncode == 0, f"{written}\n{result.stdout[-3000:]}{result.stderr[-6000:]}"
-        for trainer in out.glob("trainer-*"):
-            shutil.rmtree(trainer)
-
-    out = cached(
-        "torchrun",
-        {
-            "world": WORLD,
-            "rows": ROWS,
-            "dropout": False,
-            "device": device.type,
-            "sft": {**sft_pipeline.recipe.sft, **overrides},
-        },
-        build,
-    )
+        records = [ran / f"rank-{r}.json" for r in range(WORLD)]
+        out = cached("torchrun", inputs, lambda folder: [shutil.copy(record, folder) for record in records])
     return [TrainingRun.from_dict(json.loads((out / f"rank-{r}.json").read_text())) for r in range(WORLD)]
 
 

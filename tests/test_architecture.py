@@ -190,3 +190,17 @@ def test_the_orchestrator_knows_no_backend():
     source = (PACKAGE / "pipeline.py").read_text(encoding="utf-8")
     named = [name for name in ("ServedBackend", "LocalBackend", '"openai"', '"transformers"') if name in source]
     assert named == [], f"pipeline.py names {named}"
+
+
+def test_every_module_is_named_in_the_layout_doc():
+    """docs/layout.md names each module of sft_eval (in backticks), so a module added is a line a newcomer reads."""
+    text = (PACKAGE.parent / "docs" / "layout.md").read_text(encoding="utf-8")
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        name = parts[-2] if parts[-1] == "__init__" else parts[-1]
+        if f"`{name}`" not in text and f"`{name}/`" not in text:
+            missing.append(str(path.relative_to(PACKAGE.parent)))
+    assert missing == [], f"docs/layout.md does not name {missing}"

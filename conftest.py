@@ -204,9 +204,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     building on its share of the cores while the other waits on the lock, and both generating the same answers."""
     config = session.config
     if config.pluginmanager.has_plugin("dsession") and not hasattr(config, "workerinput"):
-        from sft_eval.plugin import _make_pipeline
+        from sft_eval.plugin import make_pipeline
 
-        _ = _make_pipeline(config).evaluation
+        _ = make_pipeline(config).evaluation
 
 
 SLOW_KINDS = ("distributed", "served", "browser")  # a second process, a server or a browser: slow by nature

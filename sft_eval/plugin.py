@@ -135,12 +135,14 @@ def session_inputs(config: pytest.Config) -> Any:
 @pytest.fixture(scope="session")
 def sft_pipeline(request: pytest.FixtureRequest) -> Any:
     """The session's pipeline for `--sft-recipe`; every other fixture is a stage of it."""
-    pipeline = _make_pipeline(request.config)
+    pipeline = make_pipeline(request.config)
     request.config.stash[_PIPELINE] = pipeline
     return pipeline
 
 
-def _make_pipeline(config: pytest.Config) -> Any:
+def make_pipeline(config: pytest.Config) -> Any:
+    """A pipeline for this session's options (recipe, cache, device, answer cache), through the one factory: what
+    `sft_pipeline` holds, and what a conftest builds ahead of the tests (pytest-xdist's controller does)."""
     from sft_eval.factory import open_pipeline
 
     return open_pipeline(
@@ -264,7 +266,7 @@ class ReportWriter:
 
         try:
             if pipeline is None:  # the xdist controller: the same stages, from the cache the workers filled
-                pipeline = _make_pipeline(self.config)
+                pipeline = make_pipeline(self.config)
             baseline = baseline_report(self.config)
             named = None if baseline is None else (option(self.config, "baseline"), baseline)
             context = pipeline.report_context(self.outcomes, self.speed, baseline=named)

@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC=DROP",
-        help="the largest drop accepted for a metric, in its units (exact_match=0.02, chrf=2); repeatable "
-        "(default: NEW's [thresholds.max_regression])",
+        help="the largest drop accepted for a metric, in its units (exact_match=0.02, chrf=2); repeatable; given, "
+        "it replaces NEW's [thresholds.max_regression] (default: those)",
     )
     compare.add_argument("--json", action="store_true", help="print one JSON object on stdout (default: text)")
     power = sub.add_parser(
@@ -389,8 +389,15 @@ def _compare(args: argparse.Namespace) -> int:
     from sft_eval.report import read_report_json
 
     baseline, candidate = read_report_json(args.baseline), read_report_json(args.candidate)
-    recorded = candidate.get("thresholds") or {}
-    margins = dict(recorded.get("max_regression") or {})
+    recorded = candidate.get("thresholds") or {}  # what NEW was judged by, unless the command line says otherwise
+    gate = args.gate or recorded.get("gate") or "difference"
+    margins = {} if args.margin else recorded.get("max_regression") or {}
+    if not isinstance(margins, dict) or gate not in ("difference", "non-inferiority"):
+        raise SftEvalError(
+            f"{args.candidate}: thresholds.gate or thresholds.max_regression is not what sft-eval writes "
+            f"(gate {recorded.get('gate')!r}, max_regression {type(margins).__name__}); pass --gate and --margin"
+        )
+    margins = dict(margins)
     for item in args.margin:
         metric, _, value = item.partition("=")
         try:
@@ -403,7 +410,7 @@ def _compare(args: argparse.Namespace) -> int:
         baseline_name=args.baseline,
         candidate_name=args.candidate,
         alpha=args.alpha,
-        gate=args.gate or recorded.get("gate") or "difference",
+        gate=gate,
         margins=margins,
     )
     write_step_summary(comparison)

@@ -294,6 +294,9 @@ def compare_outcomes(
     if gate not in GATES:
         raise SftEvalError(f"gate must be {' or '.join(map(repr, GATES))}, not {gate!r}")
     margins = dict(margins or {})
+    for metric, margin in margins.items():
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < math.inf:
+            raise SftEvalError(f"the margin of {metric} must be a finite number of at least 0, not {margin!r}")
     by_id = all(o.id for o in (*baseline, *candidate))
     (base, base_repeats), (cand, cand_repeats) = _keyed(baseline, by_id), _keyed(candidate, by_id)
     common = [k for k in base if k in cand]
@@ -465,7 +468,7 @@ UNITS: dict[str, Callable[[float], str]] = {
 
 def shown(metric: str, value: float) -> str:
     """A drop of `metric` for a person: `14 points` of a rate, `3.1 chrF`, `0.12 nats/token`."""
-    return UNITS.get(metric, lambda x: f"{100 * x:.0f} points")(value)
+    return UNITS.get(metric, lambda x: f"{100 * x:.{0 if 100 * x >= 10 else 1}f} points")(value)
 
 
 def _power_fields(

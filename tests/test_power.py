@@ -157,7 +157,7 @@ def test_one_underpowered_comparison_passes_the_difference_gate_and_fails_the_no
     (match,) = [m for m in bounded.metrics if m.metric == "exact match"]
     assert not bounded.passed and bounded.verdict == "not shown non-inferior" and match.drop_bound > 0.02
     text = "\n".join(describe(bounded))
-    assert "not within the margin 2 points" in text and text.endswith("not shown non-inferior: exact match"), text
+    assert "not within the margin 2.0 points" in text and text.endswith("not shown non-inferior: exact match"), text
     big = outcomes([True] * 1500 + [False] * 500)
     assert compare_outcomes(big, big, margins={"exact_match": 0.02}, gate="non-inferiority").passed
 
@@ -218,10 +218,15 @@ def test_a_recipes_gate_and_margins_load(tiny_variant):
 
 
 # -- the CLI --------------------------------------------------------------------------------------------------
-def test_compare_on_the_tiny_recipes_report_says_what_it_could_not_see(sft_pipeline, tmp_path, cli):
+@pytest.fixture(scope="module")
+def accepted(sft_pipeline, tmp_path_factory):
+    """The session's default run written as a report JSON."""
     from sft_eval.report import write_report
 
-    accepted = write_report(sft_pipeline.report_context(), tmp_path / "accepted").parent / "sft_report.json"
+    return write_report(sft_pipeline.report_context(), tmp_path_factory.mktemp("accepted")).parent / "sft_report.json"
+
+
+def test_compare_on_the_tiny_recipes_report_says_what_it_could_not_see(accepted, tmp_path, cli):
     summary = tmp_path / "summary.md"
     text = cli.main("compare", str(accepted), str(accepted), env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert text.returncode == 0, text.stderr
@@ -234,6 +239,26 @@ def test_compare_on_the_tiny_recipes_report_says_what_it_could_not_see(sft_pipel
     data = json.loads(gated.stdout)
     assert data["verdict"] == "not shown non-inferior" and data["not_shown_non_inferior"] == ["exact match"]
     cli.bad_input(cli.main("compare", str(accepted), str(accepted), "--margin", "exact_match"), "--margin")
+
+
+@pytest.mark.parametrize(
+    ("margin", "says"),
+    [("exact_match=-1", "must be a finite number of at least 0, not -1.0"), ("chrf=nan", "not nan")],
+    ids=["negative", "nan"],
+)
+def test_a_bad_margin_on_the_command_line_is_one_line(accepted, cli, margin, says):
+    cli.bad_input(cli.main("compare", str(accepted), str(accepted), "--margin", margin), says)
+
+
+def test_a_report_whose_recorded_gate_is_not_sft_evals_is_one_line(accepted, cli, tmp_path):
+    report = json.loads(accepted.read_text(encoding="utf-8"))
+    report["thresholds"]["max_regression"] = "exact_match=0.02"
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(report), encoding="utf-8")
+    cli.bad_input(
+        cli.main("compare", str(accepted), str(odd)), "odd.json: thresholds.gate or thresholds.max_regression"
+    )
+    assert cli.main("compare", str(accepted), str(odd), "--margin", "exact_match=0.5").returncode == 0, "overridden"
 
 
 def test_the_planning_command_answers_before_any_question_is_written(cli):

@@ -385,7 +385,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from sft_eval.compare import compare_outcomes, describe, outcomes_from_report, write_step_summary
+    from sft_eval.compare import compare_outcomes, outcomes_from_report
+    from sft_eval.comparison_text import describe, write_step_summary
     from sft_eval.report import read_report_json
 
     baseline, candidate = read_report_json(args.baseline), read_report_json(args.candidate)

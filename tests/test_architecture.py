@@ -49,7 +49,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "train": ("training",),
     "generate": ("generation", "generation.local", "generation.served"),
     "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
-    "compare": ("power", "compare", "sweep"),
+    "compare": ("power", "compare", "comparison_text", "sweep"),
     "report": ("report",),
     "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),
 }

@@ -23,14 +23,12 @@ from sft_eval.compare import (
     COMPARE_FORMAT,
     Outcome,
     compare_outcomes,
-    describe,
     holm,
-    markdown,
     mcnemar_exact,
     outcomes_from_evaluation,
     outcomes_from_report,
-    write_step_summary,
 )
+from sft_eval.comparison_text import describe, markdown, write_step_summary
 from sft_eval.errors import SftEvalError
 from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import load_recipe

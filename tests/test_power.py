@@ -18,7 +18,8 @@ import pytest
 from scipy import stats
 
 from sft_eval import power
-from sft_eval.compare import BINARY, CONTINUOUS, Outcome, compare_outcomes, describe, markdown, metric_key
+from sft_eval.compare import BINARY, CONTINUOUS, Outcome, compare_outcomes, metric_key
+from sft_eval.comparison_text import describe, markdown
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import COMPARED_METRICS, load_recipe
 

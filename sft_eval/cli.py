@@ -238,14 +238,16 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _recipe_plan(args: argparse.Namespace) -> Any:
-    """The recipe's plan: its rows (after limits) and its SFTConfig, each overridden by a number given."""
+    """The recipe's plan: its rows (after limits) and its SFTConfig, each overridden by a number given. The recipe
+    is read first: a bad one is answered before `datasets` is imported."""
+    from sft_eval.recipe import load_recipe, with_limits
+
+    recipe = with_limits(load_recipe(args.recipe), max_train_rows=args.max_train_rows)
     from sft_eval.console import configure_libraries
     from sft_eval.data import training_rows
-    from sft_eval.recipe import load_recipe, with_limits
     from sft_eval.trainer_config import recipe_plan
 
     configure_libraries()
-    recipe = with_limits(load_recipe(args.recipe), max_train_rows=args.max_train_rows)
     overrides = {
         "per_device_train_batch_size": args.per_device_batch,
         "gradient_accumulation_steps": args.grad_accum,

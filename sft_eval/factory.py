@@ -28,10 +28,10 @@ def read_inputs(
     recipe: str | Path, *, max_train_rows: int | None = None, max_eval_questions: int | None = None
 ) -> Inputs:
     """The recipe file read and validated, cut down by the limits, and its questions (and tool items) read and
-    validated."""
+    validated. The recipe first: a bad one is answered before `sft_eval.data` imports `datasets` (half a second)."""
+    limited = with_limits(load_recipe(recipe), max_train_rows=max_train_rows, max_eval_questions=max_eval_questions)
     from sft_eval.data import load_questions, load_tool_items
 
-    limited = with_limits(load_recipe(recipe), max_train_rows=max_train_rows, max_eval_questions=max_eval_questions)
     return Inputs(limited, load_questions(limited), load_tool_items(limited))
 
 

@@ -44,6 +44,19 @@ def read_adapter_config(folder: Path, key: str = "model.tuned") -> dict[str, Any
     return config
 
 
+def recorded_base(adapter: Path, base_spec: str, base_dir: Path) -> str | None:
+    """The hub id an adapter records as its base (`base_model_name_or_path`) where `model.base` (spelled
+    `base_spec`, found at `base_dir`) is a local folder that does not name it (not a hub cache snapshot of it,
+    `models--org--name`): the adapter is applied to a folder nothing ties to the model it was trained on. None where
+    they agree or cannot be told apart (a hub id against a hub id is `adapter_mismatch`'s)."""
+    recorded = read_adapter_config(adapter).get("base_model_name_or_path")
+    if not (isinstance(recorded, str) and _looks_like_hub_id(recorded)) or _looks_like_hub_id(base_spec):
+        return None
+    if "models--" + recorded.replace("/", "--") in Path(base_dir).expanduser().resolve().parts:
+        return None
+    return recorded
+
+
 def _looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
 

@@ -462,3 +462,22 @@ def test_a_bad_record_met_at_session_end_is_a_summary_line_not_a_hook_traceback(
     assert "INTERNALERROR" not in result.stdout and "Traceback" not in result.stdout, result.stdout[-3000:]
     assert "report not written: model.tuned:" in result.stdout and "not valid JSON" in result.stdout
     assert "1 passed, 1 error" in result.stdout, result.stdout[-2000:]
+
+
+def test_an_adapter_of_a_hub_model_applied_to_an_unnamed_local_base_is_said(tmp_path):
+    """Issue 44: an adapter recorded for a hub model was applied to a local base of the same shapes without a word.
+    Now an info finding (`peft.base`); quiet for a local snapshot of that hub model, and for a locally recorded base."""
+    from sft_eval.audit.adapter import check_adapter_base
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    config = {"peft_type": "LORA", "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M"}
+    (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    local = tmp_path / "my-base"
+    (finding,) = check_adapter_base(adapter, local, str(local))
+    assert finding.check == "peft.base" and finding.severity == "info", finding
+    assert "'HuggingFaceTB/SmolLM2-135M'" in finding.message and str(local) in finding.message
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M" / "snapshots" / "abc"
+    assert check_adapter_base(adapter, snapshot, str(snapshot)) == []
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(local)}))
+    assert check_adapter_base(adapter, local, str(local)) == []

@@ -44,6 +44,7 @@ class CheckId(StrEnum):
     CHECKPOINT_SAMPLING = "checkpoint.sampling"
     PEFT_TRAINABLE_TOKENS = "peft.trainable_tokens"
     PEFT_MERGE = "peft.merge"
+    PEFT_BASE = "peft.base"
     LABELS_EOS = "labels.eos"
     LABELS_SCOPE = "labels.scope"
     LABELS_PACKING = "labels.packing"

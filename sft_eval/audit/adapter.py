@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from sft_eval.adapters import recorded_base
 from sft_eval.audit import CheckId, Finding
 from sft_eval.audit.checkpoint import UNTRAINED_NORM_RATIO, Embedding, embeddings, row_norms, template_token_ids
 
@@ -123,6 +124,25 @@ def check_trainable_tokens(
 
 
 MERGE_BATCH = 4  # prompts per forward: logits are prompts x positions x vocabulary (150k for Qwen) floats
+
+
+def check_adapter_base(adapter: str | Path, base_dir: str | Path, base_spec: str) -> list[Finding]:
+    """An adapter trained on a hub model (its `base_model_name_or_path`) applied to a local `model.base` folder
+    that does not name that model: every module's shape fits (a misfit is refused before this), so the adapter
+    applies, but nothing ties the folder's weights to the model it was trained on. Worth knowing, not wrong."""
+    recorded = recorded_base(Path(adapter), base_spec, Path(base_dir))
+    if recorded is None:
+        return []
+    return [
+        Finding(
+            CheckId.PEFT_BASE,
+            "info",
+            f"the adapter was trained on {recorded!r} (its base_model_name_or_path) and is applied to model.base, "
+            f"the local folder {base_dir}: its shapes fit, but if that folder is not {recorded}'s weights the "
+            "answers judged are not the adapter's",
+            f"{Path(adapter) / 'adapter_config.json'}: base_model_name_or_path = {recorded!r}",
+        )
+    ]
 
 
 @torch.no_grad()

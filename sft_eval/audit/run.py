@@ -14,7 +14,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sft_eval.audit import CheckId, Finding, guarded
-from sft_eval.audit.adapter import check_trainable_tokens
+from sft_eval.audit.adapter import check_adapter_base, check_trainable_tokens
 from sft_eval.audit.checkpoint import audit_checkpoint, audit_tuned_checkpoint
 from sft_eval.audit.checks import run_checks, tokenizer_for_template
 from sft_eval.audit.labels import audit_labels
@@ -59,6 +59,8 @@ def audit_recipe(
         findings += guarded(CheckId.PEFT_TRAINABLE_TOKENS, lambda: check_trainable_tokens(tokenizer, model_dir, lora))
     if tuned_dir is not None:
         findings += audit_tuned_checkpoint(tokenizer, tuned_dir, config_folder=model_dir if tuned_is_adapter else None)
+        if tuned_is_adapter:
+            findings += check_adapter_base(tuned_dir, model_dir, recipe.model.base)
     if renders(findings) and tool_items:
         thinking = recipe.eval.enable_thinking
         findings += guarded(

@@ -29,6 +29,7 @@ Plain numbers in, plain numbers out; `compare` applies them to each metric.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def mcnemar_power(questions: int, drop: float, discordance: float, alpha: float)
     return float(np.sum(weights * stats.binom.sf(cutoff - 1, flips, towards)))
 
 
+@functools.lru_cache(maxsize=256)  # every pass rate of a comparison asks the same N and alpha
 def binary_mde(questions: int, discordance: float, alpha: float, power: float = POWER) -> float | None:
     """The smallest drop in a pass rate the exact McNemar test detects with `power` (see the module); None where
     no drop is detectable at this many questions."""
@@ -74,6 +76,7 @@ def binary_mde(questions: int, discordance: float, alpha: float, power: float = 
     return high
 
 
+@functools.lru_cache(maxsize=256)  # every pass rate of a comparison asks the same N and alpha
 def binary_questions_needed(
     drop: float, discordance: float, alpha: float, power: float = POWER, limit: int = 100_000
 ) -> int | None:

@@ -15,6 +15,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.jsonout import dumps
 from sft_eval.kernels import pin_cpu_kernels
 from sft_eval.options import EVALUATE, RUN, add_options, positive_float, positive_int, probability
+from sft_eval.recipe import GATES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--gate",
-        choices=("difference", "non-inferiority"),
+        choices=GATES,
         default=None,
         help="difference: fail on a metric worse beyond noise; non-inferiority: each metric with a margin passes "
         "only when its drop is shown within it (default: NEW's [thresholds] gate, else difference)",
@@ -395,7 +396,7 @@ def _compare(args: argparse.Namespace) -> int:
     recorded = candidate.get("thresholds") or {}  # what NEW was judged by, unless the command line says otherwise
     gate = args.gate or recorded.get("gate") or "difference"
     margins = {} if args.margin else recorded.get("max_regression") or {}
-    if not isinstance(margins, dict) or gate not in ("difference", "non-inferiority"):
+    if not isinstance(margins, dict) or gate not in GATES:
         raise SftEvalError(
             f"{args.candidate}: thresholds.gate or thresholds.max_regression is not what sft-eval writes "
             f"(gate {recorded.get('gate')!r}, max_regression {type(margins).__name__}); pass --gate and --margin"

@@ -38,13 +38,13 @@ from scipy import stats
 
 from sft_eval import power
 from sft_eval.errors import SftEvalError
+from sft_eval.recipe import GATES
 from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, paired_bootstrap
 
 COMPARE_FORMAT = "sft-eval-compare/1"
 NOT_COMPARABLE = "not comparable"
 NOT_SHOWN = "not shown non-inferior"
-GATES = ("difference", "non-inferiority")
 ALPHA = 0.05
 
 
@@ -392,6 +392,7 @@ def _binary(
         fail_to_pass=gained,
         **_power_fields(
             name,
+            "higher",
             n,
             None if mde is None else mde * deff,
             drop,
@@ -446,7 +447,7 @@ def _continuous(
         high=effect.high,
         p_value=effect.p_value,
         worse=worse,
-        **_power_fields(name, n, mde, drop, drop + critical * se, accepted, needed, spread, alpha),
+        **_power_fields(name, better, n, mde, drop, drop + critical * se, accepted, needed, spread, alpha),
     )
 
 
@@ -470,6 +471,7 @@ def shown(metric: str, value: float) -> str:
 
 def _power_fields(
     name: str,
+    better: str,
     questions: int,
     mde: float | None,
     drop: float,
@@ -480,7 +482,7 @@ def _power_fields(
     alpha: float,
 ) -> dict[str, Any]:
     """The detectable-effect fields of one metric, and the sentence that says them."""
-    word = worse_word(name)
+    word = worse_word(better)
     if mde is None:
         why = "the exact test cannot reject at this size" if name in dict(BINARY) else "neither run's scores vary"
         sentence = f"with {questions} questions no {word} of {name} is detectable at alpha {alpha:g}: {why}"
@@ -533,6 +535,6 @@ def _not_comparable(name: str, kind: str, better: str, test: str, questions: int
     )
 
 
-def worse_word(metric: str) -> str:
-    """What a worse value of `metric` is called: a rise (lower is better) or a drop."""
-    return "rise" if metric in ("repetition", "expected-answer NLL") else "drop"
+def worse_word(better: str) -> str:
+    """What a worse value is called for a metric where `better` ("higher" or "lower") is better: a drop or a rise."""
+    return "rise" if better == "lower" else "drop"

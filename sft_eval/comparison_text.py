@@ -52,7 +52,7 @@ def describe(comparison: Comparison) -> list[str]:
             lines.append(f"            worse by over {EXPECTED_NLL_MARGIN:g} ({len(m.worse)}): {_listed(m.worse)}")
         if m.margin is not None and m.drop_bound is not None and c.gate == "non-inferiority":
             within = "within" if m.drop_bound <= m.margin else "not within"
-            bound = f"{_one_sided(c.alpha)} bound of the {worse_word(m.metric)} {shown(m.metric, m.drop_bound)}"
+            bound = f"{_one_sided(c.alpha)} bound of the {worse_word(m.better)} {shown(m.metric, m.drop_bound)}"
             lines.append(f"            {bound}: {within} the margin {shown(m.metric, m.margin)}")
         lines.append(f"            {m.detectable}")
     tokens = c.new_tokens

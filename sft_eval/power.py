@@ -139,10 +139,9 @@ def spread(differences: Sequence[float], floor: float, clusters: Sequence[str] |
     d = np.asarray(differences, dtype=float)
     n = len(d)
     plain = max(float(d.std(ddof=1)) if n > 1 else 0.0, floor) / math.sqrt(max(n, 1))
-    named = [c for c in clusters or [] if c]
-    groups = len(set(clusters)) if clusters is not None and len(named) == n and n else n
-    if clusters is None or len(named) != n:
+    if clusters is None or not n or not all(clusters):
         return Spread(plain, None, n, None, "not clustered: the questions name no cluster or category")
+    groups = len(set(clusters))
     if groups < MIN_CLUSTERS:
         note = f"too few clusters to cluster: {groups}, at least {MIN_CLUSTERS} needed"
         return Spread(plain, None, groups, None, note)

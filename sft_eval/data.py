@@ -6,6 +6,7 @@ drops or mangles rows is the kind of failure sft-eval exists to catch.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -393,24 +394,35 @@ def _check_parameters(schema: Any, where: str) -> None:
     """A tool's `parameters`: a JSON Schema object that jsonschema's own `check_schema` accepts (types, a
     `properties` mapping, `pattern`s that are regular expressions) whose every `$ref` resolves inside it; a schema
     that is not one would break the template that renders it, or the scoring of every call."""
+    if not isinstance(schema, dict):
+        raise SftEvalError(f"{where} must be a JSON Schema object, not {type(schema).__name__}")
+    problem = _schema_problem(json.dumps(schema, sort_keys=True))
+    if problem:
+        raise SftEvalError(f"{where}{problem}")
+
+
+@functools.lru_cache(maxsize=1024)  # every row of a tool dataset usually offers the same few tools
+def _schema_problem(text: str) -> str:
+    """What is wrong with the JSON Schema object `text` (its place and the reason, to follow the key that names
+    it), or "" when nothing is."""
     from jsonschema import exceptions, validators
     from referencing import Registry, Resource
     from referencing.exceptions import Unresolvable
     from referencing.jsonschema import DRAFT202012
 
-    if not isinstance(schema, dict):
-        raise SftEvalError(f"{where} must be a JSON Schema object, not {type(schema).__name__}")
+    schema = json.loads(text)
     try:
         validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
         at = "".join(f"[{p!r}]" for p in exc.path)
-        raise SftEvalError(f"{where}{at} is not a valid JSON Schema: {exc.message}") from None
+        return f"{at} is not a valid JSON Schema: {exc.message}"
     resolver = Registry().with_resource("", Resource.from_contents(schema, DRAFT202012)).resolver()
     for ref in _refs(schema):
         try:
             resolver.lookup(ref)
         except Unresolvable:
-            raise SftEvalError(f"{where}: `$ref` {ref!r} does not resolve inside the schema") from None
+            return f": `$ref` {ref!r} does not resolve inside the schema"
+    return ""
 
 
 def _refs(node: Any) -> list[str]:

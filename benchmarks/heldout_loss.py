@@ -2,7 +2,7 @@
 
 A SmolLM2-135M-shaped stand-in (random float32 weights, its 49,152-token vocabulary, the tiny tokenizer's ids),
 1,000 chat rows (the shipped training rows, repeated with a row number so none is the same) tokenized and masked
-by the recipe's own SFTTrainer (`pipeline.held_out_sequences`). The floor is a loop of `model(input_ids,
+by the recipe's own SFTTrainer (`signals.held_out_sequences`). The floor is a loop of `model(input_ids,
 attention_mask)` under `torch.inference_mode()` over the very batches the scorer builds (longest first, right
 padded, at most `batch_tokens_for(model)` padded tokens each: logits within 256 MiB), tensors built beforehand,
 logits discarded. Goal: the scorer within 1.3x of the floor. Each is timed `--repeats` times, alternating, and the
@@ -25,9 +25,10 @@ import torch
 from sft_eval.cache import FixtureCache
 from sft_eval.console import configure_libraries
 from sft_eval.models import SMOLLM2_135M, load_model, save_random_checkpoint
-from sft_eval.pipeline import Pipeline, held_out_sequences
+from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, load_recipe
 from sft_eval.scoring import IGNORE, batch_tokens_for, score_sequences
+from sft_eval.signals import held_out_sequences
 
 GOAL = 1.3
 

@@ -360,7 +360,7 @@ def _report(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from sft_eval.audit import has_errors
     from sft_eval.cache import writable_folder
-    from sft_eval.pipeline import sweep_checkpoints
+    from sft_eval.checkpoint_sweep import sweep_checkpoints
     from sft_eval.report import write_sweep
 
     writable_folder(args.out, key="--out")

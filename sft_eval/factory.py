@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft_eval.recipe import TINY, Recipe, load_recipe, with_limits
+from sft_eval.recipe import Recipe, load_recipe, with_limits
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,14 @@ def open_pipeline(
     """The `Pipeline` for `inputs`. `read_rows`: read and validate the training rows first, before torch is
     imported (the CLI's commands that use them); otherwise they are read when a stage first needs them.
     `builds=False`: a fixture missing from the cache is `cache.NotBuilt`, never built (torchrun's ranks)."""
+    from sft_eval.artifacts import named_folders
     from sft_eval.cache import FixtureCache
     from sft_eval.data import load_sft_rows
     from sft_eval.hub import require_local_or_reachable
 
     cache = FixtureCache(cache_dir, builds=builds)
-    model = inputs.recipe.model
-    for key, source, kind in (("model.base", model.base, "model"), ("model.tokenizer", model.tokenizer, "tokenizer")):
-        if source not in (None, TINY):  # a checkpoint or tokenizer folder (or hub id) that must be there
-            require_local_or_reachable(inputs.recipe.resolve(source), key=key, kind=kind)
+    for key, source, kind in named_folders(inputs.recipe):  # a checkpoint or tokenizer folder (or hub id)
+        require_local_or_reachable(inputs.recipe.resolve(source), key=key, kind=kind)
     rows = load_sft_rows(inputs.recipe, cache_dir=cache.root / "datasets") if read_rows else None
 
     from sft_eval.console import configure_libraries

@@ -23,10 +23,12 @@ keeping other environments' entries.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 
 from sft_eval.cache import cpu_kernels, write_atomic
 from sft_eval.errors import SftEvalError
-from sft_eval.recipe import GOLDEN_MODES, Recipe
+from sft_eval.recipe import DEFAULT_RECIPE, GOLDEN_MODES, Recipe
 
 FORMAT = 3
 TOP_K = 5
@@ -416,3 +418,63 @@ def _first_difference(a: list[int], b: list[int]) -> int | None:
     if a == b:
         return None
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+TopKOf = Callable[[list[str], list[list[int]]], tuple[list[list[int]], list[Any], str]]
+
+
+def golden_verdict(
+    recipe: Recipe,
+    tuned: list[Any],
+    env: dict[str, str],
+    local: Path,
+    *,
+    top_k: TopKOf,
+    prompt_ids: Callable[[list[str]], list[list[int]]],
+    token_text: Callable[[int], str],
+    trained_here: bool,
+    mode: str | None = None,
+    update: bool = False,
+) -> GoldenVerdict:
+    """The policy: the tuned model's answers (`tuned`) held to the recipe's golden outputs, within a tolerance of
+    the reference (the default `mode`, any machine) or exactly against this environment's entry (`local`: the
+    cache's folder of local baselines); `update` writes the reference and this environment's entry instead.
+    `top_k(questions, answer ids)` scores given answers under the tuned model (prompts, `TopK`s, dtype);
+    `trained_here`: the tuned model was trained in this environment from the recipe (another environment's
+    training numerics make another model, which no tolerance covers)."""
+    mode = mode or recipe.eval.golden_mode
+    path = golden_path(recipe)
+    record = golden_record(tuned)
+    if path is None or (mode == "exact" and not update):
+        return check_golden(path, record, env, local)
+    if update:
+        prompts, scores, dtype = top_k([a.question for a in tuned], [a.token_ids for a in tuned])
+        write_golden(path, record, env, reference_record(tuned, prompts, scores, dtype, env))
+        where = describe_environment(env)
+        return GoldenVerdict("recorded", f"wrote the golden reference and the exact entry of {where} to {path}")
+    reference = read_reference(path)
+    if reference is None:  # no file yet, or one of the second format: its exact entries are all it has
+        exact = check_golden(path, record, env, local)
+        if not path.is_file():
+            return exact
+        return dataclasses.replace(exact, message=f"{path} has no reference, only exact entries: {exact.message}")
+    trained = reference.get("environment") or {}
+    if trained_here and not same_numerics(trained, env):
+        exact = check_golden(path, record, env, local)
+        numerics = environment_changes(trained, env, NUMERICS_KEYS)
+        return dataclasses.replace(
+            exact,
+            message=f"the tuned model was trained here on {describe_environment(env)}, the golden reference's "
+            f"on {describe_partial(trained)}: other training numerics ({numerics}), so another model, which no "
+            f"tolerance covers; {exact.message}",
+        )
+    golden = reference["answers"]
+    _, scores, dtype = top_k([g["question"] for g in golden], [g["token_ids"] for g in golden])
+    tolerance = recipe.eval.golden_tolerance or tolerance_for(dtype, reference.get("dtype", dtype))
+    now = prompt_ids([a.question for a in tuned])
+    default = recipe.path is None or recipe.path.resolve() == DEFAULT_RECIPE.resolve()
+    named = "" if default else f" --sft-recipe {recipe.path}"
+    rerecord = f"`pytest --pyargs sft_eval.suites{named} -k golden --sft-update-golden`"
+    return within_tolerance(
+        reference, tuned, now, scores, tolerance, lambda t: f"{token_text(t)!r} ({t})", env=env, rerecord=rerecord
+    )

@@ -66,6 +66,27 @@ def cached_answer(data: Any, question: str) -> Answer | None:
 
 
 @dataclass(frozen=True)
+class ToolAnswer:
+    """A model's answer to one tool item: the generated `answer`, and the assistant `message` (`content`,
+    `tool_calls`) where the backend parsed it already (a server parses calls itself); None: the raw text is parsed
+    here with the template's own response parser."""
+
+    answer: Answer
+    message: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer.to_dict(), "message": self.message}
+
+
+def cached_tool_answer(data: Any, question: str) -> ToolAnswer | None:
+    """A tool answer from the answer cache when whole and valid (for `question`); None: asked again."""
+    if not isinstance(data, dict) or not isinstance(data.get("message"), (dict, type(None))):
+        return None
+    answer = cached_answer(data.get("answer"), question)
+    return None if answer is None else ToolAnswer(answer, data["message"])
+
+
+@dataclass(frozen=True)
 class TrainingRun:
     """What the trainer did, as plain data: JSON in the cache, tables and curves in the report."""
 

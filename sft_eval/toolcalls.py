@@ -20,8 +20,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sft_eval.chat import TEMPLATES_DIR, render
+from sft_eval.chat import TEMPLATES_DIR
 from sft_eval.data import ToolItem, normalise, parsed_arguments
+from sft_eval.generation.local import tool_prompt as tool_prompt  # rendered as generation asks it
 from sft_eval.records import Answer
 from sft_eval.sanity import PairedDifference, paired_bootstrap
 
@@ -46,17 +47,6 @@ def response_parser(tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedToken
     return None, (
         "no response parser is known for this chat template: set `tokenizer.response_template` (transformers' "
         "response templates) or use a template TRL's add_response_schema knows"
-    )
-
-
-def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: ToolItem, *, enable_thinking: bool = False) -> str:
-    """The item's conversation and tools as the template serves them, with the generation prompt."""
-    return render(
-        tokenizer,
-        copy.deepcopy(item.messages),
-        add_generation_prompt=True,
-        tools=copy.deepcopy(item.tools),
-        enable_thinking=enable_thinking,
     )
 
 

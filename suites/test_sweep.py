@@ -14,7 +14,7 @@ from sft_eval.plugin import option
 def test_the_runs_checkpoints_hold_up(request, sft_pipeline):
     if not option(request.config, "sweep"):
         pytest.skip("no --sft-sweep: add it, with a recipe whose model.tuned is a run folder, to judge its checkpoints")
-    from sft_eval.pipeline import sweep_checkpoints
+    from sft_eval.checkpoint_sweep import sweep_checkpoints
     from sft_eval.report import write_sweep
 
     result = sweep_checkpoints(sft_pipeline)

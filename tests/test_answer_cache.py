@@ -117,7 +117,7 @@ def test_another_model_misses(sft_pipeline, pipeline_for, questions, generated, 
     pipeline = pipeline_for(questions)
     pipeline.answers("tuned")
     generated.clear()
-    assert pipeline.answer_identity("base") != pipeline.answer_identity("tuned")
+    assert pipeline.answering.identity("base") != pipeline.answering.identity("tuned")
     # the tuned checkpoint as a run trained elsewhere: another source, and after its weights change, another again
     tuned = tmp_path / "run"
     for item in sft_pipeline.tuned_model_dir.iterdir():
@@ -213,7 +213,7 @@ def test_a_registered_backend_is_cached_and_resumed_and_one_without_identity_is_
     uncached = pipeline_for(questions, **{"[eval]": '[eval]\nbackend = "toy-uncached"'})
     uncached.answers("tuned")
     uncached.answers("tuned")
-    assert asked == [questions, questions] and uncached.answer_identity("tuned") is None
+    assert asked == [questions, questions] and uncached.answering.identity("tuned") is None
 
 
 def test_in_process_generation_is_one_call(pipeline_for, questions, generated):
@@ -229,7 +229,7 @@ def test_no_answer_cache_generates_everything(pipeline_for, questions, generated
     fresh.answer_cache = False
     fresh.answers("base")
     assert sorted(asked_questions(generated)) == sorted(questions)
-    assert fresh.answer_provenance().startswith("answer cache off")
+    assert fresh.assessment.answer_provenance().startswith("answer cache off")
 
 
 def test_the_flag_is_offered_by_the_cli_and_the_plugin(cli):

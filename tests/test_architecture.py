@@ -51,14 +51,23 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
     "compare": ("power", "compare", "comparison_text", "sweep"),
     "report": ("report",),
-    "orchestrate": ("pipeline", "factory", "bench", "cli", "plugin", "distributed"),
+    # one recipe's parts, each with one job: the pipeline is their face
+    "assemble": ("inputs", "artifacts", "sources", "variants", "answers", "signals", "assessment"),
+    "orchestrate": ("pipeline", "checkpoint_sweep", "factory", "bench", "cli", "plugin", "distributed"),
 }
 RANK = {
     (name if name == "sft_eval" else f"sft_eval.{name}"): rank
     for rank, names in enumerate(LAYERS.values())
     for name in names
 }
-TRAINS_OR_GENERATES = {"sft_eval.training", "sft_eval.generation", "sft_eval.models", "sft_eval.pipeline"}
+TRAINS_OR_GENERATES = {
+    "sft_eval.training",
+    "sft_eval.generation",
+    "sft_eval.models",
+    "sft_eval.pipeline",
+    "sft_eval.artifacts",
+    "sft_eval.answers",
+}
 
 
 def module_name(path: Path) -> str:

@@ -129,13 +129,13 @@ def test_two_xdist_workers_build_the_same_entry_once(tmp_path, break_lock, build
 
 def test_truncated_tokenizer_in_a_real_pipeline_cache_is_rebuilt(tmp_path):
     recipe = load_recipe(DEFAULT_RECIPE)
-    folder, _ = Pipeline(recipe, FixtureCache(tmp_path)).tokenizer_entry
+    folder, _ = Pipeline(recipe, FixtureCache(tmp_path)).artifacts.tokenizer_entry
     tokenizer_json = folder / "tokenizer.json"
     size = tokenizer_json.stat().st_size
     tokenizer_json.write_bytes(tokenizer_json.read_bytes()[: size // 2])
 
     pipeline = Pipeline(recipe, FixtureCache(tmp_path))
-    rebuilt, _ = pipeline.tokenizer_entry
+    rebuilt, _ = pipeline.artifacts.tokenizer_entry
     assert rebuilt == folder and tokenizer_json.stat().st_size == size
     assert pipeline.tokenizer.eos_token == "<|im_end|>"
 
@@ -215,8 +215,21 @@ def test_the_tiny_base_is_pretrained_once_per_vocabulary_not_per_template(tmp_pa
         {f'train = "{default.recipe.resolve(default.recipe.data.train)}"': f'train = "{rows}"'}, "r.toml"
     )
 
-    assert default.vocabulary_key == same_tokens.vocabulary_key == sft_pipeline.vocabulary_key
-    assert len({default.vocabulary_key, other_tokens.vocabulary_key, other_rows.vocabulary_key}) == 3
+    assert (
+        default.artifacts.vocabulary_key
+        == same_tokens.artifacts.vocabulary_key
+        == sft_pipeline.artifacts.vocabulary_key
+    )
+    assert (
+        len(
+            {
+                default.artifacts.vocabulary_key,
+                other_tokens.artifacts.vocabulary_key,
+                other_rows.artifacts.vocabulary_key,
+            }
+        )
+        == 3
+    )
     assert same_tokens.base_model_dir == sft_pipeline.base_model_dir  # found in the cache: nothing pretrained
-    assert same_tokens.tokenizer_entry[1] != sft_pipeline.tokenizer_entry[1]
+    assert same_tokens.artifacts.tokenizer_entry[1] != sft_pipeline.artifacts.tokenizer_entry[1]
     assert same_tokens.tokenizer.chat_template != sft_pipeline.tokenizer.chat_template

@@ -430,8 +430,9 @@ def test_each_model_is_a_source_resolved_once_and_keyed_as_before(tiny_variant, 
     ones answers were cached under before sources existed, so a warm cache stays warm."""
     here = sft_pipeline.sources
     assert {name: s.origin for name, s in here.items()} == {"base": "base", "tuned": "trained-here"}
-    assert sft_pipeline.identity(here["base"]) == {"base": sft_pipeline.base_key}
-    assert sft_pipeline.identity(here["tuned"]) == {"tuned": sft_pipeline.tuned_model_dir.parent.name}
+    base_key = sft_pipeline.artifacts.base_key
+    assert here["base"].identity() == {"base": base_key}
+    assert here["tuned"].identity() == {"tuned": sft_pipeline.tuned_model_dir.parent.name}
     folder = sft_pipeline.tuned_model_dir
     recipe = load_recipe(tiny_variant({"[model]\n": f'[model]\ntuned = "{folder}"\nbaseline = "{folder}"\n'}))
     elsewhere = Pipeline(recipe, cache=sft_pipeline.cache)
@@ -439,12 +440,14 @@ def test_each_model_is_a_source_resolved_once_and_keyed_as_before(tiny_variant, 
     assert elsewhere.sources is sources, "resolved once"
     assert {name: s.origin for name, s in sources.items()} == {"base": "base", "tuned": "folder", "baseline": "folder"}
     assert (sources["tuned"].key, sources["baseline"].key) == ("model.tuned", "model.baseline")
-    assert elsewhere.weights(sources["tuned"]) == elsewhere.weights(sources["baseline"]) == (folder, False)
+    assert sources["tuned"].weights == sources["baseline"].weights == folder
+    assert not sources["tuned"].is_adapter and not sources["baseline"].is_adapter
     digest = source_digest(str(folder))
-    assert elsewhere.identity(sources["tuned"]) == {"tuned": digest, "base": sft_pipeline.base_key}
-    assert elsewhere.identity(sources["baseline"]) == {"baseline": digest, "base": sft_pipeline.base_key}
-    assert elsewhere.answer_identity("tuned") != elsewhere.answer_identity("baseline"), "one cache entry per name"
-    assert elsewhere.finished_run == sources["tuned"].run and elsewhere.baseline_run == sources["baseline"].run
+    assert sources["tuned"].identity() == {"tuned": digest, "base": base_key}
+    assert sources["baseline"].identity() == {"baseline": digest, "base": base_key}
+    answering = elsewhere.answering
+    assert answering.identity("tuned") != answering.identity("baseline"), "one cache entry per name"
+    assert sources["tuned"].run is not None and sources["baseline"].run is not None
 
 
 def test_a_baseline_that_is_no_fine_tune_of_the_base_is_one_line(tiny_variant, sft_pipeline, realworld_dir, cli):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import LlamaForCausalLM
 
+from sft_eval.artifacts import corpus
 from sft_eval.models import perplexity, tiny_config
-from sft_eval.pipeline import _corpus
 from sft_eval.tokenizer import DOCUMENT_SEPARATOR
 
 
@@ -32,7 +32,7 @@ def test_base_model_learned_prose_in_pretraining(sft_tokenizer, sft_base_model):
     """Pretraining must make held-in prose far more likely than an untrained model of the same shape finds it."""
     torch.manual_seed(0)
     untrained = LlamaForCausalLM(tiny_config(sft_tokenizer)).eval()
-    text = " ".join(_corpus()[:3])
+    text = " ".join(corpus()[:3])
     trained_ppl, untrained_ppl = (
         perplexity(sft_base_model, sft_tokenizer, text),
         perplexity(untrained, sft_tokenizer, text),
@@ -43,7 +43,7 @@ def test_base_model_learned_prose_in_pretraining(sft_tokenizer, sft_base_model):
 def test_base_model_is_small_and_never_saw_a_chat_turn(sft_base_model, sft_tokenizer):
     assert 0.5e6 < sft_base_model.num_parameters() < 5e6
     assert sft_tokenizer.eos_token != DOCUMENT_SEPARATOR
-    assert not any("<|im_start|>" in doc or "<|im_end|>" in doc for doc in _corpus())
+    assert not any("<|im_start|>" in doc or "<|im_end|>" in doc for doc in corpus())
 
 
 def test_training_run_is_a_trl_sft_run_with_the_recipes_settings(sft_training_run, sft_recipe):

@@ -15,6 +15,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.golden import (
     ENVIRONMENT_KEYS,
     TOLERANCE,
+    TOP_K,
     check_golden,
     environment,
     golden_drift,
@@ -430,7 +431,8 @@ def test_the_base_models_answers_drift_from_the_tuned_reference(mine, sft_evalua
     """A reference recorded from another real model (the base) fails every question, within the tolerance or
     not: the tuned model's logprobs of the base's answers are nowhere near the base's."""
     base = sft_evaluation.base
-    prompts, scores, dtype = mine.answer_top_k("base", [a.question for a in base], [a.token_ids for a in base])
+    asked, ids = [a.question for a in base], [a.token_ids for a in base]
+    prompts, scores, dtype = mine.teacher_forced.answer_top_k("base", asked, ids, TOP_K)
     env = environment(str(mine.device))
     write_golden(
         golden_path(mine.recipe), golden_record(base), env, reference_record(base, prompts, scores, dtype, env)
@@ -576,7 +578,7 @@ def test_another_tokenizer_is_drift(elsewhere, sft_pipeline, tiny_variant):
     recorded = Pipeline(load_recipe(elsewhere()), cache=sft_pipeline.cache)
     assert recorded.golden(update=True).status == "recorded"
     other = Pipeline(load_recipe(tiny_variant({"sft_train.jsonl": "sft_heldout.jsonl"})), cache=sft_pipeline.cache)
-    folder, _ = other.tokenizer_entry
+    folder, _ = other.artifacts.tokenizer_entry
     assert folder is not None and len(other.tokenizer) <= len(recorded.tokenizer), "ids must stay in the model's range"
     verdict = Pipeline(load_recipe(elsewhere(tokenizer=str(folder))), cache=sft_pipeline.cache).golden()
     assert verdict.status == "drift" and "the served prompt's tokens changed" in verdict.diff, verdict

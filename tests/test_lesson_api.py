@@ -33,7 +33,7 @@ def test_batched_answers_equal_one_at_a_time(sft_tuned_model, sft_base_model, sf
 @pytest.fixture()
 def bare_checkpoint(tmp_path, sft_pipeline):
     """A saved model whose tokenizer has no chat template and no pad token: the lesson's SmolLM2 situation."""
-    tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(sft_pipeline.tokenizer_entry[0])
+    tokenizer = sft_pipeline.tokenizer.__class__.from_pretrained(sft_pipeline.artifacts.tokenizer_entry[0])
     tokenizer.chat_template = None
     tokenizer.pad_token = None
     tokenizer.padding_side = "right"

@@ -331,7 +331,9 @@ def test_lora_runs_never_share_a_cache_entry_with_full_fine_tuning(sft_pipeline,
     suites and then the default ones ran on one cache, and the default torchrun check got the LoRA ranks' record."""
     built = []
     for pipeline in (sft_pipeline, lora_pipeline):
-        built.append(pipeline.cached("keying-probe", {"rows": 1}, lambda folder: (folder / "x").write_text("x")))
+        built.append(
+            pipeline.artifacts.cached("keying-probe", {"rows": 1}, lambda folder: (folder / "x").write_text("x"))
+        )
     assert built[0] != built[1]
 
 

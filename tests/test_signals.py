@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from sft_eval.answers import Answers
 from sft_eval.compare import EXPECTED_NLL_MARGIN, compare_outcomes, outcomes_from_evaluation
 from sft_eval.data import load_general_text, split_held_out
 from sft_eval.errors import SftEvalError
-from sft_eval.pipeline import Pipeline, held_out_sequences
+from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import DEFAULT_RECIPE, FIXTURES_DIR, Thresholds, load_recipe
 from sft_eval.scoring import IGNORE, Lengths, RowLoss, Signals, mean_nll, score_sequences, text_sequences
+from sft_eval.signals import held_out_sequences
 from sft_eval.verdict import signal_checks
 
 DATA = FIXTURES_DIR / "data"
@@ -397,7 +399,7 @@ def test_a_served_model_is_not_loaded_for_teacher_forcing_and_says_so(
 
     register_backend("remote", lambda target, settings: Remote())
     pipeline = Pipeline(load_recipe(tiny_variant({"[eval]": '[eval]\nbackend = "remote"'})), sft_pipeline.cache, "cpu")
-    monkeypatch.setattr(Pipeline, "_model_for_answers", lambda self, which: pytest.fail(f"loaded the {which} model"))
+    monkeypatch.setattr(Answers, "model", lambda self, which: pytest.fail(f"loaded the {which} model"))
     signals = pipeline.signals
     assert signals.held_out == signals.expected == signals.general == [] and signals.lengths.tuned[0] == 2
     checks = signal_checks(pipeline.recipe.thresholds, signals)

@@ -19,10 +19,12 @@ import pytest
 
 from sft_eval.audit import CheckId
 from sft_eval.cache import FixtureCache
+from sft_eval.checkpoint_sweep import sweep_checkpoints
 from sft_eval.compare import Outcome
 from sft_eval.errors import SftEvalError
-from sft_eval.pipeline import Pipeline, sweep_checkpoints
+from sft_eval.pipeline import Pipeline
 from sft_eval.recipe import FIXTURES_DIR, load_recipe
+from sft_eval.sources import ModelSource
 from sft_eval.sweep import CheckpointResult, TrainerRecord, sweep
 
 ROWS = FIXTURES_DIR / "data" / "sft_train.jsonl"
@@ -304,8 +306,8 @@ def models_alive_at_each_load(pipeline: Pipeline, monkeypatch) -> list[int]:
 
         return wrapper
 
-    monkeypatch.setattr(pipeline, "load_base_model", tracked(pipeline.load_base_model))
-    monkeypatch.setattr(pipeline, "load", tracked(pipeline.load))
+    monkeypatch.setattr(pipeline.artifacts, "load_base_model", tracked(pipeline.artifacts.load_base_model))
+    monkeypatch.setattr(ModelSource, "load", tracked(ModelSource.load))  # what every source but the base loads with
     return alive
 
 

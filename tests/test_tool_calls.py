@@ -370,7 +370,7 @@ def test_the_tiny_tool_caller_learns_and_a_run_that_never_trained_calls_does_not
     raw = raw.replace("num_train_epochs = 15", "num_train_epochs = 2")
     (tmp_path / "masked.toml").write_text(raw, encoding="utf-8")
     masked = Pipeline(load_recipe(tmp_path / "masked.toml"), tool_pipeline.cache, device="cpu")
-    assert masked.base_key == tool_pipeline.base_key  # the same base: only the mask differs
+    assert masked.artifacts.base_key == tool_pipeline.artifacts.base_key  # the same base: only the mask differs
     assert "template.tool_loss" in {f.check for f in masked.audit() if f.severity == "error"}
     from trl.chat_template_utils import qwen3_template
 
@@ -424,7 +424,7 @@ def test_multi_turn_items_without_tools_need_no_call_parser(tiny_variant, sft_pi
     items.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     recipe = tiny_variant({"[eval]\n": f"[eval]\ntool_items = {json.dumps(str(items))}\n"})
     pipeline = Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu")
-    assert pipeline.base_key == sft_pipeline.base_key  # the session's models, nothing trained
+    assert pipeline.artifacts.base_key == sft_pipeline.artifacts.base_key  # the session's models, nothing trained
     tuned = pipeline.tool_records("tuned")
     assert [r.score.kind for r in tuned] == ["text", "text"]
     assert tuned[0].score.matched  # the same prompt the questions ask, so the same answer

@@ -30,21 +30,26 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sft_eval.backends import ENTRY_POINT_GROUP, backend_factory, backend_names, check_backend, register_backend
 from sft_eval.cache import AnswerCache, cache_key
 from sft_eval.errors import SftEvalError
-from sft_eval.records import Answer, cached_answer
+from sft_eval.records import Answer, ToolAnswer, cached_answer, cached_tool_answer
+
+if TYPE_CHECKING:
+    from sft_eval.data import ToolItem
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Answer",
     "Backend",
+    "BackendBase",
     "CachedAnswers",
     "GenerationSettings",
     "LocalBackend",
     "ServedBackend",
+    "ToolAnswer",
     "Target",
     "backend_for",
     "backend_names",
@@ -87,29 +92,119 @@ class Target:
 
 
 class Backend(Protocol):
-    def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]: ...
+    """Everything the rest of sft-eval asks of a backend, declared once. A backend built from a registered factory
+    that lacks `answer` is refused in one line; the others have defaults (`BackendBase`'s), so a backend with
+    `answer` alone still works: its answers are not cached, it is not in process, it answers no tool items."""
+
+    in_process: bool  # its model's weights are in this process: teacher-forced signals can score them
+    on_answer: Callable[[int, Answer], None] | None  # set by `CachedAnswers`: each answer stored as it arrives
+
+    def identity(self) -> dict[str, Any] | None:
+        """What determines its answers (JSON-able); None: its answers are not cached."""
+        ...
+
+    def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
+        """One answer per question, in order."""
+        ...
+
+    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+        """One answer per tool item (its conversation, offered its tools), in order."""
+        ...
+
+
+MEMBERS = ("in_process", "on_answer", "identity", "answer", "answer_tools")  # what `Backend` declares
+METHODS = ("identity", "answer", "answer_tools")
+
+
+class BackendBase:
+    """The defaults of the `Backend` interface, for a backend to subclass: not in process, not cached, no tool
+    items."""
+
+    in_process = False
+    on_answer: Callable[[int, Answer], None] | None = None
+
+    def identity(self) -> dict[str, Any] | None:
+        return None
+
+    def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
+        raise NotImplementedError
+
+    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+        raise SftEvalError(
+            f"eval.tool_items: the backend {type(self).__name__} answers questions but not tool items (it has no "
+            "`answer_tools(items, settings)`)"
+        )
+
+
+def interface_problem(backend: Any) -> str:
+    """What `backend` (an instance or a class) lacks of the `Backend` interface, or declares wrongly; empty when
+    it can be used (only `answer` is required)."""
+    if not callable(getattr(backend, "answer", None)):
+        return "it has no `answer(questions, settings)` method"
+    wrong = [m for m in METHODS if hasattr(backend, m) and not callable(getattr(backend, m))]
+    if wrong:
+        return f"its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a method"
+    if hasattr(backend, "in_process") and not isinstance(backend.in_process, bool):
+        return f"its in_process is {type(backend.in_process).__name__}, not a bool"
+    return ""
+
+
+class _Completed(BackendBase):
+    """A backend that declares only part of the interface, with the defaults for the rest."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.in_process = bool(getattr(inner, "in_process", False))
+
+    def identity(self) -> dict[str, Any] | None:
+        return self.inner.identity() if hasattr(self.inner, "identity") else None
+
+    def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
+        if hasattr(self.inner, "on_answer"):
+            self.inner.on_answer = self.on_answer
+        return self.inner.answer(questions, settings)
+
+    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+        if hasattr(self.inner, "answer_tools"):
+            return self.inner.answer_tools(items, settings)
+        return super().answer_tools(items, settings)
+
+
+def complete(backend: Any, name: str) -> Backend:
+    """`backend` (built by `eval.backend = name`'s factory) with the whole `Backend` interface: as it is when it
+    has every member, else with the defaults for what it lacks; refused in one line when it cannot answer."""
+    problem = interface_problem(backend)
+    if problem:
+        raise SftEvalError(f"eval.backend: the backend {name!r} built {type(backend).__name__}, which {problem}")
+    if all(hasattr(backend, m) for m in MEMBERS):
+        return backend
+    return _Completed(backend)
 
 
 class CachedAnswers:
     """Any backend's answers through the answer cache: each answer is stored under a key of the backend's
-    `identity()`, the generation settings that change an answer and the question, so a rerun asks the backend only
-    for what is missing (and builds nothing when nothing is). `store=None`, or a backend with no identity: every
-    question is asked. `counts` says how many came from the cache and how many were generated."""
+    `identity()`, the generation settings that change an answer and the question (or the tool item's conversation
+    and tools), so a rerun asks the backend only for what is missing (and builds nothing when nothing is).
+    `store=None`, or a backend with no identity: every question is asked. `counts` says how many came from the
+    cache and how many were generated."""
 
-    def __init__(self, backend: Any, store: AnswerCache | None):
+    def __init__(self, backend: Backend, store: AnswerCache | None):
         self.backend = backend
-        identity = getattr(backend, "identity", None)
-        self.identity = identity() if callable(identity) and store is not None else None
+        self.identity = backend.identity() if store is not None else None
         self.store = store if self.identity is not None else None
         self.counts = {"cached": 0, "generated": 0}
+
+    def _keys(self, settings: GenerationSettings, asked: list[dict[str, Any]]) -> list[str]:
+        assert self.identity is not None
+        shared = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
+        return [cache_key("answer", {**self.identity, **shared, **a}) for a in asked]
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         if self.store is None:
             self.counts = {"cached": 0, "generated": len(questions)}
             return self._checked(self.backend.answer(questions, settings), len(questions))
         store = self.store
-        asked = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
-        keys = [cache_key("answer", {**self.identity, **asked, "question": q}) for q in questions]
+        keys = self._keys(settings, [{"question": q} for q in questions])
         # an entry for another question, with a field missing or of the wrong type, is asked again
         found: list[Answer | None] = [cached_answer(store.get(key), q) for key, q in zip(keys, questions, strict=True)]
         missing = [i for i, answer in enumerate(found) if answer is None]
@@ -124,32 +219,49 @@ class CachedAnswers:
                     store.put(keys[missing[index]], answer.to_dict())
                     stored.add(index)
 
-        if hasattr(self.backend, "on_answer"):
-            self.backend.on_answer = keep
+        self.backend.on_answer = keep
         try:
             fresh = self._checked(self.backend.answer([questions[i] for i in missing], settings), len(missing))
         finally:
-            if hasattr(self.backend, "on_answer"):
-                self.backend.on_answer = None
+            self.backend.on_answer = None
         for index, answer in enumerate(fresh):
             keep(index, answer)
             found[missing[index]] = answer
         return found  # type: ignore[return-value] - every one is filled
 
+    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+        """Each tool item's answer, from the cache where it is (keyed by its conversation and tools), else asked
+        of the backend and stored."""
+        if self.store is None:
+            self.counts = {"cached": 0, "generated": len(items)}
+            return self._checked(self.backend.answer_tools(items, settings), len(items))
+        store = self.store
+        keys = self._keys(settings, [{"tool_item": {"messages": i.messages, "tools": i.tools}} for i in items])
+        found = [cached_tool_answer(store.get(key), i.question) for key, i in zip(keys, items, strict=True)]
+        missing = [k for k, answer in enumerate(found) if answer is None]
+        self.counts = {"cached": len(items) - len(missing), "generated": len(missing)}
+        if missing:
+            fresh = self._checked(self.backend.answer_tools([items[k] for k in missing], settings), len(missing))
+            for k, answer in zip(missing, fresh, strict=True):
+                store.put(keys[k], answer.to_dict())
+                found[k] = answer
+        return found  # type: ignore[return-value] - every one is filled
+
     @staticmethod
-    def _checked(answers: list[Answer], asked: int) -> list[Answer]:
+    def _checked(answers: list[Any], asked: int) -> list[Any]:
         if len(answers) != asked:
             raise SftEvalError(f"eval.backend: {asked} questions but {len(answers)} answers")
         return answers
 
 
 def backend_for(target: Target, eval_settings: Any) -> Backend:
-    """The recipe's backend (`eval_settings.backend`) for `target`."""
+    """The recipe's backend (`eval_settings.backend`) for `target`, with the whole interface."""
     check_backend(eval_settings.backend)
-    return backend_factory(eval_settings.backend)(target, eval_settings)
+    name = eval_settings.backend
+    return complete(backend_factory(name)(target, eval_settings), name)
 
 
-class LocalBackend:
+class LocalBackend(BackendBase):
     """Batched greedy generation in this process (`sft_eval.generation.local.generate`): with a model and
     tokenizer, or with a `target` whose model is loaded on the first question (and let go with the backend)."""
 
@@ -164,14 +276,18 @@ class LocalBackend:
             return None
         return {"backend": "transformers", **self.target.model_identity()}
 
+    def _loaded(self) -> tuple[Any, Any]:
+        if self.model is None and self.target is not None:
+            self.model, self.tokenizer = self.target.load()
+        return self.model, self.tokenizer
+
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         from sft_eval.generation.local import generate
 
-        if self.model is None and self.target is not None:
-            self.model, self.tokenizer = self.target.load()
+        model, tokenizer = self._loaded()
         return generate(
-            self.model,
-            self.tokenizer,
+            model,
+            tokenizer,
             questions,
             system_message=settings.system_message,
             max_new_tokens=settings.max_new_tokens,
@@ -179,12 +295,28 @@ class LocalBackend:
             batch_size=settings.batch_size,
         )
 
+    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+        """Each item's conversation and tools rendered with the template, answered greedily in batches; the raw
+        text is parsed afterwards with the template's response parser (`toolcalls`)."""
+        from sft_eval.generation.local import generate_prompts, tool_prompt
 
-class ServedBackend:
+        model, tokenizer = self._loaded()
+        prompts = [tool_prompt(tokenizer, item, enable_thinking=settings.enable_thinking) for item in items]
+        answers = generate_prompts(
+            model,
+            tokenizer,
+            prompts,
+            [item.question for item in items],
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.batch_size,
+        )
+        return [ToolAnswer(answer) for answer in answers]
+
+
+class ServedBackend(BackendBase):
     """Chat completions from an OpenAI-compatible server, `batch_size` requests in flight, each transient failure
     (connection reset, timeout, 408/409/429, 5xx) retried up to `max_retries` times with the client's backoff."""
 
-    on_answer: Callable[[int, Answer], None] | None = None  # set by `CachedAnswers`: each answer as it arrives
     in_process = False  # the weights are the server's
 
     def __init__(
@@ -203,21 +335,28 @@ class ServedBackend:
         names one, ties the answers to those weights too (a retrained run writes new files)."""
         return {"backend": "openai", "server": self.base_url, "model": self.model, **self.run}
 
+    def _asked(self, settings: GenerationSettings) -> dict[str, Any]:
+        return {
+            "system_message": settings.system_message,
+            "max_new_tokens": settings.max_new_tokens,
+            "enable_thinking": settings.enable_thinking,
+            "concurrency": settings.batch_size,
+            "max_retries": self.max_retries,
+            "timeout": self.timeout,
+        }
+
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         from sft_eval.generation.served import generate_served
 
-        return generate_served(
-            self.base_url,
-            self.model,
-            questions,
-            system_message=settings.system_message,
-            max_new_tokens=settings.max_new_tokens,
-            enable_thinking=settings.enable_thinking,
-            concurrency=settings.batch_size,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
-            on_answer=self.on_answer,
-        )
+        return generate_served(self.base_url, self.model, questions, on_answer=self.on_answer, **self._asked(settings))
+
+    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+        """Each item's conversation sent with its `tools`; the server renders and parses the call itself and
+        returns it as the message's `tool_calls`."""
+        from sft_eval.generation.served import generate_served
+
+        asked = {**self._asked(settings), "system_message": None}  # an item's conversation is sent as it is
+        return generate_served(self.base_url, self.model, items, **asked)  # type: ignore[return-value]
 
 
 def local_backend(target: Target, eval_settings: Any) -> Backend:

@@ -7,16 +7,21 @@ after them), so batching changes the speed, not the answers.
 
 from __future__ import annotations
 
+import copy
 import functools
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sft_eval.chat import conversation, render_prompt
+from sft_eval.chat import conversation, render, render_prompt
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 from sft_eval.records import Answer
+
+if TYPE_CHECKING:
+    from sft_eval.data import ToolItem
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -64,6 +69,17 @@ def generate(
         render_prompt(tokenizer, conversation(q, system_message), enable_thinking=enable_thinking) for q in questions
     ]
     return generate_prompts(model, tokenizer, prompts, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: ToolItem, *, enable_thinking: bool = False) -> str:
+    """The item's conversation and tools as the template serves them, with the generation prompt."""
+    return render(
+        tokenizer,
+        copy.deepcopy(item.messages),
+        add_generation_prompt=True,
+        tools=copy.deepcopy(item.tools),
+        enable_thinking=enable_thinking,
+    )
 
 
 def generate_prompts(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from sft_eval.chat import conversation
 from sft_eval.console import interactive
 from sft_eval.errors import PartlyAnswered, SftEvalError
-from sft_eval.records import Answer
+from sft_eval.records import Answer, ToolAnswer
+
+if TYPE_CHECKING:
+    from sft_eval.data import ToolItem
 
 FAILED_SHOWN = 5  # failed questions named in the error line
 
@@ -21,7 +24,7 @@ FAILED_SHOWN = 5  # failed questions named in the error line
 def generate_served(
     base_url: str,
     model: str | None,
-    questions: list[str],
+    questions: Sequence[str | ToolItem],
     *,
     system_message: str | None = None,
     max_new_tokens: int = 100,
@@ -46,6 +49,10 @@ def generate_served(
     its answers differ from the in-process engine's, which is what the served-backend tests compare. Servers
     decode without special tokens and return no token ids, so `raw` is the served text and `token_ids` is empty;
     `new_tokens` is the server's completion token count.
+
+    A tool item (`data.ToolItem`) in place of a question is sent as its conversation with its `tools`; its result
+    is a `ToolAnswer` holding the server's message, calls parsed by the server (vLLM, SGLang, TGI and `transformers
+    serve` parse them with the model's own parser).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -59,16 +66,18 @@ def generate_served(
     name = model or _only_served_model(client, base_url)
     unreachable = threading.Event()
 
-    def one(indexed: tuple[int, str]) -> Answer | str | None:
+    def one(indexed: tuple[int, str | ToolItem]) -> Answer | ToolAnswer | str | None:
         """The answer, or why the question failed (after the client's retries), or None: not asked, the server
         could not be reached for an earlier question."""
-        index, question = indexed
+        index, asked = indexed
         if unreachable.is_set():
             return None
+        tools = {} if isinstance(asked, str) else {"tools": asked.tools} if asked.tools else {}
         try:
             reply = client.chat.completions.create(
                 model=name,
-                messages=conversation(question, system_message),
+                messages=conversation(asked, system_message) if isinstance(asked, str) else asked.messages,
+                **tools,
                 max_tokens=max_new_tokens,
                 temperature=0.0,
                 extra_body={"chat_template_kwargs": {"enable_thinking": enable_thinking}},
@@ -82,17 +91,19 @@ def generate_served(
         except Exception as exc:  # a 200 whose body the client cannot parse (HTML, not JSON): this question's failure
             said = f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
             return f"{said} {NOT_RETRIED}"
-        answer = _answer(reply, question, base_url)
-        if on_answer is not None and isinstance(answer, Answer):
-            on_answer(index, answer)
-        return answer
+        answer = _answer(reply, asked if isinstance(asked, str) else asked.question, base_url)
+        if isinstance(answer, str) or isinstance(asked, str):
+            if on_answer is not None and isinstance(answer, Answer):
+                on_answer(index, answer)
+            return answer
+        return _tool_answer(reply, answer)
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) or 1))) as pool:
         replies = pool.map(one, enumerate(questions))
         results = list(tqdm(replies, desc=f"asking {name}", total=len(questions), disable=not interactive()))
-    failed = [(q, r) for q, r in zip(questions, results, strict=True) if isinstance(r, str)]
+    failed = [(_shown(q), r) for q, r in zip(questions, results, strict=True) if isinstance(r, str)]
     if failed:
-        answered = {i: r for i, r in enumerate(results) if isinstance(r, Answer)}
+        answered = {i: r for i, r in enumerate(results) if isinstance(r, (Answer, ToolAnswer))}
         not_asked = sum(r is None for r in results)
         raise PartlyAnswered(_failures(failed, not_asked, len(questions), max_retries), answered)
     return results  # type: ignore[return-value] - every result is an Answer once none failed
@@ -120,6 +131,29 @@ def _answer(reply: Any, question: str, base_url: str) -> Answer | str:
         new_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0,
         stop_reason="length" if getattr(choices[0], "finish_reason", None) == "length" else "eos",
     )
+
+
+def _shown(asked: str | ToolItem) -> str:
+    return asked if isinstance(asked, str) else asked.question
+
+
+def _tool_answer(reply: Any, answer: Answer) -> ToolAnswer:
+    """The server's assistant message: its text and the calls it parsed (`tool_calls`, OpenAI's shape: each
+    `{"type": "function", "function": {"name", "arguments"}}`, the arguments a JSON string as sent)."""
+    message = reply.choices[0].message
+    calls = []
+    for call in getattr(message, "tool_calls", None) or []:
+        function = getattr(call, "function", None)
+        calls.append(
+            {
+                "type": "function",
+                "function": {"name": getattr(function, "name", None), "arguments": getattr(function, "arguments", "")},
+            }
+        )
+    parsed: dict[str, Any] = {"role": "assistant", "content": answer.raw}
+    if calls:
+        parsed["tool_calls"] = calls
+    return ToolAnswer(answer, parsed)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -92,14 +92,14 @@ RECIPE = (
 )
 LOAD_SFT_ROWS = "dataset = load_sft_rows(recipe, cache_dir={cache!r})\nresult = len(dataset)"
 ROW_BY_ROW = (
-    "numbered = list(_read_jsonl(Path({path!r})))\n"
-    "result = len(_validated([r for _, r in numbered], [str(n) for n, _ in numbered]))"
+    "numbered = list(read_jsonl(Path({path!r})))\n"
+    "result = len(validated_rows([r for _, r in numbered], [str(n) for n, _ in numbered]))"
 )
 # what each child imports before the clock starts: the libraries, not the measurement
 IMPORTS = "import datasets, pyarrow\ndatasets.disable_progress_bars()\n"
 OUR_IMPORTS = (
     IMPORTS
-    + "from pathlib import Path\nfrom sft_eval.data import _read_jsonl, _validated, load_sft_rows\n"
+    + "from pathlib import Path\nfrom sft_eval.data import read_jsonl, validated_rows, load_sft_rows\n"
     + "from sft_eval.recipe import recipe_from_dict\n"
 )
 

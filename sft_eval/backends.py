@@ -23,10 +23,32 @@ BACKENDS = Registry(
 )
 
 
+METHODS = ("identity", "answer", "answer_tools")  # the methods of `generation.Backend`
+
+
+def interface_problem(backend: Any) -> str:
+    """What `backend` (an instance or a class) lacks of the `Backend` interface, or declares wrongly; empty when
+    it can be used (only `answer` is required)."""
+    if not callable(getattr(backend, "answer", None)):
+        return "it has no `answer(questions, settings)` method"
+    wrong = [m for m in METHODS if hasattr(backend, m) and not callable(getattr(backend, m))]
+    if wrong:
+        return f"its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a method"
+    if hasattr(backend, "in_process") and not isinstance(backend.in_process, (bool, property)):
+        return f"its in_process is {type(backend.in_process).__name__}, not a bool"
+    return ""
+
+
 def register_backend(name: str, factory: Callable[..., Any] | str) -> None:
     """Make `eval.backend = name` build its backend with `factory(target, eval_settings)` (`factory` may be an
-    import path, `"package.module:function"`). A name already taken (a shipped backend's, an installed package's,
-    another registration's) is a ValueError naming both owners."""
+    import path, `"package.module:function"`, or the backend class itself). A name already taken (a shipped
+    backend's, an installed package's, another registration's) is a ValueError naming both owners; a class that is
+    no backend (no `answer`, or a member that is not what `generation.Backend` declares) is a ValueError naming
+    what is wrong. A function's backend is checked when it is built."""
+    if isinstance(factory, type):
+        problem = interface_problem(factory)
+        if problem:
+            raise ValueError(f"backend {name!r}: {factory.__name__} is not a backend: {problem}")
     BACKENDS.register(name, factory)
 
 

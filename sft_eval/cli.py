@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pin_cpu_kernels()  # before torch computes anything: trained here, the same model on any x86-64 CPU with AVX2
     try:
-        return _COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
     except SftEvalError as exc:
         print(f"sft-eval: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -455,7 +455,7 @@ def _power(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {
+COMMANDS = {
     "audit": _audit,
     "plan": _plan,
     "train": _train,

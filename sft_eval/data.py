@@ -6,7 +6,6 @@ drops or mangles rows is the kind of failure sft-eval exists to catch.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import re
@@ -18,22 +17,21 @@ from typing import Any
 from datasets import Dataset
 
 from sft_eval.cache import default_cache_dir
+from sft_eval.conversations import ROLES, check_row, parsed_arguments, read_jsonl, row_format
 from sft_eval.errors import SftEvalError
 from sft_eval.hub import require_local_or_reachable
-from sft_eval.recipe import Recipe, read_text
+
+# what a recipe asks, and the row checks, live in their own modules; named here too, as before they moved
+from sft_eval.questions import Question as Question
+from sft_eval.questions import ToolItem as ToolItem
+from sft_eval.questions import load_general_text as load_general_text
+from sft_eval.questions import load_questions as load_questions
+from sft_eval.questions import load_tool_items as load_tool_items
+from sft_eval.recipe import Recipe
 
 # Training rows as stages take them: the Arrow `Dataset` `load_sft_rows` returns, or a list of row dicts (a sample
 # a test builds). Iterating either gives dicts; slice a `Dataset` with `head`, never `[:n]` (which gives columns).
 Rows = Dataset | list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Question:
-    question: str
-    expected: str | None = None  # a checkable answer, when there is one
-    category: str = ""  # the questions file's `category` (or its older name `kind`): metrics are broken down by it
-    id: str = ""  # the questions file's `id`, when it gives one: what `compare` pairs questions by (else the text)
-    cluster: str = ""  # the questions file's `cluster` (questions from one source): compare's clustered errors
 
 
 def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None, key: str = "data.train") -> Dataset:
@@ -49,17 +47,17 @@ def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None, key: s
     path = Path(source)
     limit = recipe.data.limit if key == "data.train" else None
     if path.is_file():
-        dataset = _arrow_jsonl(path, cache_dir)
+        dataset = arrow_jsonl(path, cache_dir)
         if dataset is not None:
             dataset = _first(dataset, limit)
         if dataset is None or not rows_pass(dataset):
-            numbered = list(_read_jsonl(path, limit=limit))
-            rows = _validated([row for _, row in numbered], [f"{path}:{line}" for line, _ in numbered])
+            numbered = list(read_jsonl(path, limit=limit))
+            rows = validated_rows([row for _, row in numbered], [f"{path}:{line}" for line, _ in numbered])
             dataset = dataset if dataset is not None else _from_rows(rows, path)
     else:
         dataset = _first(_load_datasets_rows(source, key), limit)
         if not rows_pass(dataset):
-            _validated(dataset, [f"{source} row {index}" for index in range(len(dataset))])
+            validated_rows(dataset, [f"{source} row {index}" for index in range(len(dataset))])
     if not len(dataset):
         raise SftEvalError(
             f"{key}: {source} has no rows: there is nothing to {'train' if key == 'data.train' else 'score'} on"
@@ -93,15 +91,15 @@ def training_rows(recipe: Recipe, *, cache_dir: str | Path | None = None) -> Dat
     return split_held_out(rows, recipe.data.eval_fraction, recipe.seed)[0]
 
 
-def _validated(rows: Any, where: list[str]) -> Any:
+def validated_rows(rows: Any, where: list[str]) -> Any:
     """The row-by-row check: the first bad row is one `SftEvalError` naming its line (or row index). No rows pass
     here: `load_sft_rows` says a dataset is empty, once, whichever way it was read."""
     if not len(rows):
         return rows
-    first = _row_format(rows[0])
+    first = row_format(rows[0])
     for row, spot in zip(rows, where, strict=True):
-        _check_row(row, spot)
-        if (kind := _row_format(row)) != first:
+        check_row(row, spot)
+        if (kind := row_format(row)) != first:
             raise SftEvalError(
                 f"{spot}: a {kind} row in a dataset whose first row ({where[0]}) is {first}: TRL prepares every "
                 "row by the first one's format, so use one format throughout"
@@ -114,7 +112,7 @@ def _first(dataset: Dataset, limit: int | None) -> Dataset:
     return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
 
 
-def _arrow_jsonl(path: Path, cache_dir: str | Path | None) -> Dataset | None:
+def arrow_jsonl(path: Path, cache_dir: str | Path | None) -> Dataset | None:
     """The JSONL file through `datasets`' JSON builder (cached Arrow, memory-mapped), or None when Arrow cannot
     read it (bad JSON, bad UTF-8, a line that is not an object, a key whose type changes between rows)."""
     import datasets
@@ -177,11 +175,11 @@ def rows_dataset(rows: list[dict[str, Any]]) -> Dataset:
     """Rows as a `Dataset`, with a column whose values differ in shape kept as JSON (`datasets`' Json type): Arrow
     would otherwise widen tool-call arguments (and tool schemas) to one struct of every row's keys, and each call
     would render with the other rows' keys set to null (`{"city": "Lisbon", "a": null}`)."""
-    return Dataset.from_list(rows, **_MIXED_AS_JSON)
+    return Dataset.from_list(rows, **MIXED_AS_JSON)
 
 
 # `datasets` >= 4.8 keeps a column of mixed shapes as JSON; an older one widens it (or fails, said in one line)
-_MIXED_AS_JSON = (
+MIXED_AS_JSON = (
     {"on_mixed_types": "use_json"} if "on_mixed_types" in inspect.signature(Dataset.from_list).parameters else {}
 )
 
@@ -247,33 +245,6 @@ def _prompt_completion_rows_pass(batch: Any) -> bool:
     return all(_messages_pass(c, need_assistant=False) for c in (prompt, completion))
 
 
-def _read_jsonl(path: Path, limit: int | None = None):
-    """(line number, object) for each non-blank line; a malformed line is an error naming it."""
-    count = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SftEvalError(
-                    f"{path}:{number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
-                ) from None
-            if not line.strip():
-                continue
-            if limit is not None and count >= limit:
-                return
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SftEvalError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise SftEvalError(f"{path}:{number}: JSON nested too deeply to be a row") from None
-            if not isinstance(row, dict):
-                raise SftEvalError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            count += 1
-            yield number, row
-
-
 def _load_datasets_rows(source: str, key: str = "data.train") -> Dataset:
     """A `save_to_disk` folder, or a hub dataset id when the hub is reachable (its train split)."""
     import datasets
@@ -288,272 +259,6 @@ def _load_datasets_rows(source: str, key: str = "data.train") -> Dataset:
             raise SftEvalError(f"{key}: {source!r} has no 'train' split (it has {', '.join(loaded)})")
         loaded = loaded["train"]
     return loaded
-
-
-# The roles chat templates know (OpenAI's and transformers' names); anything else is a typo or another dataset
-# convention (ShareGPT's human/gpt) that templates render wrong or silently drop.
-ROLES = ("system", "developer", "user", "assistant", "tool", "function", "ipython")
-_OTHER_CONVENTIONS = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
-
-
-def _row_format(row: dict[str, Any]) -> str:
-    if row.get("messages") is not None:
-        return "`messages`"
-    if isinstance(row.get("prompt"), list) or isinstance(row.get("completion"), list):
-        return "conversational prompt/completion"
-    return "text prompt/completion"
-
-
-def _check_messages(messages: Any, where: str, key: str, tools: list[str] | None = None) -> None:
-    """A list of {role, content} messages with known roles; an assistant message may instead (or also) carry
-    `tool_calls`, each checked (`tools`: the row's tool names, which a call must be one of)."""
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict)
-        and isinstance(m.get("role"), str)
-        and (isinstance(m.get("content"), str) or (m.get("tool_calls") and m.get("content") is None))
-        for m in messages
-    ):
-        raise SftEvalError(f'{where}: `{key}` must be a list of {{"role": ..., "content": ...}} objects')
-    for index, m in enumerate(messages):
-        if m["role"] not in ROLES:
-            usual = _OTHER_CONVENTIONS.get(m["role"].lower())
-            hint = f" (ShareGPT-style? use {usual!r})" if usual else ""
-            raise SftEvalError(f"{where}: unknown role {m['role']!r}{hint}; chat templates know {', '.join(ROLES)}")
-        if m.get("tool_calls") is not None:
-            if m["role"] != "assistant":
-                raise SftEvalError(
-                    f"{where}: `{key}`[{index}], a {m['role']} message, has `tool_calls`: only an assistant calls tools"
-                )
-            _check_tool_calls(m["tool_calls"], f"{where}: `{key}`[{index}].tool_calls", tools)
-
-
-def _check_tool_calls(calls: Any, where: str, tools: list[str] | None) -> None:
-    """TRL's (and transformers') call format: `{"type": "function", "function": {"name": ..., "arguments": {...}}}`,
-    or the flat `{"name": ..., "arguments": ...}`; arguments a JSON object, or a string holding one."""
-    if not isinstance(calls, list) or not calls:
-        raise SftEvalError(f"{where} must be a non-empty list of calls")
-    for k, call in enumerate(calls):
-        function = call.get("function", call) if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise SftEvalError(
-                f'{where}[{k}] is not a call: use {{"type": "function", "function": {{"name": ..., '
-                '"arguments": {...}}}'
-            )
-        name = function.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise SftEvalError(f"{where}[{k}] has no function name")
-        try:
-            arguments = parsed_arguments(function.get("arguments", {}))
-        except json.JSONDecodeError as exc:
-            raise SftEvalError(
-                f"{where}[{k}] ({name}): its arguments are not valid JSON ({exc.msg}, column {exc.colno})"
-            ) from None
-        if not isinstance(arguments, dict):
-            raise SftEvalError(
-                f"{where}[{k}] ({name}): its arguments must be a JSON object, not {type(arguments).__name__}"
-            )
-        if tools is not None and name not in tools:
-            raise SftEvalError(
-                f"{where}[{k}] calls {name!r}, which is not among the row's tools ({', '.join(tools) or 'none'}): "
-                "the model would learn to call a tool it was never offered"
-            )
-
-
-def parsed_arguments(arguments: Any) -> Any:
-    """A call's arguments: a string (as some datasets and parsers give them) read as JSON, anything else as given;
-    json.JSONDecodeError for a string that is not JSON."""
-    return json.loads(arguments) if isinstance(arguments, str) else arguments
-
-
-def _row_tools(row: dict[str, Any], where: str) -> list[dict[str, Any]] | None:
-    """A row's `tools` (a list of JSON-schema functions, or a string holding one, as TRL reads it), each checked to
-    be a named function; None when the row gives none."""
-    tools = row.get("tools")
-    if tools is None or tools == "":
-        return None
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError as exc:
-            raise SftEvalError(f"{where}: `tools` is not valid JSON ({exc.msg}, column {exc.colno})") from None
-    if not isinstance(tools, list):
-        raise SftEvalError(f"{where}: `tools` must be a list of function schemas, not {type(tools).__name__}")
-    for k, tool in enumerate(tools):
-        function = tool.get("function", tool) if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
-            raise SftEvalError(
-                f'{where}: `tools`[{k}] is not a function schema: use {{"type": "function", "function": {{"name": ..., '
-                '"description": ..., "parameters": {...}}}'
-            )
-        if "parameters" in function:
-            _check_parameters(function["parameters"], f"{where}: `tools`[{k}] ({function['name']}) parameters")
-    return tools
-
-
-def _check_parameters(schema: Any, where: str) -> None:
-    """A tool's `parameters`: a JSON Schema object that jsonschema's own `check_schema` accepts (types, a
-    `properties` mapping, `pattern`s that are regular expressions) whose every `$ref` resolves inside it; a schema
-    that is not one would break the template that renders it, or the scoring of every call."""
-    if not isinstance(schema, dict):
-        raise SftEvalError(f"{where} must be a JSON Schema object, not {type(schema).__name__}")
-    problem = _schema_problem(json.dumps(schema, sort_keys=True))
-    if problem:
-        raise SftEvalError(f"{where}{problem}")
-
-
-@functools.lru_cache(maxsize=1024)  # every row of a tool dataset usually offers the same few tools
-def _schema_problem(text: str) -> str:
-    """What is wrong with the JSON Schema object `text` (its place and the reason, to follow the key that names
-    it), or "" when nothing is."""
-    from jsonschema import exceptions, validators
-    from referencing import Registry, Resource
-    from referencing.exceptions import Unresolvable
-    from referencing.jsonschema import DRAFT202012
-
-    schema = json.loads(text)
-    try:
-        validators.validator_for(schema).check_schema(schema)
-    except exceptions.SchemaError as exc:
-        at = "".join(f"[{p!r}]" for p in exc.path)
-        return f"{at} is not a valid JSON Schema: {exc.message}"
-    resolver = Registry().with_resource("", Resource.from_contents(schema, DRAFT202012)).resolver()
-    for ref in _refs(schema):
-        try:
-            resolver.lookup(ref)
-        except Unresolvable:
-            return f": `$ref` {ref!r} does not resolve inside the schema"
-    return ""
-
-
-def _refs(node: Any) -> list[str]:
-    """Every `$ref` string in a schema, at any depth."""
-    if isinstance(node, dict):
-        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return own + [ref for value in node.values() for ref in _refs(value)]
-    if isinstance(node, list):
-        return [ref for value in node for ref in _refs(value)]
-    return []
-
-
-def _names(tools: list[dict[str, Any]] | None) -> list[str] | None:
-    """The function names of checked `tools` (`_row_tools`); None when there are none."""
-    return None if tools is None else [tool.get("function", tool)["name"] for tool in tools]
-
-
-def _check_row(row: dict[str, Any], where: str) -> None:
-    tools = _names(_row_tools(row, where))
-    if row.get("messages") is not None:
-        messages = row["messages"]
-        _check_messages(messages, where, "messages", tools)
-        if not any(
-            m["role"] == "assistant" and ((m.get("content") or "").strip() or m.get("tool_calls")) for m in messages
-        ):
-            raise SftEvalError(f"{where}: conversation has no assistant message to learn from")
-    elif "prompt" in row or "completion" in row:
-        for key in ("prompt", "completion"):
-            if not isinstance(row.get(key), (str, list)) or not row.get(key):
-                raise SftEvalError(f"{where}: prompt/completion row needs a non-empty `{key}`")
-            if isinstance(row[key], list):
-                _check_messages(row[key], where, key, tools)
-        if isinstance(row["prompt"], str) != isinstance(row["completion"], str):
-            raise SftEvalError(f"{where}: `prompt` and `completion` must both be text or both be message lists")
-    else:
-        has = ", ".join(row) or "nothing"
-        raise SftEvalError(f"{where}: row needs `messages` or `prompt`+`completion` (has {has})")
-
-
-def load_questions(recipe: Recipe) -> list[Question]:
-    """The recipe's evaluation questions: inline `questions`, then those of `questions_file`."""
-    questions = [Question(q) for q in recipe.eval.questions]
-    if recipe.eval.questions_file:
-        path = Path(recipe.resolve(recipe.eval.questions_file))
-        if path.is_dir():
-            raise SftEvalError(f"eval.questions_file: {path} is a folder, not a JSONL file of questions")
-        if not path.is_file():
-            raise SftEvalError(f"eval.questions_file: {path} does not exist")
-        ids: dict[str, int] = {}
-        for number, row in _read_jsonl(path):
-            if not isinstance(row.get("question"), str) or not row["question"].strip():
-                raise SftEvalError(f"{path}:{number}: needs a non-empty string `question`")
-            expected = row.get("expected")
-            if expected is not None and not isinstance(expected, str):
-                raise SftEvalError(f"{path}:{number}: `expected` must be a string")
-            ident = row.get("id", "")
-            if isinstance(ident, bool) or not isinstance(ident, str | int):
-                raise SftEvalError(f"{path}:{number}: `id` must be a string or an integer")
-            ident = str(ident)
-            if ident in ids:
-                raise SftEvalError(f"{path}:{number}: `id` {ident!r} is also line {ids[ident]}'s")
-            if ident:
-                ids[ident] = number
-            category = row.get("category", row.get("kind", ""))
-            if not isinstance(category, str):
-                raise SftEvalError(f"{path}:{number}: `category` must be a string")
-            cluster = row.get("cluster", "")
-            if isinstance(cluster, bool) or not isinstance(cluster, str | int):
-                raise SftEvalError(f"{path}:{number}: `cluster` must be a string or an integer")
-            questions.append(Question(row["question"], expected, category, ident, str(cluster)))
-    if not questions:
-        where = recipe.eval.questions_file or "eval.questions"
-        raise SftEvalError(f"{where}: no evaluation questions: a run would judge nothing; add at least one")
-    return questions[: recipe.eval.limit]
-
-
-@dataclass(frozen=True)
-class ToolItem:
-    """A tool-calling evaluation item: a conversation (its last message the user's question or a tool's result)
-    with the tools it offers, expecting a call (`expected_call`: name and arguments) or a text (`expected`)."""
-
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None
-    expected_call: dict[str, Any] | None = None
-    expected: str | None = None
-    category: str = ""
-    id: str = ""
-
-    @property
-    def question(self) -> str:
-        """What the item asks, in one line: the last message's text."""
-        return str(self.messages[-1].get("content") or "")
-
-
-def load_tool_items(recipe: Recipe) -> list[ToolItem]:
-    """The recipe's `eval.tool_items`, each line checked as a training row is (roles, calls, tools) plus what it
-    expects; a bad line is one error naming it."""
-    if not recipe.eval.tool_items:
-        return []
-    path = Path(recipe.resolve(recipe.eval.tool_items))
-    if not path.is_file():
-        raise SftEvalError(f"eval.tool_items: {path} {'is a folder' if path.is_dir() else 'does not exist'}")
-    items = []
-    for number, row in _read_jsonl(path):
-        where = f"{path}:{number}"
-        offered = _row_tools(row, where)
-        tools = _names(offered)
-        messages = row.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise SftEvalError(f"{where}: needs `messages`, the conversation to ask")
-        _check_messages(messages, where, "messages", tools)
-        if messages[-1]["role"] not in ("user", "tool"):
-            raise SftEvalError(f"{where}: the conversation must end with the user's question or a tool's result")
-        call, expected = row.get("expected_call"), row.get("expected")
-        if (call is None) == (expected is None):
-            raise SftEvalError(f"{where}: give one of `expected_call` ({{name, arguments}}) or `expected` (a text)")
-        if call is not None:
-            _check_tool_calls([call], f"{where}: `expected_call`", tools)
-            if "arguments" not in call.get("function", call):
-                raise SftEvalError(
-                    f"{where}: `expected_call` has no `arguments`: give the call's arguments as a JSON object "
-                    "(`{}` for a call that takes none)"
-                )
-        elif not isinstance(expected, str):
-            raise SftEvalError(f"{where}: `expected` must be a string")
-        items.append(
-            ToolItem(messages, offered or None, call, expected, str(row.get("category", "")), str(row.get("id", "")))
-        )
-    if not items:
-        raise SftEvalError(f"eval.tool_items: {path} has no items")
-    return items
 
 
 def row_texts(row: dict[str, Any]) -> list[str]:
@@ -601,23 +306,6 @@ def assistant_texts(row: dict[str, Any]) -> list[str]:
     if "messages" in row:
         return [m["content"] for m in row["messages"] if m["role"] == "assistant" and isinstance(m.get("content"), str)]
     return [_as_text(row["completion"])]
-
-
-def load_general_text(path: str | Path) -> list[str]:
-    """`eval.general_text`'s documents: a .txt file's non-blank lines, or a .jsonl file's `text` fields (each a
-    non-empty string, else one line naming the file and line)."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        documents = []
-        for number, row in _read_jsonl(path):
-            if not isinstance(row.get("text"), str) or not row["text"].strip():
-                raise SftEvalError(f"eval.general_text: {path}:{number}: needs a non-empty string `text`")
-            documents.append(row["text"])
-    else:
-        documents = [line for line in read_text(path).splitlines() if line.strip()]
-    if not documents:
-        raise SftEvalError(f"eval.general_text: {path} holds no text")
-    return documents
 
 
 def user_turns(row: dict[str, Any]) -> list[str]:

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from sft_eval.backends import check_backend
 from sft_eval.errors import SftEvalError
 from sft_eval.sftconfig import sft_config_schema
+from sft_eval.tables import check_types, read_table, reject_unknown
 
 # fixtures/ of the checkout, or sft_eval/fixtures inside an installed wheel (pyproject maps one to the other).
 _PACKAGED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -296,10 +297,10 @@ def read_text(path: Path) -> str:
 
 def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe:
     where = str(path) if path else "recipe"
-    _reject_unknown(raw, {"name", "seed", "sft", "peft", *SECTIONS}, where, "")
+    reject_unknown(raw, {"name", "seed", "sft", "peft", *SECTIONS}, where, "")
     if "data" not in raw:
         raise SftEvalError(f'{where}: missing section [data] (at least `train = "..."`)')
-    sections = {name: _section(cls, raw.get(name, {}), where, name) for name, cls in SECTIONS.items()}
+    sections = {name: read_table(cls, raw.get(name, {}), where, name) for name, cls in SECTIONS.items()}
     sft = raw.get("sft", {})
     if not isinstance(sft, dict):
         raise SftEvalError(f"{where}: [sft] must be a table of trl.SFTConfig fields")
@@ -308,7 +309,7 @@ def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe
     if peft is not None:
         _check_peft(peft, where)
     top = {k: raw[k] for k in ("name", "seed") if k in raw}
-    _check_types(Recipe, top, where, "")
+    check_types(Recipe, top, where, "")
     recipe = Recipe(
         name=top.get("name", path.stem if path else "recipe"),
         seed=top.get("seed", 0),
@@ -321,64 +322,8 @@ def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe
     return recipe
 
 
-def _section(cls: type, raw: Any, where: str, name: str) -> Any:
-    if not isinstance(raw, dict):
-        raise SftEvalError(f"{where}: [{name}] must be a table")
-    _reject_unknown(raw, {f.name for f in dataclasses.fields(cls)}, where, f"{name}.")
-    _check_types(cls, raw, where, f"{name}.")
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    except TypeError as exc:  # a required key is missing
-        missing = str(exc).split("argument")[-1].strip(": '")
-        raise SftEvalError(f"{where}: [{name}] is missing required key `{missing}`") from None
-
-
-def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str, prefix: str) -> None:
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=3)
-            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
-            raise SftEvalError(f"{where}: unknown key `{prefix}{key}`{hint}")
-
-
-def _check_types(cls: type, raw: Mapping[str, Any], where: str, prefix: str) -> None:
-    hints = get_type_hints(cls)
-    for key, value in raw.items():
-        if not _matches(value, hints[key]):
-            raise SftEvalError(
-                f"{where}: `{prefix}{key}` must be {_describe(hints[key])}, not {type(value).__name__} {value!r}"
-            )
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    args = get_args(hint)
-    origin = get_origin(hint)
-    if origin is dict:  # a table: string keys, values of the second type
-        return isinstance(value, dict) and all(isinstance(k, str) and _matches(v, args[1]) for k, v in value.items())
-    if origin is tuple:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if args and origin is not tuple:  # a union such as `str | None`
-        return any(_matches(value, a) for a in args if a is not type(None))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    if get_origin(hint) is dict:
-        return f"a table of {_describe(get_args(hint)[1]).removeprefix('a ').removeprefix('an ')}s"
-    if get_origin(hint) is tuple:
-        return f"a list of {_describe(get_args(hint)[0])}"
-    args = [a for a in get_args(hint) if a is not type(None)]
-    if args:
-        return " or ".join(_describe(a) for a in args)
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, hint.__name__)
-
-
 def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
-    _reject_unknown(sft, set(sft_config_schema()["fields"]), where, "sft.")
+    reject_unknown(sft, set(sft_config_schema()["fields"]), where, "sft.")
     if "output_dir" in sft:
         raise SftEvalError(f"{where}: `sft.output_dir` is chosen by sft-eval (the fixture cache); remove it")
 
@@ -407,7 +352,7 @@ def _check_peft(peft: Any, where: str) -> None:
     except SftEvalError as exc:
         raise SftEvalError(f"{where}: {exc}") from None
     known = {f.name for f in dataclasses.fields(lora) if f.init} - set(_PEFT_OWNED)
-    _reject_unknown(peft, known, where, "peft.")
+    reject_unknown(peft, known, where, "peft.")
     if peft.get("task_type", "CAUSAL_LM") != "CAUSAL_LM":
         raise SftEvalError(f'{where}: `peft.task_type` must be "CAUSAL_LM" (a chat model), not {peft["task_type"]!r}')
     rank = peft.get("r", 8)

@@ -69,7 +69,7 @@ def imported_fields() -> tuple[list[str], dict[str, Any]]:
 def read_fields(package: str, relative: str, name: str) -> tuple[list[str], dict[str, Any]]:
     """The init fields (in dataclass order) and literal defaults of dataclass `name` in `package`'s file
     `relative`, with those of its bases, read with `ast`; `Unreadable` where the sources do not say them plainly."""
-    path = _installed(package, relative)
+    path = installed_source(package, relative)
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, SyntaxError) as exc:
@@ -159,12 +159,12 @@ def _locate(base: ast.expr, tree: ast.Module, package: str, relative: str) -> tu
 def _module_file(package: str, module: Path) -> str:
     for candidate in (module.with_suffix(".py"), module / "__init__.py"):
         with contextlib.suppress(Unreadable):
-            _installed(package, str(candidate))
+            installed_source(package, str(candidate))
             return str(candidate)
     raise Unreadable(f"no source for {module} in {package}")
 
 
-def _installed(package: str, relative: str) -> Path:
+def installed_source(package: str, relative: str) -> Path:
     """The installed file `relative` (a path inside site-packages) of distribution `package`, found from its
     metadata without importing it."""
     try:

@@ -106,7 +106,7 @@ def schema_problem(item: ToolItem, name: str, arguments: Any) -> str:
     from jsonschema import exceptions, validators
     from referencing.exceptions import Unresolvable
 
-    try:  # checked when the items were loaded (data._check_parameters); a schema that still breaks is said
+    try:  # checked when the items were loaded (conversations.check_parameters); a schema that still breaks is said
         errors = sorted(validators.validator_for(schema)(schema).iter_errors(arguments), key=lambda e: list(e.path))
     except (exceptions.SchemaError, Unresolvable) as exc:
         return f"{name}: its parameters schema cannot be applied ({str(exc).splitlines()[0]})"

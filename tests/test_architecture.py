@@ -29,14 +29,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "kernels",
         "backends",
         "sftconfig",
+        "tables",
         "recipe",
         "options",
         "report.format",
     ),
-    "inputs": ("chat", "data", "plan", "trainer_config", "records", "tokenizer"),
+    "inputs": ("chat", "conversations", "questions", "data", "plan", "trainer_config", "records", "tokenizer"),
     "build": ("models", "adapters"),
     "audit": (
         "audit",
+        "audit.rendering",
+        "audit.thinking",
         "audit.template",
         "audit.tools",
         "audit.tokenizer",
@@ -50,7 +53,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "generate": ("generation", "generation.local", "generation.served"),
     "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
     "compare": ("power", "compare", "comparison_text", "sweep"),
-    "report": ("report",),
+    "report": ("report", "report.reader"),
     # one recipe's parts, each with one job: the pipeline is their face
     "assemble": ("inputs", "artifacts", "sources", "variants", "answers", "signals", "assessment"),
     "orchestrate": ("pipeline", "checkpoint_sweep", "factory", "bench", "cli", "plugin", "distributed"),
@@ -213,3 +216,113 @@ def test_every_module_is_named_in_the_layout_doc():
         if f"`{name}`" not in text and f"`{name}/`" not in text:
             missing.append(str(path.relative_to(PACKAGE.parent)))
     assert missing == [], f"docs/layout.md does not name {missing}"
+
+
+# -- one job a module -------------------------------------------------------------------------------------------
+MAX_MODULE_LINES, MAX_CLASS_LINES, MAX_FACE_LINES = 600, 300, 250
+MADE_HERE = {"sft_eval.sources", "sft_eval.artifacts"}  # the only modules that know how a model was made
+
+
+def oversized(source: str, name: str) -> list[str]:
+    """The module (over `MAX_MODULE_LINES`) and classes (over `MAX_CLASS_LINES`; the `Pipeline` face over
+    `MAX_FACE_LINES`) of `source` that are too long."""
+    found = []
+    lines = source.count("\n") + (not source.endswith("\n"))
+    if lines > MAX_MODULE_LINES:
+        found.append(f"{name}: {lines} lines (at most {MAX_MODULE_LINES})")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            limit = MAX_FACE_LINES if node.name == "Pipeline" else MAX_CLASS_LINES
+            length = node.end_lineno - node.lineno + 1
+            if length > limit:
+                found.append(f"{name}.{node.name}: {length} lines (at most {limit})")
+    return found
+
+
+def test_no_module_over_600_lines_no_class_over_300_and_a_thin_pipeline_face():
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    found = [f for name, path in sorted(modules.items()) for f in oversized(path.read_text(encoding="utf-8"), name)]
+    assert found == []
+    assert oversized("x = 1\n" * 601, "m") == ["m: 601 lines (at most 600)"], "the check can fail"
+    face = "class Pipeline:\n" + "    x = 1\n" * 250
+    assert oversized(face, "m") == ["m.Pipeline: 251 lines (at most 250)"]
+
+
+def made_how(source: str) -> list[str]:
+    """Branches on how a model was made: a comparison with `origin`, `TINY` or `finished_run`, a `.run is (not)
+    None` test, and any `__dict__` access (hand-kept caches)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                named = side.attr if isinstance(side, ast.Attribute) else side.id if isinstance(side, ast.Name) else ""
+                if named in ("origin", "TINY", "finished_run"):
+                    found.append(f"line {node.lineno}: compares {named}")
+                if named == "run" and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators):
+                    found.append(f"line {node.lineno}: .run is None")
+        if isinstance(node, ast.Attribute) and node.attr == "__dict__":
+            found.append(f"line {node.lineno}: __dict__")
+    return found
+
+
+def test_how_a_model_was_made_is_known_only_to_sources_and_artifacts():
+    """No `origin`, `finished_run` or `TINY` comparison, no `.run is None` outside `sources` and `artifacts`, and
+    no `self.__dict__` anywhere: a cache is a named object, a kind of model is a class."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        hits = made_how(path.read_text(encoding="utf-8"))
+        if name in MADE_HERE:
+            hits = [h for h in hits if "__dict__" in h]
+        if hits:
+            found[name] = hits
+    assert found == {}
+    bent = 'if source.origin == "base": pass\nif model.base != TINY: pass\nif s.run is None: x = self.__dict__'
+    assert made_how(bent) == [
+        "line 1: compares origin",
+        "line 2: compares TINY",
+        "line 3: .run is None",
+        "line 3: __dict__",
+    ], "the check can fail"
+
+
+def private_reaches(source: str) -> list[str]:
+    """Private names of sft_eval a test reaches: `from sft_eval... import _x`, `module._x`, a monkeypatch of
+    `"_x"` on an sft_eval module."""
+    tree = ast.parse(source)
+    modules = {
+        alias.asname or alias.name.split(".")[-1]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+        if (getattr(node, "module", None) or alias.name).split(".")[0] == "sft_eval"
+    } | {"sft_eval"}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sft_eval":
+            found += [f"line {node.lineno}: {a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in modules:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("setattr") and len(node.args) >= 2:
+            target, attribute = node.args[0], node.args[1]
+            if (
+                isinstance(attribute, ast.Constant)
+                and str(attribute.value).startswith("_")
+                and ast.unparse(target).split(".")[0] in modules
+            ):
+                found.append(f"line {node.lineno}: {ast.unparse(target)}.{attribute.value}")
+    return found
+
+
+def test_the_tests_reach_no_private_names_of_the_package():
+    """What the tests use is what users may use: a private name a test needs is made public instead."""
+    root = PACKAGE.parent
+    files = [*root.glob("tests/**/*.py"), *root.glob("suites/**/*.py"), root / "conftest.py"]
+    found = {str(p.relative_to(root)): hits for p in sorted(files) if (hits := private_reaches(p.read_text()))}
+    assert found == {}
+    bent = "from sft_eval.data import _x\nimport sft_eval.data\nsft_eval.data._y\nm.setattr(sft_eval.data, '_z', 1)"
+    assert private_reaches(bent) == ["line 1: _x", "line 3: sft_eval.data._y", "line 4: sft_eval.data._z"]

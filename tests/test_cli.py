@@ -161,7 +161,7 @@ def test_in_process_runs_show_what_a_process_of_its_own_shows(tmp_path, cli, mon
         logger.warning("a warning the command let through")
         raise RuntimeError("a crash")
 
-    monkeypatch.setitem(cli_module._COMMANDS, "plan", chatty)
+    monkeypatch.setitem(cli_module.COMMANDS, "plan", chatty)
     try:
         broken = cli.main("plan", "--rows", "1")
     finally:

@@ -192,10 +192,10 @@ def test_rows_no_table_can_hold_are_one_line(tmp_path, monkeypatch):
     can hold them (an older `datasets`, without the `Json` feature: simulated)."""
     import sft_eval.data
 
-    monkeypatch.setattr(sft_eval.data, "_arrow_jsonl", lambda path, cache_dir: None)
+    monkeypatch.setattr(sft_eval.data, "arrow_jsonl", lambda path, cache_dir: None)
     recipe, path = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta="x")])
     assert [row["meta"] for row in load_sft_rows(recipe)] == [1, "x"]
-    monkeypatch.setattr(sft_eval.data, "_MIXED_AS_JSON", {})
+    monkeypatch.setattr(sft_eval.data, "MIXED_AS_JSON", {})
     with pytest.raises(SftEvalError, match=rf"^{path}: the rows do not form one table .*int64"):
         load_sft_rows(recipe)
     recipe, _ = recipe_for(tmp_path, [dict(GOOD, meta=1), dict(GOOD, meta=2)])

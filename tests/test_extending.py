@@ -15,7 +15,7 @@ from sft_eval import report
 from sft_eval.audit import Finding, register_check
 from sft_eval.chat import shipped_templates
 from sft_eval.errors import SftEvalError
-from sft_eval.generation import GenerationSettings, register_backend
+from sft_eval.generation import GenerationSettings, backend_names, register_backend
 from sft_eval.pipeline import Pipeline
 from sft_eval.records import Answer
 from sft_eval.report import Section, register_section, render_html, render_json, write_report
@@ -69,6 +69,41 @@ def test_a_backend_nobody_registered_is_bad_input(registered, sft_pipeline, tiny
         _with_backend(sft_pipeline, "shouting")
     recipe = tiny_variant({"[eval]\n": '[eval]\nbackend = "shouting"\n'})
     cli.bad_input(cli.run("audit", "--recipe", str(recipe)), str(recipe), "eval.backend", "'shouting'")
+
+
+def test_a_class_that_is_no_backend_is_refused_at_registration_in_one_line(registered):
+    """A backend class is checked against the `Backend` interface when it is registered: no `answer`, or a member
+    declared as something else, is one ValueError naming the class and what is wrong. A class with `answer` alone
+    (Shouting) is a backend: the rest has defaults."""
+
+    class Mute:
+        def identity(self):
+            return None
+
+    class Confused(Shouting):
+        identity = {"backend": "confused"}  # a dict where a method belongs
+
+    with pytest.raises(ValueError, match=r"^backend 'mute': Mute is not a backend: it has no `answer\(questions"):
+        register_backend("mute", Mute)
+    with pytest.raises(ValueError, match=r"^backend 'confused': Confused is not a backend: its identity is not a"):
+        register_backend("confused", Confused)
+    register_backend("shouting", Shouting)  # quiet: answer is all a backend needs
+    assert "mute" not in backend_names() and "shouting" in backend_names()
+
+
+def test_a_factory_that_builds_no_backend_is_one_line_and_a_partial_one_gets_the_defaults(registered, sft_pipeline):
+    """A function factory is checked when it builds: what it built without `answer` is one line naming the backend
+    and the type; a backend with `answer` alone is completed with `BackendBase`'s defaults (not in process, its
+    answers not cached, tool items refused in one line)."""
+    register_backend("nothing", lambda target, settings: object())
+    with pytest.raises(SftEvalError, match=r"^eval.backend: the backend 'nothing' built object, and it has no `answer"):
+        _with_backend(sft_pipeline, "nothing").answers("tuned")
+    register_backend("shouting", lambda target, settings: Shouting(target.which))
+    answering = _with_backend(sft_pipeline, "shouting").answering
+    backend = answering.backend("tuned")
+    assert backend.in_process is False and backend.identity() is None and backend.on_answer is None
+    with pytest.raises(SftEvalError, match=r"^eval.tool_items: the backend Shouting answers questions but not tool"):
+        backend.answer_tools([], GenerationSettings())
 
 
 @pytest.mark.slow

@@ -163,7 +163,7 @@ def test_sources_that_do_not_read_plainly_fall_back_to_importing_trl(tmp_path, m
         "class Config(make_base()):\n    x: int = 1\n",
         encoding="utf-8",
     )
-    monkeypatch.setattr(sftconfig, "_installed", lambda package, relative: tmp_path / relative)
+    monkeypatch.setattr(sftconfig, "installed_source", lambda package, relative: tmp_path / relative)
     with pytest.raises(sftconfig.Unreadable, match="not a plain name"):
         sftconfig.read_fields("pkg", "pkg/config.py", "Config")
     monkeypatch.setenv("SFT_EVAL_CACHE", str(tmp_path / "cache"))

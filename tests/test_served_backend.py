@@ -3,6 +3,7 @@ port, serving the tuned tiny model's folder. Its greedy answers must be the in-p
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -14,14 +15,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sft_eval.chat import load_template
 from sft_eval.errors import SftEvalError
 from sft_eval.generation.served import generate_served
 from sft_eval.pipeline import Pipeline
-from sft_eval.recipe import Recipe
+from sft_eval.recipe import FIXTURES_DIR, Recipe, load_recipe
 from sft_eval.records import Answer
+from sft_eval.sources import ModelSource
+from sft_eval.toolcalls import response_parser
 
 pytestmark = pytest.mark.served
 STARTUP_TIMEOUT_S = 180
@@ -120,13 +124,48 @@ def test_a_length_cut_answer_is_reported_as_length_by_the_server(
 
 
 def test_the_pipeline_takes_tuned_answers_from_the_server_and_base_answers_in_process(
-    pinned_url, sft_pipeline, sft_evaluation, sft_recipe
+    pinned_url, sft_pipeline, sft_evaluation, sft_recipe, monkeypatch
 ):
-    pipeline = Pipeline(_served(sft_recipe, pinned_url), sft_pipeline.cache, str(sft_pipeline.device))
+    pipeline = Pipeline(
+        _served(sft_recipe, pinned_url), sft_pipeline.cache, str(sft_pipeline.device), answer_cache=False
+    )
+    # the tuned model must not be loaded here (the base is, through its own source's `load_base_model`)
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail(f"loaded the {self.name} model in-process"))
     served = pipeline.evaluation
     assert _seen(served.tuned) == _seen(sft_evaluation.tuned), "served tuned answers differ from the in-process ones"
     assert _seen(served.base) == _seen(sft_evaluation.base), "base answers (in-process) changed with the backend"
-    assert "tuned_model" not in vars(pipeline), "the served pipeline loaded the tuned model in-process"
+    assert pipeline.answering.held == {}, "the served pipeline holds a model"
+
+
+def test_tool_items_are_answered_by_the_server_and_cached(start_server, sft_pipeline, tmp_path):
+    """With `backend = "openai"`, tool items go to the server like every question: sent with their `tools`, the
+    server parses the call (`transformers serve` with the response template the in-process parser uses) and the
+    scores equal the in-process ones, item by item. Cached: a rerun with the server gone sends nothing."""
+    tools = Pipeline(load_recipe(FIXTURES_DIR / "recipes" / "tiny_tools.toml"), sft_pipeline.cache, device="cpu")
+    local = tools.tool_records("tuned")
+    folder = tmp_path / "served"
+    shutil.copytree(tools.tuned_model_dir, folder)
+    parser, _ = response_parser(tools.tokenizer)
+    served_tokenizer = copy.deepcopy(tools.tokenizer)
+    served_tokenizer.response_template = parser.response_template  # what the server parses calls with
+    served_tokenizer.save_pretrained(folder)
+    url = start_server(str(folder))
+    cache = sft_pipeline.cache  # the answers are keyed by the server's URL (a fresh port): none cached yet
+    recipe = _served(tools.recipe, url)
+    pipeline = Pipeline(recipe, cache, device="cpu")
+    served = pipeline.tool_records("tuned")
+    assert pipeline.answer_counts["tuned tool items"] == {"cached": 0, "generated": len(local)}
+    assert all(r.answer.token_ids == [] for r in served), "answers from the server (which sends no token ids)"
+    different = [r.item.id for r, here in zip(served, local, strict=True) if r.score != here.score]
+    assert different == [], f"{len(different)} of {len(local)} served tool scores differ from in-process"
+    assert sum(r.score.callable for r in served) > 0, "the server parsed calls"
+    server = [p for p in psutil.Process().children() if str(folder) in " ".join(p.cmdline())]
+    assert len(server) == 1
+    server[0].terminate()
+    server[0].wait(30)  # gone: anything asked of it now fails
+    again = Pipeline(recipe, cache, device="cpu")
+    assert [r.score for r in again.tool_records("tuned")] == [r.score for r in served]
+    assert again.answer_counts["tuned tool items"] == {"cached": len(local), "generated": 0}
 
 
 def test_a_server_whose_template_differs_from_training_gives_other_answers(

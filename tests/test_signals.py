@@ -372,7 +372,7 @@ def test_a_questions_file_with_one_category_has_no_breakdown_and_a_bad_one_is_na
     )
     with pytest.raises(SftEvalError, match=r"questions\.jsonl:2: `category` must be a string"):
         load_questions(recipe)
-    from sft_eval.report import _categories
+    from sft_eval.report import category_rows
     from sft_eval.sanity import Evaluation
 
     one = Evaluation(
@@ -381,7 +381,7 @@ def test_a_questions_file_with_one_category_has_no_breakdown_and_a_bad_one_is_na
             for r in sft_pipeline.evaluation.records
         ]
     )
-    assert _categories(one, {}) == []
+    assert category_rows(one, {}) == []
 
 
 def test_a_served_model_is_not_loaded_for_teacher_forcing_and_says_so(

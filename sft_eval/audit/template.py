@@ -8,7 +8,7 @@ SFTTrainer and a serving stack do.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,73 +16,23 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from sft_eval.audit import RAISED, CheckId, Finding, guarded, mark
+from sft_eval.audit.rendering import EXCHANGES as EXCHANGES
+from sft_eval.audit.rendering import SYSTEM as SYSTEM
+from sft_eval.audit.rendering import (
+    assistant_turns,
+    first_difference,
+    probe_conversation,
+    render,
+    token_ids,
+    trl_training_template,
+)
+from sft_eval.audit.thinking import check_thinking
 from sft_eval.chat import RENDER_TIMEOUT_S, RUNAWAY, time_limit
 from sft_eval.chat import render as bounded_render
-from sft_eval.data import Rows, head, multi_turn_rows, rows_with_text, system_rows
+from sft_eval.data import Rows, multi_turn_rows, rows_with_text
 
-SYSTEM = {"role": "system", "content": "You are a careful assistant."}
-EXCHANGES = [
-    {"role": "user", "content": "What is the capital of France?"},
-    {"role": "assistant", "content": "The capital of France is Paris."},
-    {"role": "user", "content": "And the capital of Italy?"},
-    {"role": "assistant", "content": "It is Rome."},
-]
 _JINJA_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}|message\[['\"]|\bmessages?\.(role|content)\b")
-_THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
-_THINK_TAGS = re.compile(r"</?think>")
 _THINK_ANY = re.compile(r"<think>(?:.*?</think>)?\s*", re.DOTALL)  # closed, or opened for the model to fill
-
-
-def render(
-    tokenizer: PreTrainedTokenizerBase,
-    messages: list[dict[str, Any]],
-    *,
-    generation_prompt: bool,
-    enable_thinking: bool = False,
-) -> str:
-    return bounded_render(tokenizer, messages, add_generation_prompt=generation_prompt, enable_thinking=enable_thinking)
-
-
-def first_difference(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """The first position where two texts (or token lists) differ; the shorter one's length when it is a prefix."""
-    return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-
-
-def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a rendered string as TRL tokenizes it (the template supplies any special tokens)."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def probe_conversation(
-    tokenizer: PreTrainedTokenizerBase, rows: Rows | None = None, system_message: str = ""
-) -> tuple[list[dict[str, Any]], list[Finding]]:
-    """The probe with a system message, or without one when the template refuses system messages: an error when
-    the recipe sends one (rows with a system message, or `eval.system_message`), else a warning."""
-    findings = []
-    try:
-        render(tokenizer, [SYSTEM, *EXCHANGES], generation_prompt=False)
-        return [SYSTEM, *EXCHANGES], findings
-    except Exception as exc:  # whatever a user's template raises on a system message
-        try:
-            render(tokenizer, list(EXCHANGES), generation_prompt=False)
-        except Exception:  # it fails without one too (a syntax error...): not about system messages; see render
-            return list(EXCHANGES), findings
-        with_system = system_rows(rows)
-        if with_system:
-            said = f", and {with_system} of the recipe's rows have one: training fails on them"
-        elif system_message:
-            said = ", and the recipe's eval.system_message sends one: every served prompt fails"
-        else:
-            said = "; system prompts in data or at serving time will fail"
-        findings.append(
-            Finding(
-                CheckId.TEMPLATE_RENDER,
-                "error" if with_system or system_message else "warning",
-                f"the template refuses a system message{said}",
-                f"{type(exc).__name__}: {exc}",
-            )
-        )
-    return list(EXCHANGES), findings
 
 
 FAILS_TO_RENDER = "the template fails to render a multi-turn conversation"
@@ -199,15 +149,11 @@ def check_whitespace(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     return findings
 
 
-def _assistant_turns(messages: list[dict[str, Any]]) -> list[int]:
-    return [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-
-
 def check_generation_prompt(
     tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool = False
 ) -> list[Finding]:
     """`add_generation_prompt=True` must append the assistant header that training puts before an answer."""
-    i = _assistant_turns(messages)[0]
+    i = assistant_turns(messages)[0]
     before = render(tokenizer, messages[:i], generation_prompt=False, enable_thinking=enable_thinking)
     prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=enable_thinking)
     trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
@@ -267,10 +213,10 @@ def check_prefix(
 ) -> list[Finding]:
     """For every assistant turn i, render(messages[:i], prompt) must be a token prefix of render(messages[:i+1])."""
     findings = []
-    for i in _assistant_turns(messages):
+    for i in assistant_turns(messages):
         prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=enable_thinking)
         trained = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
-        turn = f"assistant turn {_assistant_turns(messages).index(i) + 1}"
+        turn = f"assistant turn {assistant_turns(messages).index(i) + 1}"
         if not trained.startswith(prompt):
             spot = first_difference(prompt, trained)
             if "think>" in prompt[spot - 10 :] + trained[spot - 10 : spot + 40]:
@@ -336,7 +282,7 @@ def check_double_bos(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
 def end_of_turn_token(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> tuple[int | None, str]:
     """The first non-blank token the template writes after the first assistant answer, and the text around it."""
     text = render(tokenizer, messages, generation_prompt=False)
-    content = messages[_assistant_turns(messages)[0]]["content"]
+    content = messages[assistant_turns(messages)[0]]["content"]
     end = text.index(content) + len(content)
     for token in token_ids(tokenizer, text[end:]):
         if tokenizer.decode([token]).strip():
@@ -396,121 +342,6 @@ def check_stop_token(
     ]
 
 
-def _think_blocks(text: str) -> list[str]:
-    return _THINK_BLOCK.findall(text)
-
-
-def _header(text: str, messages: list[dict[str, Any]], i: int) -> str:
-    """What the rendering `text` writes between assistant turn i's question and its answer."""
-    user = messages[i - 1]["content"]
-    start = text.index(user) + len(user)
-    return text[start : text.index(messages[i]["content"], start)]
-
-
-def _rows_reason(rows: Rows | None) -> bool:
-    """Whether any of the first rows' assistant messages carries reasoning (`reasoning_content`)."""
-    return any(
-        isinstance(m, dict) and m.get("reasoning_content")
-        for r in head(rows or [], 100)
-        for m in r.get("messages") or []
-    )
-
-
-def check_thinking(
-    tokenizer: PreTrainedTokenizerBase,
-    messages: list[dict[str, Any]],
-    enable_thinking: bool = False,
-    rows: Rows | None = None,
-) -> list[Finding]:
-    """The think block around an answer must be the same when it is served and when it is trained. Three causes,
-    one finding each:
-
-    - served differently: the generation prompt writes a think block that training does not put before the answer
-      when that turn is the last (every row trains its last turn so, single-turn rows included): an error under
-      the recipe's `enable_thinking`, a warning under the other value;
-    - thinking served, none trained: with `enable_thinking` on, the served prompt leaves the think block to the
-      model, but rows without reasoning train an empty one before every answer, so the model learns to close it at
-      once: an error unless the rows carry `reasoning_content`;
-    - dropped from history: an earlier assistant turn is rendered with another think block once the conversation
-      goes on (Qwen3 drops them), so multi-turn rows train earlier turns on text never served: an error when the
-      recipe's rows are multi-turn, else a warning (a bare template audit has no rows and assumes single-turn).
-    """
-    source = tokenizer.chat_template or ""
-    if "think" not in source:
-        return []
-    turns = _assistant_turns(messages)
-    findings = []
-    for value in (enable_thinking, not enable_thinking):
-        for n, i in enumerate(turns, start=1):
-            before = render(tokenizer, messages[:i], generation_prompt=False, enable_thinking=value)
-            prompt = render(tokenizer, messages[:i], generation_prompt=True, enable_thinking=value)
-            as_last = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=value)
-            served = _think_blocks(prompt[len(before) :]) if prompt.startswith(before) else []
-            trained = _think_blocks(_header(as_last, messages, i))
-            if served != trained and not as_last.startswith(prompt):
-                findings.append(
-                    Finding(
-                        CheckId.TEMPLATE_THINKING,
-                        "error" if value == enable_thinking else "warning",
-                        f"enable_thinking={value}: assistant turn {n} is served with think block {served or 'none'} "
-                        f"but trained with {trained or 'none'}",
-                        f"served prompt adds {prompt[len(before) :]!r}; training has "
-                        f"{_header(as_last, messages, i)!r} before the answer",
-                    )
-                )
-                break
-            empty = trained and not _THINK_TAGS.sub("", "".join(trained)).strip()
-            if value and value == enable_thinking and empty and not served and not _rows_reason(rows):
-                findings.append(
-                    Finding(
-                        CheckId.TEMPLATE_THINKING,
-                        "error",
-                        "enable_thinking=True serves the model an open turn to reason in, but the rows carry no "
-                        f"reasoning: training writes the empty think block {trained[0]!r} before every answer, so the "
-                        "model learns to close it at once; set enable_thinking = false, or add reasoning_content to "
-                        "the rows",
-                        f"served prompt adds {prompt[len(before) :]!r}; training has "
-                        f"{_header(as_last, messages, i)!r} before the answer",
-                    )
-                )
-                break
-    findings += _think_block_dropped(tokenizer, messages, enable_thinking, rows)
-    return findings
-
-
-def _think_block_dropped(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], enable_thinking: bool, rows: Rows | None
-) -> list[Finding]:
-    """One finding when an earlier assistant turn's think block changes once the conversation goes on."""
-    for value in (enable_thinking, not enable_thinking):
-        full = render(tokenizer, messages, generation_prompt=False, enable_thinking=value)
-        for n, i in enumerate(_assistant_turns(messages)[:-1], start=1):
-            as_last = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=value)
-            alone, later = _header(as_last, messages, i), _header(full, messages, i)
-            if _think_blocks(alone) == _think_blocks(later):
-                continue
-            multi_turn = multi_turn_rows(rows)
-            scope = (
-                f"{multi_turn} of the recipe's rows are multi-turn: they train"
-                if multi_turn
-                else ("the recipe's rows are single-turn" if rows is not None else "no rows given, single-turn assumed")
-                + "; multi-turn rows would train"
-            )
-            fix = _trl_training_template(tokenizer)
-            said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
-            return [
-                Finding(
-                    CheckId.TEMPLATE_THINKING,
-                    "error" if multi_turn and value == enable_thinking else "warning",
-                    f"enable_thinking={value}: assistant turn {n} has think block {_think_blocks(alone) or 'none'} as "
-                    f"the last turn but {_think_blocks(later) or 'none'} once the conversation goes on: {scope} "
-                    f"earlier turns on text never served{said}",
-                    f"as the last turn {alone!r} before the answer; followed by more {later!r}",
-                )
-            ]
-    return []
-
-
 def check_prefix_preserving(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[dict[str, Any]],
@@ -524,7 +355,7 @@ def check_prefix_preserving(
     kept or dropped (Qwen3) is template.thinking's finding, and text after the turn's end-of-turn token is never
     generated, so neither counts here. TRL's `get_training_chat_template` names the fixed template where it has one."""
     full = render(tokenizer, messages, generation_prompt=False, enable_thinking=enable_thinking)
-    turns = _assistant_turns(messages)[:-1]
+    turns = assistant_turns(messages)[:-1]
     for n, i in enumerate(turns, start=1):
         earlier = render(tokenizer, messages[: i + 1], generation_prompt=False, enable_thinking=enable_thinking)
         if full.startswith(earlier):
@@ -538,7 +369,7 @@ def check_prefix_preserving(
         if closing and closing in earlier[answered:spot]:
             continue  # only what follows the end-of-turn token differs (Phi-3's final eos): generation stops first
         multi_turn = multi_turn_rows(rows)
-        fix = _trl_training_template(tokenizer)
+        fix = trl_training_template(tokenizer)
         said = f"; TRL has a prefix-preserving version: trl.chat_template_utils.{fix}" if fix else ""
         scope = f"{multi_turn} of the recipe's rows are multi-turn: they" if multi_turn else "multi-turn data"
         return [
@@ -551,18 +382,6 @@ def check_prefix_preserving(
             )
         ]
     return []
-
-
-def _trl_training_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """The name of TRL's training version of this template (`qwen3_training_chat_template`...), when TRL has one."""
-    from trl import chat_template_utils
-
-    try:
-        fixed = chat_template_utils.get_training_chat_template(tokenizer)
-    except Exception:  # TRL raises for templates it has no training version of
-        return None
-    names = [n for n in dir(chat_template_utils) if n.endswith("_training_chat_template")]
-    return next((n for n in names if getattr(chat_template_utils, n) == fixed), None) if fixed else None
 
 
 def render_at(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], moment: datetime) -> str:
@@ -591,7 +410,7 @@ def check_nondeterministic(tokenizer: PreTrainedTokenizerBase, messages: list[di
     served another's, and golden outputs change overnight. Each moment is given to the template as its own
     `strftime_now` (a template-level global in transformers' own Jinja environment), so nothing is patched."""
 
-    asked = messages[: _assistant_turns(messages)[-1]]  # the served prompt of the last answer
+    asked = messages[: assistant_turns(messages)[-1]]  # the served prompt of the last answer
 
     def at(moment: datetime) -> str:
         return render_at(tokenizer, asked, moment)

@@ -32,7 +32,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sft_eval.backends import ENTRY_POINT_GROUP, backend_factory, backend_names, check_backend, register_backend
+from sft_eval.backends import (
+    ENTRY_POINT_GROUP,
+    METHODS,
+    backend_factory,
+    backend_names,
+    check_backend,
+    interface_problem,
+    register_backend,
+)
 from sft_eval.cache import AnswerCache, cache_key
 from sft_eval.errors import SftEvalError
 from sft_eval.records import Answer, ToolAnswer, cached_answer, cached_tool_answer
@@ -112,8 +120,7 @@ class Backend(Protocol):
         ...
 
 
-MEMBERS = ("in_process", "on_answer", "identity", "answer", "answer_tools")  # what `Backend` declares
-METHODS = ("identity", "answer", "answer_tools")
+MEMBERS = ("in_process", "on_answer", *METHODS)  # what `Backend` declares
 
 
 class BackendBase:
@@ -136,19 +143,6 @@ class BackendBase:
         )
 
 
-def interface_problem(backend: Any) -> str:
-    """What `backend` (an instance or a class) lacks of the `Backend` interface, or declares wrongly; empty when
-    it can be used (only `answer` is required)."""
-    if not callable(getattr(backend, "answer", None)):
-        return "it has no `answer(questions, settings)` method"
-    wrong = [m for m in METHODS if hasattr(backend, m) and not callable(getattr(backend, m))]
-    if wrong:
-        return f"its {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a method"
-    if hasattr(backend, "in_process") and not isinstance(backend.in_process, bool):
-        return f"its in_process is {type(backend.in_process).__name__}, not a bool"
-    return ""
-
-
 class _Completed(BackendBase):
     """A backend that declares only part of the interface, with the defaults for the rest."""
 
@@ -167,7 +161,10 @@ class _Completed(BackendBase):
     def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
         if hasattr(self.inner, "answer_tools"):
             return self.inner.answer_tools(items, settings)
-        return super().answer_tools(items, settings)
+        raise SftEvalError(
+            f"eval.tool_items: the backend {type(self.inner).__name__} answers questions but not tool items (it has "
+            "no `answer_tools(items, settings)`)"
+        )
 
 
 def complete(backend: Any, name: str) -> Backend:
@@ -175,7 +172,7 @@ def complete(backend: Any, name: str) -> Backend:
     has every member, else with the defaults for what it lacks; refused in one line when it cannot answer."""
     problem = interface_problem(backend)
     if problem:
-        raise SftEvalError(f"eval.backend: the backend {name!r} built {type(backend).__name__}, which {problem}")
+        raise SftEvalError(f"eval.backend: the backend {name!r} built {type(backend).__name__}, and {problem}")
     if all(hasattr(backend, m) for m in MEMBERS):
         return backend
     return _Completed(backend)

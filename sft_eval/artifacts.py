@@ -183,7 +183,7 @@ class Artifacts:
             disable_dropout_in_model(model)  # TRL's: every nn.Dropout
             for module in model.modules():  # and the attention dropout rates attention layers keep as floats
                 if isinstance(getattr(module, "attention_dropout", None), float):
-                    module.attention_dropout = 0.0
+                    setattr(module, "attention_dropout", 0.0)  # noqa: B010 - a float the layer keeps
         return model
 
     def cached(self, stage: str, inputs: Mapping[str, Any], build: Callable[[Path], None]) -> Path:

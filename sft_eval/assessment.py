@@ -8,6 +8,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sft_eval import schema
 from sft_eval.answers import Answers
 from sft_eval.audit import Finding
 from sft_eval.chat import conversation, render_prompt
@@ -15,8 +16,8 @@ from sft_eval.golden import TOP_K, GoldenVerdict, environment, golden_verdict
 from sft_eval.inputs import Inputs
 from sft_eval.recipe import Recipe
 from sft_eval.records import TrainingRun
-from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, evaluate_models
+from sft_eval.schema import ReportData
 from sft_eval.scoring import Signals
 from sft_eval.signals import TeacherForced
 from sft_eval.sources import ModelSource
@@ -136,7 +137,7 @@ class Assessment:
             self.artifacts.cache.root / "golden-local",
             top_k=lambda questions, ids: forced.answer_top_k("tuned", questions, ids, TOP_K),
             prompt_ids=forced.prompt_ids,
-            token_text=self.artifacts.tokenizer.convert_ids_to_tokens,
+            token_text=lambda token: str(self.artifacts.tokenizer.convert_ids_to_tokens(token)),
             trained_here=self.sources["tuned"].trained_here,
             mode=mode,
             update=update,
@@ -146,7 +147,7 @@ class Assessment:
         """The `which` model's tool-call rates."""
         return summarize([r.score for r in self.answers.tool_records(which)])
 
-    def tool_report(self) -> dict[str, Any] | None:
+    def tool_report(self) -> schema.ToolReport | None:
         """The tool items asked of the base and the tuned model, for the report (`toolcalls.report_data`); None
         when the recipe has none."""
         if not self.inputs.tool_items:
@@ -186,7 +187,7 @@ class Assessment:
             margins=self.recipe.thresholds.max_regression,
         )
 
-    def against(self, baseline: tuple[str, ReportData] | None) -> dict[str, Any] | None:
+    def against(self, baseline: tuple[str, ReportData] | None) -> schema.ComparisonData | None:
         """The "Against the baseline" section: `baseline` (a previous report's name and JSON), else `[model]
         baseline`'s comparison, else None."""
         from sft_eval.compare import compare_outcomes, outcomes_from_evaluation, outcomes_from_report
@@ -206,7 +207,7 @@ class Assessment:
 
     def report_context(
         self,
-        outcomes: dict[str, Any] | None = None,
+        outcomes: schema.Outcomes | None = None,
         speed: dict[str, float] | None = None,
         baseline: tuple[str, ReportData] | None = None,
     ) -> ReportData:
@@ -217,6 +218,7 @@ class Assessment:
         from sft_eval.report import build_context
 
         against = self.against(baseline)
+        tools = self.tool_report()  # before the provenance, which counts its answers too
         return build_context(
             recipe=self.recipe,
             run=self.training_run,
@@ -229,7 +231,7 @@ class Assessment:
             checks=[c.to_dict() for c in self.checks()],
             against_baseline=against,
             signals=self.signals.to_dict(),
-            tools=self.tool_report(),
+            tools=tools,
         )
 
     def answer_provenance(self) -> str:

@@ -63,8 +63,9 @@ def check_backend(name: str, where: str = "recipe") -> None:
 
 def backend_factory(name: str) -> Callable[..., Any]:
     """The factory registered as `name` (which `backend_names()` lists)."""
-    factory = BACKENDS[name]
+    factory: Callable[..., Any] | str = BACKENDS[name]
     if isinstance(factory, str):
         module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
+        imported: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+        return imported
     return factory

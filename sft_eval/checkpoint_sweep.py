@@ -45,10 +45,11 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
         )
     found = finished_run(run)
     record = trainer_record(found.state)
-    targets = [(p, p.name, int(CHECKPOINT_NAME.fullmatch(p.name).group(1))) for p in checkpoints]
+    targets = [(p, p.name, _step(p)) for p in checkpoints]
     if has_weights(run) or has_adapter(run):  # trainer.save_model's final save, at the run's last step
         own = found.state == run / "trainer_state.json"  # trainer.save_state's, read into `record` above
-        targets.append((run, "final", record.global_step if own else targets[-1][2]))
+        last = record.global_step if own and record.global_step is not None else targets[-1][2]
+        targets.append((run, "final", last))
     teacher_forced = pipeline.held_out_rows is not None or bool(recipe.eval.general_text)
     if teacher_forced:
         pipeline.teacher_forced.scored("base")  # once: every checkpoint is held against the same base
@@ -56,7 +57,8 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
     for folder, name, step in targets:
         checkpoint = pipeline.with_tuned(folder)
         evaluation = checkpoint.evaluation
-        signals = Signals(**checkpoint.teacher_forced.rows()) if teacher_forced else Signals()
+        rows = checkpoint.teacher_forced.rows() if teacher_forced else {}
+        signals = Signals(rows.get("held_out", []), rows.get("expected", []), rows.get("general", []))
         held_out = signals.loss("held_out")
         results.append(
             CheckpointResult(
@@ -78,6 +80,13 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
         best_by=list(recipe.eval.best_by),
         on_disk={p.name for p in checkpoint_folders(run)},
     )
+
+
+def _step(folder: Path) -> int:
+    """A `checkpoint-N` folder's step (`checkpoint_folders` lists only those)."""
+    found = CHECKPOINT_NAME.fullmatch(folder.name)
+    assert found is not None, folder
+    return int(found.group(1))
 
 
 def trainer_record(state_path: Path | None) -> TrainerRecord:

@@ -31,18 +31,17 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from scipy import stats
 
-from sft_eval import power
+from sft_eval import power, schema
 from sft_eval.errors import SftEvalError
 from sft_eval.recipe import GATES
-from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation, paired_bootstrap
+from sft_eval.schema import COMPARE_FORMAT, ExpectedNll, ReportData
 
-COMPARE_FORMAT = "sft-eval-compare/1"
 NOT_COMPARABLE = "not comparable"
 NOT_SHOWN = "not shown non-inferior"
 ALPHA = 0.05
@@ -65,6 +64,10 @@ class Outcome:
     cluster: str = ""  # the questions file's `cluster`, else its `category`: questions that share a source
 
 
+def _expected_nll(nll: ExpectedNll | None, which: Literal["base", "tuned"]) -> float | None:
+    return None if nll is None else nll[which]
+
+
 def outcomes_from_report(context: ReportData, which: Literal["base", "tuned"] = "tuned") -> list[Outcome]:
     """One side of a report's JSON (`report.format.ReportData`, read and checked by `report.read_report_json`)."""
     return [
@@ -77,7 +80,7 @@ def outcomes_from_report(context: ReportData, which: Literal["base", "tuned"] = 
             empty=not card[which]["text"].strip(),
             repetition=float(card[which]["repetition"]),
             new_tokens=int(card[which]["new_tokens"]),
-            expected_nll=(card.get("expected_nll") or {}).get(which),
+            expected_nll=_expected_nll(card.get("expected_nll"), which),
             chrf=card[which].get("chrf"),
             cluster=card.get("cluster") or card.get("category") or "",
         )
@@ -142,8 +145,35 @@ class MetricComparison:
     clustering: str = ""  # how the standard error was estimated
     detectable: str = ""  # all of it in one sentence
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> schema.MetricData:
+        return schema.MetricData(
+            metric=self.metric,
+            kind=cast(Literal["binary", "continuous"], self.kind),
+            better=cast(Literal["higher", "lower"], self.better),
+            test=self.test,
+            questions=self.questions,
+            baseline=self.baseline,
+            candidate=self.candidate,
+            difference=self.difference,
+            low=self.low,
+            high=self.high,
+            p_value=self.p_value,
+            p_holm=self.p_holm,
+            verdict=self.verdict,
+            pass_to_fail=list(self.pass_to_fail),
+            fail_to_pass=list(self.fail_to_pass),
+            worse=list(self.worse),
+            not_a_number=list(self.not_a_number),
+            min_detectable_effect=self.min_detectable_effect,
+            undetectable=self.undetectable,
+            margin=self.margin,
+            underpowered=self.underpowered,
+            drop=self.drop,
+            drop_bound=self.drop_bound,
+            questions_for_margin=self.questions_for_margin,
+            clustering=self.clustering,
+            detectable=self.detectable,
+        )
 
 
 @dataclass(frozen=True)
@@ -194,27 +224,27 @@ class Comparison:
     def passed(self) -> bool:
         return self.verdict in ("no regression", "non-inferior")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": COMPARE_FORMAT,
-            "baseline": self.baseline,
-            "candidate": self.candidate,
-            "alpha": self.alpha,
-            "questions": self.questions,
-            "paired_by": self.paired_by,
-            "only_in_baseline": self.only_in_baseline,
-            "only_in_candidate": self.only_in_candidate,
-            "repeated": self.repeated,
-            "gate": self.gate,
-            "verdict": self.verdict,
-            "passed": self.passed,
-            "regressions": [m.metric for m in self.regressions],
-            "not_shown_non_inferior": [m.metric for m in self.not_shown_within],
-            "not_comparable": [m.metric for m in self.not_comparable],
-            "improvements": [m.metric for m in self.improvements],
-            "metrics": [m.to_dict() for m in self.metrics],
-            "new_tokens": self.new_tokens,
-        }
+    def to_dict(self) -> schema.ComparisonData:
+        return schema.ComparisonData(
+            format=COMPARE_FORMAT,
+            baseline=self.baseline,
+            candidate=self.candidate,
+            alpha=self.alpha,
+            questions=self.questions,
+            paired_by=cast(Literal["id", "text"], self.paired_by),
+            only_in_baseline=self.only_in_baseline,
+            only_in_candidate=self.only_in_candidate,
+            repeated=self.repeated,
+            gate=cast(Literal["difference", "non-inferiority"], self.gate),
+            verdict=self.verdict,
+            passed=self.passed,
+            regressions=[m.metric for m in self.regressions],
+            not_shown_non_inferior=[m.metric for m in self.not_shown_within],
+            not_comparable=[m.metric for m in self.not_comparable],
+            improvements=[m.metric for m in self.improvements],
+            metrics=[m.to_dict() for m in self.metrics],
+            new_tokens=self.new_tokens,
+        )
 
 
 # (name, pass) per binary check; each is a pass rate, higher is better
@@ -356,8 +386,8 @@ def _binary(
     alpha: float,
     margins: Mapping[str, float],
 ):
-    judged = [(b, c, check(b), check(c)) for b, c in pairs]
-    judged = [(b, c, x, y) for b, c, x, y in judged if x is not None and y is not None]
+    checked = [(b, c, check(b), check(c)) for b, c in pairs]
+    judged = [(b, c, x, y) for b, c, x, y in checked if x is not None and y is not None]
     if not judged:  # e.g. exact match where no question has an expected answer
         return None
     lost = [c.question for _, c, x, y in judged if x and not y]
@@ -414,8 +444,8 @@ def _continuous(
     alpha: float,
     margins: Mapping[str, float],
 ):
-    valued = [(c.question, value(b), value(c), c.cluster) for b, c in pairs]
-    valued = [(q, x, y, g) for q, x, y, g in valued if x is not None and y is not None]
+    values = [(c.question, value(b), value(c), c.cluster) for b, c in pairs]
+    valued = [(q, x, y, g) for q, x, y, g in values if x is not None and y is not None]
     if not valued:  # the expected answers' NLL where neither report has it
         return None
     broken = [q for q, x, y, _ in valued if not (math.isfinite(x) and math.isfinite(y))]

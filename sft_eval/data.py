@@ -43,7 +43,9 @@ def load_sft_rows(recipe: Recipe, *, cache_dir: str | Path | None = None, key: s
     `datasets/` in the sft-eval cache) and validated column by column with pyarrow compute. Only when Arrow cannot
     read the file, or a column does not pass, is it scanned line by line: that scan names the first bad line (or
     vouches for rows the columnar check could not, e.g. a column of mixed types that Arrow reads as one)."""
-    source = recipe.resolve(recipe.data.train if key == "data.train" else recipe.data.eval)
+    named = recipe.data.train if key == "data.train" else recipe.data.eval
+    assert named is not None, key  # data.eval is read only when the recipe names it
+    source = recipe.resolve(named)
     path = Path(source)
     limit = recipe.data.limit if key == "data.train" else None
     if path.is_file():

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sft_eval.recipe import Recipe, load_recipe, with_limits
+
+if TYPE_CHECKING:
+    from sft_eval.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def open_pipeline(
     read_rows: bool = False,
     quiet: bool = False,
     builds: bool = True,
-) -> Any:
+) -> Pipeline:
     """The `Pipeline` for `inputs`. `read_rows`: read and validate the training rows first, before torch is
     imported (the CLI's commands that use them); otherwise they are read when a stage first needs them.
     `builds=False`: a fixture missing from the cache is `cache.NotBuilt`, never built (torchrun's ranks)."""

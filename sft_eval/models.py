@@ -164,7 +164,7 @@ def load_model(path: str | Path, device: str = "auto", *, key: str = "model.base
     except Exception as exc:  # transformers raises many types here; all mean "not a loadable checkpoint"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SftEvalError(f"{key}: cannot load a model from {path}: {reason}") from None
-    return model.to(resolve_device(device)).eval()
+    return model.to(resolve_device(device)).eval()  # type: ignore[arg-type]  # torch's Module.to takes a device
 
 
 def generation_eos_ids(folder: str) -> list[int] | None:
@@ -235,7 +235,8 @@ def checkpoint_folders(folder: Path) -> list[Path]:
     """`checkpoint-<step>` folders of a Trainer output folder, by step (as `Trainer` numbers them); a name whose
     step is not plain ASCII digits (`checkpoint-abc`, `checkpoint-²`) is not a checkpoint."""
     steps = {p: CHECKPOINT_NAME.fullmatch(p.name) for p in folder.glob("checkpoint-*") if p.is_dir()}
-    return sorted((p for p, m in steps.items() if m), key=lambda p: int(steps[p].group(1)))
+    found = {p: int(m.group(1)) for p, m in steps.items() if m}
+    return sorted(found, key=found.__getitem__)
 
 
 def has_weights(folder: Path) -> bool:
@@ -274,7 +275,7 @@ def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
 
     weights = folder if loadable(folder) else next((p for p in reversed(checkpoints) if loadable(p)), None)
     adapter = weights is not None and has_adapter(weights) and not has_weights(weights)  # full weights win
-    if adapter and not (weights / ADAPTER_WEIGHTS).is_file():
+    if adapter and weights is not None and not (weights / ADAPTER_WEIGHTS).is_file():
         pickled = weights / PICKLED_ADAPTER
         if pickled.is_file():
             raise SftEvalError(
@@ -286,18 +287,18 @@ def finished_run(path: str | Path, *, key: str = "model.tuned") -> FinishedRun:
             "weights"
         )
     if weights is None:
-        pickled = [p / n for p in (folder, *checkpoints[-1:]) for n in PICKLED_WEIGHTS if (p / n).is_file()]
-        if pickled:
+        pickles = [p / n for p in (folder, *checkpoints[-1:]) for n in PICKLED_WEIGHTS if (p / n).is_file()]
+        if pickles:
             raise SftEvalError(
-                f"{key}: {pickled[0]} holds pickled weights and no model.safetensors; sft-eval never unpickles a "
+                f"{key}: {pickles[0]} holds pickled weights and no model.safetensors; sft-eval never unpickles a "
                 "file from a run's folder (a pickle runs code): save it with save_pretrained (safetensors)"
             )
         raise SftEvalError(
             f"{key}: {path} is neither a checkpoint (config.json + model.safetensors, or a PEFT adapter's "
             f"{ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}) nor a Trainer output folder with checkpoint-N folders holding one"
         )
-    state = folder / TRAINER_STATE
-    if not state.is_file():
+    state: Path | None = folder / TRAINER_STATE
+    if state is not None and not state.is_file():
         state = next((p / TRAINER_STATE for p in reversed(checkpoints) if (p / TRAINER_STATE).is_file()), None)
     # weights from one checkpoint, the record from a later one that kept no weights: not the same model. (The
     # folder's own final weights with its last checkpoint's record are: Trainer saves a checkpoint at the end.)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sft_eval import schema
 from sft_eval.answers import Answers
 from sft_eval.artifacts import Artifacts
 from sft_eval.assessment import Assessment
@@ -27,8 +28,8 @@ from sft_eval.inputs import Inputs
 from sft_eval.models import resolve_device
 from sft_eval.recipe import Recipe
 from sft_eval.records import Answer, TrainingRun
-from sft_eval.report.format import ReportData
 from sft_eval.sanity import Evaluation
+from sft_eval.schema import ReportData
 from sft_eval.scoring import Signals
 from sft_eval.signals import SignalMemo, TeacherForced
 from sft_eval.sources import ModelSource, resolve_sources
@@ -203,7 +204,7 @@ class Pipeline:
     def tool_summary(self, which: str) -> ToolSummary:
         return self.assessment.tool_summary(which)
 
-    def tool_report(self) -> dict[str, Any] | None:
+    def tool_report(self) -> schema.ToolReport | None:
         return self.assessment.tool_report()
 
     @property
@@ -240,7 +241,7 @@ class Pipeline:
 
     def report_context(
         self,
-        outcomes: dict[str, Any] | None = None,
+        outcomes: schema.Outcomes | None = None,
         speed: dict[str, float] | None = None,
         baseline: tuple[str, ReportData] | None = None,
     ) -> ReportData:

@@ -61,7 +61,7 @@ def plan_batches(
             f"{rows} rows give no full micro-batch of {per_device_batch} on each of {world_size} ranks (drop_last)"
         )
     steps_per_epoch = max(math.ceil(per_rank / grad_accum), 1)
-    steps = max_steps if max_steps is not None else math.ceil(epochs * steps_per_epoch)
+    steps = max_steps if max_steps is not None else math.ceil((epochs or 0) * steps_per_epoch)  # epochs > 0 here
     remainder = per_rank % grad_accum or grad_accum
     return BatchPlan(
         rows=rows,

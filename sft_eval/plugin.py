@@ -9,14 +9,25 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from sft_eval.options import OPTIONS, PLUGIN, PLUGIN_PREFIX, add_options, dest
 
-_PIPELINE = pytest.StashKey["Any"]()
-_INPUTS = pytest.StashKey["Any"]()
+if TYPE_CHECKING:  # torch and transformers load when a fixture is first asked for, not with the plugin
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from sft_eval.factory import Inputs
+    from sft_eval.pipeline import Pipeline
+    from sft_eval.recipe import Recipe
+    from sft_eval.records import TrainingRun
+    from sft_eval.sanity import Evaluation
+    from sft_eval.schema import Outcomes, ReportData
+    from sft_eval.scoring import Signals
+
+_PIPELINE = pytest.StashKey["Pipeline"]()
+_INPUTS = pytest.StashKey["Inputs"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -88,10 +99,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     return report
 
 
-_BASELINE = pytest.StashKey["Any"]()
+_BASELINE = pytest.StashKey["ReportData"]()
 
 
-def baseline_report(config: pytest.Config) -> dict[str, Any] | None:
+def baseline_report(config: pytest.Config) -> ReportData | None:
     """`--sft-baseline`'s report JSON, read and checked once (a bad one is a usage error of one line); None
     without the option."""
     from sft_eval.errors import SftEvalError
@@ -108,13 +119,13 @@ def baseline_report(config: pytest.Config) -> dict[str, Any] | None:
     return config.stash[_BASELINE]
 
 
-def session_recipe(config: pytest.Config) -> Any:
+def session_recipe(config: pytest.Config) -> Recipe:
     """The recipe of this session: `--sft-recipe`, cut down by `--sft-max-train-rows` / `--sft-max-eval-questions`;
     a bad recipe is a usage error of one line."""
     return session_inputs(config).recipe
 
 
-def session_inputs(config: pytest.Config) -> Any:
+def session_inputs(config: pytest.Config) -> Inputs:
     """The session's recipe and questions, read once (collection's per-question ids and the pipeline share them)
     through the factory the CLI uses; a bad recipe or questions file is a usage error of one line."""
     from sft_eval.errors import SftEvalError
@@ -133,14 +144,14 @@ def session_inputs(config: pytest.Config) -> Any:
 
 
 @pytest.fixture(scope="session")
-def sft_pipeline(request: pytest.FixtureRequest) -> Any:
+def sft_pipeline(request: pytest.FixtureRequest) -> Pipeline:
     """The session's pipeline for `--sft-recipe`; every other fixture is a stage of it."""
     pipeline = make_pipeline(request.config)
     request.config.stash[_PIPELINE] = pipeline
     return pipeline
 
 
-def make_pipeline(config: pytest.Config) -> Any:
+def make_pipeline(config: pytest.Config) -> Pipeline:
     """A pipeline for this session's options (recipe, cache, device, answer cache), through the one factory: what
     `sft_pipeline` holds, and what a conftest builds ahead of the tests (pytest-xdist's controller does)."""
     from sft_eval.factory import open_pipeline
@@ -155,39 +166,39 @@ def make_pipeline(config: pytest.Config) -> Any:
 
 
 @pytest.fixture(scope="session")
-def sft_recipe(sft_pipeline: Any) -> Any:
+def sft_recipe(sft_pipeline: Pipeline) -> Recipe:
     return sft_pipeline.recipe
 
 
 @pytest.fixture(scope="session")
-def sft_tokenizer(sft_pipeline: Any) -> Any:
+def sft_tokenizer(sft_pipeline: Pipeline) -> PreTrainedTokenizerBase:
     return sft_pipeline.tokenizer
 
 
 @pytest.fixture(scope="session")
-def sft_base_model(sft_pipeline: Any) -> Any:
+def sft_base_model(sft_pipeline: Pipeline) -> PreTrainedModel:
     return sft_pipeline.base_model
 
 
 @pytest.fixture(scope="session")
-def sft_tuned_model(sft_pipeline: Any) -> Any:
+def sft_tuned_model(sft_pipeline: Pipeline) -> PreTrainedModel:
     return sft_pipeline.tuned_model
 
 
 @pytest.fixture(scope="session")
-def sft_training_run(sft_pipeline: Any) -> Any:
+def sft_training_run(sft_pipeline: Pipeline) -> TrainingRun:
     """What the SFT trainer logged (log history, steps, runtime), from the cache after the first run."""
     return sft_pipeline.training_run
 
 
 @pytest.fixture(scope="session")
-def sft_evaluation(sft_pipeline: Any) -> Any:
+def sft_evaluation(sft_pipeline: Pipeline) -> Evaluation:
     """Base and tuned greedy answers to the recipe's questions, with their scores."""
     return sft_pipeline.evaluation
 
 
 @pytest.fixture(scope="session")
-def sft_signals(sft_pipeline: Any) -> Any:
+def sft_signals(sft_pipeline: Pipeline) -> Signals:
     """The teacher-forced signals (held-out loss, expected answers' likelihood, forgetting) and answer lengths,
     base vs tuned (`sft_eval.scoring.Signals`)."""
     return sft_pipeline.signals
@@ -198,6 +209,7 @@ def sft_record_speed(request: pytest.FixtureRequest) -> Any:
     """`sft_record_speed(method, tokens_per_s)`: a generation-speed figure for the report's speed panel (the
     generation benchmarks record theirs; the report shows what was recorded)."""
     writer = request.config.pluginmanager.get_plugin("sft-eval-report")
+    assert isinstance(writer, ReportWriter), "the sft-eval report plugin is registered at configure"
     return writer.speed.__setitem__
 
 
@@ -226,7 +238,7 @@ class ReportWriter:
 
     def __init__(self, config: pytest.Config):
         self.config = config
-        self.outcomes: dict[str, Any] = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "skips": []}
+        self.outcomes: Outcomes = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "skips": []}
         self.path: Path | None = None
         self.speed: dict[str, float] = {}  # tokens/s by method, from sft_record_speed (and xdist workers)
         self.evaluated_elsewhere = False  # an xdist worker evaluated
@@ -257,7 +269,8 @@ class ReportWriter:
         pipeline = self.config.stash.get(_PIPELINE, None)
         evaluated = pipeline is not None and pipeline.evaluated
         if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes the report
-            self.config.workeroutput["sft_eval"] = {"evaluated": evaluated, "speed": dict(self.speed)}
+            reported = {"evaluated": evaluated, "speed": dict(self.speed)}
+            self.config.workeroutput["sft_eval"] = reported  # type: ignore[attr-defined]  # xdist's, on its workers
             return
         if not (evaluated or self.evaluated_elsewhere):
             return

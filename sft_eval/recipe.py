@@ -207,7 +207,7 @@ FRACTION_THRESHOLDS = (
 @dataclass(frozen=True)
 class Recipe:
     name: str = key(help="a plain name (no /): it names the golden file and the report")
-    data: DataSection
+    data: DataSection  # type: ignore[misc]  # `name` is required too: `key()` without a default is no default
     seed: int = key(0, "the seed of the tiny model, the tokenizer, training and the held-out split")
     model: ModelSection = field(default_factory=ModelSection)
     sft: Mapping[str, Any] = field(

@@ -69,7 +69,7 @@ class Registry:
         if self._discovered:
             return
         self._discovered = True
-        for point in entry_points(group=self.entry_point_group):
+        for point in entry_points(group=self.entry_point_group or ""):
             owner = f"the entry point {point.value}" + (f" of {point.dist.name}" if point.dist else "")
             self._add(point.name, point.value, owner)
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sft_eval import schema
 from sft_eval.data import Question, normalise
 from sft_eval.errors import SftEvalError
 from sft_eval.records import Answer
@@ -110,8 +111,17 @@ class Summary:
     leak_rate: float  # share of answers with leaked special tokens or template markers
     mean_chrf: float | None = None  # mean chrF of the checkable answers against their expected answers
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> schema.Summary:
+        return schema.Summary(
+            answers=self.answers,
+            checkable=self.checkable,
+            match_rate=self.match_rate,
+            eos_stop_rate=self.eos_stop_rate,
+            mean_new_tokens=self.mean_new_tokens,
+            mean_repetition=self.mean_repetition,
+            leak_rate=self.leak_rate,
+            mean_chrf=self.mean_chrf,
+        )
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -152,8 +162,18 @@ class PairedDifference:
         """The interval excludes zero: the change is more than the luck of which questions were asked."""
         return self.low > 0 or self.high < 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"beyond_noise": self.beyond_noise}
+    def to_dict(self) -> schema.Difference:
+        return schema.Difference(
+            metric=self.metric,
+            base=self.base,
+            tuned=self.tuned,
+            difference=self.difference,
+            low=self.low,
+            high=self.high,
+            questions=self.questions,
+            p_value=self.p_value,
+            beyond_noise=self.beyond_noise,
+        )
 
 
 def paired_bootstrap(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from sft_eval import schema
 from sft_eval.sanity import PairedDifference, paired_bootstrap
 
 IGNORE = -100  # the label of a token nothing is scored on (transformers' and TRL's ignore index)
@@ -174,9 +175,19 @@ class Lengths:
             return None
         return max(statistics.median(self.tuned), 1) / max(statistics.median(self.training), 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        medians = {f"median_{k}": statistics.median(v) if v else None for k, v in asdict(self).items()}
-        return asdict(self) | medians | {"ratio": self.ratio}
+    def to_dict(self) -> schema.LengthsData:
+        def median(values: list[int]) -> float | None:
+            return statistics.median(values) if values else None
+
+        return schema.LengthsData(
+            base=list(self.base),
+            tuned=list(self.tuned),
+            training=list(self.training),
+            median_base=median(self.base),
+            median_tuned=median(self.tuned),
+            median_training=median(self.training),
+            ratio=self.ratio,
+        )
 
 
 @dataclass(frozen=True)
@@ -223,21 +234,26 @@ class Signals:
             found.append(paired_bootstrap("answer tokens", self.lengths.base, self.lengths.tuned))
         return found
 
-    def to_dict(self) -> dict[str, Any]:
-        rows = {
-            k: [asdict(r) | {"rise": r.rise} for r in getattr(self, k)] for k in ("held_out", "expected", "general")
-        }
-        return {
-            **rows,
-            "held_out_source": self.held_out_source,
-            "unscored": self.unscored,
-            "lengths": None if self.lengths is None else self.lengths.to_dict(),
-            "eval_loss": self.loss("held_out"),
-            "eval_loss_drop": self.eval_loss_drop,
-            "general_loss": self.loss("general"),
-            "forgetting": self.forgetting,
-            "comparison": [d.to_dict() for d in self.comparison()],
-        }
+    def to_dict(self) -> schema.SignalsData:
+        def rows(losses: list[RowLoss]) -> list[schema.RowLossData]:
+            return [
+                schema.RowLossData(label=r.label, tokens=r.tokens, base=r.base, tuned=r.tuned, rise=r.rise)
+                for r in losses
+            ]
+
+        return schema.SignalsData(
+            held_out=rows(self.held_out),
+            expected=rows(self.expected),
+            general=rows(self.general),
+            held_out_source=self.held_out_source,
+            unscored=self.unscored,
+            lengths=None if self.lengths is None else self.lengths.to_dict(),
+            eval_loss=self.loss("held_out"),
+            eval_loss_drop=self.eval_loss_drop,
+            general_loss=self.loss("general"),
+            forgetting=self.forgetting,
+            comparison=[d.to_dict() for d in self.comparison()],
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signals:

@@ -114,7 +114,8 @@ def _field_settings(value: ast.expr | None) -> tuple[bool, Any]:
         return True, _NONE_GIVEN
     if isinstance(value, ast.Call) and ast.unparse(value.func) in ("field", "dataclasses.field"):
         keywords = {k.arg: k.value for k in value.keywords}
-        init = not (isinstance(keywords.get("init"), ast.Constant) and keywords["init"].value is False)
+        given = keywords.get("init")
+        init = not (isinstance(given, ast.Constant) and given.value is False)
         return init, _literal(keywords["default"]) if "default" in keywords else _NONE_GIVEN
     return True, _literal(value)
 

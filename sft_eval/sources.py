@@ -60,8 +60,12 @@ class ModelSource:
 
         device = str(self.artifacts.device)
         if self.is_adapter:
-            return load_adapted_model(self.artifacts.base_model_dir, self.weights, device, key=self.key)
-        return load_model(self.weights, device, key=self.key)
+            model: PreTrainedModel = load_adapted_model(
+                self.artifacts.base_model_dir, self.weights, device, key=self.key
+            )
+            return model
+        model = load_model(self.weights, device, key=self.key)
+        return model
 
     def identity(self) -> dict[str, Any]:
         """Its weights as the answer cache keys them, known without loading them."""

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sft_eval import schema
 from sft_eval.audit import CheckId, Finding
 from sft_eval.compare import Comparison, Outcome, compare_outcomes
 from sft_eval.recipe import BEST_BY_METRICS
@@ -37,7 +38,7 @@ class CheckpointResult:
     name: str  # "checkpoint-200", or "final" (the run folder's own save)
     path: str
     step: int
-    summary: dict[str, Any]  # `sanity.Summary.to_dict()` of the checkpoint's answers
+    summary: schema.Summary  # the checkpoint's answers summarised
     outcomes: list[Outcome]
     answers_generated: int = 0  # answers this sweep generated (the rest came from the answer cache)
     held_out_loss: float | None = None  # the checkpoint's loss on the recipe's held-out rows (`data.eval`)
@@ -110,7 +111,7 @@ def sweep(
     """The sweep of `checkpoints` (any order) of the run at `run`, whose folder holds the checkpoint folders named
     in `on_disk`; see the module's docstring for what it judges."""
     ordered = sorted(checkpoints, key=lambda c: (c.step, c.name == "final"))
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": c.name,
             "path": c.path,
@@ -215,8 +216,10 @@ def _best_missing(
 
 def _eval_loss_disagrees(rows: list[dict[str, Any]], best_by: list[str]) -> list[Finding]:
     task = next((m for m in best_by if m != "eval_loss"), None)
+    if task is None:
+        return []
     scored = [r for r in rows if r["eval_loss"] is not None and r.get(task) is not None]
-    if task is None or len(scored) < 2:
+    if len(scored) < 2:
         return []
     lowest = min(scored, key=lambda r: (r["eval_loss"], r["step"]))
     best = min(scored, key=lambda r: _rank_key(r, [task]))

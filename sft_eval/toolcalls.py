@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from transformers import PreTrainedTokenizerBase
 
+from sft_eval import schema
 from sft_eval.chat import TEMPLATES_DIR
 from sft_eval.data import ToolItem, normalise, parsed_arguments
 from sft_eval.generation.local import tool_prompt as tool_prompt  # rendered as generation asks it
@@ -90,8 +91,19 @@ class ToolScore:
     matched: bool = False
     error: str = ""  # why the parser refused the answer, or why the arguments fail the schema
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> schema.ToolScore:
+        return schema.ToolScore(
+            kind=cast(Literal["call", "text"], self.kind),
+            has_call=self.has_call,
+            name=self.name,
+            valid=self.valid,
+            callable=self.callable,
+            precision=self.precision,
+            recall=self.recall,
+            exact=self.exact,
+            matched=self.matched,
+            error=self.error,
+        )
 
 
 def schema_problem(item: ToolItem, name: str, arguments: Any) -> str:
@@ -151,8 +163,20 @@ class ToolSummary:
     text_matched: float
     text_called: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> schema.ToolSummary:
+        return schema.ToolSummary(
+            calls=self.calls,
+            texts=self.texts,
+            has_call=self.has_call,
+            name=self.name,
+            valid=self.valid,
+            callable=self.callable,
+            precision=self.precision,
+            recall=self.recall,
+            exact=self.exact,
+            text_matched=self.text_matched,
+            text_called=self.text_called,
+        )
 
 
 def summarize(scores: list[ToolScore]) -> ToolSummary:
@@ -227,36 +251,37 @@ def compare_scores(base: list[ToolScore], tuned: list[ToolScore]) -> list[Paired
     return found
 
 
-def _side(record: ToolRecord) -> dict[str, Any]:
+def _side(record: ToolRecord) -> schema.ToolSide:
     calls = record.parsed.get("tool_calls") or []
-    return {
-        "raw": record.answer.raw,
-        "content": str(record.parsed.get("content") or ""),
-        "calls": [c.get("function", c) if isinstance(c, dict) else {"value": c} for c in calls],
-        "new_tokens": record.answer.new_tokens,
-        "stop_reason": record.answer.stop_reason,
-        "score": record.score.to_dict(),
-    }
+    return schema.ToolSide(
+        raw=record.answer.raw,
+        content=str(record.parsed.get("content") or ""),
+        calls=[c.get("function", c) if isinstance(c, dict) else {"value": c} for c in calls],
+        new_tokens=record.answer.new_tokens,
+        stop_reason=record.answer.stop_reason,
+        score=record.score.to_dict(),
+    )
 
 
-def report_data(records: dict[str, list[ToolRecord]]) -> dict[str, Any]:
+def report_data(records: dict[str, list[ToolRecord]]) -> schema.ToolReport:
     """The tool items for the report (`report.format.ToolReport`), from each model's records (`base` and `tuned`,
     the same items in the same order): every model's rates, tuned minus base with paired intervals, and one card
     per item with its conversation, the tools offered, what it expects and each model's answer and parsed call."""
     base, tuned = records["base"], records["tuned"]
-    return {
-        "summary": {name: summarize([r.score for r in rs]).to_dict() for name, rs in records.items()},
-        "comparison": [d.to_dict() for d in compare_scores([r.score for r in base], [r.score for r in tuned])],
-        "cards": [
-            {
-                "id": b.item.id,
-                "category": b.item.category,
-                "messages": b.item.messages,
-                "tools": [str(t.get("function", t).get("name", "")) for t in b.item.tools or []],
-                "expected_call": b.item.expected_call,
-                "expected": b.item.expected,
-                **{name: _side(rs[k]) for name, rs in records.items()},
-            }
-            for k, b in enumerate(base)
+    return schema.ToolReport(
+        summary={name: summarize([r.score for r in rs]).to_dict() for name, rs in records.items()},
+        comparison=[d.to_dict() for d in compare_scores([r.score for r in base], [r.score for r in tuned])],
+        cards=[
+            schema.ToolCard(
+                id=b.item.id,
+                category=b.item.category,
+                messages=b.item.messages,
+                tools=[str(t.get("function", t).get("name", "")) for t in b.item.tools or []],
+                expected_call=b.item.expected_call,
+                expected=b.item.expected,
+                base=_side(b),
+                tuned=_side(t),
+            )
+            for b, t in zip(base, tuned, strict=True)
         ],
-    }
+    )

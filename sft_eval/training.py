@@ -170,15 +170,16 @@ def train_sft(
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
     )
-    untrainable = rows_without_targets(trainer.train_dataset)
-    if untrainable == len(trainer.train_dataset):
+    prepared: Any = trainer.train_dataset  # a map-style Dataset: SFTTrainer prepared it
+    untrainable = rows_without_targets(prepared)
+    if untrainable == len(prepared):
         raise SftEvalError(
             f"data.train: none of the {untrainable} rows keeps a token to learn after truncation to "
             f"sft.max_length = {config.max_length} (and the loss mask): training would learn nothing"
         )
     if untrainable:
         adjustments.append(
-            f"{untrainable} of {len(trainer.train_dataset)} rows keep no token to learn after truncation to "
+            f"{untrainable} of {len(prepared)} rows keep no token to learn after truncation to "
             f"sft.max_length = {config.max_length}: they cost steps and teach nothing"
         )
     if config.disable_tqdm:  # without bars the Trainer prints every log dict instead; the run records them anyway
@@ -186,14 +187,15 @@ def train_sft(
     recorder = SftEvalRecorder()
     trainer.add_callback(recorder)
     result = trainer.train()
-    trained = trainer.model.eval()
+    wrapped: Any = trainer.model  # the model train() ran on (a PEFT model for LoRA)
+    trained: PreTrainedModel = wrapped.eval()
     state = trainer.state
     run = TrainingRun(
         log_history=list(state.log_history),
         global_step=state.global_step,
         max_steps=state.max_steps,
         num_train_epochs=float(config.num_train_epochs),
-        train_rows=len(trainer.train_dataset),
+        train_rows=len(prepared),
         train_runtime_s=float(result.metrics.get("train_runtime", 0.0)),
         sft_config=recorded_settings(config.to_dict(), recipe),
         world_size=config.world_size,

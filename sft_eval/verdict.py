@@ -7,10 +7,11 @@ in its Verdict section and exits 1 when one fails: the two cannot disagree, beca
 
 from __future__ import annotations
 
+import math
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
+from sft_eval import schema
 from sft_eval.audit import Finding
 from sft_eval.recipe import Thresholds
 from sft_eval.records import TrainingRun, loss_problems, plan_problems, unjudged_loss
@@ -25,8 +26,8 @@ class Check:
     passed: bool | None  # None: not judged here (no expected answers, too few losses logged)
     message: str  # what failed, or why it was not judged; "" when it passed
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> schema.Check:
+        return schema.Check(name=self.name, passed=self.passed, message=self.message)
 
 
 def _listing(scores: list[Score], failing) -> str:
@@ -65,7 +66,7 @@ def response_checks(thresholds: Thresholds, evaluation: Evaluation, eos_token: s
     if tuned.mean_chrf is None:
         similarity = Check("responses.chrf", None, "the recipe's questions have no expected answers")
     else:
-        low = sorted((s for s in scores if s.chrf is not None), key=lambda s: s.chrf)[:10]
+        low = sorted((s for s in scores if s.chrf is not None), key=lambda s: s.chrf or 0.0)[:10]
         similarity = _judged(
             "responses.chrf",
             tuned.mean_chrf >= thresholds.min_chrf,
@@ -132,7 +133,7 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
     elif drop is None:
         held = Check("signals.eval_loss", None, "no held-out rows: set `data.eval` or `data.eval_fraction`")
     else:
-        base, tuned = signals.loss("held_out")
+        base, tuned = signals.loss("held_out") or (math.nan, math.nan)  # scored: the drop is known
         held = _judged(
             "signals.eval_loss",
             drop >= thresholds.min_eval_loss_drop,
@@ -145,7 +146,7 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
     elif ratio is None:
         forgetting = Check("signals.forgetting", None, "no general text: set `eval.general_text`")
     else:
-        base, tuned = signals.loss("general")
+        base, tuned = signals.loss("general") or (math.nan, math.nan)  # scored: the ratio is known
         forgetting = _judged(
             "signals.forgetting",
             ratio <= thresholds.max_forgetting,
@@ -166,7 +167,7 @@ def signal_checks(thresholds: Thresholds, signals: Signals) -> dict[str, Check]:
         )
     lengths = signals.lengths
     ratio = None if lengths is None else lengths.ratio
-    if ratio is None:
+    if lengths is None or ratio is None:
         length = Check("signals.length", None, "no tuned answers or no training answers to compare lengths")
     else:
         limit = thresholds.max_length_ratio

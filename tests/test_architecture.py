@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tables",
         "recipe",
         "options",
-        "report.format",
+        "schema",
     ),
     "inputs": ("chat", "conversations", "questions", "data", "plan", "trainer_config", "records", "tokenizer"),
     "build": ("models", "adapters"),
@@ -53,7 +53,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "generate": ("generation", "generation.local", "generation.served"),
     "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
     "compare": ("power", "compare", "comparison_text", "sweep"),
-    "report": ("report", "report.reader"),
+    "report": ("report", "report.format", "report.reader"),
     # one recipe's parts, each with one job: the pipeline is their face
     "assemble": ("inputs", "artifacts", "sources", "variants", "answers", "signals", "assessment"),
     "orchestrate": ("pipeline", "checkpoint_sweep", "factory", "bench", "cli", "plugin", "distributed"),

@@ -409,7 +409,7 @@ def test_a_malformed_card_in_report_json_is_one_line(tmp_path, cli, sft_pipeline
     del context["cards"][0]["base"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(context), encoding="utf-8")
-    cli.bad_input(cli.main("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), "cards[0].base is null")
+    cli.bad_input(cli.main("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), "cards[0] has no `base`")
 
 
 def test_a_report_of_a_run_whose_loss_went_nan_renders_again_from_its_own_json(tmp_path, cli, sft_pipeline):

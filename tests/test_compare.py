@@ -354,7 +354,10 @@ def test_the_report_shows_the_baseline_section_only_when_given_one(accepted_json
 
 def test_a_report_json_with_a_bad_baseline_section_is_one_line(accepted_json, cli, tmp_path):
     report = json.loads(accepted_json.read_text(encoding="utf-8"))
-    for value, says in (([], "against_baseline is [], not an object"), ({"baseline": "x"}, "has no `metrics`")):
+    for value, says in (
+        ([], "against_baseline is [], not an object"),
+        ({"baseline": "x"}, "against_baseline has no `format`"),
+    ):
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({**report, "against_baseline": value}), encoding="utf-8")
         cli.bad_input(cli.main("report", "--from-json", str(bad), "--out", str(tmp_path / "out")), says)
@@ -410,9 +413,9 @@ def test_a_report_of_three_models_is_written_read_and_refused_when_a_card_lacks_
     two = render_html(sft_pipeline.report_context())
     assert "<th>baseline</th>" not in two and '"others":[]' in two
     for edit, says in (
-        (lambda r: r["cards"][2]["others"].pop("baseline"), "cards[2].others.baseline is null, not an object"),
+        (lambda r: r["cards"][2]["others"].pop("baseline"), "cards[2].others has no `baseline`"),
         (lambda r: r.update(models=["tuned", "base"]), 'models is ["tuned", "base"], not a list starting'),
-        (lambda r: r["summary"].pop("others"), "summary.others.baseline is null, not an object"),
+        (lambda r: r["summary"].pop("others"), "summary.others has no `baseline`"),
     ):
         report = json.loads(written.read_text(encoding="utf-8"))
         edit(report)

@@ -252,14 +252,18 @@ def test_a_bad_margin_on_the_command_line_is_one_line(accepted, cli, margin, say
 
 
 def test_a_report_whose_recorded_gate_is_not_sft_evals_is_one_line(accepted, cli, tmp_path):
+    """A gate sft-eval does not know is one line, and `--gate` overrides what the report recorded; margins that
+    are not an object are not the format, refused where the report is read."""
     report = json.loads(accepted.read_text(encoding="utf-8"))
-    report["thresholds"]["max_regression"] = "exact_match=0.02"
+    report["thresholds"]["gate"] = "superiority"
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(report), encoding="utf-8")
-    cli.bad_input(
-        cli.main("compare", str(accepted), str(odd)), "odd.json: thresholds.gate or thresholds.max_regression"
-    )
-    assert cli.main("compare", str(accepted), str(odd), "--margin", "exact_match=0.5").returncode == 0, "overridden"
+    cli.bad_input(cli.main("compare", str(accepted), str(odd)), "odd.json: thresholds.gate is 'superiority'")
+    assert cli.main("compare", str(accepted), str(odd), "--gate", "difference").returncode == 0, "overridden"
+    report["thresholds"]["max_regression"] = "exact_match=0.02"
+    odd.write_text(json.dumps(report), encoding="utf-8")
+    said = 'odd.json: thresholds.max_regression is "exact_match=0.02", not an object'
+    cli.bad_input(cli.main("compare", str(accepted), str(odd), "--gate", "difference"), said)
 
 
 def test_the_planning_command_answers_before_any_question_is_written(cli):

@@ -122,3 +122,38 @@ def test_a_report_field_without_a_docstring_fails_the_table(monkeypatch):
     monkeypatch.setattr(report_format, "ReportData", Undocumented)
     with pytest.raises(ValueError, match=r"report field `ReportData.undocumented` has no docstring"):
         report_format.field_table()
+
+
+def test_the_thresholds_record_names_every_recipe_threshold():
+    """`ThresholdsData` is what `build_context` writes from `recipe.Thresholds` (every field, by `asdict`): a
+    threshold added to the recipe and not to the format fails here (and `conform` would refuse the report)."""
+    import dataclasses
+
+    from sft_eval.recipe import Thresholds
+    from sft_eval.schema import ThresholdsData
+
+    assert set(ThresholdsData.__annotations__) == {f.name for f in dataclasses.fields(Thresholds)}
+    assert ThresholdsData.__required_keys__ == {"max_repetition"}, "what the page reads of every report"
+
+
+def test_a_report_is_read_against_the_types_all_the_way_down(written):
+    """`read_report_json` walks the types (`validate.conform`), not hand-written checks: a wrong value anywhere is
+    one line naming its path, and the reports the run wrote conform."""
+    from sft_eval.errors import SftEvalError
+    from sft_eval.report.format import ReportData, conform
+
+    for text in written.values():
+        conform(json.loads(text), ReportData, "sft_report.json")
+    report = json.loads(written["full"])
+    for change, says in (
+        (lambda r: r["against_baseline"]["metrics"][0].update(kind="ordinal"), "against_baseline.metrics[0].kind is"),
+        (lambda r: r["signals"]["lengths"].update(ratio="2"), 'signals.lengths.ratio is "2", not a number or null'),
+        (lambda r: r["training"]["steps"].insert(0, 3), "training.steps[0] is 3, not an object"),
+        (lambda r: r["cards"][4]["tuned"].update(score=1.0), "cards[4].tuned holds `score`, which the format"),
+        (lambda r: r["outcomes"]["failures"][0].pop("when"), "outcomes.failures[0] has no `when`"),
+    ):
+        changed = copy.deepcopy(report)
+        change(changed)
+        with pytest.raises(SftEvalError) as raised:
+            conform(changed, ReportData, "sft_report.json")
+        assert str(raised.value).startswith("sft_report.json: ") and says in str(raised.value), str(raised.value)

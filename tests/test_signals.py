@@ -304,7 +304,7 @@ def test_report_shows_the_signals_and_exits_1_on_a_failed_one(sft_pipeline, tiny
     [
         (("signals", "comparison"), "x", 'signals.comparison is "x", not a list'),
         (("signals", "forgetting"), "high", "signals.forgetting"),
-        (("signals", "eval_loss"), [1.0], "not a [base, tuned] pair"),
+        (("signals", "eval_loss"), [1.0], "signals.eval_loss is [1.0], not a [number, number] pair"),
         (("cards", 2, "expected_nll"), {"base": 1.0}, "cards[2].expected_nll"),
         (("categories", 1, "tuned"), None, "categories[1].tuned is null"),
         (("categories", 1, "questions"), "two", "categories[1]"),

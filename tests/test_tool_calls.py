@@ -193,7 +193,7 @@ def test_the_page_shows_each_items_conversation_and_call_and_refuses_a_broken_on
     context = json.loads(json.dumps(context, default=str))  # as read back from the JSON
     from pydantic import TypeAdapter
 
-    from sft_eval.report.format import ReportData
+    from sft_eval.schema import ReportData
 
     TypeAdapter(ReportData).validate_json(json.dumps(context))  # the format's types hold the tools field, closed
     check_report(context, "sft_report.json")

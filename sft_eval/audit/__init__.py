@@ -7,10 +7,11 @@ users' CI filters and the report match on those ids, so an id is never renamed, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from sft_eval import schema
 from sft_eval.chat import RenderRunaway
 from sft_eval.registry import Registry
 
@@ -86,8 +87,8 @@ class Finding:
                 f"unknown finding id {self.check!r}: add it to CheckId (and docs/audit.md) or register_check it"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> schema.Finding:
+        return schema.Finding(check=self.check, severity=self.severity, message=self.message, evidence=self.evidence)
 
 
 def has_errors(findings: list[Finding]) -> bool:

@@ -56,7 +56,7 @@ def trainer_batch(
     with tempfile.TemporaryDirectory() as out:
         config, _ = sft_config(recipe, out)
         trainer = SFTTrainer(model=model, args=config, train_dataset=rows_dataset(sample), processing_class=tokenizer)
-        prepared = trainer.train_dataset
+        prepared: Any = trainer.train_dataset  # a map-style Dataset: SFTTrainer prepared it
         source, input_ids, labels = [], [], []
         for start in range(0, len(prepared), 64):
             chunk = prepared[start : start + 64]
@@ -82,7 +82,7 @@ def trainer_batch(
 
 
 def _tokens(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
-    return tokenizer.convert_ids_to_tokens(ids)
+    return list(tokenizer.convert_ids_to_tokens(ids))
 
 
 def check_eos(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase) -> list[Finding]:
@@ -90,7 +90,7 @@ def check_eos(batch: TrainerBatch, tokenizer: PreTrainedTokenizerBase) -> list[F
     eos = tokenizer.eos_token_id
     bad, truncated = [], 0
     for k, (ids, labels) in enumerate(zip(batch.input_ids, batch.labels, strict=True)):
-        trained = [t for t in labels if t != -100 and tokenizer.decode([t]).strip()]
+        trained = [t for t in labels if t != -100 and str(tokenizer.decode([t])).strip()]
         if not trained or trained[-1] != eos:
             bad.append(k)
             truncated += batch.max_length is not None and len(ids) >= batch.max_length
@@ -238,9 +238,10 @@ def packed_rows(
                 model=model, args=config, train_dataset=rows_dataset(sample), processing_class=tokenizer
             )
             prepared[packed] = trainer
-        packs = prepared[True].train_dataset
+        packs: Any = prepared[True].train_dataset
         batch = prepared[True].data_collator([packs[i] for i in range(len(packs))])
-        alone = [ids for ids in prepared[False].train_dataset["input_ids"] if len(ids) > 1]
+        unpacked: Any = prepared[False].train_dataset
+        alone = [ids for ids in unpacked["input_ids"] if len(ids) > 1]
     model.eval()
     inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items() if k != "labels"}
     found = []

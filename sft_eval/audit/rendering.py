@@ -49,7 +49,7 @@ def probe_conversation(
 ) -> tuple[list[dict[str, Any]], list[Finding]]:
     """The probe with a system message, or without one when the template refuses system messages: an error when
     the recipe sends one (rows with a system message, or `eval.system_message`), else a warning."""
-    findings = []
+    findings: list[Finding] = []
     try:
         render(tokenizer, [SYSTEM, *EXCHANGES], generation_prompt=False)
         return [SYSTEM, *EXCHANGES], findings

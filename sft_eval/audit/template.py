@@ -285,7 +285,7 @@ def end_of_turn_token(tokenizer: PreTrainedTokenizerBase, messages: list[dict[st
     content = messages[assistant_turns(messages)[0]]["content"]
     end = text.index(content) + len(content)
     for token in token_ids(tokenizer, text[end:]):
-        if tokenizer.decode([token]).strip():
+        if str(tokenizer.decode([token])).strip():
             return token, mark(text, end)
     return None, mark(text, end)
 
@@ -365,7 +365,7 @@ def check_prefix_preserving(
             continue  # a think block kept or dropped: template.thinking reports it (one cause, one finding)
         answered = earlier.rindex(messages[i]["content"]) + len(messages[i]["content"])
         token, _ = end_of_turn_token(tokenizer, messages[: i + 1])
-        closing = tokenizer.decode([token]) if token is not None else ""
+        closing = str(tokenizer.decode([token])) if token is not None else ""
         if closing and closing in earlier[answered:spot]:
             continue  # only what follows the end-of-turn token differs (Phi-3's final eos): generation stops first
         multi_turn = multi_turn_rows(rows)

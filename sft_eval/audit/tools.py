@@ -60,7 +60,7 @@ RESULT = {
     "content": '{"sky": "overcast", "celsius": 17}',
 }
 ANSWER = {"role": "assistant", "content": "It is overcast in Lisbon, 17 degrees."}
-PROBE = [QUESTION, CALL, RESULT, ANSWER]
+PROBE: list[dict[str, Any]] = [QUESTION, CALL, RESULT, ANSWER]
 RESULT_WORD = "overcast"  # in the tool result (and the answer after it, which comes later)
 _TOOL_WORDS = re.compile(r"\btools?\b|tool_calls")
 
@@ -115,7 +115,7 @@ class ToolAudit:
         text = self.render(len(PROBE), prompt=False)
         after = text[text.rindex(ANSWER["content"]) + len(ANSWER["content"]) :] if ANSWER["content"] in text else ""
         words = (self.tokenizer.decode([t]) for t in token_ids(self.tokenizer, after))
-        return next((w for w in words if w.strip()), "")
+        return str(next((w for w in words if str(w).strip()), ""))
 
     def parted(self, earlier: str, later: str, *, turn_ends_after: str = "") -> str:
         """Empty when `later` continues `earlier` token for token, or parts from it at a think block
@@ -224,12 +224,16 @@ def check_tool_loss(audit: ToolAudit) -> list[Finding]:
     template, whose = _trained_template(tokenizer)
     if template is None:
         return []  # no mask to judge: labels.scope and TRL say what assistant_only_loss does without markers
-    given = {"tools": copy.deepcopy(TOOLS), "chat_template": template, "enable_thinking": audit.thinking}
+    given: dict[str, Any] = {
+        "tools": copy.deepcopy(TOOLS),
+        "chat_template": template,
+        "enable_thinking": audit.thinking,
+    }
     with time_limit(RENDER_TIMEOUT_S):
-        encoded = tokenizer.apply_chat_template(
+        encoded: Any = tokenizer.apply_chat_template(
             copy.deepcopy(PROBE), tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **given
         )
-        text = tokenizer.apply_chat_template(copy.deepcopy(PROBE), tokenize=False, **given)
+        text = str(tokenizer.apply_chat_template(copy.deepcopy(PROBE), tokenize=False, **given))
     ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(encoding["input_ids"]) != ids:
@@ -288,7 +292,7 @@ def audit_tools(
     ]
     findings: list[Finding] = []
     for check, run in checks:
-        findings += guarded(check, lambda run=run: run(audit))
+        findings += guarded(check, functools.partial(run, audit))
     if assistant_only_loss and not any(f.check != CheckId.TEMPLATE_TOOLS for f in findings):
         findings += guarded(CheckId.TEMPLATE_TOOL_LOSS, lambda: check_tool_loss(audit))
     # a template that raises on a tool conversation fails rows that have one: for rows without, that is a warning

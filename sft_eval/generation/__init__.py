@@ -30,7 +30,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sft_eval.backends import (
     ENTRY_POINT_GROUP,
@@ -156,11 +156,13 @@ class _Completed(BackendBase):
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         if hasattr(self.inner, "on_answer"):
             self.inner.on_answer = self.on_answer
-        return self.inner.answer(questions, settings)
+        answers: list[Answer] = self.inner.answer(questions, settings)
+        return answers
 
     def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
         if hasattr(self.inner, "answer_tools"):
-            return self.inner.answer_tools(items, settings)
+            answers: list[ToolAnswer] = self.inner.answer_tools(items, settings)
+            return answers
         raise SftEvalError(
             f"eval.tool_items: the backend {type(self.inner).__name__} answers questions but not tool items (it has "
             "no `answer_tools(items, settings)`)"
@@ -174,7 +176,7 @@ def complete(backend: Any, name: str) -> Backend:
     if problem:
         raise SftEvalError(f"eval.backend: the backend {name!r} built {type(backend).__name__}, and {problem}")
     if all(hasattr(backend, m) for m in MEMBERS):
-        return backend
+        return cast(Backend, backend)  # every member there, checked above
     return _Completed(backend)
 
 
@@ -207,7 +209,7 @@ class CachedAnswers:
         missing = [i for i, answer in enumerate(found) if answer is None]
         self.counts = {"cached": len(questions) - len(missing), "generated": len(missing)}
         if not missing:
-            return found  # type: ignore[return-value] - every one was found
+            return found  # type: ignore[return-value]  # every one was found
         lock, stored = threading.Lock(), set()
 
         def keep(index: int, answer: Answer) -> None:  # the backend's hook: stored as it arrives, from any thread
@@ -224,7 +226,7 @@ class CachedAnswers:
         for index, answer in enumerate(fresh):
             keep(index, answer)
             found[missing[index]] = answer
-        return found  # type: ignore[return-value] - every one is filled
+        return found  # type: ignore[return-value]  # every one is filled
 
     def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
         """Each tool item's answer, from the cache where it is (keyed by its conversation and tools), else asked
@@ -242,7 +244,7 @@ class CachedAnswers:
             for k, answer in zip(missing, fresh, strict=True):
                 store.put(keys[k], answer.to_dict())
                 found[k] = answer
-        return found  # type: ignore[return-value] - every one is filled
+        return found  # type: ignore[return-value]  # every one is filled
 
     @staticmethod
     def _checked(answers: list[Any], asked: int) -> list[Any]:

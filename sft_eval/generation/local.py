@@ -103,7 +103,7 @@ def generate_prompts(
     for start in tqdm(starts, desc="generating", unit="batch", disable=not interactive() or len(starts) < 2):
         chunk = order[start : start + batch_size]
         batch = left_padded([prompts[i] for i in chunk], tokenizer, pad_id, model.device)
-        output = model.generate(
+        output = model.generate(  # type: ignore[operator]  # GenerationMixin.generate, not a submodule
             **batch,
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -135,8 +135,8 @@ def _answer(question: str, ids: list[int], stops: list[int], tokenizer: PreTrain
     kept = ids if end is None else ids[: end + 1]
     return Answer(
         question=question,
-        text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
-        raw=tokenizer.decode(kept, skip_special_tokens=False),
+        text=str(tokenizer.decode(kept, skip_special_tokens=True)).strip(),
+        raw=str(tokenizer.decode(kept, skip_special_tokens=False)),
         token_ids=kept,
         new_tokens=len(kept),
         stop_reason="length" if end is None else "eos",

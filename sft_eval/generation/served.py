@@ -103,10 +103,10 @@ def generate_served(
         results = list(tqdm(replies, desc=f"asking {name}", total=len(questions), disable=not interactive()))
     failed = [(_shown(q), r) for q, r in zip(questions, results, strict=True) if isinstance(r, str)]
     if failed:
-        answered = {i: r for i, r in enumerate(results) if isinstance(r, (Answer, ToolAnswer))}
+        answered: dict[int, object] = {i: r for i, r in enumerate(results) if isinstance(r, (Answer, ToolAnswer))}
         not_asked = sum(r is None for r in results)
         raise PartlyAnswered(_failures(failed, not_asked, len(questions), max_retries), answered)
-    return results  # type: ignore[return-value] - every result is an Answer once none failed
+    return results  # every result is an answer once none failed
 
 
 def _answer(reply: Any, question: str, base_url: str) -> Answer | str:

@@ -18,23 +18,25 @@ import hashlib
 import json
 import math
 import platform
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from sft_eval import schema
 from sft_eval.audit import Finding
 from sft_eval.cache import library_versions, writable_folder, write_atomic
 from sft_eval.jsonout import dumps
 from sft_eval.recipe import Recipe
-from sft_eval.records import TrainingRun, loss_drop, loss_problems, plan_problems
+from sft_eval.records import Answer, TrainingRun, loss_drop, loss_problems, plan_problems
 from sft_eval.registry import Registry
-from sft_eval.report.format import REPORT_FORMAT, ReportData
 from sft_eval.report.reader import check_report as check_report  # the reader's, named here as before
-from sft_eval.report.reader import read_report_json
+from sft_eval.report.reader import read_report_json as read_report_json
 from sft_eval.sanity import Evaluation, by_category, summarise
+from sft_eval.schema import REPORT_FORMAT, ReportData
 
 HTML_NAME = "sft_report.html"
 JSON_NAME = "sft_report.json"
@@ -83,88 +85,92 @@ def build_context(
     findings: list[Finding],
     data_preview: list[list[str]] | None = None,
     provenance: dict[str, Any] | None = None,
-    outcomes: dict[str, Any] | None = None,
+    outcomes: schema.Outcomes | None = None,
     speed: dict[str, float] | None = None,
-    checks: list[dict[str, Any]] | None = None,
-    against_baseline: dict[str, Any] | None = None,
-    signals: dict[str, Any] | None = None,
-    tools: dict[str, Any] | None = None,
+    checks: list[schema.Check] | None = None,
+    against_baseline: schema.ComparisonData | None = None,
+    signals: schema.SignalsData | None = None,
+    tools: schema.ToolReport | None = None,
 ) -> ReportData:
-    """Everything the report shows, as JSON-able data (its format: `report.format.ReportData`), from the stages'
+    """Everything the report shows, as JSON-able data (its format: `schema.ReportData`), from the stages'
     records. `checks`: the run judged against its thresholds (`verdict.judge`), what the Verdict shows outside a
     pytest run. `against_baseline`: the tuned model against a previous report's (`compare.Comparison.to_dict()`),
     for its own section. `signals`: the teacher-forced signals and answer lengths (`scoring.Signals.to_dict()`), for
     the Quality signals section. `tools`: the tool items asked of both models (`toolcalls.report_data`), for the
     Tool calls section."""
-    likelihood = {r["label"]: r for r in (signals or {}).get("expected", [])}
+    likelihood = {r["label"]: r for r in signals["expected"]} if signals else {}
     others = [name for name in evaluation.models if name not in ("base", "tuned")]  # a baseline model, say
-    cards = [
-        {
-            "question": r.question.question,
-            "id": r.question.id,
-            "expected": r.question.expected,
-            "category": r.question.category,
-            **({"cluster": r.question.cluster} if r.question.cluster else {}),
-            "base": _side(r.base, r.base_score),
-            "tuned": _side(r.tuned, r.tuned_score),
-            "diff": word_diff(r.base.text, r.tuned.text),
-            **(
-                {"expected_nll": {k: likelihood[r.question.question][k] for k in ("base", "tuned")}}
-                if r.question.question in likelihood
-                else {}
-            ),
-            **({"others": {name: _side(r.answer(name), r.score(name)) for name in others}} if others else {}),
-        }
-        for r in evaluation.records
-    ]
-    return {
-        "format": REPORT_FORMAT,
-        "title": f"sft-eval report: {recipe.name}",
-        "models": evaluation.models,
-        "outcomes": outcomes,
-        "checks": checks or [],
-        "against_baseline": against_baseline,
-        "signals": signals,
-        "recipe": recipe.fingerprint(),
-        "recipe_path": str(recipe.path) if recipe.path else None,
-        "environment": {
+    summary = schema.Summaries(base=evaluation.base_summary.to_dict(), tuned=evaluation.tuned_summary.to_dict())
+    if others:
+        summary["others"] = {name: evaluation.summary(name).to_dict() for name in others}
+    losses: list[tuple[int, float | None]] = list(run.losses())
+    return ReportData(
+        format=REPORT_FORMAT,
+        title=f"sft-eval report: {recipe.name}",
+        models=evaluation.models,
+        outcomes=outcomes,
+        checks=checks or [],
+        against_baseline=against_baseline,
+        signals=signals,
+        recipe=recipe.fingerprint(),
+        recipe_path=str(recipe.path) if recipe.path else None,
+        environment={
             **library_versions(),
             "jinja2": version("jinja2"),
             "python": platform.python_version(),
             **(provenance or {}),
         },
-        "audit": [f.to_dict() for f in findings],
-        "data_preview": data_preview or [],
-        "training": {
-            "losses": run.losses(),
-            "loss_drop": loss_drop(run),
+        audit=[f.to_dict() for f in findings],
+        data_preview=data_preview or [],
+        training=schema.Training(
+            losses=losses,
+            loss_drop=loss_drop(run),
             # non-finite losses and grad norms (null in this JSON, which never writes NaN) and a loss that fell short
-            "problems": loss_problems(run, recipe.thresholds.min_loss_drop),
-            "global_step": run.global_step,
-            "train_rows": run.train_rows,
-            "train_runtime_s": run.train_runtime_s,
-            "adjustments": run.adjustments,
-            "plan": run.plan().to_dict(),
-            "plan_mismatches": plan_problems(run),
-            "source": run.source,
-            "peft": run.peft,
-            "steps": run.steps,
-        },
-        "summary": {
-            "base": evaluation.base_summary.to_dict(),
-            "tuned": evaluation.tuned_summary.to_dict(),
-            **({"others": {name: evaluation.summary(name).to_dict() for name in others}} if others else {}),
-        },
-        "comparison": [d.to_dict() for d in evaluation.comparison()],
-        "categories": category_rows(evaluation, likelihood),
-        "thresholds": dataclasses.asdict(recipe.thresholds),
-        "cards": cards,
-        "speed": dict(speed) if speed else None,
-        "tools": tools,
-    }
+            problems=loss_problems(run, recipe.thresholds.min_loss_drop),
+            global_step=run.global_step,
+            train_rows=run.train_rows,
+            train_runtime_s=run.train_runtime_s,
+            adjustments=run.adjustments,
+            plan=run.plan().to_dict(),
+            plan_mismatches=plan_problems(run),
+            source=run.source,
+            peft=run.peft,
+            steps=run.steps,
+        ),
+        summary=summary,
+        comparison=[d.to_dict() for d in evaluation.comparison()],
+        categories=category_rows(evaluation, likelihood),
+        # every `[thresholds]` key (tests/test_report_format.py holds ThresholdsData to `recipe.Thresholds`)
+        thresholds=cast(schema.ThresholdsData, dataclasses.asdict(recipe.thresholds)),
+        cards=[_card(r, likelihood, others) for r in evaluation.records],
+        speed=dict(speed) if speed else None,
+        tools=tools,
+    )
 
 
-def category_rows(evaluation: Evaluation, likelihood: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _card(record: Any, likelihood: dict[str, schema.RowLossData], others: list[str]) -> schema.Card:
+    """One question's card: every model's answer, the badges and the word diff from the base's to the tuned."""
+    question = record.question
+    card = schema.Card(
+        question=question.question,
+        id=question.id,
+        expected=question.expected,
+        category=question.category,
+        base=_side(record.base, record.base_score),
+        tuned=_side(record.tuned, record.tuned_score),
+        diff=word_diff(record.base.text, record.tuned.text),
+    )
+    if question.cluster:
+        card["cluster"] = question.cluster
+    if question.question in likelihood:
+        row = likelihood[question.question]
+        card["expected_nll"] = schema.ExpectedNll(base=row["base"], tuned=row["tuned"])
+    if others:
+        card["others"] = {name: _side(record.answer(name), record.score(name)) for name in others}
+    return card
+
+
+def category_rows(evaluation: Evaluation, likelihood: dict[str, schema.RowLossData]) -> list[schema.Category]:
     """Every metric per question category (when the questions carry more than one): the summaries of both models
     and the mean expected-answer NLL, so a regression hidden in one category shows."""
     groups = by_category(evaluation.records)
@@ -173,32 +179,45 @@ def category_rows(evaluation: Evaluation, likelihood: dict[str, dict[str, Any]])
     rows = []
     for category, records in groups.items():
         nll = [likelihood[r.question.question] for r in records if r.question.question in likelihood]
+        mean = schema.ExpectedNll(
+            base=sum(n["base"] for n in nll) / len(nll) if nll else 0.0,
+            tuned=sum(n["tuned"] for n in nll) / len(nll) if nll else 0.0,
+        )
         rows.append(
-            {
-                "category": category or "(none)",
-                "questions": len(records),
-                "base": summarise([r.base_score for r in records]).to_dict(),
-                "tuned": summarise([r.tuned_score for r in records]).to_dict(),
-                "expected_nll": {k: sum(n[k] for n in nll) / len(nll) for k in ("base", "tuned")} if nll else None,
-            }
+            schema.Category(
+                category=category or "(none)",
+                questions=len(records),
+                base=summarise([r.base_score for r in records]).to_dict(),
+                tuned=summarise([r.tuned_score for r in records]).to_dict(),
+                expected_nll=mean if nll else None,
+            )
         )
     return rows
 
 
-def _side(answer: Any, score: Any) -> dict[str, Any]:
+def _side(answer: Answer, score: Any) -> schema.Side:
     """One side of a question card: the answer and the badges a reviewer scans."""
-    return answer.to_dict() | {
-        "matched": score.matched,
-        "repetition": score.repetition,
-        "leaks": score.leaks,
-        "chrf": score.chrf,
-    }
+    return schema.Side(
+        question=answer.question,
+        text=answer.text,
+        raw=answer.raw,
+        token_ids=list(answer.token_ids),
+        new_tokens=answer.new_tokens,
+        stop_reason=answer.stop_reason,
+        matched=score.matched,
+        repetition=score.repetition,
+        leaks=score.leaks,
+        chrf=score.chrf,
+    )
 
 
-def word_diff(before: str, after: str) -> list[tuple[str, str]]:
+DiffOp = Literal["same", "del", "ins"]
+
+
+def word_diff(before: str, after: str) -> list[tuple[DiffOp, str]]:
     """(op, words) runs from `before` to `after`: op is "same", "del" or "ins" (difflib on words)."""
     a, b = before.split(), after.split()
-    runs: list[tuple[str, str]] = []
+    runs: list[tuple[DiffOp, str]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
             runs.append(("same", " ".join(a[i1:i2])))
@@ -211,7 +230,7 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
 
 
 def loss_curve_svg(
-    losses: list[list[Any]] | list[tuple[int, float]],
+    losses: Sequence[Sequence[Any]],
     width: int = 560,
     height: int = 220,
     label: str = "training loss",
@@ -277,7 +296,7 @@ CARD_FILTERS = ("failed", "changed", "leaked")  # besides "all"; each card's fla
 PY_WHITESPACE = r"[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
 
 
-def card_payload(context: dict[str, Any]) -> dict[str, Any]:
+def card_payload(context: ReportData) -> dict[str, Any]:
     """The answer cards as the report page renders them on demand: compact JSON (short keys; the word diff as
     (op, word count) runs over the answers' own words) with the filters' flags computed here, once.
 
@@ -286,7 +305,7 @@ def card_payload(context: dict[str, Any]) -> dict[str, Any]:
     `leaked`: either answer leaks a special token."""
     max_repetition = context["thresholds"]["max_repetition"]
 
-    def side(answer: dict[str, Any]) -> dict[str, Any]:
+    def side(answer: schema.Side) -> dict[str, Any]:
         shown = {
             "t": answer["text"],
             "eos": answer["stop_reason"] == "eos",
@@ -297,7 +316,7 @@ def card_payload(context: dict[str, Any]) -> dict[str, Any]:
         }
         return shown | ({"raw": answer["raw"]} if answer["leaks"] else {})
 
-    def outcomes(answer: dict[str, Any]) -> tuple[bool, ...]:
+    def outcomes(answer: schema.Side) -> tuple[bool, ...]:
         return (
             answer["matched"] is False,
             answer["stop_reason"] != "eos",
@@ -357,7 +376,7 @@ _CARD_SCRIPT = (Path(__file__).parent / "templates" / "cards.js").read_text(enco
 _CARD_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_CARD_SCRIPT.encode()).digest()).decode()
 
 
-def render_html(context: dict[str, Any]) -> str:
+def render_html(context: ReportData) -> str:
     """The report's HTML for `context` (what `build_context` returns, or the report's JSON read back). The answer
     cards travel as JSON in the page and are drawn a page at a time by its script (filters, search, pages), so a
     report of 10,000 questions stays one small file that opens at once."""
@@ -377,7 +396,7 @@ def render_html(context: dict[str, Any]) -> str:
     )
 
 
-def write_report(context: dict[str, Any], out_dir: str | Path) -> Path:
+def write_report(context: ReportData, out_dir: str | Path) -> Path:
     """Render `context` to `out_dir/sft_report.html` and `.json`, each written whole or not at all."""
     out = writable_folder(out_dir, key="report folder")
     html = render_html(context)

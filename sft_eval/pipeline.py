@@ -173,6 +173,12 @@ class Pipeline:
     def training_run(self) -> TrainingRun:
         return self.assessment.training_run
 
+    def cached(self, stage: str, inputs: Mapping[str, Any], build: Callable[[Path], None]) -> Path:
+        return self.artifacts.cached(stage, inputs, build)
+
+    def variant_recipe(self, **sft: Any) -> Recipe:
+        return self.variants.recipe_for(**sft)
+
     def train_variant(
         self, rows: int, output_dir: str | Path, *, dropout: bool = False, **sft: Any
     ) -> tuple[TrainingRun, PreTrainedModel]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sft_eval import validate
 from sft_eval.errors import SftEvalError
@@ -63,6 +63,20 @@ def cached_answer(data: Any, question: str) -> Answer | None:
     except SftEvalError:
         return None
     return answer if answer.question == question else None
+
+
+class Conversation(Protocol):
+    """A conversation a backend answers as it is (`answer_tools`): a tool item (`data.ToolItem`), a judge's
+    prompt (`judge.chat.Prompt`). `question` is what a failure line quotes."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def tools(self) -> list[dict[str, Any]] | None: ...
+
+    @property
+    def question(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "train": ("training",),
     "generate": ("generation", "generation.local", "generation.served"),
-    "score": ("sanity", "scoring", "golden", "verdict", "toolcalls"),
+    "score": ("sanity", "scoring", "golden", "verdict", "toolcalls", "judge", "judge.stats", "judge.chat"),
     "compare": ("power", "compare", "comparison_text", "sweep"),
     "report": ("report", "report.format", "report.reader"),
     # one recipe's parts, each with one job: the pipeline is their face

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 from sft_eval.backends import (
     ENTRY_POINT_GROUP,
@@ -43,10 +43,7 @@ from sft_eval.backends import (
 )
 from sft_eval.cache import AnswerCache, cache_key
 from sft_eval.errors import SftEvalError
-from sft_eval.records import Answer, ToolAnswer, cached_answer, cached_tool_answer
-
-if TYPE_CHECKING:
-    from sft_eval.data import ToolItem
+from sft_eval.records import Answer, Conversation, ToolAnswer, cached_answer, cached_tool_answer
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -105,7 +102,7 @@ class Backend(Protocol):
     `answer` alone still works: its answers are not cached, it is not in process, it answers no tool items."""
 
     in_process: bool  # its model's weights are in this process: teacher-forced signals can score them
-    on_answer: Callable[[int, Answer], None] | None  # set by `CachedAnswers`: each answer stored as it arrives
+    on_answer: Callable[[int, Any], None] | None  # set by `CachedAnswers`: each answer stored as it arrives
 
     def identity(self) -> dict[str, Any] | None:
         """What determines its answers (JSON-able); None: its answers are not cached."""
@@ -115,8 +112,8 @@ class Backend(Protocol):
         """One answer per question, in order."""
         ...
 
-    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
-        """One answer per tool item (its conversation, offered its tools), in order."""
+    def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
+        """One answer per conversation (a tool item offered its tools, a judge's prompt), in order."""
         ...
 
 
@@ -128,7 +125,7 @@ class BackendBase:
     items."""
 
     in_process = False
-    on_answer: Callable[[int, Answer], None] | None = None
+    on_answer: Callable[[int, Any], None] | None = None
 
     def identity(self) -> dict[str, Any] | None:
         return None
@@ -136,7 +133,7 @@ class BackendBase:
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
         raise NotImplementedError
 
-    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+    def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
         raise SftEvalError(
             f"eval.tool_items: the backend {type(self).__name__} answers questions but not tool items (it has no "
             "`answer_tools(items, settings)`)"
@@ -159,7 +156,7 @@ class _Completed(BackendBase):
         answers: list[Answer] = self.inner.answer(questions, settings)
         return answers
 
-    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+    def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
         if hasattr(self.inner, "answer_tools"):
             answers: list[ToolAnswer] = self.inner.answer_tools(items, settings)
             return answers
@@ -228,7 +225,7 @@ class CachedAnswers:
             found[missing[index]] = answer
         return found  # type: ignore[return-value]  # every one is filled
 
-    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+    def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
         """Each tool item's answer, from the cache where it is (keyed by its conversation and tools), else asked
         of the backend and stored."""
         if self.store is None:
@@ -239,11 +236,24 @@ class CachedAnswers:
         found = [cached_tool_answer(store.get(key), i.question) for key, i in zip(keys, items, strict=True)]
         missing = [k for k, answer in enumerate(found) if answer is None]
         self.counts = {"cached": len(items) - len(missing), "generated": len(missing)}
-        if missing:
+        if not missing:
+            return found  # type: ignore[return-value]  # every one was found
+        lock, stored = threading.Lock(), set()
+
+        def keep(index: int, answer: ToolAnswer) -> None:  # stored as it arrives: a run that stops half-way resumes
+            with lock:
+                if 0 <= index < len(missing) and index not in stored:
+                    store.put(keys[missing[index]], answer.to_dict())
+                    stored.add(index)
+
+        self.backend.on_answer = keep
+        try:
             fresh = self._checked(self.backend.answer_tools([items[k] for k in missing], settings), len(missing))
-            for k, answer in zip(missing, fresh, strict=True):
-                store.put(keys[k], answer.to_dict())
-                found[k] = answer
+        finally:
+            self.backend.on_answer = None
+        for index, answer in enumerate(fresh):
+            keep(index, answer)
+            found[missing[index]] = answer
         return found  # type: ignore[return-value]  # every one is filled
 
     @staticmethod
@@ -294,7 +304,7 @@ class LocalBackend(BackendBase):
             batch_size=settings.batch_size,
         )
 
-    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+    def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
         """Each item's conversation and tools rendered with the template, answered greedily in batches; the raw
         text is parsed afterwards with the template's response parser (`toolcalls`)."""
         from sft_eval.generation.local import generate_prompts, tool_prompt
@@ -349,13 +359,13 @@ class ServedBackend(BackendBase):
 
         return generate_served(self.base_url, self.model, questions, on_answer=self.on_answer, **self._asked(settings))
 
-    def answer_tools(self, items: list[ToolItem], settings: GenerationSettings) -> list[ToolAnswer]:
+    def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
         """Each item's conversation sent with its `tools`; the server renders and parses the call itself and
         returns it as the message's `tool_calls`."""
         from sft_eval.generation.served import generate_served
 
         asked = {**self._asked(settings), "system_message": None}  # an item's conversation is sent as it is
-        return generate_served(self.base_url, self.model, items, **asked)  # type: ignore[return-value]
+        return generate_served(self.base_url, self.model, items, on_answer=self.on_answer, **asked)  # type: ignore[return-value]
 
 
 def local_backend(target: Target, eval_settings: Any) -> Backend:

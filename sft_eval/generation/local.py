@@ -21,7 +21,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.records import Answer
 
 if TYPE_CHECKING:
-    from sft_eval.data import ToolItem
+    from sft_eval.records import Conversation
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -71,7 +71,7 @@ def generate(
     return generate_prompts(model, tokenizer, prompts, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
-def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: ToolItem, *, enable_thinking: bool = False) -> str:
+def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: Conversation, *, enable_thinking: bool = False) -> str:
     """The item's conversation and tools as the template serves them, with the generation prompt."""
     return render(
         tokenizer,

@@ -16,7 +16,7 @@ from sft_eval.errors import PartlyAnswered, SftEvalError
 from sft_eval.records import Answer, ToolAnswer
 
 if TYPE_CHECKING:
-    from sft_eval.data import ToolItem
+    from sft_eval.records import Conversation
 
 FAILED_SHOWN = 5  # failed questions named in the error line
 
@@ -24,7 +24,7 @@ FAILED_SHOWN = 5  # failed questions named in the error line
 def generate_served(
     base_url: str,
     model: str | None,
-    questions: Sequence[str | ToolItem],
+    questions: Sequence[str | Conversation],
     *,
     system_message: str | None = None,
     max_new_tokens: int = 100,
@@ -32,7 +32,7 @@ def generate_served(
     concurrency: int = 32,
     timeout: float = 60.0,
     max_retries: int = 4,
-    on_answer: Callable[[int, Answer], None] | None = None,
+    on_answer: Callable[[int, Any], None] | None = None,
 ) -> list[Answer]:
     """Greedy answers from an OpenAI-compatible server's chat completions endpoint (vLLM, SGLang, TGI,
     `transformers serve`), `concurrency` requests in flight so the server can batch them, in input order.
@@ -50,7 +50,7 @@ def generate_served(
     decode without special tokens and return no token ids, so `raw` is the served text and `token_ids` is empty;
     `new_tokens` is the server's completion token count.
 
-    A tool item (`data.ToolItem`) in place of a question is sent as its conversation with its `tools`; its result
+    A tool item (`data.Conversation`) in place of a question is sent as its conversation with its `tools`; its result
     is a `ToolAnswer` holding the server's message, calls parsed by the server (vLLM, SGLang, TGI and `transformers
     serve` parse them with the model's own parser).
     """
@@ -66,7 +66,7 @@ def generate_served(
     name = model or _only_served_model(client, base_url)
     unreachable = threading.Event()
 
-    def one(indexed: tuple[int, str | ToolItem]) -> Answer | ToolAnswer | str | None:
+    def one(indexed: tuple[int, str | Conversation]) -> Answer | ToolAnswer | str | None:
         """The answer, or why the question failed (after the client's retries), or None: not asked, the server
         could not be reached for an earlier question."""
         index, asked = indexed
@@ -92,11 +92,12 @@ def generate_served(
             said = f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
             return f"{said} {NOT_RETRIED}"
         answer = _answer(reply, asked if isinstance(asked, str) else asked.question, base_url)
-        if isinstance(answer, str) or isinstance(asked, str):
-            if on_answer is not None and isinstance(answer, Answer):
-                on_answer(index, answer)
+        if isinstance(answer, str):
             return answer
-        return _tool_answer(reply, answer)
+        result = answer if isinstance(asked, str) else _tool_answer(reply, answer)
+        if on_answer is not None:
+            on_answer(index, result)
+        return result
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions) or 1))) as pool:
         replies = pool.map(one, enumerate(questions))
@@ -133,7 +134,7 @@ def _answer(reply: Any, question: str, base_url: str) -> Answer | str:
     )
 
 
-def _shown(asked: str | ToolItem) -> str:
+def _shown(asked: str | Conversation) -> str:
     return asked if isinstance(asked, str) else asked.question
 
 

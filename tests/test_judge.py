@@ -1,0 +1,223 @@
+"""The pairwise judge: its statistics recomputed independently (scipy, statsmodels, a bootstrap written here), and
+the chat-judge protocol against a real HTTP server on loopback with a scripted behaviour: a judge that always picks
+the first answer, one that prefers the longer answer, a fair one, one that gives no verdict, one that fails."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from sft_eval.cache import AnswerCache
+from sft_eval.errors import SftEvalError
+from sft_eval.generation import ServedBackend
+from sft_eval.judge.chat import MT_BENCH_USER, Pair, judge_pairs, read_verdict
+from sft_eval.judge.stats import cohens_kappa, length_controlled, order_effects, win_rate
+
+
+# -- statistics ----------------------------------------------------------------------------------------------------
+def test_the_win_rate_counts_ties_half_and_its_sign_test_is_scipys():
+    verdicts = ["win"] * 14 + ["tie"] * 4 + ["loss"] * 6 + [None] * 2
+    found = win_rate(verdicts)
+    assert (found.wins, found.ties, found.losses, found.missing) == (14, 4, 6, 2)
+    assert found.rate == pytest.approx((14 + 2) / 24)
+    assert found.p_value == pytest.approx(scipy_stats.binomtest(14, 20, 0.5).pvalue)
+    rng = np.random.default_rng(0)  # the percentile bootstrap, written again
+    scores = np.array([1.0] * 14 + [0.5] * 4 + [0.0] * 6)
+    means = scores[rng.integers(0, 24, size=(2000, 24))].mean(axis=1)
+    assert (found.low, found.high) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    assert win_rate(["win"] * 20).beyond_noise and not win_rate(["win", "loss"] * 10).beyond_noise
+
+
+def test_an_always_first_judge_flips_every_pair_and_a_fair_one_none():
+    first_always = order_effects(["win"] * 10, ["loss"] * 10)  # shown first it wins, shown second it loses
+    assert (first_always.flip_rate, first_always.first_position_rate) == (1.0, 1.0)
+    fair = order_effects(["win"] * 6 + ["loss"] * 4, ["win"] * 6 + ["loss"] * 4)
+    assert fair.flip_rate == 0.0 and fair.first_position_rate == 0.5
+
+
+def test_the_length_controlled_win_rate_is_a_logistic_fit_read_at_zero_difference():
+    """A judge that prefers the longer answer (its verdict drawn with P(win) = sigmoid(2.5 tanh(d / sd)): no
+    preference at equal length) and a candidate longer in 80% of 400 pairs: the raw win rate is far above one
+    half, the length-controlled one near it; the intercept is statsmodels' GLM's (unpenalised: the penalty is on
+    the slope alone; without it the fit is the GLM's)."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(1)
+    differences = np.where(rng.random(400) < 0.8, 1, -1) * rng.integers(5, 60, 400)
+    x = np.tanh(differences / differences.std())
+    verdicts = ["win" if u < 1 / (1 + np.exp(-2.5 * xi)) else "loss" for u, xi in zip(rng.random(400), x, strict=True)]
+    verdicts[:20] = ["tie"] * 20
+    raw = win_rate(verdicts).rate
+    controlled = length_controlled(verdicts, differences)
+    y = np.array([{"win": 1.0, "tie": 0.5, "loss": 0.0}[v] for v in verdicts])
+    glm = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial()).fit()
+    unpenalised = length_controlled(verdicts, differences, l2=1e-9).rate
+    assert unpenalised == pytest.approx(1 / (1 + math.exp(-glm.params[0])), abs=1e-4)
+    assert raw > 0.7 and abs(controlled.rate - 0.5) < 0.07 and raw - controlled.rate > 0.15, (raw, controlled)
+    fair = ["win" if i % 2 else "loss" for i in range(400)]  # no length effect: the controlled rate is the raw one
+    assert length_controlled(fair, differences).rate == pytest.approx(win_rate(fair).rate, abs=0.05)
+
+
+def test_length_control_is_not_identifiable_when_the_differences_do_not_straddle_zero():
+    """The tiny base never stops, so every base answer is longer: the length and the model cannot be told apart."""
+    found = length_controlled(["win", "loss", "win"], [-40, -12, -3])
+    assert found.rate is None and "not identifiable" in found.why and "shorter" in found.why
+    assert length_controlled(["win", "win"], [0, 0]).rate == 1.0  # no differences at all: nothing to control
+
+
+def test_cohens_kappa_is_statsmodels():
+    from statsmodels.stats.inter_rater import cohens_kappa as reference
+
+    judge = ["win", "win", "tie", "loss", "loss", "win", "tie", "loss", "win", "loss"]
+    truth = ["win", "tie", "tie", "loss", "win", "win", "tie", "loss", "loss", "loss"]
+    table = np.array(
+        [
+            [sum(j == a and t == b for j, t in zip(judge, truth, strict=True)) for b in ("win", "tie", "loss")]
+            for a in ("win", "tie", "loss")
+        ]
+    )
+    assert cohens_kappa(judge, truth) == pytest.approx(reference(table).kappa)
+    assert cohens_kappa(truth, truth) == 1.0
+
+
+def test_the_verdict_is_the_last_marker_and_none_without_one():
+    assert read_verdict("A is wrong. [[B]]") == "B"
+    assert read_verdict("Not [[A]]: on reflection [[C]]") == "C"
+    assert read_verdict("Assistant A is better.") is None and read_verdict("[[D]]") is None
+
+
+# -- a scripted judge server on loopback ----------------------------------------------------------------------------
+FACTS = {"What is the capital of France?": "Paris", "What is 2 + 2?": "4", "Which planet is largest?": "Jupiter"}
+
+
+def _answers(text: str) -> tuple[str, str, str]:
+    question = text.split("[User Question]\n", 1)[1].split("\n\n[The Start", 1)[0]
+    a = re.search(r"\[The Start of Assistant A's Answer\]\n(.*)\n\[The End of Assistant A's Answer\]", text, re.S)
+    b = re.search(r"\[The Start of Assistant B's Answer\]\n(.*)\n\[The End of Assistant B's Answer\]", text, re.S)
+    return question, a.group(1), b.group(1)
+
+
+def scripted(behaviour: str, question: str, a: str, b: str) -> str:
+    if behaviour == "first":
+        return "Assistant A answers first. [[A]]"
+    if behaviour == "longer":
+        return "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+    if behaviour == "mute":
+        return "Both answers are fine."
+    fact = FACTS[question]
+    right = [fact in a, fact in b]
+    return "[[C]]" if right[0] == right[1] else "The right fact decides. [[A]]" if right[0] else "[[B]]"
+
+
+@pytest.fixture
+def judge_server() -> Iterator[dict]:
+    """A real OpenAI-compatible chat-completions server on a loopback port; `state["behaviour"]` picks the judge,
+    `state["fail_after"]` makes it answer 500 after that many requests, `state["requests"]` counts them."""
+    state = {"behaviour": "fair", "requests": 0, "fail_after": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _send(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(200, {"object": "list", "data": [{"id": "judge", "object": "model"}]})
+
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state["requests"] += 1
+            if state["fail_after"] is not None and state["requests"] > state["fail_after"]:
+                self._send(500, {"error": {"message": "judge overloaded"}})
+                return
+            reply = scripted(state["behaviour"], *_answers(request["messages"][-1]["content"]))
+            self._send(
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "judge",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+                },
+            )
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield state
+    server.shutdown()
+
+
+PAIRS = [
+    Pair("What is the capital of France?", "The capital of France is Paris.", "It is Lyon."),
+    Pair("What is 2 + 2?", "4", "2 + 2 is 5, as everyone knows."),
+    Pair("Which planet is largest?", "Jupiter.", "The largest planet is Saturn, by far."),
+]
+
+
+def _judge(state: dict, store=None, pairs=PAIRS):
+    return judge_pairs(pairs, ServedBackend(state["url"], "judge", max_retries=0, timeout=10), store)
+
+
+def test_a_fair_judge_agrees_in_both_orders_and_picks_the_right_fact(judge_server):
+    verdicts, counts = _judge(judge_server)
+    assert [v.verdict for v in verdicts] == ["win", "win", "win"] and counts == {"cached": 0, "generated": 6}
+    assert order_effects([v.first for v in verdicts], [v.second for v in verdicts]).flip_rate == 0.0
+    assert "[The Start of Assistant A's Answer]" in MT_BENCH_USER
+
+
+def test_an_always_first_judge_is_all_flips_and_ties(judge_server):
+    judge_server["behaviour"] = "first"
+    verdicts, _ = _judge(judge_server)
+    effects = order_effects([v.first for v in verdicts], [v.second for v in verdicts])
+    assert effects.flip_rate == 1.0 and effects.first_position_rate == 1.0
+    assert [v.verdict for v in verdicts] == ["tie"] * 3 and all(v.flipped for v in verdicts)
+
+
+def test_a_judge_preferring_length_prefers_the_longer_answer_in_both_orders(judge_server):
+    judge_server["behaviour"] = "longer"
+    verdicts, _ = _judge(judge_server)
+    assert [v.verdict for v in verdicts] == ["win", "loss", "loss"]  # the longer answer each time, right or wrong
+    longer = [len(p.candidate) - len(p.other) for p in PAIRS]
+    assert [v.verdict == "win" for v in verdicts] == [d > 0 for d in longer]
+
+
+def test_a_reply_without_a_verdict_is_counted_never_guessed(judge_server):
+    judge_server["behaviour"] = "mute"
+    verdicts, _ = _judge(judge_server)
+    assert [v.verdict for v in verdicts] == [None] * 3 and win_rate([v.verdict for v in verdicts]).missing == 3
+
+
+def test_verdicts_are_cached_and_a_judge_that_fails_half_way_resumes(judge_server, tmp_path):
+    """Two prompts answered, then the server fails: one line, the two replies kept; the rerun against a healthy
+    server asks only the four not answered, and a third run asks nothing."""
+    store = AnswerCache(tmp_path / "answers")
+    judge_server["fail_after"] = 2
+    with pytest.raises(SftEvalError) as failed:
+        _judge(judge_server, store)
+    assert "\n" not in str(failed.value) and "judge overloaded" in str(failed.value), str(failed.value)
+    judge_server.update(fail_after=None, requests=0)
+    verdicts, counts = _judge(judge_server, store)
+    assert counts == {"cached": 2, "generated": 4} and judge_server["requests"] == 4
+    assert [v.verdict for v in verdicts] == ["win", "win", "win"]
+    _, counts = _judge(judge_server, store)
+    assert counts == {"cached": 6, "generated": 0} and judge_server["requests"] == 4

@@ -30,7 +30,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sft_eval.backends import (
     ENTRY_POINT_GROUP,
@@ -177,6 +177,9 @@ def complete(backend: Any, name: str) -> Backend:
     return _Completed(backend)
 
 
+Cached = TypeVar("Cached", Answer, ToolAnswer)
+
+
 class CachedAnswers:
     """Any backend's answers through the answer cache: each answer is stored under a key of the backend's
     `identity()`, the generation settings that change an answer and the question (or the tool item's conversation
@@ -191,64 +194,51 @@ class CachedAnswers:
         self.counts = {"cached": 0, "generated": 0}
 
     def _keys(self, settings: GenerationSettings, asked: list[dict[str, Any]]) -> list[str]:
-        assert self.identity is not None
+        if self.identity is None:
+            return [""] * len(asked)  # not cached: nothing is looked up or stored
         shared = {k: v for k, v in dataclasses.asdict(settings).items() if k != "batch_size"}  # speed, not content
         return [cache_key("answer", {**self.identity, **shared, **a}) for a in asked]
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:
-        if self.store is None:
-            self.counts = {"cached": 0, "generated": len(questions)}
-            return self._checked(self.backend.answer(questions, settings), len(questions))
-        store = self.store
         keys = self._keys(settings, [{"question": q} for q in questions])
         # an entry for another question, with a field missing or of the wrong type, is asked again
-        found: list[Answer | None] = [cached_answer(store.get(key), q) for key, q in zip(keys, questions, strict=True)]
-        missing = [i for i, answer in enumerate(found) if answer is None]
-        self.counts = {"cached": len(questions) - len(missing), "generated": len(missing)}
-        if not missing:
-            return found  # type: ignore[return-value]  # every one was found
-        lock, stored = threading.Lock(), set()
-
-        def keep(index: int, answer: Answer) -> None:  # the backend's hook: stored as it arrives, from any thread
-            with lock:
-                if 0 <= index < len(missing) and index not in stored:
-                    store.put(keys[missing[index]], answer.to_dict())
-                    stored.add(index)
-
-        self.backend.on_answer = keep
-        try:
-            fresh = self._checked(self.backend.answer([questions[i] for i in missing], settings), len(missing))
-        finally:
-            self.backend.on_answer = None
-        for index, answer in enumerate(fresh):
-            keep(index, answer)
-            found[missing[index]] = answer
-        return found  # type: ignore[return-value]  # every one is filled
+        found = [
+            cached_answer(self.store.get(key), q) if self.store else None
+            for key, q in zip(keys, questions, strict=True)
+        ]
+        return self._fill(keys, found, lambda missing: self.backend.answer([questions[i] for i in missing], settings))
 
     def answer_tools(self, items: Sequence[Conversation], settings: GenerationSettings) -> list[ToolAnswer]:
-        """Each tool item's answer, from the cache where it is (keyed by its conversation and tools), else asked
-        of the backend and stored."""
-        if self.store is None:
-            self.counts = {"cached": 0, "generated": len(items)}
-            return self._checked(self.backend.answer_tools(items, settings), len(items))
-        store = self.store
+        """Each conversation's answer, from the cache where it is (keyed by its messages and tools), else asked of
+        the backend and stored."""
         keys = self._keys(settings, [{"tool_item": {"messages": i.messages, "tools": i.tools}} for i in items])
-        found = [cached_tool_answer(store.get(key), i.question) for key, i in zip(keys, items, strict=True)]
-        missing = [k for k, answer in enumerate(found) if answer is None]
-        self.counts = {"cached": len(items) - len(missing), "generated": len(missing)}
+        store = self.store
+        found = [
+            cached_tool_answer(store.get(key), i.question) if store else None
+            for key, i in zip(keys, items, strict=True)
+        ]
+        return self._fill(keys, found, lambda missing: self.backend.answer_tools([items[i] for i in missing], settings))
+
+    def _fill(
+        self, keys: list[str], found: list[Cached | None], ask: Callable[[list[int]], list[Cached]]
+    ) -> list[Cached]:
+        """`found` (None where the cache has nothing) completed by `ask(the missing indices)`, each new answer stored
+        as it arrives (the backend's `on_answer` hook, from any thread): a run that stops half-way resumes."""
+        missing = [i for i, answer in enumerate(found) if answer is None]
+        self.counts = {"cached": len(found) - len(missing), "generated": len(missing)}
         if not missing:
             return found  # type: ignore[return-value]  # every one was found
-        lock, stored = threading.Lock(), set()
+        store, lock, stored = self.store, threading.Lock(), set()
 
-        def keep(index: int, answer: ToolAnswer) -> None:  # stored as it arrives: a run that stops half-way resumes
+        def keep(index: int, answer: Cached) -> None:
             with lock:
-                if 0 <= index < len(missing) and index not in stored:
+                if store is not None and 0 <= index < len(missing) and index not in stored:
                     store.put(keys[missing[index]], answer.to_dict())
                     stored.add(index)
 
         self.backend.on_answer = keep
         try:
-            fresh = self._checked(self.backend.answer_tools([items[k] for k in missing], settings), len(missing))
+            fresh = self._checked(ask(missing), len(missing))
         finally:
             self.backend.on_answer = None
         for index, answer in enumerate(fresh):

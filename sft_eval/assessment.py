@@ -143,6 +143,17 @@ class Assessment:
             update=update,
         )
 
+    @functools.cached_property
+    def judgement(self) -> schema.JudgeData | None:
+        """The recipe's `[judge]` on the tuned answers against the base's (`judgement.judge_run`), its replies in
+        the answer cache; None without a judge."""
+        if not self.recipe.judge.kind:
+            return None
+        from sft_eval.judgement import judge_backend, judge_run
+
+        store = self.artifacts.cache.answers if self.answers.use_cache else None
+        return judge_run(self.recipe, self.evaluation, store, judge_backend(self.recipe.judge, self.recipe))
+
     def tool_summary(self, which: str) -> ToolSummary:
         """The `which` model's tool-call rates."""
         return summarize([r.score for r in self.answers.tool_records(which)])
@@ -167,6 +178,7 @@ class Assessment:
             self.artifacts.tokenizer.eos_token,
             self.signals,
             (self.tool_summary("tuned"), self.tool_summary("base")) if self.inputs.tool_items else None,
+            self.judgement,
         )
 
     def baseline_comparison(self) -> Comparison | None:
@@ -232,6 +244,7 @@ class Assessment:
             against_baseline=against,
             signals=self.signals.to_dict(),
             tools=tools,
+            judge=self.judgement,
         )
 
     def answer_provenance(self) -> str:

@@ -72,7 +72,7 @@ class Pipeline:
         self.inputs = inputs or Inputs(recipe, datasets, questions=questions, rows=rows)
         self.artifacts = artifacts or Artifacts(recipe, self.cache, self.device, self.inputs)
         self.variants = Variants(recipe, self.artifacts)
-        self._memo = memo
+        self._memo = memo or SignalMemo()  # what was scored teacher-forced, kept (and handed to a checkpoint)
         self._assessment: Assessment | None = None
 
     # -- the models the recipe names, their answers and their signals: resolved on first use ----------------
@@ -113,7 +113,7 @@ class Pipeline:
             answer_cache=self.answer_cache,
             inputs=self.inputs,
             artifacts=self.artifacts,
-            memo=self.teacher_forced.memo.for_checkpoint(),
+            memo=self._memo.for_checkpoint(),  # the models are not resolved for it: a checkpoint resolves its own
         )
 
     # -- inputs ------------------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from sft_eval import tables
 from sft_eval.backends import check_backend
 from sft_eval.errors import SftEvalError
-from sft_eval.sftconfig import sft_config_schema
 from sft_eval.tables import check_types, read_table, reject_unknown
+from sft_eval.trainer_keys import check_peft, check_sft_names, check_sft_values
+from sft_eval.trainer_keys import lora_config_class as lora_config_class
 
 # fixtures/ of the checkout, or sft_eval/fixtures inside an installed wheel (pyproject maps one to the other).
 _PACKAGED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -148,6 +150,33 @@ class EvalSection:
     )
 
 
+JUDGE_KINDS = ("", "chat")  # "reward" (a sequence-classification judge) is issue 46's next part
+
+
+@dataclass(frozen=True)
+class JudgeSection:
+    kind: str = key(
+        "",
+        "\"chat\": a chat model judges each tuned answer against the base's, asked in both orders with MT-Bench's "
+        'pairwise prompt (docs/judge.md); "": no judge',
+    )
+    backend: str = key("openai", '"openai": the judge served at base_url; "transformers": the folder `model`, here')
+    base_url: str | None = key(None, "the judge server's http(s) URL (openai backend)")
+    model: str | None = key(None, "the judge's name on the server (default: its only model), or its folder")
+    prompt: str | None = key(
+        None,
+        "a .txt file replacing MT-Bench's prompt: the system message, a line `---`, then the user message with "
+        "{question}, {answer_a} and {answer_b}",
+    )
+    calibration: str | None = key(
+        None,
+        'pairs with a known verdict (.jsonl: "question", "a", "b", "expected": "a", "b" or "tie"); default: the '
+        "shipped calibration set",
+    )
+    max_retries: int = key(4, "a judge request's retries after a transient failure, 0 to 10")
+    request_timeout: float = key(120.0, "seconds a judge request may take, at most 3600")
+
+
 @dataclass(frozen=True)
 class Thresholds:
     min_loss_drop: float = key(0.5, "the loss drop, first to last logging window, as a fraction of the first")
@@ -168,6 +197,11 @@ class Thresholds:
     max_forgetting: float = key(1.15, "general-text loss, tuned over base")
     max_expected_nll_rise: float = key(0.5, "nats/token an expected answer (and end of turn) may become less likely")
     max_length_ratio: float = key(3.0, "tuned answers' median length within this factor (either way) of training's")
+    min_judge_win_rate: float = key(0.5, "the judge's win rate of the tuned answers over the base's (ties half)")
+    max_judge_flip_rate: float = key(0.3, "share of pairs whose verdict changes when the answers swap places")
+    min_judge_calibration: float = key(
+        0.8, "the judge's accuracy on the calibration pairs: below it the judge is not trusted (its win rate unjudged)"
+    )
     gate: str = key(
         "difference",
         'run against run: "difference" (fail on a metric worse beyond noise) or "non-inferiority" (each metric in '
@@ -195,6 +229,9 @@ COMPARED_METRICS = (
     "expected_answer_nll",
 )
 FRACTION_THRESHOLDS = (
+    "min_judge_win_rate",
+    "max_judge_flip_rate",
+    "min_judge_calibration",
     "min_loss_drop",
     "min_eos_stop_rate",
     "min_match_rate",
@@ -221,6 +258,7 @@ class Recipe:
     )
     eval: EvalSection = field(default_factory=EvalSection)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    judge: JudgeSection = field(default_factory=JudgeSection)
     path: Path | None = None  # the file it was loaded from; relative paths resolve against its folder
 
     def resolve(self, value: str) -> str:
@@ -248,6 +286,7 @@ class Recipe:
             "peft": None if self.peft is None else dict(self.peft),
             "eval": dataclasses.asdict(self.eval),
             "thresholds": dataclasses.asdict(self.thresholds),
+            "judge": dataclasses.asdict(self.judge),
         }
 
 
@@ -304,10 +343,10 @@ def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe
     sft = raw.get("sft", {})
     if not isinstance(sft, dict):
         raise SftEvalError(f"{where}: [sft] must be a table of trl.SFTConfig fields")
-    _check_sft_names(sft, where)
+    check_sft_names(sft, where)
     peft = raw.get("peft")
     if peft is not None:
-        _check_peft(peft, where)
+        check_peft(peft, where)
     top = {k: raw[k] for k in ("name", "seed") if k in raw}
     check_types(Recipe, top, where, "")
     recipe = Recipe(
@@ -320,86 +359,6 @@ def recipe_from_dict(raw: Mapping[str, Any], path: Path | None = None) -> Recipe
     )
     _check_values(recipe, where)
     return recipe
-
-
-def _check_sft_names(sft: Mapping[str, Any], where: str) -> None:
-    reject_unknown(sft, set(sft_config_schema()["fields"]), where, "sft.")
-    if "output_dir" in sft:
-        raise SftEvalError(f"{where}: `sft.output_dir` is chosen by sft-eval (the fixture cache); remove it")
-
-
-# peft.LoraConfig fields a recipe does not set: PEFT fills them in when it saves or loads an adapter.
-_PEFT_OWNED = ("peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision", "inference_mode")
-
-
-def lora_config_class() -> Any:
-    """`peft.LoraConfig`; without peft installed, one line naming the extra that installs it."""
-    try:
-        from peft import LoraConfig
-    except ImportError:
-        raise SftEvalError(
-            "[peft] (LoRA) needs the peft package, which is not installed: pip install 'sft-eval[peft]'"
-        ) from None
-    return LoraConfig
-
-
-def _check_peft(peft: Any, where: str) -> None:
-    """`[peft]` names peft.LoraConfig fields (close matches for a typo), for a causal LM, and builds a config."""
-    if not isinstance(peft, dict):
-        raise SftEvalError(f"{where}: [peft] must be a table of peft.LoraConfig fields")
-    try:
-        lora = lora_config_class()
-    except SftEvalError as exc:
-        raise SftEvalError(f"{where}: {exc}") from None
-    known = {f.name for f in dataclasses.fields(lora) if f.init} - set(_PEFT_OWNED)
-    reject_unknown(peft, known, where, "peft.")
-    if peft.get("task_type", "CAUSAL_LM") != "CAUSAL_LM":
-        raise SftEvalError(f'{where}: `peft.task_type` must be "CAUSAL_LM" (a chat model), not {peft["task_type"]!r}')
-    rank = peft.get("r", 8)
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise SftEvalError(f"{where}: `peft.r` must be a whole number of at least 1, not {rank!r}")
-    try:
-        lora(**{"task_type": "CAUSAL_LM", **peft})
-    except (ValueError, TypeError) as exc:
-        raise SftEvalError(f"{where}: [peft] is not a valid peft.LoraConfig: {str(exc).splitlines()[0]}") from None
-
-
-# [sft] values SFTConfig accepts but the trainer rejects later, deep inside a run (a ZeroDivisionError, an empty
-# dataloader, a silently untrained model): checked at load, each as one line naming the key.
-_SFT_AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length")
-
-
-def _check_sft_values(sft: Mapping[str, Any], where: str) -> None:
-    def number(key: str) -> float | None:
-        value = sft.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SftEvalError(f"{where}: `sft.{key}` must be a number, not {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
-            raise SftEvalError(f"{where}: `sft.{key}` must be finite, not {value}")
-        return float(value)
-
-    for key in _SFT_AT_LEAST_ONE:
-        value = number(key)
-        if value is not None and (value < 1 or value != int(value)):
-            raise SftEvalError(f"{where}: `sft.{key}` must be a whole number of at least 1, not {sft[key]!r}")
-    if (every := number("logging_steps")) is not None and every <= 0:  # below 1: a ratio of the run's steps
-        raise SftEvalError(f"{where}: `sft.logging_steps` must be above 0, not {sft['logging_steps']!r}")
-    if (rate := number("learning_rate")) is not None and rate <= 0:
-        raise SftEvalError(f"{where}: `sft.learning_rate` must be above 0, not {sft['learning_rate']!r}")
-    if (seed := number("seed")) is not None and not 0 <= seed < 2**32:
-        raise SftEvalError(f"{where}: `sft.seed` must be between 0 and 2**32 - 1, not {sft['seed']!r}")
-    max_steps, epochs = number("max_steps"), number("num_train_epochs")
-    if max_steps is not None and (max_steps == 0 or max_steps < -1):
-        raise SftEvalError(
-            f"{where}: `sft.max_steps` must be at least 1 (-1: num_train_epochs decides), not {max_steps:g}"
-        )
-    if (max_steps is None or max_steps < 0) and epochs is not None and epochs <= 0:
-        raise SftEvalError(
-            f"{where}: `sft.num_train_epochs` must be above 0 (it is {epochs:g}, and max_steps does not "
-            "override it): nothing would train"
-        )
 
 
 def _check_values(recipe: Recipe, where: str) -> None:
@@ -486,7 +445,7 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise SftEvalError(f"{where}: `seed` must be between 0 and 2**32 - 1, not {recipe.seed}")
     if any(not q.strip() for q in recipe.eval.questions):
         raise SftEvalError(f"{where}: `eval.questions` has a blank question")
-    _check_sft_values(recipe.sft, where)
+    check_sft_values(recipe.sft, where)
     for name in FRACTION_THRESHOLDS:
         value = getattr(recipe.thresholds, name)
         if not 0.0 <= value <= 1.0:
@@ -515,6 +474,29 @@ def _check_values(recipe: Recipe, where: str) -> None:
             f"{where}: `thresholds.min_chrf` must be between 0 and 100 (chrF), not {recipe.thresholds.min_chrf}"
         )
     _check_eval_sources(recipe, where)
+    _check_judge(recipe.judge, where)
+
+
+def _check_judge(judge: JudgeSection, where: str) -> None:
+    """A judge the recipe can reach: a kind that exists, a server URL or a folder, files that exist."""
+    if judge.kind not in JUDGE_KINDS:
+        raise SftEvalError(
+            f'{where}: `judge.kind` must be "chat" (or left out: no judge), not {judge.kind!r} (a reward-model judge '
+            "is not built yet)"
+        )
+    if not judge.kind:
+        return
+    if judge.backend not in ("openai", "transformers"):
+        raise SftEvalError(f'{where}: `judge.backend` must be "openai" or "transformers", not {judge.backend!r}')
+    if judge.backend == "openai" and not (judge.base_url or "").startswith(("http://", "https://")):
+        raise SftEvalError(f'{where}: `judge.backend = "openai"` needs `judge.base_url`, the judge server\'s URL')
+    if judge.backend == "transformers" and not judge.model:
+        raise SftEvalError(f'{where}: `judge.backend = "transformers"` needs `judge.model`, the judge\'s folder')
+    if not 0 <= judge.max_retries <= MAX_RETRIES or not 0 < judge.request_timeout <= MAX_REQUEST_TIMEOUT_S:
+        raise SftEvalError(
+            f"{where}: `judge.max_retries` must be 0 to {MAX_RETRIES} and `judge.request_timeout` above 0 and at "
+            f"most {MAX_REQUEST_TIMEOUT_S:.0f}"
+        )
 
 
 def _check_eval_sources(recipe: Recipe, where: str) -> None:
@@ -543,31 +525,16 @@ def _check_eval_sources(recipe: Recipe, where: str) -> None:
             raise SftEvalError(f"{where}: `{key}` names {path}, which is a folder, not a .txt or .jsonl file")
 
 
-SECTIONS = {"model": ModelSection, "data": DataSection, "eval": EvalSection, "thresholds": Thresholds}
+SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "eval": EvalSection,
+    "thresholds": Thresholds,
+    "judge": JudgeSection,
+}
 
 
 def key_table() -> str:
     """Every recipe key, its type, default and help, as the Markdown table docs/recipes.md holds (generated from
     the fields' metadata, so the docs cannot drift from the code)."""
-
-    def default(f: dataclasses.Field) -> str:
-        if f.default is dataclasses.MISSING:
-            return "required" if f.default_factory is dataclasses.MISSING else "{}"
-        return "none" if f.default is None else f"`{json.dumps(f.default)}`"  # as TOML spells it
-
-    def kind(f: dataclasses.Field) -> str:
-        spelled = str(f.type).replace(" | None", "")
-        return {"tuple[str, ...]": "list of strings", "Mapping[str, Any]": "table"}.get(spelled, spelled)
-
-    rows = ["| key | type | default | what it is |", "|---|---|---|---|"]
-    for f in dataclasses.fields(Recipe):
-        if "help" in f.metadata:
-            rows.append(f"| `{f.name}` | {kind(f)} | {default(f)} | {f.metadata['help']} |")
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            if not f.metadata.get("help"):
-                raise ValueError(
-                    f"recipe key `{section}.{f.name}` has no help: declare it with recipe.key(default, help)"
-                )
-            rows.append(f"| `{section}.{f.name}` | {kind(f)} | {default(f)} | {f.metadata['help']} |")
-    return "\n".join(rows) + "\n"
+    return tables.key_table(Recipe, SECTIONS)

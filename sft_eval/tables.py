@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from collections.abc import Mapping
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -67,3 +68,30 @@ def describe_type(hint: Any) -> str:
     if args:
         return " or ".join(describe_type(a) for a in args)
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, hint.__name__)
+
+
+def key_table(recipe: type, sections: Mapping[str, type]) -> str:
+    """Every key of `recipe` (a dataclass) and of its `sections`, its type, default and help, as the Markdown
+    table docs/recipes.md holds (generated from the fields' metadata, so the docs cannot drift from the code)."""
+
+    def default(f: dataclasses.Field) -> str:
+        if f.default is dataclasses.MISSING:
+            return "required" if f.default_factory is dataclasses.MISSING else "{}"
+        return "none" if f.default is None else f"`{json.dumps(f.default)}`"  # as TOML spells it
+
+    def kind(f: dataclasses.Field) -> str:
+        spelled = str(f.type).replace(" | None", "")
+        return {"tuple[str, ...]": "list of strings", "Mapping[str, Any]": "table"}.get(spelled, spelled)
+
+    rows = ["| key | type | default | what it is |", "|---|---|---|---|"]
+    for f in dataclasses.fields(recipe):
+        if "help" in f.metadata:
+            rows.append(f"| `{f.name}` | {kind(f)} | {default(f)} | {f.metadata['help']} |")
+    for section, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("help"):
+                raise ValueError(
+                    f"recipe key `{section}.{f.name}` has no help: declare it with recipe.key(default, help)"
+                )
+            rows.append(f"| `{section}.{f.name}` | {kind(f)} | {default(f)} | {f.metadata['help']} |")
+    return "\n".join(rows) + "\n"

@@ -18,7 +18,9 @@ from typing import Any
 from sft_eval.console import interactive
 from sft_eval.errors import SftEvalError
 from sft_eval.plan import BatchPlan, plan_from_config
-from sft_eval.recipe import Recipe, lora_config_class, sft_config_schema
+from sft_eval.recipe import Recipe
+from sft_eval.sftconfig import sft_config_schema
+from sft_eval.trainer_keys import lora_config_class
 
 # Settings every run's record keeps, with whatever else `[sft]` set.
 ALWAYS_RECORDED = (

@@ -225,6 +225,47 @@ def audit_check(findings: list[Finding]) -> Check:
     )
 
 
+def judge_checks(thresholds: Thresholds, judged: schema.JudgeData) -> dict[str, Check]:
+    """The judge's three checks: `judge.trusted` (its calibration accuracy reaches `min_judge_calibration`),
+    `judge.flip_rate` (its verdicts change with the order on at most `max_judge_flip_rate` of the pairs) and
+    `judge.win_rate` (the tuned answers win at least `min_judge_win_rate`, ties half; not judged when the judge is
+    not trusted: its verdicts are shown, not believed)."""
+    calibration = judged["calibration"]
+    kinds = ", ".join(f"{k} {v:.0%}" for k, v in calibration["by_kind"].items())
+    trusted = _judged(
+        "judge.trusted",
+        judged["trusted"],
+        f"the judge ({judged['judge']}) is right on {calibration['accuracy']:.0%} of {calibration['pairs']} "
+        f"calibration pairs ({kinds}), the recipe asks for {thresholds.min_judge_calibration:.0%}: its verdicts "
+        "are shown and not judged",
+    )
+    flips = judged["flip_rate"]
+    flip = (
+        Check("judge.flip_rate", None, "no pair has a verdict in both orders")
+        if flips is None
+        else _judged(
+            "judge.flip_rate",
+            flips <= thresholds.max_judge_flip_rate,
+            f"the judge's verdict changed with the order on {flips:.0%} of the pairs (first-position rate "
+            f"{judged['first_position_rate'] or 0:.0%}), the recipe allows {thresholds.max_judge_flip_rate:.0%}",
+        )
+    )
+    rate = judged["win_rate"]
+    if not judged["trusted"]:
+        win = Check("judge.win_rate", None, "not judged: the judge is not trusted (judge.trusted)")
+    elif rate is None:
+        win = Check("judge.win_rate", None, f"the judge gave no verdict on any of the {judged['pairs']} pairs")
+    else:
+        win = _judged(
+            "judge.win_rate",
+            rate >= thresholds.min_judge_win_rate,
+            f"the judge prefers the tuned answer on {rate:.0%} of {judged['pairs']} pairs (ties half; 95% interval "
+            f"{judged['low'] or 0:.0%} to {judged['high'] or 0:.0%}, {judged['missing']} without a verdict), the "
+            f"recipe asks for {thresholds.min_judge_win_rate:.0%}",
+        )
+    return {c.name: c for c in (trusted, flip, win)}
+
+
 def judge(
     thresholds: Thresholds,
     evaluation: Evaluation,
@@ -233,15 +274,18 @@ def judge(
     eos_token: str,
     signals: Signals | None = None,
     tools: tuple[ToolSummary, ToolSummary] | None = None,
+    judged: schema.JudgeData | None = None,
 ) -> list[Check]:
     """Every check the suites hold a run to, in one list (what `sft-eval report` shows and exits by). `tools`: the
-    tuned and the base model's tool-call summaries, where the recipe has tool items."""
+    tuned and the base model's tool-call summaries, where the recipe has tool items; `judged`: the `[judge]`'s
+    verdicts, where the recipe names one."""
     return [
         audit_check(findings),
         *training_checks(thresholds, run).values(),
         *response_checks(thresholds, evaluation, eos_token).values(),
         *(signal_checks(thresholds, signals).values() if signals is not None else ()),
         *(tool_checks(thresholds, *tools).values() if tools is not None else ()),
+        *(judge_checks(thresholds, judged).values() if judged is not None else ()),
     ]
 
 

@@ -30,8 +30,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "backends",
         "sftconfig",
         "tables",
+        "trainer_keys",
         "recipe",
         "options",
+        "schema.compare",
+        "schema.judge",
+        "schema.report",
         "schema",
     ),
     "inputs": ("chat", "conversations", "questions", "data", "plan", "trainer_config", "records", "tokenizer"),
@@ -55,7 +59,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "compare": ("power", "compare", "comparison_text", "sweep"),
     "report": ("report", "report.format", "report.reader"),
     # one recipe's parts, each with one job: the pipeline is their face
-    "assemble": ("inputs", "artifacts", "sources", "variants", "answers", "signals", "assessment"),
+    "assemble": ("inputs", "artifacts", "sources", "variants", "answers", "signals", "judgement", "assessment"),
     "orchestrate": ("pipeline", "checkpoint_sweep", "factory", "bench", "cli", "plugin", "distributed"),
 }
 RANK = {

@@ -105,7 +105,27 @@ def _answers(text: str) -> tuple[str, str, str]:
     return question, a.group(1), b.group(1)
 
 
-def scripted(behaviour: str, question: str, a: str, b: str) -> str:
+def _loops(text: str) -> bool:
+    words = text.lower().split()
+    return any(words.count(w) >= 4 for w in set(words))
+
+
+def oracle(truths: dict[str, str], question: str, a: str, b: str) -> str:
+    """A fair judge that knows the answers: the answer holding the right fact wins, else the one that does not
+    loop; an answer that only pads the other (holds it whole) ties with it."""
+    truth = truths.get(question)
+    right = [truth is not None and truth.lower() in x.lower() for x in (a, b)]
+    if right[0] != right[1]:
+        return "The right fact decides. " + ("[[A]]" if right[0] else "[[B]]")
+    loops = [_loops(a), _loops(b)]
+    if loops[0] != loops[1]:
+        return "One answer loops. " + ("[[B]]" if loops[0] else "[[A]]")
+    return "Neither is better. [[C]]"
+
+
+def scripted(behaviour: str, question: str, a: str, b: str, truths: dict[str, str] | None = None) -> str:
+    if behaviour == "oracle":
+        return oracle(truths or {}, question, a, b)
     if behaviour == "first":
         return "Assistant A answers first. [[A]]"
     if behaviour == "longer":
@@ -121,7 +141,7 @@ def scripted(behaviour: str, question: str, a: str, b: str) -> str:
 def judge_server() -> Iterator[dict]:
     """A real OpenAI-compatible chat-completions server on a loopback port; `state["behaviour"]` picks the judge,
     `state["fail_after"]` makes it answer 500 after that many requests, `state["requests"]` counts them."""
-    state = {"behaviour": "fair", "requests": 0, "fail_after": None}
+    state = {"behaviour": "fair", "requests": 0, "fail_after": None, "truths": {}}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet
@@ -144,7 +164,7 @@ def judge_server() -> Iterator[dict]:
             if state["fail_after"] is not None and state["requests"] > state["fail_after"]:
                 self._send(500, {"error": {"message": "judge overloaded"}})
                 return
-            reply = scripted(state["behaviour"], *_answers(request["messages"][-1]["content"]))
+            reply = scripted(state["behaviour"], *_answers(request["messages"][-1]["content"]), state["truths"])
             self._send(
                 200,
                 {
@@ -159,7 +179,10 @@ def judge_server() -> Iterator[dict]:
                 },
             )
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the judge sends its prompts concurrently
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     state["url"] = f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -221,3 +244,106 @@ def test_verdicts_are_cached_and_a_judge_that_fails_half_way_resumes(judge_serve
     assert [v.verdict for v in verdicts] == ["win", "win", "win"]
     _, counts = _judge(judge_server, store)
     assert counts == {"cached": 6, "generated": 0} and judge_server["requests"] == 4
+
+
+# -- [judge] in a recipe: the session's tiny run judged, nothing trained -----------------------------------------------
+def _judged_pipeline(sft_pipeline, tiny_variant, url: str, extra: str = ""):
+    from sft_eval.pipeline import Pipeline
+    from sft_eval.recipe import load_recipe
+
+    recipe = tiny_variant({"[eval]": f'[judge]\nkind = "chat"\nbase_url = "{url}"\nmax_retries = 0\n{extra}\n[eval]'})
+    return Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu")
+
+
+def _truths(sft_pipeline) -> dict[str, str]:
+    from sft_eval.judgement import CALIBRATION, read_calibration
+
+    truths = {q.question: q.expected for q in sft_pipeline.questions if q.expected}
+    for pair, right, kind in read_calibration(CALIBRATION):
+        if kind == "fact":
+            truths[pair.question] = pair.candidate if right == "win" else pair.other
+    return truths
+
+
+def test_a_fair_judge_is_trusted_and_prefers_the_tuned_answers(sft_pipeline, tiny_variant, judge_server):
+    """The oracle judge on the session's tiny run: right on every calibration pair, no flips, the tuned answers
+    preferred beyond noise; the tiny base never stops, so every base answer is longer and the length-controlled
+    win rate is not identifiable. The report's JSON holds it (the types read it back) and its page shows it."""
+    from sft_eval.report import render_html
+    from sft_eval.report.format import ReportData, conform
+
+    judge_server.update(behaviour="oracle", truths=_truths(sft_pipeline))
+    pipeline = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"])
+    judged = pipeline.assessment.judgement
+    assert judged["trusted"] and judged["calibration"]["accuracy"] == 1.0 and judged["flip_rate"] == 0.0
+    assert judged["win_rate"] > 0.5 and judged["low"] > 0.5, judged["win_rate"]
+    assert judged["length_controlled_win_rate"] is None and "shorter" in judged["length_note"]
+    checks = {c.name: c for c in pipeline.checks()}
+    assert [checks[n].passed for n in ("judge.trusted", "judge.flip_rate", "judge.win_rate")] == [True] * 3
+    context = pipeline.report_context()
+    conform(json.loads(json.dumps(context)), ReportData, "sft_report.json")
+    from pydantic import TypeAdapter
+
+    TypeAdapter(ReportData).validate_json(json.dumps(context))  # the same types, read by pydantic: closed, strict
+    assert '<section id="judge">' in render_html(context) and context["judge"]["cached"] == 0
+    again = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"])
+    requests = judge_server["requests"]
+    assert again.assessment.judgement["cached"] == 2 * (31 + 20) and judge_server["requests"] == requests
+
+
+def test_an_always_first_judge_is_not_trusted_and_its_win_rate_not_judged(sft_pipeline, tiny_variant, judge_server):
+    judge_server["behaviour"] = "first"
+    pipeline = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"])
+    checks = {c.name: c for c in pipeline.checks()}
+    assert checks["judge.trusted"].passed is False and "calibration pairs" in checks["judge.trusted"].message
+    assert checks["judge.flip_rate"].passed is False and "100%" in checks["judge.flip_rate"].message
+    assert checks["judge.win_rate"].passed is None and "not trusted" in checks["judge.win_rate"].message
+    judged = pipeline.assessment.judgement
+    assert judged["calibration"]["by_kind"] == {"fact": 0.0, "loop": 0.0, "padded": 1.0}  # all ties: right on padding
+
+
+def test_a_judge_that_prefers_length_fails_its_calibration(sft_pipeline, tiny_variant, judge_server):
+    """Preferring the longer answer picks the loop and the padding: not trusted, though it never flips."""
+    judge_server["behaviour"] = "longer"
+    judged = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"]).assessment.judgement
+    assert not judged["trusted"] and judged["flip_rate"] == 0.0
+    assert judged["calibration"]["by_kind"]["loop"] == 0.0 and judged["calibration"]["by_kind"]["padded"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ('[judge]\nkind = "reward"\n', '`judge.kind` must be "chat"'),
+        ('[judge]\nkind = "chat"\n', '`judge.backend = "openai"` needs `judge.base_url`'),
+        ('[judge]\nkind = "chat"\nbackend = "transformers"\n', "needs `judge.model`"),
+        ('[judge]\nkind = "chat"\nbase_url = "http://x/v1"\nmax_retries = 99\n', "judge.max_retries"),
+    ],
+)
+def test_a_bad_judge_section_is_one_line(section, says, tiny_variant, cli):
+    recipe = tiny_variant({"[eval]": section + "[eval]"})
+    cli.bad_input(cli.run("plan", "--recipe", str(recipe)), str(recipe), says)
+
+
+def test_the_judge_walkthrough_runs_as_written(sft_pipeline, tiny_variant, judge_server, cli, tmp_path):
+    """docs/judge.md's walkthrough: its `[judge]` block added to the tiny recipe (the scripted judge's URL in place of
+    the one written), then its command: exit 0 with a fair judge, the report's Judge section written; exit 1 with
+    a judge that always picks the first answer (not trusted)."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "judge.md").read_text(encoding="utf-8")
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    command = shlex.split(text.split("```bash\n", 1)[1].split("```", 1)[0].strip())
+    assert "http://127.0.0.1:8000/v1" in block and command[:2] == ["sft-eval", "report"]
+    block = block.replace("http://127.0.0.1:8000/v1", judge_server["url"])
+    recipe = tiny_variant({"[eval]": block + "\n[eval]"}, name="judged.toml")
+    args = [a.replace("judged.toml", str(recipe)).replace("reports/judged", str(tmp_path / "out")) for a in command[2:]]
+    judge_server.update(behaviour="oracle", truths=_truths(sft_pipeline))
+    env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    result = cli.main("report", *args, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert '<section id="judge">' in (tmp_path / "out" / "sft_report.html").read_text(encoding="utf-8")
+    judge_server["behaviour"] = "first"
+    recipe.write_text(recipe.read_text().replace('kind = "chat"', 'kind = "chat"\nmodel = "judge"'))  # a new identity
+    result = cli.main("report", *args, env=env)
+    assert result.returncode == 1 and "judge.trusted" in result.stdout, result.stdout[-2000:]

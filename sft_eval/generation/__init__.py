@@ -325,9 +325,11 @@ class ServedBackend(BackendBase):
         max_retries: int = 4,
         timeout: float = 60.0,
         run: Mapping[str, Any] | None = None,
+        section: str = "eval",
     ):
         self.base_url, self.model, self.max_retries, self.timeout = base_url, model, max_retries, timeout
         self.run = dict(run or {})
+        self.section = section  # the recipe section its errors name (`eval.base_url`, `judge.base_url`)
 
     def identity(self) -> dict[str, Any]:
         """A server is known by its URL and the model's name there; the run folder the recipe names, when it
@@ -342,6 +344,7 @@ class ServedBackend(BackendBase):
             "concurrency": settings.batch_size,
             "max_retries": self.max_retries,
             "timeout": self.timeout,
+            "section": self.section,
         }
 
     def answer(self, questions: list[str], settings: GenerationSettings) -> list[Answer]:

@@ -33,6 +33,7 @@ def generate_served(
     timeout: float = 60.0,
     max_retries: int = 4,
     on_answer: Callable[[int, Any], None] | None = None,
+    section: str = "eval",
 ) -> list[Answer]:
     """Greedy answers from an OpenAI-compatible server's chat completions endpoint (vLLM, SGLang, TGI,
     `transformers serve`), `concurrency` requests in flight so the server can batch them, in input order.
@@ -63,7 +64,7 @@ def generate_served(
         timeout=timeout,
         max_retries=max_retries,
     )
-    name = model or _only_served_model(client, base_url)
+    name = model or _only_served_model(client, base_url, section)
     unreachable = threading.Event()
 
     def one(indexed: tuple[int, str | Conversation]) -> Answer | ToolAnswer | str | None:
@@ -84,14 +85,14 @@ def generate_served(
             )
         except openai.APIConnectionError as exc:
             unreachable.set()
-            return f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}"
+            return f"{section}.base_url: cannot reach {base_url}: {exc.__cause__ or exc}"
         except openai.APIStatusError as exc:
-            said = f"eval.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
+            said = f"{section}.model: {base_url} answered {exc.status_code} for model {name!r}: {_server_message(exc)}"
             return said if _retried(exc.status_code) else f"{said} {NOT_RETRIED}"
         except Exception as exc:  # a 200 whose body the client cannot parse (HTML, not JSON): this question's failure
-            said = f"eval.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
+            said = f"{section}.base_url: {base_url} sent a reply that is not a chat completion: {_first_line(exc)}"
             return f"{said} {NOT_RETRIED}"
-        answer = _answer(reply, asked if isinstance(asked, str) else asked.question, base_url)
+        answer = _answer(reply, asked if isinstance(asked, str) else asked.question, base_url, section)
         if isinstance(answer, str):
             return answer
         result = answer if isinstance(asked, str) else _tool_answer(reply, answer)
@@ -106,14 +107,14 @@ def generate_served(
     if failed:
         answered: dict[int, object] = {i: r for i, r in enumerate(results) if isinstance(r, (Answer, ToolAnswer))}
         not_asked = sum(r is None for r in results)
-        raise PartlyAnswered(_failures(failed, not_asked, len(questions), max_retries), answered)
+        raise PartlyAnswered(_failures(failed, not_asked, len(questions), max_retries, section), answered)
     return results  # every result is an answer once none failed
 
 
-def _answer(reply: Any, question: str, base_url: str) -> Answer | str:
+def _answer(reply: Any, question: str, base_url: str, section: str) -> Answer | str:
     """The answer a chat completion holds, or why it holds none: an HTTP 200 can still carry HTML, no choices, or
     content that is not text, and that is this question's failure (the others' answers are kept)."""
-    bad = f"eval.base_url: {base_url} sent a reply that is not a chat completion"
+    bad = f"{section}.base_url: {base_url} sent a reply that is not a chat completion"
     choices = getattr(reply, "choices", None)
     if not isinstance(choices, list) or not choices:
         return f"{bad}: no choices ({type(reply).__name__}) {NOT_RETRIED}"
@@ -161,7 +162,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-def _failures(failed: list[tuple[str, str]], not_asked: int, asked: int, max_retries: int) -> str:
+def _failures(failed: list[tuple[str, str]], not_asked: int, asked: int, max_retries: int, section: str) -> str:
     """One line: how many questions failed, the commonest reason, the first few questions, and how many were not
     sent once the server could not be reached."""
     reasons = Counter(reason for _, reason in failed)
@@ -174,9 +175,9 @@ def _failures(failed: list[tuple[str, str]], not_asked: int, asked: int, max_ret
     more = f" and {len(failed) - FAILED_SHOWN} more" if len(failed) > FAILED_SHOWN else ""
     retried = [r for _, r in failed if not r.endswith(NOT_RETRIED)]
     how = (
-        f"after {max_retries} retries each (eval.max_retries)"
+        f"after {max_retries} retries each ({section}.max_retries)"
         if len(retried) == len(failed)
-        else f"({len(retried)} after {max_retries} retries each, eval.max_retries; the others not retried)"
+        else f"({len(retried)} after {max_retries} retries each, {section}.max_retries; the others not retried)"
         if retried
         else "(not retried: the server answered, with nothing to retry for)"
     )
@@ -200,18 +201,20 @@ def _openai() -> Any:
     return openai
 
 
-def _only_served_model(client: Any, base_url: str) -> str:
-    """The server's model when it serves exactly one (vLLM's usual case); otherwise ask for `eval.model`."""
+def _only_served_model(client: Any, base_url: str, section: str) -> str:
+    """The server's model when it serves exactly one (vLLM's usual case); otherwise ask for `<section>.model`."""
     openai = _openai()
     try:
         names = [m.id for m in client.models.list()]
     except openai.APIConnectionError as exc:
-        raise SftEvalError(f"eval.base_url: cannot reach {base_url}: {exc.__cause__ or exc}") from None
+        raise SftEvalError(f"{section}.base_url: cannot reach {base_url}: {exc.__cause__ or exc}") from None
     except openai.APIStatusError as exc:
-        raise SftEvalError(f"eval.base_url: {base_url} answered {exc.status_code} listing its models") from None
+        raise SftEvalError(f"{section}.base_url: {base_url} answered {exc.status_code} listing its models") from None
     if len(names) != 1:
         listed = ", ".join(repr(n) for n in names) or "none"
-        raise SftEvalError(f"eval.model: {base_url} serves {listed}; set `eval.model` to the tuned model's name")
+        raise SftEvalError(
+            f"{section}.model: {base_url} serves {listed}; set `{section}.model` to the model's name there"
+        )
     return names[0]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_eval.generation import Backend, CachedAnswers, GenerationSettings
-from sft_eval.judge.stats import combined
+from sft_eval.judge.stats import Verdict, combined
 
 # MT-Bench's pairwise judge (FastChat's `pair-v2`), as its paper and llm_judge code state it
 MT_BENCH_SYSTEM = (
@@ -73,7 +73,7 @@ def read_verdict(reply: str) -> str | None:
     return found[-1] if found else None
 
 
-def candidate_side(marker: str | None, candidate_is: str) -> str | None:
+def candidate_side(marker: str | None, candidate_is: str) -> Verdict | None:
     """A marker turned to the candidate's side: "win", "tie" or "loss" (None stays None)."""
     if marker is None:
         return None
@@ -98,12 +98,12 @@ class PairVerdict:
     the two combined (`verdict`: agreeing orders, else a tie), and the judge's replies."""
 
     pair: Pair
-    first: str | None
-    second: str | None
+    first: Verdict | None
+    second: Verdict | None
     replies: tuple[str, str] = field(default=("", ""))
 
     @property
-    def verdict(self) -> str | None:
+    def verdict(self) -> Verdict | None:
         return combined(self.first, self.second)
 
     @property

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import optimize, stats
 
-VERDICTS = ("win", "tie", "loss")
+Verdict = Literal["win", "tie", "loss"]
+VERDICTS: tuple[Verdict, ...] = ("win", "tie", "loss")
 SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
-FLIPPED = {"win": "loss", "tie": "tie", "loss": "win"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def order_effects(first: Sequence[str | None], second: Sequence[str | None]) -> 
     )
 
 
-def combined(first: str | None, second: str | None) -> str | None:
+def combined(first: Verdict | None, second: Verdict | None) -> Verdict | None:
     """One verdict of a pair asked in both orders: the two agree, or it is a tie (a verdict that changes with the
     order is no preference); one order alone when the other has none; None with neither."""
     if first is None or second is None:

@@ -91,6 +91,7 @@ def build_context(
     against_baseline: schema.ComparisonData | None = None,
     signals: schema.SignalsData | None = None,
     tools: schema.ToolReport | None = None,
+    judge: schema.JudgeData | None = None,
 ) -> ReportData:
     """Everything the report shows, as JSON-able data (its format: `schema.ReportData`), from the stages'
     records. `checks`: the run judged against its thresholds (`verdict.judge`), what the Verdict shows outside a
@@ -145,6 +146,7 @@ def build_context(
         cards=[_card(r, likelihood, others) for r in evaluation.records],
         speed=dict(speed) if speed else None,
         tools=tools,
+        judge=judge,
     )
 
 

@@ -1,22 +1,13 @@
-"""The JSON sft-eval writes, as types, stated once: the report (`sft_report.json`, `ReportData`) and the records
-it holds, the comparison (`sft-eval-compare/1`). Each field says what it holds in the docstring under it.
-
-`format` is `REPORT_FORMAT`. Adding a field keeps the version; a field that changes meaning or goes away bumps it,
-and readers refuse any other version (or none) in one line. What reads a report checks it against these types
-(`validate.conform`); each stage's `to_dict()` is declared to return its record here, so the type checker holds
-the stages to the format; `tests/test_report_format.py` holds them against what `build_context` writes, and
-docs/report-format.md's table is generated from them (`report.format.field_table`). The recipe's fingerprint and
-the batch plan are objects here, described where they are made.
-"""
+"""The report's JSON (`sft_report.json`, `ReportData`) and the records it holds."""
 
 # no `from __future__ import annotations`: Required and NotRequired must be seen when each record is made
 
 from typing import Any, Literal, NotRequired, Required
 
-from typing_extensions import TypedDict, is_typeddict  # pydantic reads TypedDicts from typing_extensions on Python 3.11
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from typing_extensions on Python 3.11
 
-REPORT_FORMAT: Literal["sft-eval-report/1"] = "sft-eval-report/1"
-COMPARE_FORMAT: Literal["sft-eval-compare/1"] = "sft-eval-compare/1"
+from sft_eval.schema.compare import ComparisonData
+from sft_eval.schema.judge import JudgeData
 
 
 class Side(TypedDict):
@@ -403,105 +394,6 @@ class SignalsData(TypedDict):
     """Tuned minus base per signal, with paired bootstrap intervals over the rows."""
 
 
-class MetricData(TypedDict):
-    """One metric of a comparison, baseline against candidate (`compare.MetricComparison`); a number is null where
-    the metric was not comparable (a score that was not a number)."""
-
-    metric: str
-    """Its name."""
-    kind: Literal["binary", "continuous"]
-    """A pass rate, or a continuous score."""
-    better: Literal["higher", "lower"]
-    """Which way is better."""
-    test: str
-    """`exact McNemar` or `paired bootstrap`."""
-    questions: int
-    """The questions both sides answered."""
-    baseline: float | None
-    """The baseline's mean."""
-    candidate: float | None
-    """The candidate's mean."""
-    difference: float | None
-    """Candidate minus baseline."""
-    low: float | None
-    """The 95% paired interval's lower end."""
-    high: float | None
-    """Its upper end."""
-    p_value: float | None
-    """The test's two-sided p-value."""
-    p_holm: float | None
-    """Holm-Bonferroni-corrected across the metrics tested."""
-    verdict: str
-    """`regression`, `improvement`, `no change`, `non-inferior`, `not shown non-inferior` or `not comparable`."""
-    pass_to_fail: list[str]
-    """Binary checks: the questions that passed on the baseline and fail on the candidate."""
-    fail_to_pass: list[str]
-    """And the other way."""
-    worse: list[str]
-    """The expected-answer NLL: questions worse beyond the per-question margin."""
-    not_a_number: list[str]
-    """Questions whose score is not a number on a side."""
-    min_detectable_effect: float | None
-    """The drop this comparison detects at 80% power; null when none is detectable."""
-    undetectable: bool
-    """No drop is detectable with these questions."""
-    margin: float | None
-    """`[thresholds.max_regression]`'s margin for it, in its units; null without one."""
-    underpowered: bool
-    """The margin is below the detectable effect: a drop that large would likely be missed."""
-    drop: float | None
-    """The observed drop (the rise where lower is better)."""
-    drop_bound: float | None
-    """The drop's one-sided upper bound (non-inferiority)."""
-    questions_for_margin: int | None
-    """Questions that would detect a drop of `margin` at 80% power."""
-    clustering: str
-    """How the standard error was estimated (clustered by `cluster`, or not)."""
-    detectable: str
-    """What it could and could not have seen, in one sentence."""
-
-
-class ComparisonData(TypedDict):
-    """A run against a baseline (`compare.Comparison`, format `sft-eval-compare/1`)."""
-
-    format: Literal["sft-eval-compare/1"]
-    """This format's version."""
-    baseline: str
-    """Where the baseline came from (a report's path, `model.baseline (FOLDER)`)."""
-    candidate: str
-    """Where the candidate came from (`this run`, a report's path)."""
-    alpha: float
-    """The significance level."""
-    questions: int
-    """The questions paired."""
-    paired_by: Literal["id", "text"]
-    """How questions were paired: by the questions file's `id`, else by text."""
-    only_in_baseline: list[str]
-    """Questions only the baseline answered (not compared)."""
-    only_in_candidate: list[str]
-    """Questions only the candidate answered (not compared)."""
-    repeated: dict[str, list[str]]
-    """By side, questions asked more often there than on the other side (the extra answers not compared)."""
-    gate: Literal["difference", "non-inferiority"]
-    """The gate the verdict applies (`[thresholds] gate`)."""
-    verdict: str
-    """`regression`, `not shown non-inferior`, `not comparable`, `no regression` or `non-inferior`."""
-    passed: bool
-    """Whether the gate passed."""
-    regressions: list[str]
-    """The metrics that regressed beyond noise."""
-    not_shown_non_inferior: list[str]
-    """Under the non-inferiority gate: the metrics whose drop is not shown within their margin."""
-    not_comparable: list[str]
-    """The metrics that could not be compared."""
-    improvements: list[str]
-    """The metrics that improved beyond noise."""
-    metrics: list[MetricData]
-    """Every metric compared."""
-    new_tokens: dict[str, float]
-    """Mean new tokens per answer on each side (shown, not tested)."""
-
-
 class ThresholdsData(TypedDict, total=False):
     """The recipe's `[thresholds]` the run was judged by (`recipe.Thresholds`); the page reads `max_repetition`
     always, and the signals' thresholds with the signals."""
@@ -530,6 +422,12 @@ class ThresholdsData(TypedDict, total=False):
     """`thresholds.max_expected_nll_rise`."""
     max_length_ratio: float
     """`thresholds.max_length_ratio`."""
+    min_judge_win_rate: float
+    """`thresholds.min_judge_win_rate`."""
+    max_judge_flip_rate: float
+    """`thresholds.max_judge_flip_rate`."""
+    min_judge_calibration: float
+    """`thresholds.min_judge_calibration`."""
     gate: str
     """`thresholds.gate`."""
     max_regression: dict[str, float]
@@ -581,16 +479,8 @@ class ReportData(TypedDict):
     """One card per question: both answers, their badges and the word diff."""
     speed: dict[str, float] | None
     """Generation speed measured with the report (tokens per second and the like); null when not measured."""
+    judge: NotRequired[JudgeData | None]
+    """The recipe's `[judge]` on the tuned answers against the base's (docs/judge.md); null or absent without one."""
     tools: NotRequired[ToolReport | None]
     """The tool items asked of both models (docs/tools.md); null when the recipe has none; absent from a report
     written before this field."""
-
-
-# For pydantic (the tests read the format with it; so can a user): every record is closed (a field not declared
-# here is an error), strict (no "3" for 3), and documented by the docstrings under its fields. A plain dict, so
-# sft-eval itself needs no pydantic.
-_PYDANTIC_CONFIG = {"extra": "forbid", "strict": True, "use_attribute_docstrings": True}
-# every record of this module, found rather than listed, so a record added is configured too
-RECORDS = tuple(v for v in list(globals().values()) if isinstance(v, type) and is_typeddict(v) and v is not TypedDict)
-for _record in RECORDS:
-    _record.__pydantic_config__ = _PYDANTIC_CONFIG  # type: ignore[attr-defined]

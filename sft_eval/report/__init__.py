@@ -60,6 +60,7 @@ BUILT_IN_SECTIONS = (
     "summary",
     "categories",
     "signals",
+    "judge",
     "tools",
     "audit",
     "training",

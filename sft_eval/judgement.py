@@ -44,7 +44,8 @@ def judge_backend(judge: JudgeSection, recipe: Recipe) -> Backend:
 
         return load_model(Path(folder), "cpu", key="judge.model"), AutoTokenizer.from_pretrained(folder)
 
-    return LocalBackend(target=Target("judge", load, model_identity=lambda: {"judge": source_digest(folder)}))
+    identity = {"judge": source_digest(folder)}
+    return LocalBackend(target=Target("judge", load, model_identity=lambda: identity), section="judge")
 
 
 def read_template(judge: JudgeSection, recipe: Recipe) -> tuple[str, str]:
@@ -95,9 +96,9 @@ def judge_run(recipe: Recipe, evaluation: Evaluation, store: AnswerCache | None,
     judge, thresholds = recipe.judge, recipe.thresholds
     calibration = read_calibration(Path(recipe.resolve(judge.calibration)) if judge.calibration else CALIBRATION)
     pairs = [Pair(r.question.question, r.tuned.text, r.base.text, r.question.category) for r in evaluation.records]
-    verdicts, counts = judge_pairs(
-        pairs + [p for p, _, _ in calibration], backend, store, template=read_template(judge, recipe)
-    )
+    template, budget = read_template(judge, recipe), judge.max_new_tokens
+    asked_pairs = pairs + [p for p, _, _ in calibration]
+    verdicts, counts = judge_pairs(asked_pairs, backend, store, template=template, max_new_tokens=budget)
     asked, checked = verdicts[: len(pairs)], verdicts[len(pairs) :]
     combined = [v.verdict for v in asked]
     effects = order_effects([v.first for v in asked], [v.second for v in asked])

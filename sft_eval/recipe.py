@@ -173,6 +173,7 @@ class JudgeSection:
         'pairs with a known verdict (.jsonl: "question", "a", "b", "expected": "a", "b" or "tie"); default: the '
         "shipped calibration set",
     )
+    max_new_tokens: int = key(512, "tokens the judge may write: a short explanation, then its verdict")
     max_retries: int = key(4, "a judge request's retries after a transient failure, 0 to 10")
     request_timeout: float = key(120.0, "seconds a judge request may take, at most 3600")
 
@@ -492,6 +493,8 @@ def _check_judge(judge: JudgeSection, where: str) -> None:
         raise SftEvalError(f'{where}: `judge.backend = "openai"` needs `judge.base_url`, the judge server\'s URL')
     if judge.backend == "transformers" and not judge.model:
         raise SftEvalError(f'{where}: `judge.backend = "transformers"` needs `judge.model`, the judge\'s folder')
+    if judge.max_new_tokens < 1:
+        raise SftEvalError(f"{where}: `judge.max_new_tokens` must be at least 1, not {judge.max_new_tokens}")
     if not 0 <= judge.max_retries <= MAX_RETRIES or not 0 < judge.request_timeout <= MAX_REQUEST_TIMEOUT_S:
         raise SftEvalError(
             f"{where}: `judge.max_retries` must be 0 to {MAX_RETRIES} and `judge.request_timeout` above 0 and at "

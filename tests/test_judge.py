@@ -347,3 +347,27 @@ def test_the_judge_walkthrough_runs_as_written(sft_pipeline, tiny_variant, judge
     recipe.write_text(recipe.read_text().replace('kind = "chat"', 'kind = "chat"\nmodel = "judge"'))  # a new identity
     result = cli.main("report", *args, env=env)
     assert result.returncode == 1 and "judge.trusted" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_local_judge_is_loaded_here_and_a_reply_without_a_verdict_is_counted(
+    sft_pipeline, tiny_variant, cli, tmp_path
+):
+    """`backend = "transformers"`: the judge is a chat model folder, loaded in this process (here the tiny tuned
+    model, with a short prompt of the recipe's own: it writes no verdict marker, so every pair is counted without a
+    verdict and the judge is not trusted). MT-Bench's prompt does not fit its 512-token context: one line naming
+    the judge's budget."""
+    from sft_eval.pipeline import Pipeline
+    from sft_eval.recipe import load_recipe
+
+    prompt = tmp_path / "short_judge_prompt.txt"
+    prompt.write_text("Judge.\n---\n{question}\nA: {answer_a}\nB: {answer_b}\n", encoding="utf-8")
+    folder = sft_pipeline.tuned_model_dir
+    section = f'[judge]\nkind = "chat"\nbackend = "transformers"\nmodel = "{folder}"\nmax_new_tokens = 8\n'
+    recipe = tiny_variant({"[eval]": section + f'prompt = "{prompt}"\n[eval]'})
+    judged = Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu").assessment.judgement
+    assert judged["missing"] == judged["pairs"] == 31 and judged["win_rate"] is None and not judged["trusted"]
+    assert judged["verdicts"][0]["replies"][0], "the judge wrote something, without a verdict marker"
+    mt_bench = tiny_variant({"[eval]": section + "[eval]"}, name="mt_bench.toml")
+    env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    result = cli.main("report", "--recipe", str(mt_bench), "--out", str(mt_bench.parent / "out"), env=env)
+    cli.bad_input(result, "judge: question", "judge.max_new_tokens = 8 exceeds the model's context of 512 tokens")

@@ -266,8 +266,11 @@ class LocalBackend(BackendBase):
 
     in_process = True  # its model's weights are here: teacher-forced signals can score them
 
-    def __init__(self, model: Any = None, tokenizer: Any = None, *, target: Target | None = None):
+    def __init__(
+        self, model: Any = None, tokenizer: Any = None, *, target: Target | None = None, section: str = "eval"
+    ):
         self.model, self.tokenizer, self.target = model, tokenizer, target
+        self.section = section  # the recipe section its errors name (`eval.max_new_tokens`, `judge.max_new_tokens`)
 
     def identity(self) -> dict[str, Any] | None:
         """The target's weights, tokenizer, template and device; None without a target (not cached)."""
@@ -308,6 +311,7 @@ class LocalBackend(BackendBase):
             [item.question for item in items],
             max_new_tokens=settings.max_new_tokens,
             batch_size=settings.batch_size,
+            section=self.section,
         )
         return [ToolAnswer(answer) for answer in answers]
 

@@ -32,7 +32,11 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
 
 
 def check_context(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
+    section: str = "eval",
 ) -> None:
     """Bad input, said before any generation: a budget of new tokens or a prompt the model's context cannot hold
     (a huge `eval.max_new_tokens` and a base model that never stops would otherwise run for hours)."""
@@ -41,15 +45,16 @@ def check_context(
         return  # no fixed context (some architectures): nothing to hold the budget against
     if max_new_tokens >= context:
         raise SftEvalError(
-            f"eval.max_new_tokens = {max_new_tokens} does not fit the model's context of {context} tokens "
+            f"{section}.max_new_tokens = {max_new_tokens} does not fit the model's context of {context} tokens "
             "(max_position_embeddings); set it below that"
         )
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     longest = max(range(len(prompts)), key=lengths.__getitem__, default=None)
     if longest is not None and lengths[longest] + max_new_tokens > context:
         raise SftEvalError(
-            f"eval: question {longest + 1} renders to {lengths[longest]} tokens, which with eval.max_new_tokens = "
-            f"{max_new_tokens} exceeds the model's context of {context} tokens; shorten it or lower max_new_tokens"
+            f"{section}: question {longest + 1} renders to {lengths[longest]} tokens, which with "
+            f"{section}.max_new_tokens = {max_new_tokens} exceeds the model's context of {context} tokens; shorten it "
+            "or lower max_new_tokens"
         )
 
 
@@ -90,12 +95,13 @@ def generate_prompts(
     *,
     max_new_tokens: int = 100,
     batch_size: int = 32,
+    section: str = "eval",
 ) -> list[Answer]:
     """Greedy answers to prompts already rendered (a conversation, tools and all), each recorded under its
     question, in input order."""
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    check_context(model, tokenizer, prompts, max_new_tokens)
+    check_context(model, tokenizer, prompts, max_new_tokens, section)
     # Similar lengths share a batch: less padding, same answers.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, Answer] = {}

@@ -117,6 +117,7 @@ def judge_pairs(
     store: Any = None,
     *,
     template: tuple[str, str] = (MT_BENCH_SYSTEM, MT_BENCH_USER),
+    max_new_tokens: int = JUDGE_TOKENS,
 ) -> tuple[list[PairVerdict], dict[str, int]]:
     """Every pair asked of `judge` in both orders (2 prompts a pair, cached in `store`, an `AnswerCache`), read
     back: (the verdicts, how many replies came from the cache and how many were asked)."""
@@ -127,7 +128,7 @@ def judge_pairs(
             prompt(p.question, p.other, p.candidate, template),
         ]
     asked = CachedAnswers(judge, store)
-    replies = [r.answer.raw for r in asked.answer_tools(prompts, GenerationSettings(max_new_tokens=JUDGE_TOKENS))]
+    replies = [r.answer.raw for r in asked.answer_tools(prompts, GenerationSettings(max_new_tokens=max_new_tokens))]
     verdicts = [
         PairVerdict(
             p,

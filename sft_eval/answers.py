@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sft_eval.cache import FixtureCache, source_digest
+from sft_eval.cache import AnswerCache, source_digest
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import Backend, CachedAnswers, GenerationSettings, Target, backend_for
 from sft_eval.inputs import Inputs
@@ -34,12 +34,11 @@ class Answers:
         inputs: Inputs,
         artifacts: Artifacts,
         sources: dict[str, ModelSource],
-        cache: FixtureCache,
         *,
         use_cache: bool = True,
     ):
         self.recipe, self.inputs, self.artifacts, self.sources = recipe, inputs, artifacts, sources
-        self.cache, self.use_cache = cache, use_cache
+        self.use_cache = use_cache
         self.counts: dict[str, dict[str, int]] = {}  # per model: answers read from the cache, generated
         self.held: dict[str, PreTrainedModel] = {}  # models a caller holds (a suite's fixture): not loaded again
         self._tool_records: dict[str, list[ToolRecord]] = {}
@@ -89,8 +88,13 @@ class Answers:
         """The `which` model's answers come from weights in this process (so teacher-forced signals can score)."""
         return self.backend(which).in_process
 
+    @property
+    def store(self) -> AnswerCache | None:
+        """Where answers (and a judge's replies) are kept: the fixture cache's answers; None with the cache off."""
+        return self.artifacts.cache.answers if self.use_cache else None
+
     def _cached(self, which: str) -> CachedAnswers:
-        return CachedAnswers(self.backend(which), self.cache.answers if self.use_cache else None)
+        return CachedAnswers(self.backend(which), self.store)
 
     def answers(self, which: str) -> list[Answer]:
         """The `which` source's answers ("base", "tuned", "baseline") to the recipe's questions, each kept under a

@@ -225,7 +225,7 @@ class Artifacts:
                 model.config.use_cache = True  # Trainer set it to TrainingArguments.use_cache (off); serving wants it
             model.save_pretrained(folder / "model")
             self.tokenizer.save_pretrained(folder / "model")
-            (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
+            write_training_run(folder, run, indent=1)
 
         return self.cache.get_or_build("tuned", cache_key("tuned", inputs), build)
 
@@ -246,5 +246,5 @@ def read_training_run(folder: Path) -> TrainingRun:
     return TrainingRun.from_dict(json.loads((folder / TRAINING_RUN_FILE).read_text(encoding="utf-8")))
 
 
-def write_training_run(folder: Path, run: TrainingRun) -> None:
-    (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict()), encoding="utf-8")
+def write_training_run(folder: Path, run: TrainingRun, indent: int | None = None) -> None:
+    (folder / TRAINING_RUN_FILE).write_text(json.dumps(run.to_dict(), indent=indent), encoding="utf-8")

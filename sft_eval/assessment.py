@@ -151,8 +151,12 @@ class Assessment:
             return None
         from sft_eval.judgement import judge_backend, judge_run
 
-        store = self.artifacts.cache.answers if self.answers.use_cache else None
-        return judge_run(self.recipe, self.evaluation, store, judge_backend(self.recipe.judge, self.recipe))
+        return judge_run(
+            self.recipe,
+            self.evaluation,
+            self.answers.store,
+            judge_backend(self.recipe.judge, self.recipe, str(self.artifacts.device)),
+        )
 
     def tool_summary(self, which: str) -> ToolSummary:
         """The `which` model's tool-call rates."""

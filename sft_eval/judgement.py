@@ -29,9 +29,9 @@ EXPECTED: dict[str, Verdict] = {
 }  # a calibration pair's verdict, with `a` as the candidate
 
 
-def judge_backend(judge: JudgeSection, recipe: Recipe) -> Backend:
+def judge_backend(judge: JudgeSection, recipe: Recipe, device: str = "cpu") -> Backend:
     """The judge's backend: the server at `base_url` (its `model`, else its only one), or a chat model folder loaded
-    here on the first prompt."""
+    here, on `device` (the judged models'), on the first prompt."""
     if judge.backend == "openai":
         assert judge.base_url is not None  # the recipe is checked
         return ServedBackend(judge.base_url, judge.model, judge.max_retries, judge.request_timeout, section="judge")
@@ -42,7 +42,7 @@ def judge_backend(judge: JudgeSection, recipe: Recipe) -> Backend:
 
         from sft_eval.models import load_model
 
-        return load_model(Path(folder), "cpu", key="judge.model"), AutoTokenizer.from_pretrained(folder)
+        return load_model(Path(folder), device, key="judge.model"), AutoTokenizer.from_pretrained(folder)
 
     identity = {"judge": source_digest(folder)}
     return LocalBackend(target=Target("judge", load, model_identity=lambda: identity), section="judge")

@@ -94,9 +94,7 @@ class Pipeline:
         """The models resolved (which may build the base), with their answers, signals and judgement."""
         if self._assessment is None:
             sources = resolve_sources(self.recipe, self.artifacts)
-            answers = Answers(
-                self.recipe, self.inputs, self.artifacts, sources, self.cache, use_cache=self.answer_cache
-            )
+            answers = Answers(self.recipe, self.inputs, self.artifacts, sources, use_cache=self.answer_cache)
             forced = TeacherForced(self.recipe, self.inputs, answers, self._memo)
             self._assessment = Assessment(self.recipe, self.inputs, self.artifacts, sources, answers, forced)
         return self._assessment

@@ -5,6 +5,7 @@ a baseline, and the report's context. Each is computed once, from the components
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,14 +150,22 @@ class Assessment:
         the answer cache; None without a judge."""
         if not self.recipe.judge.kind:
             return None
-        from sft_eval.judgement import judge_backend, judge_run
+        from sft_eval.judgement import judge_run, make_judge
 
-        return judge_run(
-            self.recipe,
-            self.evaluation,
-            self.answers.store,
-            judge_backend(self.recipe.judge, self.recipe, str(self.artifacts.device)),
-        )
+        device = str(self.artifacts.device)
+        judge = make_judge(self.recipe.judge, self.recipe, device, self.artifacts.cache)
+        return judge_run(self.recipe, self.evaluation, self.answers.store, judge, self.judged_names())
+
+    def judged_names(self) -> list[str]:
+        """The judged models' names and `model_type`s (the base's and the tuned model's), for the judge's
+        same-family warning."""
+        names = [self.recipe.model.base, *([self.recipe.model.tuned] if self.recipe.model.tuned else [])]
+        try:
+            config = json.loads((Path(self.artifacts.base_model_dir) / "config.json").read_text(encoding="utf-8"))
+            names.append(str(config.get("model_type", "")))
+        except (OSError, ValueError, AttributeError):
+            pass
+        return names
 
     def tool_summary(self, which: str) -> ToolSummary:
         """The `which` model's tool-call rates."""

@@ -390,9 +390,11 @@ def _sweep(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from sft_eval.compare import compare_outcomes, outcomes_from_report
     from sft_eval.comparison_text import describe, write_step_summary
+    from sft_eval.judge.records import same_judge
     from sft_eval.report import read_report_json
 
     baseline, candidate = read_report_json(args.baseline), read_report_json(args.candidate)
+    same_judge(baseline, candidate, (args.baseline, args.candidate))
     recorded = candidate.get("thresholds") or {}  # what NEW was judged by, unless the command line says otherwise
     gate = args.gate or recorded.get("gate") or "difference"
     margins = dict({} if args.margin else recorded.get("max_regression") or {})  # an object: the reader checked

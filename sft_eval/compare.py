@@ -38,6 +38,7 @@ from scipy import stats
 
 from sft_eval import power, schema
 from sft_eval.errors import SftEvalError
+from sft_eval.judge.records import judge_scores
 from sft_eval.recipe import GATES
 from sft_eval.sanity import Evaluation, paired_bootstrap
 from sft_eval.schema import COMPARE_FORMAT, ExpectedNll, ReportData
@@ -62,6 +63,7 @@ class Outcome:
     expected_nll: float | None = None  # the expected answer's teacher-forced NLL, nats/token (`scoring.Signals`)
     chrf: float | None = None  # chrF against the expected answer (None: none, or a report from before chrF)
     cluster: str = ""  # the questions file's `cluster`, else its `category`: questions that share a source
+    judged: float | None = None  # the judge's verdict on this answer against its run's base: 1 win, 0.5 tie, 0 loss
 
 
 def _expected_nll(nll: ExpectedNll | None, which: Literal["base", "tuned"]) -> float | None:
@@ -83,8 +85,9 @@ def outcomes_from_report(context: ReportData, which: Literal["base", "tuned"] = 
             expected_nll=_expected_nll(card.get("expected_nll"), which),
             chrf=card[which].get("chrf"),
             cluster=card.get("cluster") or card.get("category") or "",
+            judged=judged if which == "tuned" else None,
         )
-        for card in context["cards"]
+        for card, judged in zip(context["cards"], judge_scores(context), strict=True)
     ]
 
 
@@ -260,6 +263,8 @@ CONTINUOUS: list[tuple[str, Callable[[Outcome], float | None], str, float | None
     ("repetition", lambda o: o.repetition, "lower", None),
     ("chrF", lambda o: o.chrf, "higher", None),
     ("expected-answer NLL", lambda o: o.expected_nll, "lower", EXPECTED_NLL_MARGIN),
+    # the judge's verdict against each run's base, ties half: a paired bootstrap (McNemar has no ties)
+    ("judge win rate", lambda o: o.judged, "higher", None),
 ]
 
 

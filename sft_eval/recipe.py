@@ -150,7 +150,7 @@ class EvalSection:
     )
 
 
-JUDGE_KINDS = ("", "chat")  # "reward" (a sequence-classification judge) is issue 46's next part
+JUDGE_KINDS = ("", "chat", "reward")
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,15 @@ class JudgeSection:
     kind: str = key(
         "",
         "\"chat\": a chat model judges each tuned answer against the base's, asked in both orders with MT-Bench's "
-        'pairwise prompt (docs/judge.md); "": no judge',
+        'pairwise prompt; "reward": a reward model scores each answer, the higher wins (docs/judge.md); "": no judge',
     )
     backend: str = key("openai", '"openai": the judge served at base_url; "transformers": the folder `model`, here')
     base_url: str | None = key(None, "the judge server's http(s) URL (openai backend)")
-    model: str | None = key(None, "the judge's name on the server (default: its only model), or its folder")
+    model: str | None = key(
+        None,
+        "the chat judge's name on the server (default: its only model) or its folder; the reward judge's folder "
+        "(a one-label sequence classifier; default: the tiny reward model trained here)",
+    )
     prompt: str | None = key(
         None,
         "a .txt file replacing MT-Bench's prompt: the system message, a line `---`, then the user message with "
@@ -176,6 +180,10 @@ class JudgeSection:
     max_new_tokens: int = key(512, "tokens the judge may write: a short explanation, then its verdict")
     max_retries: int = key(4, "a judge request's retries after a transient failure, 0 to 10")
     request_timeout: float = key(120.0, "seconds a judge request may take, at most 3600")
+    tie_margin: float = key(
+        0.5,
+        "reward judge: a reward difference within it is a tie (rewards are log-odds: 0.5 is a 62% preference)",
+    )
 
 
 @dataclass(frozen=True)
@@ -482,10 +490,18 @@ def _check_judge(judge: JudgeSection, where: str) -> None:
     """A judge the recipe can reach: a kind that exists, a server URL or a folder, files that exist."""
     if judge.kind not in JUDGE_KINDS:
         raise SftEvalError(
-            f'{where}: `judge.kind` must be "chat" (or left out: no judge), not {judge.kind!r} (a reward-model judge '
-            "is not built yet)"
+            f'{where}: `judge.kind` must be "chat" or "reward" (or left out: no judge), not {judge.kind!r}'
         )
     if not judge.kind:
+        return
+    if judge.kind == "reward":
+        if judge.base_url is not None:
+            raise SftEvalError(
+                f"{where}: a reward judge runs here, from `judge.model` (a folder) or the embedded one: "
+                "`judge.base_url` is for a chat judge"
+            )
+        if not (math.isfinite(judge.tie_margin) and judge.tie_margin >= 0):
+            raise SftEvalError(f"{where}: `judge.tie_margin` must be a number of at least 0, not {judge.tie_margin}")
         return
     if judge.backend not in ("openai", "transformers"):
         raise SftEvalError(f'{where}: `judge.backend` must be "openai" or "transformers", not {judge.backend!r}')

@@ -241,7 +241,13 @@ def judge_checks(thresholds: Thresholds, judged: schema.JudgeData) -> dict[str, 
     )
     flips = judged["flip_rate"]
     flip = (
-        Check("judge.flip_rate", None, "no pair has a verdict in both orders")
+        Check(
+            "judge.flip_rate",
+            None,
+            "a reward judge scores each answer alone: it has no order to flip with"
+            if judged["kind"] == "reward"
+            else "no pair has a verdict in both orders",
+        )
         if flips is None
         else _judged(
             "judge.flip_rate",

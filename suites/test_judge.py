@@ -1,10 +1,10 @@
 """Is the tuned answer better where no reference exists? The recipe's `[judge]` compares each tuned answer with the
-base's, in both orders (docs/judge.md).
+base's: a chat judge in both orders, a reward model by the difference of its rewards (docs/judge.md).
 
 The judge is trusted only when it is right on the calibration pairs (a right fact against a wrong one, a stop
 against a loop, a short answer against the same padded); a judge that changes its verdict with the order fails
-`judge.flip_rate`; a trusted judge must prefer the tuned answers on `min_judge_win_rate` of the pairs. Skipped for
-a recipe without a judge.
+`judge.flip_rate` (a reward judge has no order: not judged); a trusted judge must prefer the tuned answers on
+`min_judge_win_rate` of the pairs. Skipped for a recipe without a judge.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from sft_eval.errors import SftEvalError
 from sft_eval.generation import ServedBackend
 from sft_eval.judge.chat import MT_BENCH_USER, Pair, judge_pairs, read_verdict
 from sft_eval.judge.stats import cohens_kappa, length_controlled, order_effects, win_rate
+from sft_eval.recipe import DEFAULT_RECIPE
 
 
 # -- statistics ----------------------------------------------------------------------------------------------------
@@ -259,9 +261,9 @@ def _truths(sft_pipeline) -> dict[str, str]:
     from sft_eval.judgement import CALIBRATION, read_calibration
 
     truths = {q.question: q.expected for q in sft_pipeline.questions if q.expected}
-    for pair, right, kind in read_calibration(CALIBRATION):
-        if kind == "fact":
-            truths[pair.question] = pair.candidate if right == "win" else pair.other
+    for row in read_calibration(CALIBRATION):
+        if row.kind == "fact":
+            truths[row.pair.question] = row.pair.candidate if row.expected == "win" else row.pair.other
     return truths
 
 
@@ -288,7 +290,7 @@ def test_a_fair_judge_is_trusted_and_prefers_the_tuned_answers(sft_pipeline, tin
     assert '<section id="judge">' in render_html(context) and context["judge"]["cached"] == 0
     again = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"])
     requests = judge_server["requests"]
-    assert again.assessment.judgement["cached"] == 2 * (31 + 20) and judge_server["requests"] == requests
+    assert again.assessment.judgement["cached"] == 2 * (31 + 30) and judge_server["requests"] == requests
 
 
 def test_an_always_first_judge_is_not_trusted_and_its_win_rate_not_judged(sft_pipeline, tiny_variant, judge_server):
@@ -313,7 +315,9 @@ def test_a_judge_that_prefers_length_fails_its_calibration(sft_pipeline, tiny_va
 @pytest.mark.parametrize(
     ("section", "says"),
     [
-        ('[judge]\nkind = "reward"\n', '`judge.kind` must be "chat"'),
+        ('[judge]\nkind = "critic"\n', '`judge.kind` must be "chat" or "reward"'),
+        ('[judge]\nkind = "reward"\nbase_url = "http://x/v1"\n', "`judge.base_url` is for a chat judge"),
+        ('[judge]\nkind = "reward"\ntie_margin = -1.0\n', "`judge.tie_margin` must be a number of at least 0"),
         ('[judge]\nkind = "chat"\n', '`judge.backend = "openai"` needs `judge.base_url`'),
         ('[judge]\nkind = "chat"\nbackend = "transformers"\n', "needs `judge.model`"),
         ('[judge]\nkind = "chat"\nbase_url = "http://x/v1"\nmax_retries = 99\n', "judge.max_retries"),
@@ -371,3 +375,75 @@ def test_a_local_judge_is_loaded_here_and_a_reply_without_a_verdict_is_counted(
     env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
     result = cli.main("report", "--recipe", str(mt_bench), "--out", str(mt_bench.parent / "out"), env=env)
     cli.bad_input(result, "judge: question", "judge.max_new_tokens = 8 exceeds the model's context of 512 tokens")
+
+
+# -- judge win rates between runs, the same-family warning, the card's verdict ----------------------------------------
+def test_compare_holds_judge_win_rates_paired_and_refuses_different_judges(
+    sft_pipeline, tiny_variant, judge_server, cli, tmp_path
+):
+    """Two reports judged by the same (oracle) judge: the same run is no change in `judge win rate`; a run whose
+    tuned answers all lost is a regression, by the paired bootstrap over the questions (ties half), recomputed
+    here; the same report judged by another judge is refused in one line, exit 2."""
+    from sft_eval.compare import compare_outcomes, outcomes_from_report
+    from sft_eval.report import read_report_json, write_report
+
+    judge_server.update(behaviour="oracle", truths=_truths(sft_pipeline))
+    context = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"]).report_context()
+    write_report(context, tmp_path / "accepted")
+    accepted = tmp_path / "accepted" / "sft_report.json"
+    data = json.loads(accepted.read_text(encoding="utf-8"))
+    for verdict in data["judge"]["verdicts"]:
+        verdict["verdict"] = "loss"
+    lost = tmp_path / "lost.json"
+    lost.write_text(json.dumps(data), encoding="utf-8")
+    same = cli.main("compare", str(accepted), str(accepted), "--json")
+    assert same.returncode == 0, same.stderr
+    metric = next(m for m in json.loads(same.stdout)["metrics"] if m["metric"] == "judge win rate")
+    assert metric["verdict"] == "no change" and metric["difference"] == 0.0
+    worse = cli.main("compare", str(accepted), str(lost), "--json")
+    metric = next(m for m in json.loads(worse.stdout)["metrics"] if m["metric"] == "judge win rate")
+    assert worse.returncode == 1 and metric["verdict"] == "regression", worse.stdout[-2000:]
+    scores = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+    before = [scores[v["verdict"]] for v in context["judge"]["verdicts"]]
+    assert metric["baseline"] == pytest.approx(float(np.mean(before))) and metric["candidate"] == 0.0
+    comparison = compare_outcomes(outcomes_from_report(read_report_json(accepted)), outcomes_from_report(data))
+    assert [m.metric for m in comparison.regressions].count("judge win rate") == 1
+    data["judge"]["judge"] = "another judge at http://elsewhere/v1"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data), encoding="utf-8")
+    cli.bad_input(cli.main("compare", str(accepted), str(other)), "not comparable", "another judge")
+
+
+def test_a_chat_judge_of_the_judged_models_family_is_a_warning(tmp_path):
+    """A local judge folder whose config says `llama` judging the tiny Llama models warns; a served judge named
+    `Qwen/Qwen2.5-7B-Instruct` judging a Qwen3 fine-tune warns; another family, or a reward judge, does not."""
+    from sft_eval.judgement import family, same_family
+    from sft_eval.recipe import JudgeSection, load_recipe
+
+    recipe = load_recipe(DEFAULT_RECIPE)
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
+    local = JudgeSection(kind="chat", backend="transformers", model=str(folder))
+    assert "family (llama)" in same_family(local, recipe, ["tiny", "llama"])
+    assert same_family(local, recipe, ["Qwen3-0.6B-Base", "qwen3"]) == ""
+    served = JudgeSection(kind="chat", base_url="http://127.0.0.1:1/v1", model="Qwen/Qwen2.5-7B-Instruct")
+    assert "family (qwen)" in same_family(served, recipe, ["Qwen/Qwen3-0.6B-Base", "qwen3"])
+    assert same_family(JudgeSection(kind="reward"), recipe, ["llama"]) == ""
+    assert [family(n) for n in ("Qwen3-0.6B", "qwen3", "/models/SmolLM2-135M/", "")] == ["qwen", "qwen", "smollm", ""]
+
+
+def test_each_answer_card_carries_the_judges_verdict(sft_pipeline, tiny_variant, judge_server):
+    """The card payload gives each card the judge's verdict and both orders' replies; the page's script draws it."""
+    from sft_eval.report import card_payload
+
+    judge_server.update(behaviour="oracle", truths=_truths(sft_pipeline))
+    context = _judged_pipeline(sft_pipeline, tiny_variant, judge_server["url"]).report_context()
+    cards = card_payload(context)["cards"]
+    verdicts = context["judge"]["verdicts"]
+    assert [c["j"]["v"] for c in cards] == [v["verdict"] for v in verdicts]
+    assert all(len(c["j"]["r"]) == 2 for c in cards) and "[[" in cards[0]["j"]["r"][0]
+    script = Path(__file__).resolve().parent.parent / "sft_eval" / "report" / "templates" / "cards.js"
+    assert "judge: tuned " in script.read_text(encoding="utf-8")
+    del context["judge"]
+    assert "j" not in card_payload(context)["cards"][0]

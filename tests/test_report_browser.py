@@ -219,3 +219,57 @@ def test_a_third_model_is_a_third_column_of_every_card(browser, sft_pipeline, tm
     tab.fill("#card-search", "zebra-crossing")
     assert tab.locator(".card").count() == min(len(context["cards"]), 50)
     tab.close()
+
+
+def test_each_card_shows_the_judges_verdict_and_the_judge_section_its_rewards(browser, sft_pipeline, tmp_path):
+    """A report with a reward judge's record (written here: every tuned answer wins but the first, a tie): each
+    card draws the verdict with both rewards; the Judge section shows the tie margin and no flip rate."""
+    context = copy.deepcopy(sft_pipeline.report_context())
+    verdicts = [
+        {
+            "question": card["question"],
+            "verdict": "tie" if i == 0 else "win",
+            "first": "tie" if i == 0 else "win",
+            "second": "tie" if i == 0 else "win",
+            "replies": ["reward 1.000", "reward 0.900" if i == 0 else "reward -2.000"],
+            "rewards": [1.0, 0.9 if i == 0 else -2.0],
+        }
+        for i, card in enumerate(context["cards"])
+    ]
+    n = len(verdicts)
+    context["judge"] = {
+        "kind": "reward",
+        "judge": "the embedded tiny reward model",
+        "pairs": n,
+        "win_rate": (n - 0.5) / n,
+        "low": 0.9,
+        "high": 1.0,
+        "p_value": 1e-6,
+        "wins": n - 1,
+        "ties": 1,
+        "losses": 0,
+        "missing": 0,
+        "length_controlled_win_rate": None,
+        "length_note": "not identifiable: every candidate answer is shorter than the other",
+        "flip_rate": None,
+        "first_position_rate": None,
+        "trusted": True,
+        "calibration": {"pairs": 30, "accuracy": 0.9, "flip_rate": None, "by_kind": {"fact": 1.0}},
+        "agreement_kappa": None,
+        "warnings": [],
+        "tie_margin": 0.5,
+        "categories": [],
+        "verdicts": verdicts,
+        "cached": 0,
+    }
+    report.read_report_json(write_report(context, tmp_path).with_suffix(".json"))  # what was written reads back
+    tab = browser.new_page(viewport={"width": 1280, "height": 900})
+    tab.goto((tmp_path / "sft_report.html").as_uri())
+    assert tab.locator(".card").first.locator("details.judged summary").inner_text() == "judge: tuned ties against base"
+    assert (
+        tab.locator(".card").nth(1).locator("details.judged summary").inner_text() == "judge: tuned wins against base"
+    )
+    assert "reward -2.000" in tab.locator(".card").nth(1).locator("details.judged").text_content()
+    section = tab.locator("section#judge").inner_text()
+    assert "tie margin" in section and "flip rate" not in section
+    tab.close()

@@ -214,3 +214,22 @@ def test_sft_eval_report_with_an_unreachable_server_is_exit_2(sft_pipeline, tiny
     )
     cli.bad_input(result)
     assert result.stderr.startswith(f"sft-eval: error: eval.base_url: cannot reach {url}"), result.stderr
+
+
+def test_a_chat_judge_served_by_transformers_serve_is_asked_every_pair_in_both_orders(
+    pinned_url, sft_pipeline, tiny_variant, tmp_path
+):
+    """The judge's plumbing against a real server: the tiny tuned model served as the judge, with a short prompt of
+    the recipe's own (MT-Bench's does not fit its 512-token context). Every pair goes to the server in both orders,
+    its replies come back and are kept; the tiny model writes no verdict marker, so every pair is counted without a
+    verdict (never guessed), the judge is not trusted, and a second run asks the server nothing."""
+    prompt = tmp_path / "short_judge_prompt.txt"
+    prompt.write_text("Judge.\n---\n{question}\nA: {answer_a}\nB: {answer_b}\n", encoding="utf-8")
+    section = f'[judge]\nkind = "chat"\nbase_url = "{pinned_url}"\nmax_new_tokens = 8\nprompt = "{prompt}"\n'
+    recipe = load_recipe(tiny_variant({"[eval]": section + "[eval]"}))
+    judged = Pipeline(recipe, sft_pipeline.cache, device="cpu").assessment.judgement
+    pairs = judged["pairs"] + judged["calibration"]["pairs"]
+    assert judged["cached"] == 0 and judged["missing"] == judged["pairs"] and not judged["trusted"]
+    assert all(len(v["replies"]) == 2 for v in judged["verdicts"]) and judged["verdicts"][0]["replies"][0]
+    again = Pipeline(recipe, sft_pipeline.cache, device="cpu").assessment.judgement
+    assert again["cached"] == 2 * pairs and again["verdicts"] == judged["verdicts"]

@@ -101,6 +101,7 @@ class PairVerdict:
     first: Verdict | None
     second: Verdict | None
     replies: tuple[str, str] = field(default=("", ""))
+    rewards: tuple[float, float] | None = None  # a reward judge's scores: the candidate's, the other's
 
     @property
     def verdict(self) -> Verdict | None:

@@ -327,8 +327,14 @@ def card_payload(context: ReportData) -> dict[str, Any]:
             bool(answer["leaks"]),
         )
 
+    judge = context.get("judge")
+    # the judge's verdict per card (its verdicts are in the cards' order), with its replies or rewards
+    verdicts = [
+        {"v": v["verdict"], "f": v["first"], "s": v["second"], "r": [reply[:300] for reply in v["replies"]]}
+        for v in (judge["verdicts"] if judge else [])
+    ]
     cards = []
-    for card in context["cards"]:
+    for index, card in enumerate(context["cards"]):
         base, tuned = outcomes(card["base"]), outcomes(card["tuned"])
         cards.append(
             {
@@ -341,6 +347,7 @@ def card_payload(context: ReportData) -> dict[str, Any]:
                 "changed": base != tuned,
                 "leaked": bool(card["base"]["leaks"] or card["tuned"]["leaks"]),
                 **({"o": {name: side(a) for name, a in card["others"].items()}} if card.get("others") else {}),
+                **({"j": verdicts[index]} if index < len(verdicts) else {}),
             }
         )
     others = context.get("models", ["base", "tuned"])[2:]

@@ -16,7 +16,7 @@ class JudgeCalibration(TypedDict):
     accuracy: float
     """The share the judge got right (a pair's verdict combines both orders: a verdict that changes is a tie)."""
     flip_rate: float | None
-    """The share of calibration pairs whose verdict changed with the order."""
+    """The share of calibration pairs whose verdict changed with the order; null for a reward judge."""
     by_kind: dict[str, float]
     """The accuracy per kind of pair: `fact` (a right fact against a wrong one), `loop` (a stop against a loop),
     `padded` (a short answer against the same padded: the right verdict is a tie)."""
@@ -45,14 +45,16 @@ class JudgeVerdict(TypedDict):
     second: Literal["win", "tie", "loss"] | None
     """With the tuned answer shown second."""
     replies: list[str]
-    """The judge's two replies (its reasons), in that order."""
+    """The judge's two replies (its reasons), in that order; a reward judge's two rewards, as text."""
+    rewards: list[float] | None
+    """A reward judge's rewards: the tuned answer's, the base's; null for a chat judge."""
 
 
 class JudgeData(TypedDict):
     """The tuned model's answers against the base's, as the recipe's `[judge]` sees them."""
 
     kind: str
-    """The judge's kind (`chat`)."""
+    """The judge's kind: `chat` or `reward`."""
     judge: str
     """Which judge: its model and server, or its folder."""
     pairs: int
@@ -78,16 +80,22 @@ class JudgeData(TypedDict):
     length_note: str
     """Why the length-controlled win rate is null; empty when it is not."""
     flip_rate: float | None
-    """The share of pairs whose verdict changed when the answers swapped places."""
+    """The share of pairs whose verdict changed when the answers swapped places; null for a reward judge (it sees
+    each answer alone) or when no pair has a verdict in both orders."""
     first_position_rate: float | None
-    """The share of decisive single-order verdicts that picked the answer shown first (0.5: no position bias)."""
+    """The share of decisive single-order verdicts that picked the answer shown first (0.5: no position bias); null
+    for a reward judge."""
     trusted: bool
     """The judge's calibration accuracy reaches `min_judge_calibration`: its win rate is judged."""
     calibration: JudgeCalibration
     """The judge on the calibration pairs."""
     agreement_kappa: float | None
-    """Cohen's kappa of its verdicts against exact match's, on the questions with an expected answer; null with
-    fewer than 5."""
+    """Cohen's kappa of its verdicts against the reference metrics' (exact match, else chrF beyond 5 points), on
+    the questions with an expected answer; null with fewer than 5."""
+    warnings: list[str]
+    """What to keep in mind reading its verdicts: a chat judge from the judged models' family."""
+    tie_margin: float | None
+    """A reward judge's tie margin (a reward difference within it is a tie); null for a chat judge."""
     categories: list[JudgeCategory]
     """Per question category (with at least 5 pairs); empty with fewer than two categories."""
     verdicts: list[JudgeVerdict]

@@ -46,6 +46,13 @@
     pair.appendChild(side("tuned", c.tuned));
     data.others.forEach(function (name) { pair.appendChild(side(name, c.o[name])); });  // a baseline model, say
     div.appendChild(pair);
+    if (c.j) {  // the judge's verdict on this pair: the tuned answer's side, both orders' replies (a reward judge's rewards)
+      var judged = el("details", "judged");
+      judged.appendChild(el("summary", null, "judge: tuned " + ({win: "wins", tie: "ties", loss: "loses"}[c.j.v] || "has no verdict") + " against base"));
+      judged.appendChild(el("div", "muted", "tuned shown first: " + (c.j.f || "none") + ": " + c.j.r[0]));
+      judged.appendChild(el("div", "muted", "tuned shown second: " + (c.j.s || "none") + ": " + c.j.r[1]));
+      div.appendChild(judged);
+    }
     div.appendChild(diff(c));
     return div;
   }

@@ -156,6 +156,18 @@ class Assessment:
         judge = make_judge(self.recipe.judge, self.recipe, device, self.artifacts.cache)
         return judge_run(self.recipe, self.evaluation, self.answers.store, judge, self.judged_names())
 
+    @functools.cached_property
+    def judgement_baseline(self) -> schema.JudgeData | None:
+        """The same judge on the tuned answers against `[model] baseline`'s; None without a judge or a baseline."""
+        if not self.recipe.judge.kind or "baseline" not in self.evaluation.models:
+            return None
+        from sft_eval.judgement import judge_run, make_judge
+
+        device = str(self.artifacts.device)
+        judge = make_judge(self.recipe.judge, self.recipe, device, self.artifacts.cache)
+        names = self.judged_names()
+        return judge_run(self.recipe, self.evaluation, self.answers.store, judge, names, other="baseline")
+
     def judged_names(self) -> list[str]:
         """The judged models' names and `model_type`s (the base's and the tuned model's), for the judge's
         same-family warning."""
@@ -258,6 +270,7 @@ class Assessment:
             signals=self.signals.to_dict(),
             tools=tools,
             judge=self.judgement,
+            judge_baseline=self.judgement_baseline,
         )
 
     def answer_provenance(self) -> str:

@@ -60,6 +60,7 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
         rows = checkpoint.teacher_forced.rows() if teacher_forced else {}
         signals = Signals(rows.get("held_out", []), rows.get("expected", []), rows.get("general", []))
         held_out = signals.loss("held_out")
+        judged = checkpoint.assessment.judgement  # None without a [judge]; its verdicts cached like answers
         results.append(
             CheckpointResult(
                 name=name,
@@ -70,6 +71,7 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
                 answers_generated=checkpoint.answer_counts.get("tuned", {}).get("generated", 0),
                 held_out_loss=None if held_out is None else held_out[1],
                 forgetting=signals.forgetting,
+                judge_win_rate=judged["win_rate"] if judged is not None else None,
             )
         )
         del checkpoint  # and with it the checkpoint's model: one in memory at a time

@@ -193,21 +193,24 @@ def judge_run(
     store: AnswerCache | None,
     judge: PairJudge,
     judged_names: list[str] | None = None,
+    other: str = "base",
 ) -> schema.JudgeData:
     """The tuned answers judged against the base's by `judge` (verdicts cached in `store`), with the judge's
     calibration, its order effects (a chat judge's), the length-controlled win rate and its agreement with the
-    reference metrics. `judged_names`: the judged models' names and `model_type`s, for the same-family warning."""
+    reference metrics. `judged_names`: the judged models' names and `model_type`s, for the same-family warning.
+    `other`: the model the tuned answers are held against ("base", or "baseline": `[model] baseline`'s)."""
     section, thresholds = recipe.judge, recipe.thresholds
     calibration = read_calibration(Path(recipe.resolve(section.calibration)) if section.calibration else CALIBRATION)
-    pairs = [Pair(r.question.question, r.tuned.text, r.base.text, r.question.category) for r in evaluation.records]
-    stops = [(r.tuned.stop_reason == "eos", r.base.stop_reason == "eos") for r in evaluation.records]
+    records = evaluation.records
+    pairs = [Pair(r.question.question, r.tuned.text, r.answer(other).text, r.question.category) for r in records]
+    stops = [(r.tuned.stop_reason == "eos", r.answer(other).stop_reason == "eos") for r in records]
     asked_pairs = pairs + [c.pair for c in calibration]
     verdicts, counts = judge.judge_pairs(asked_pairs, stops + [c.stops for c in calibration], store)
     asked, checked = verdicts[: len(pairs)], verdicts[len(pairs) :]
     combined = [v.verdict for v in asked]
     ordered = judge.kind == "chat"  # a reward judge scores each answer alone: it has no order to flip with
     effects = order_effects([v.first for v in asked], [v.second for v in asked])
-    differences = [r.tuned.new_tokens - r.base.new_tokens for r in evaluation.records]
+    differences = [r.tuned.new_tokens - r.answer(other).new_tokens for r in records]
     controlled = length_controlled(combined, differences)
     right = [v.verdict == c.expected for v, c in zip(checked, calibration, strict=True)]
     kinds = [c.kind for c in calibration]
@@ -218,6 +221,7 @@ def judge_run(
     return schema.JudgeData(
         kind=section.kind,
         judge=judge_name(section),
+        against=other,
         pairs=len(pairs),
         win_rate=_finite(rate.rate),
         low=_finite(rate.low),
@@ -241,7 +245,7 @@ def judge_run(
                 for kind in sorted(set(kinds))
             },
         ),
-        agreement_kappa=_agreement(asked, evaluation),
+        agreement_kappa=_agreement(asked, evaluation, other),
         warnings=[warning] if warning else [],
         tie_margin=section.tie_margin if section.kind == "reward" else None,
         categories=_categories(asked),
@@ -254,14 +258,14 @@ def _finite(value: float) -> float | None:
     return None if value != value else value  # NaN: nothing to count (no verdicts, no pair in both orders)
 
 
-def _agreement(asked: list[PairVerdict], evaluation: Evaluation) -> float | None:
+def _agreement(asked: list[PairVerdict], evaluation: Evaluation, other: str) -> float | None:
     """Cohen's kappa of the judge's verdicts against the reference metrics' on the questions with an expected
     answer and a verdict: a win where only the tuned answer matches exactly (a loss where only the base's does),
     else a win or loss where chrF differs by more than `CHRF_MARGIN` points, else a tie. None with fewer than 5
     such questions."""
     judged, reference = [], []
     for verdict, record in zip(asked, evaluation.records, strict=True):
-        tuned, base = record.tuned_score, record.base_score
+        tuned, base = record.tuned_score, record.score(other)
         if verdict.verdict is None or tuned.matched is None or base.matched is None:
             continue
         judged.append(verdict.verdict)

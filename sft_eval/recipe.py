@@ -101,6 +101,7 @@ BEST_BY_METRICS = {
     "mean_chrf": "higher",
     "eval_loss": "lower",
     "held_out_loss": "lower",
+    "judge_win_rate": "higher",  # the recipe's [judge]: the checkpoint's answers against the base's
 }
 
 

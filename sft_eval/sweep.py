@@ -43,6 +43,7 @@ class CheckpointResult:
     answers_generated: int = 0  # answers this sweep generated (the rest came from the answer cache)
     held_out_loss: float | None = None  # the checkpoint's loss on the recipe's held-out rows (`data.eval`)
     forgetting: float | None = None  # its general-text loss over the base's (`eval.general_text`)
+    judge_win_rate: float | None = None  # the recipe's `[judge]` on its answers against the base's (ties half)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def sweep(
             "eval_loss": dict(record.eval_losses).get(c.step),
             "held_out_loss": c.held_out_loss,
             "forgetting": c.forgetting,
+            "judge_win_rate": c.judge_win_rate,
             "train_loss": _at_or_before(record.losses, c.step),
             "answers_generated": c.answers_generated,
         }

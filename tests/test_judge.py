@@ -8,6 +8,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -143,7 +144,7 @@ def scripted(behaviour: str, question: str, a: str, b: str, truths: dict[str, st
 def judge_server() -> Iterator[dict]:
     """A real OpenAI-compatible chat-completions server on a loopback port; `state["behaviour"]` picks the judge,
     `state["fail_after"]` makes it answer 500 after that many requests, `state["requests"]` counts them."""
-    state = {"behaviour": "fair", "requests": 0, "fail_after": None, "truths": {}}
+    state = {"behaviour": "fair", "requests": 0, "fail_after": None, "stall_after": None, "truths": {}}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet
@@ -165,6 +166,9 @@ def judge_server() -> Iterator[dict]:
             state["requests"] += 1
             if state["fail_after"] is not None and state["requests"] > state["fail_after"]:
                 self._send(500, {"error": {"message": "judge overloaded"}})
+                return
+            if state["stall_after"] is not None and state["requests"] > state["stall_after"]:
+                time.sleep(STALL_S)  # past the client's timeout: a server that took the request and went quiet
                 return
             reply = scripted(state["behaviour"], *_answers(request["messages"][-1]["content"]), state["truths"])
             self._send(
@@ -199,8 +203,11 @@ PAIRS = [
 ]
 
 
-def _judge(state: dict, store=None, pairs=PAIRS):
-    return judge_pairs(pairs, ServedBackend(state["url"], "judge", max_retries=0, timeout=10), store)
+STALL_S = 3.0
+
+
+def _judge(state: dict, store=None, pairs=PAIRS, timeout: float = 10):
+    return judge_pairs(pairs, ServedBackend(state["url"], "judge", max_retries=0, timeout=timeout), store)
 
 
 def test_a_fair_judge_agrees_in_both_orders_and_picks_the_right_fact(judge_server):
@@ -246,6 +253,19 @@ def test_verdicts_are_cached_and_a_judge_that_fails_half_way_resumes(judge_serve
     assert [v.verdict for v in verdicts] == ["win", "win", "win"]
     _, counts = _judge(judge_server, store)
     assert counts == {"cached": 6, "generated": 0} and judge_server["requests"] == 4
+
+
+def test_a_judge_that_stalls_is_one_line_after_its_timeout_and_keeps_what_it_answered(judge_server, tmp_path):
+    """Two prompts answered, then the server takes each request and says nothing: each waits out the client's
+    timeout (1 s here), then one line; the two replies are kept and the rerun asks only the other four."""
+    store = AnswerCache(tmp_path / "answers")
+    judge_server["stall_after"] = 2
+    with pytest.raises(SftEvalError) as stalled:
+        _judge(judge_server, store, timeout=1.0)
+    assert "\n" not in str(stalled.value) and "4 of 6" in str(stalled.value), str(stalled.value)
+    judge_server.update(stall_after=None, requests=0)
+    verdicts, counts = _judge(judge_server, store)
+    assert counts == {"cached": 2, "generated": 4} and [v.verdict for v in verdicts] == ["win"] * 3
 
 
 # -- [judge] in a recipe: the session's tiny run judged, nothing trained -----------------------------------------------
@@ -447,3 +467,26 @@ def test_each_answer_card_carries_the_judges_verdict(sft_pipeline, tiny_variant,
     assert "judge: tuned " in script.read_text(encoding="utf-8")
     del context["judge"]
     assert "j" not in card_payload(context)["cards"][0]
+
+
+def test_with_a_baseline_model_the_tuned_answers_are_judged_against_it_too(sft_pipeline, tiny_variant, judge_server):
+    """`[model] baseline` with a `[judge]`: the same judge holds the tuned answers against the baseline's as well.
+    The baseline here is the tuned model itself: every answer is the same, so the oracle judge ties every pair
+    (win rate exactly one half), while against the base nothing changes; the report shows both."""
+    from sft_eval.pipeline import Pipeline
+    from sft_eval.recipe import load_recipe
+    from sft_eval.report import render_html
+
+    judge_server.update(behaviour="oracle", truths=_truths(sft_pipeline))
+    edits = {
+        "[eval]": f'[judge]\nkind = "chat"\nbase_url = "{judge_server["url"]}"\nmax_retries = 0\n\n[eval]',
+        'chat_template = "chatml"': f'chat_template = "chatml"\nbaseline = "{sft_pipeline.tuned_model_dir}"',
+    }
+    pipeline = Pipeline(load_recipe(tiny_variant(edits)), sft_pipeline.cache, device="cpu")
+    against = pipeline.assessment.judgement_baseline
+    assert against["against"] == "baseline" and against["ties"] == against["pairs"] == 31
+    assert against["win_rate"] == 0.5 and against["calibration"]["accuracy"] == 1.0
+    assert pipeline.assessment.judgement["against"] == "base" and pipeline.assessment.judgement["low"] > 0.5
+    context = pipeline.report_context()
+    assert context["judge_baseline"] == against
+    assert "Against <code>[model] baseline</code>, the same judge" in render_html(context)

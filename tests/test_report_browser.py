@@ -240,6 +240,7 @@ def test_each_card_shows_the_judges_verdict_and_the_judge_section_its_rewards(br
     context["judge"] = {
         "kind": "reward",
         "judge": "the embedded tiny reward model",
+        "against": "base",
         "pairs": n,
         "win_rate": (n - 0.5) / n,
         "low": 0.9,

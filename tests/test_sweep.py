@@ -367,3 +367,28 @@ def test_another_checkpoint_of_the_run_drifts_from_the_golden_of_one(overfit, sf
     assert judged(first).golden().status == "match"
     verdict = judged(second).golden()
     assert verdict.status == "drift" and "the largest difference" in verdict.diff, verdict
+
+
+@pytest.mark.slow  # the runs trained above
+def test_a_judge_in_the_recipe_judges_every_checkpoint_against_the_base(overfit, sft_pipeline, tmp_path):
+    """`[judge]` in a sweep's recipe: each checkpoint's answers are judged against the base's, a `judge_win_rate`
+    column the page shows and `eval.best_by` may rank by; each figure is the one that checkpoint's own pipeline
+    gives. The judge is a reward model with an untrained head, written here in a second: this checks the sweep's
+    plumbing, not a judge's quality (tests/test_reward_judge.py does that)."""
+    from transformers import AutoModelForSequenceClassification
+
+    base, run = overfit.parent / "base", overfit.parent / "run"
+    judge = tmp_path / "reward"
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
+    model.config.pad_token_id = sft_pipeline.tokenizer.pad_token_id
+    model.save_pretrained(judge)
+    sft_pipeline.tokenizer.save_pretrained(judge)
+    text = overfit.read_text(encoding="utf-8").replace('"base"', f'"{base}"').replace('"run"', f'"{run}"')
+    recipe = tmp_path / "judged.toml"
+    recipe.write_text(text + f'best_by = ["judge_win_rate"]\n\n[judge]\nkind = "reward"\nmodel = "{judge}"\n')
+    result = run_sweep(recipe, sft_pipeline.cache)
+    rates = [r["judge_win_rate"] for r in result.rows]
+    assert all(rate is not None for rate in rates), result.rows
+    assert result.best == min(result.rows, key=lambda r: (-r["judge_win_rate"], r["step"]))["name"]
+    first = Pipeline(load_recipe(recipe), sft_pipeline.cache, device="cpu").with_tuned(Path(result.rows[0]["path"]))
+    assert first.assessment.judgement["win_rate"] == rates[0]

@@ -93,6 +93,7 @@ def build_context(
     signals: schema.SignalsData | None = None,
     tools: schema.ToolReport | None = None,
     judge: schema.JudgeData | None = None,
+    judge_baseline: schema.JudgeData | None = None,
 ) -> ReportData:
     """Everything the report shows, as JSON-able data (its format: `schema.ReportData`), from the stages'
     records. `checks`: the run judged against its thresholds (`verdict.judge`), what the Verdict shows outside a
@@ -148,6 +149,7 @@ def build_context(
         speed=dict(speed) if speed else None,
         tools=tools,
         judge=judge,
+        judge_baseline=judge_baseline,
     )
 
 

@@ -57,6 +57,8 @@ class JudgeData(TypedDict):
     """The judge's kind: `chat` or `reward`."""
     judge: str
     """Which judge: its model and server, or its folder."""
+    against: str
+    """The model the tuned answers are held against: `base`, or `baseline` (`[model] baseline`)."""
     pairs: int
     """Pairs judged: one per question."""
     win_rate: float | None

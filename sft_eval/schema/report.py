@@ -481,6 +481,9 @@ class ReportData(TypedDict):
     """Generation speed measured with the report (tokens per second and the like); null when not measured."""
     judge: NotRequired[JudgeData | None]
     """The recipe's `[judge]` on the tuned answers against the base's (docs/judge.md); null or absent without one."""
+    judge_baseline: NotRequired[JudgeData | None]
+    """The same judge on the tuned answers against `[model] baseline`'s; null or absent without a judge and a
+    baseline model."""
     tools: NotRequired[ToolReport | None]
     """The tool items asked of both models (docs/tools.md); null when the recipe has none; absent from a report
     written before this field."""

@@ -79,7 +79,39 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--drop-last", action="store_true", help="the dataloader drops an incomplete last batch")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     with_recipe("train", "build the fixtures and run the recipe's SFT (cached); print what training logged", RUN)
-    with_recipe("bench", "generation speed: the lesson's loop vs the batched engine vs a raw KV-cache loop")
+    bench = with_recipe(
+        "bench",
+        "generation speed: the lesson's loop vs the batched engine vs a raw KV-cache loop; with --served, the model "
+        "as a server serves it (TTFT, TPOT, ITL, E2EL and goodput per concurrency)",
+    )
+    bench.add_argument("--served", metavar="URL", help="an OpenAI-compatible server's base URL (http://host:port/v1)")
+    bench.add_argument("--model", help="--served: the model's name there (default: the server's only model)")
+    bench.add_argument(
+        "--concurrency",
+        default="1,4,16,64",
+        metavar="C,C,...",
+        help="--served: requests in flight, one level each (default: 1,4,16,64)",
+    )
+    bench.add_argument("--requests", type=positive_int, default=64, metavar="N", help="--served: per level (64)")
+    bench.add_argument("--max-tokens", type=positive_int, default=64, metavar="N", help="--served: per request (64)")
+    bench.add_argument(
+        "--duration", type=positive_float, default=120.0, metavar="S", help="--served: cap per level, seconds (120)"
+    )
+    bench.add_argument(
+        "--timeout", type=positive_float, default=60.0, metavar="S", help="--served: a stalled request's limit (60)"
+    )
+    bench.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="METRIC:MS",
+        help="--served: a latency target for goodput (ttft, tpot, itl or e2el, in ms), repeatable: ttft:500",
+    )
+    bench.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="--served: count output tokens with this local tokenizer where the server reports no usage",
+    )
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
     report.add_argument(
@@ -303,6 +335,8 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from sft_eval.bench import bench_prompts, measure_speed
 
+    if args.served:
+        return _bench_served(args)
     pipeline = _pipeline(args)
     prompts = bench_prompts([q.question for q in pipeline.questions])
     budget = pipeline.recipe.eval.max_new_tokens
@@ -321,6 +355,65 @@ def _bench(args: argparse.Namespace) -> int:
             )
             print(f"  identical greedy answers: {result.identical_outputs}")
     return EXIT_OK if tuned.identical_outputs and base.identical_outputs else EXIT_FAILED
+
+
+def _bench_served(args: argparse.Namespace) -> int:
+    """`bench --served URL`: the recipe's questions (the shipped ones by default) streamed to the server."""
+    from sft_eval.factory import read_inputs
+    from sft_eval.served_bench import bench_served, parse_targets
+
+    if not args.served.startswith(("http://", "https://")):
+        raise SftEvalError(f"--served: expected the server's http(s) URL (http://127.0.0.1:8000/v1), not {args.served}")
+    try:
+        levels = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise SftEvalError(f"--concurrency: expected whole numbers of at least 1 (1,4,16), not {args.concurrency}")
+    targets = parse_targets(args.target)
+    prompts = [q.question for q in read_inputs(args.recipe, max_eval_questions=args.max_eval_questions).questions]
+    count = None
+    if args.tokenizer:
+        from sft_eval.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer, key="--tokenizer")
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    result = bench_served(
+        args.served,
+        args.model,
+        prompts,
+        concurrency=levels,
+        requests=args.requests,
+        max_tokens=args.max_tokens,
+        duration_s=args.duration,
+        timeout=args.timeout,
+        targets=targets,
+        count_tokens=count,
+    )
+    if args.json:
+        print(dumps(result))
+    else:
+        ceiling = result["client_ceiling_requests_per_s"]
+        print(f"{result['model']} at {result['served']} (client ceiling here: {ceiling:.0f} requests/s)")
+        for r in result["results"]:
+            shown = " ".join(
+                f"{name} p50/p99 {_ms(r[name + '_ms']['p50'])}/{_ms(r[name + '_ms']['p99'])}"
+                for name in ("ttft", "tpot", "itl", "e2el")
+            )
+            goodput = "" if r["goodput_requests_per_s"] is None else f", goodput {r['goodput_requests_per_s']:.1f}/s"
+            print(
+                f"  concurrency {r['concurrency']:3}: {r['completed']}/{r['requests']} completed, "
+                f"{r['requests_per_s'] or 0:.1f} requests/s, {r['output_tokens_per_s'] or 0:.0f} tokens/s{goodput}; "
+                f"{shown} ms"
+            )
+            for error in r["errors"]:
+                print(f"    failed: {error}")
+    failed = any(r["failed"] for r in result["results"])
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -81,7 +81,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "judgement",
         "assessment",
     ),
-    "orchestrate": ("pipeline", "checkpoint_sweep", "factory", "bench", "cli", "plugin", "distributed"),
+    "orchestrate": (
+        "pipeline",
+        "checkpoint_sweep",
+        "factory",
+        "bench",
+        "served_bench",
+        "cli",
+        "plugin",
+        "distributed",
+    ),
 }
 RANK = {
     (name if name == "sft_eval" else f"sft_eval.{name}"): rank

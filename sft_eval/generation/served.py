@@ -201,20 +201,20 @@ def _openai() -> Any:
     return openai
 
 
-def _only_served_model(client: Any, base_url: str, section: str) -> str:
-    """The server's model when it serves exactly one (vLLM's usual case); otherwise ask for `<section>.model`."""
+def _only_served_model(client: Any, base_url: str, section: str, keys: tuple[str, str] | None = None) -> str:
+    """The server's model when it serves exactly one (vLLM's usual case); otherwise ask for `<section>.model`.
+    `keys`: what the error lines name for the URL and the model, where they are no recipe keys (a CLI's flags)."""
+    url_key, model_key = keys or (f"{section}.base_url", f"{section}.model")
     openai = _openai()
     try:
         names = [m.id for m in client.models.list()]
     except openai.APIConnectionError as exc:
-        raise SftEvalError(f"{section}.base_url: cannot reach {base_url}: {exc.__cause__ or exc}") from None
+        raise SftEvalError(f"{url_key}: cannot reach {base_url}: {exc.__cause__ or exc}") from None
     except openai.APIStatusError as exc:
-        raise SftEvalError(f"{section}.base_url: {base_url} answered {exc.status_code} listing its models") from None
+        raise SftEvalError(f"{url_key}: {base_url} answered {exc.status_code} listing its models") from None
     if len(names) != 1:
         listed = ", ".join(repr(n) for n in names) or "none"
-        raise SftEvalError(
-            f"{section}.model: {base_url} serves {listed}; set `{section}.model` to the model's name there"
-        )
+        raise SftEvalError(f"{model_key}: {base_url} serves {listed}; set `{model_key}` to the model's name there")
     return names[0]
 
 

@@ -1,0 +1,235 @@
+"""`sft-eval bench --served`: the streaming client's timings against a server written here with known, injected
+latencies (first content after X ms, then one chunk every Y ms), and its behaviour against servers that stall, drop
+the stream half-way, send an event that is not JSON, or answer 500: counted and said, never a hang or a traceback,
+the completed requests kept."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sft_eval.served_bench import Endpoint, bench_served, parse_targets, percentiles, run_level
+
+FIRST_MS, GAP_MS, CHUNKS = 50.0, 20.0, 10
+
+
+@pytest.fixture
+def stream_server() -> Iterator[dict]:
+    """A streaming chat-completions server on a loopback port: the first content chunk `first_ms` after the request,
+    then one every `gap_ms`, `chunks` in all, then the finish event, usage and [DONE]. `behaviour` per request:
+    "ok", "stall" (a first chunk, then silence), "drop" (half the chunks, then the connection closes), "garbage"
+    (an event that is not JSON), "error" (500); `every` applies it to every n-th request only."""
+    state = {"behaviour": "ok", "every": 1, "requests": 0, "first_ms": FIRST_MS, "gap_ms": GAP_MS, "chunks": CHUNKS}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = json.dumps({"object": "list", "data": [{"id": "served", "object": "model"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def event(self, data: dict) -> None:
+            payload = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "served", **data}
+            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+            self.wfile.flush()
+
+        def do_POST(self):
+            start = self.server.accepted.pop(self.client_address)  # the connection's accept: the schedule starts there
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                state["requests"] += 1
+                special = state["requests"] % state["every"] == 0
+            behaviour = state["behaviour"] if special else "ok"
+            if behaviour == "error":
+                body = json.dumps({"error": {"message": "overloaded"}}).encode()
+                self.send_response(500)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            role = {"role": "assistant", "content": ""}
+            self.event({"choices": [{"index": 0, "delta": role, "finish_reason": None}]})
+            if behaviour == "garbage":
+                self.wfile.write(b"data: {this is not json\n\n")
+                return
+            for k in range(state["chunks"]):
+                due = start + (state["first_ms"] + k * state["gap_ms"]) / 1000
+                time.sleep(max(0.0, due - time.perf_counter()))  # on the schedule, not after the last write
+                self.event({"choices": [{"index": 0, "delta": {"content": f"w{k} "}, "finish_reason": None}]})
+                if behaviour == "stall":
+                    time.sleep(3.0)
+                    return
+                if behaviour == "drop" and k == state["chunks"] // 2:
+                    return  # the connection closes with no finish event
+            self.event({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+            usage = {"prompt_tokens": 3, "completion_tokens": state["chunks"], "total_tokens": 3 + state["chunks"]}
+            self.event({"choices": [], "usage": usage})
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+        accepted: dict = {}
+
+        def process_request(self, request, client_address):
+            self.accepted[client_address] = time.perf_counter()  # before the handler's thread reads the headers
+            super().process_request(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def _level(state: dict, concurrency: int, requests: int, timeout: float = 10.0, **kw):
+    return run_level(
+        Endpoint(state["url"], timeout),
+        "served",
+        ["hello"],
+        concurrency=concurrency,
+        requests=requests,
+        max_tokens=CHUNKS,
+        duration_s=kw.pop("duration_s", 30.0),
+        warmup=kw.pop("warmup", 1),
+        targets=kw.pop("targets", {}),
+    )
+
+
+@pytest.mark.parametrize(("concurrency", "requests"), [(1, 12), (16, 48)])
+def test_the_injected_latencies_are_what_is_measured(stream_server, concurrency, requests):
+    """TTFT, ITL and TPOT at p50 near what the server injects (50 ms, then 20 ms a chunk), at concurrency 1 and 16.
+    Within 15% here, so a loaded CI machine does not fail it; the `bench`-marked test below holds them to 5% on a
+    quiet one. A client that timed the whole response as TTFT, or counted the first gap in ITL, misses by 3x."""
+    level = _level(stream_server, concurrency, requests)
+    _near(level, requests, 0.15)
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize(("concurrency", "requests"), [(1, 24), (16, 96)])
+def test_the_injected_latencies_within_5_percent(stream_server, concurrency, requests):
+    """The issue's accuracy target, on a quiet machine: `pytest -m bench tests/test_served_bench.py`."""
+    level = _level(stream_server, concurrency, requests)
+    print(f"concurrency {concurrency}: ttft {level['ttft_ms']}, itl {level['itl_ms']}, tpot {level['tpot_ms']}")
+    _near(level, requests, 0.05)
+
+
+def _near(level: dict, requests: int, rel: float) -> None:
+    assert level["completed"] == requests and level["failed"] == 0, level["errors"]
+    assert level["ttft_ms"]["p50"] == pytest.approx(FIRST_MS, rel=rel), level["ttft_ms"]
+    assert level["itl_ms"]["p50"] == pytest.approx(GAP_MS, rel=rel), level["itl_ms"]
+    assert level["tpot_ms"]["p50"] == pytest.approx(GAP_MS, rel=rel), level["tpot_ms"]
+    e2el = FIRST_MS + (CHUNKS - 1) * GAP_MS
+    assert level["e2el_ms"]["p50"] == pytest.approx(e2el, rel=rel), level["e2el_ms"]
+    assert level["tokens_counted_by"] == ["usage"] and level["output_tokens"] == CHUNKS * requests
+    assert level["requests_per_s"] == pytest.approx(level["completed"] / level["duration_s"])
+
+
+def test_goodput_counts_the_requests_that_meet_every_target(stream_server):
+    met = _level(stream_server, 4, 8, targets=parse_targets(["ttft:500", "tpot:100"]))
+    missed = _level(stream_server, 4, 8, targets=parse_targets(["ttft:10"]))  # 50 ms never meets 10 ms
+    assert met["goodput_requests_per_s"] == pytest.approx(met["requests_per_s"])
+    assert missed["goodput_requests_per_s"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "says"),
+    [
+        ("stall", "Timeout"),
+        ("drop", "the stream ended before its last event"),
+        ("garbage", ""),
+        ("error", "HTTP 500"),
+    ],
+)
+def test_a_failing_request_is_counted_and_said_and_the_others_kept(stream_server, behaviour, says):
+    """Every second request misbehaves: it is counted as failed with its reason, the rest complete, and the level
+    ends by itself (a stall waits out the 1 s timeout, never longer)."""
+    stream_server.update(behaviour=behaviour, every=2)
+    start = time.perf_counter()
+    level = _level(stream_server, 2, 8, timeout=1.0, warmup=0)
+    assert time.perf_counter() - start < 20
+    assert level["requests"] == 8 and level["failed"] == 4 and level["completed"] == 4, level
+    assert len(level["errors"]) == 1 and level["errors"][0].startswith("4 x ") and says in level["errors"][0]
+
+
+def test_the_duration_cap_stops_a_level_by_itself(stream_server):
+    level = _level(stream_server, 1, 1000, duration_s=0.5, warmup=0)
+    assert level["stopped_by"] == "duration" and 1 <= level["requests"] < 10
+
+
+def test_percentiles_are_numpys_and_none_without_values():
+    import numpy as np
+
+    values = [float(v) for v in range(1, 101)]
+    assert percentiles(values) == {f"p{p}": float(np.percentile(values, p)) for p in (50, 90, 99)}
+    assert percentiles([]) == {"p50": None, "p90": None, "p99": None}
+
+
+def test_the_cli_prints_the_contract_and_the_client_ceiling(stream_server, cli):
+    """`sft-eval bench --served URL --json`: one object, a result per concurrency with every figure, the client's
+    ceiling at the top level; a server failing half its requests exits 1 and says why."""
+    args = ["bench", "--served", stream_server["url"], "--concurrency", "1,4", "--requests", "8", "--json"]
+    result = cli.main(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert [r["concurrency"] for r in data["results"]] == [1, 4] and data["client_ceiling_requests_per_s"] > 0
+    for r in data["results"]:
+        assert {"requests", "output_tokens_per_s", "requests_per_s"} <= set(r)
+        for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
+            assert set(r[name]) == {"p50", "p90", "p99"} and r[name]["p50"] > 0
+    stream_server.update(behaviour="error", every=2)
+    failing = cli.main("bench", "--served", stream_server["url"], "--concurrency", "2", "--requests", "4")
+    assert failing.returncode == 1 and "failed: 2 x HTTP 500" in failing.stdout, failing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--served", "localhost:8000"], "--served: expected the server's http(s) URL"),
+        (["--served", "http://127.0.0.1:9/v1", "--concurrency", "1,x"], "--concurrency"),
+        (["--served", "http://127.0.0.1:9/v1", "--target", "speed:1"], "--target"),
+        (["--served", "http://127.0.0.1:9/v1", "--concurrency", "1"], "--served: cannot reach"),
+    ],
+)
+def test_bad_input_is_one_line(args, says, cli):
+    cli.bad_input(cli.main("bench", *args), says)
+
+
+def test_bench_served_refuses_no_prompts(stream_server):
+    from sft_eval.errors import SftEvalError
+
+    with pytest.raises(SftEvalError, match="no prompts"):
+        bench_served(stream_server["url"], None, [])
+
+
+def test_the_served_walkthrough_runs_as_written(stream_server, cli):
+    """docs/served-bench.md's command, with the test server's URL in place of the one written: exit 0, the JSON
+    holds a result per concurrency and goodput under its target."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "served-bench.md").read_text(encoding="utf-8")
+    command = shlex.split(text.split("```bash\n", 1)[1].split("```", 1)[0].strip())
+    assert command[:3] == ["sft-eval", "bench", "--served"] and command[3] == "http://127.0.0.1:8000/v1"
+    result = cli.main(*[stream_server["url"] if a == command[3] else a for a in command[1:]])
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert [r["concurrency"] for r in data["results"]] == [1, 4, 16]
+    assert all(r["goodput_requests_per_s"] == pytest.approx(r["requests_per_s"]) for r in data["results"])

@@ -88,14 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="--served: the model's name there (default: the server's only model)")
     bench.add_argument(
         "--concurrency",
-        default="1,4,16,64",
         metavar="C,C,...",
-        help="--served: requests in flight, one level each (default: 1,4,16,64)",
+        help="--served: requests in flight, one level each (default: [bench] concurrency, 1,4,16,64)",
     )
-    bench.add_argument("--requests", type=positive_int, default=64, metavar="N", help="--served: per level (64)")
-    bench.add_argument("--max-tokens", type=positive_int, default=64, metavar="N", help="--served: per request (64)")
+    bench.add_argument("--requests", type=positive_int, metavar="N", help="--served: per level ([bench], 64)")
+    bench.add_argument("--max-tokens", type=positive_int, metavar="N", help="--served: per request ([bench], 64)")
     bench.add_argument(
-        "--duration", type=positive_float, default=120.0, metavar="S", help="--served: cap per level, seconds (120)"
+        "--duration", type=positive_float, metavar="S", help="--served: cap per level, seconds ([bench], 120)"
     )
     bench.add_argument(
         "--timeout", type=positive_float, default=60.0, metavar="S", help="--served: a stalled request's limit (60)"
@@ -334,9 +333,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from sft_eval.bench import bench_prompts, measure_speed
+    from sft_eval.factory import read_inputs
 
-    if args.served:
-        return _bench_served(args)
+    inputs = read_inputs(args.recipe, max_eval_questions=args.max_eval_questions)
+    if args.served or inputs.recipe.bench.served:
+        return _bench_served(args, inputs)
     pipeline = _pipeline(args)
     prompts = bench_prompts([q.question for q in pipeline.questions])
     budget = pipeline.recipe.eval.max_new_tokens
@@ -357,21 +358,26 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK if tuned.identical_outputs and base.identical_outputs else EXIT_FAILED
 
 
-def _bench_served(args: argparse.Namespace) -> int:
-    """`bench --served URL`: the recipe's questions (the shipped ones by default) streamed to the server."""
-    from sft_eval.factory import read_inputs
+def _bench_served(args: argparse.Namespace, inputs: Any) -> int:
+    """`bench --served URL` (or the recipe's `[bench] served`): the recipe's questions streamed to the server, the
+    flags over the recipe's `[bench]`, judged by its thresholds (`verdict.bench_checks`)."""
     from sft_eval.served_bench import bench_served, parse_targets
+    from sft_eval.verdict import bench_checks
 
-    if not args.served.startswith(("http://", "https://")):
-        raise SftEvalError(f"--served: expected the server's http(s) URL (http://127.0.0.1:8000/v1), not {args.served}")
-    try:
-        levels = [int(c) for c in args.concurrency.split(",")]
-    except ValueError:
-        levels = []
-    if not levels or min(levels) < 1:
-        raise SftEvalError(f"--concurrency: expected whole numbers of at least 1 (1,4,16), not {args.concurrency}")
-    targets = parse_targets(args.target)
-    prompts = [q.question for q in read_inputs(args.recipe, max_eval_questions=args.max_eval_questions).questions]
+    recipe = inputs.recipe
+    bench = recipe.bench
+    url = args.served or bench.served
+    if not url.startswith(("http://", "https://")):
+        raise SftEvalError(f"--served: expected the server's http(s) URL (http://127.0.0.1:8000/v1), not {url}")
+    levels = list(bench.concurrency)
+    if args.concurrency is not None:
+        try:
+            levels = [int(c) for c in args.concurrency.split(",")]
+        except ValueError:
+            levels = []
+        if not levels or min(levels) < 1:
+            raise SftEvalError(f"--concurrency: expected whole numbers of at least 1 (1,4,16), not {args.concurrency}")
+    targets = {**bench.targets, **parse_targets(args.target)}
     count = None
     if args.tokenizer:
         from sft_eval.tokenizer import load_tokenizer
@@ -379,17 +385,19 @@ def _bench_served(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.tokenizer, key="--tokenizer")
         count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     result = bench_served(
-        args.served,
-        args.model,
-        prompts,
+        url,
+        args.model or bench.model,
+        [q.question for q in inputs.questions],
         concurrency=levels,
-        requests=args.requests,
-        max_tokens=args.max_tokens,
-        duration_s=args.duration,
+        requests=args.requests or bench.requests,
+        max_tokens=args.max_tokens or bench.max_tokens,
+        duration_s=args.duration or bench.duration,
         timeout=args.timeout,
         targets=targets,
         count_tokens=count,
     )
+    checks = bench_checks(recipe.thresholds, result)
+    result["checks"] = [c.to_dict() for c in checks]
     if args.json:
         print(dumps(result))
     else:
@@ -406,10 +414,10 @@ def _bench_served(args: argparse.Namespace) -> int:
                 f"{r['requests_per_s'] or 0:.1f} requests/s, {r['output_tokens_per_s'] or 0:.0f} tokens/s{goodput}; "
                 f"{shown} ms"
             )
-            for error in r["errors"]:
-                print(f"    failed: {error}")
-    failed = any(r["failed"] for r in result["results"])
-    return EXIT_FAILED if failed else EXIT_OK
+        for check in checks:
+            if check.passed is False:
+                print(f"FAILED {check.name}: {check.message}")
+    return EXIT_FAILED if any(c.passed is False for c in checks) else EXIT_OK
 
 
 def _ms(value: float | None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from sft_eval import tables
 from sft_eval.backends import check_backend
 from sft_eval.errors import SftEvalError
+from sft_eval.section_checks import check_bench, check_judge
 from sft_eval.tables import check_types, read_table, reject_unknown
 from sft_eval.trainer_keys import check_peft, check_sft_names, check_sft_values
 from sft_eval.trainer_keys import lora_config_class as lora_config_class
@@ -188,6 +189,23 @@ class JudgeSection:
 
 
 @dataclass(frozen=True)
+class BenchSection:
+    served: str | None = key(None, "`sft-eval bench`: time this OpenAI-compatible server (http(s) URL) instead")
+    model: str | None = key(None, "the model's name on that server; default: its only model")
+    concurrency: tuple[int, ...] = key((1, 4, 16, 64), "requests in flight, one level each")
+    requests: int = key(64, "requests per concurrency level")
+    max_tokens: int = key(64, "output tokens per request")
+    duration: float = key(120.0, "seconds per concurrency level at most")
+    targets: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "help": "goodput's per-request latency targets in ms, as a table (`ttft = 500`, `tpot = 40`; also `itl`, "
+            "`e2el`)"
+        },
+    )
+
+
+@dataclass(frozen=True)
 class Thresholds:
     min_loss_drop: float = key(0.5, "the loss drop, first to last logging window, as a fraction of the first")
     min_eos_stop_rate: float = key(0.95, "share of tuned answers that end at the end-of-turn token")
@@ -211,6 +229,15 @@ class Thresholds:
     max_judge_flip_rate: float = key(0.3, "share of pairs whose verdict changes when the answers swap places")
     min_judge_calibration: float = key(
         0.8, "the judge's accuracy on the calibration pairs: below it the judge is not trusted (its win rate unjudged)"
+    )
+    max_ttft_p99_ms: float = key(
+        0.0, "`bench --served`: the 99th percentile time to first token at every level (0: not judged)"
+    )
+    max_tpot_p50_ms: float = key(
+        0.0, "`bench --served`: the median time per output token at every level (0: not judged)"
+    )
+    min_goodput: float = key(
+        0.0, "`bench --served`: requests/s meeting every `[bench] targets` at every level (0: not judged)"
     )
     gate: str = key(
         "difference",
@@ -269,6 +296,7 @@ class Recipe:
     eval: EvalSection = field(default_factory=EvalSection)
     thresholds: Thresholds = field(default_factory=Thresholds)
     judge: JudgeSection = field(default_factory=JudgeSection)
+    bench: BenchSection = field(default_factory=BenchSection)
     path: Path | None = None  # the file it was loaded from; relative paths resolve against its folder
 
     def resolve(self, value: str) -> str:
@@ -297,6 +325,7 @@ class Recipe:
             "eval": dataclasses.asdict(self.eval),
             "thresholds": dataclasses.asdict(self.thresholds),
             "judge": dataclasses.asdict(self.judge),
+            "bench": dataclasses.asdict(self.bench),
         }
 
 
@@ -484,39 +513,8 @@ def _check_values(recipe: Recipe, where: str) -> None:
             f"{where}: `thresholds.min_chrf` must be between 0 and 100 (chrF), not {recipe.thresholds.min_chrf}"
         )
     _check_eval_sources(recipe, where)
-    _check_judge(recipe.judge, where)
-
-
-def _check_judge(judge: JudgeSection, where: str) -> None:
-    """A judge the recipe can reach: a kind that exists, a server URL or a folder, files that exist."""
-    if judge.kind not in JUDGE_KINDS:
-        raise SftEvalError(
-            f'{where}: `judge.kind` must be "chat" or "reward" (or left out: no judge), not {judge.kind!r}'
-        )
-    if not judge.kind:
-        return
-    if judge.kind == "reward":
-        if judge.base_url is not None:
-            raise SftEvalError(
-                f"{where}: a reward judge runs here, from `judge.model` (a folder) or the embedded one: "
-                "`judge.base_url` is for a chat judge"
-            )
-        if not (math.isfinite(judge.tie_margin) and judge.tie_margin >= 0):
-            raise SftEvalError(f"{where}: `judge.tie_margin` must be a number of at least 0, not {judge.tie_margin}")
-        return
-    if judge.backend not in ("openai", "transformers"):
-        raise SftEvalError(f'{where}: `judge.backend` must be "openai" or "transformers", not {judge.backend!r}')
-    if judge.backend == "openai" and not (judge.base_url or "").startswith(("http://", "https://")):
-        raise SftEvalError(f'{where}: `judge.backend = "openai"` needs `judge.base_url`, the judge server\'s URL')
-    if judge.backend == "transformers" and not judge.model:
-        raise SftEvalError(f'{where}: `judge.backend = "transformers"` needs `judge.model`, the judge\'s folder')
-    if judge.max_new_tokens < 1:
-        raise SftEvalError(f"{where}: `judge.max_new_tokens` must be at least 1, not {judge.max_new_tokens}")
-    if not 0 <= judge.max_retries <= MAX_RETRIES or not 0 < judge.request_timeout <= MAX_REQUEST_TIMEOUT_S:
-        raise SftEvalError(
-            f"{where}: `judge.max_retries` must be 0 to {MAX_RETRIES} and `judge.request_timeout` above 0 and at "
-            f"most {MAX_REQUEST_TIMEOUT_S:.0f}"
-        )
+    check_judge(recipe.judge, where, JUDGE_KINDS, MAX_RETRIES, MAX_REQUEST_TIMEOUT_S)
+    check_bench(recipe.bench, where)
 
 
 def _check_eval_sources(recipe: Recipe, where: str) -> None:
@@ -551,6 +549,7 @@ SECTIONS = {
     "eval": EvalSection,
     "thresholds": Thresholds,
     "judge": JudgeSection,
+    "bench": BenchSection,
 }
 
 

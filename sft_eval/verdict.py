@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
 from sft_eval import schema
 from sft_eval.audit import Finding
@@ -270,6 +271,38 @@ def judge_checks(thresholds: Thresholds, judged: schema.JudgeData) -> dict[str, 
             f"recipe asks for {thresholds.min_judge_win_rate:.0%}",
         )
     return {c.name: c for c in (trusted, flip, win)}
+
+
+def bench_checks(thresholds: Thresholds, served: dict[str, Any]) -> list[Check]:
+    """`sft-eval bench --served`'s result against the recipe's thresholds, at every concurrency level: `bench.ttft`
+    (TTFT p99 at most `max_ttft_p99_ms`), `bench.tpot` (TPOT p50 at most `max_tpot_p50_ms`), `bench.goodput` (at
+    least `min_goodput` requests/s meeting `[bench] targets`), and `bench.failed` (no request failed). A threshold
+    of 0 is not judged."""
+    checks = []
+    for level in served["results"]:
+        at = f"at concurrency {level['concurrency']}"
+        failed = level["failed"]
+        said = "; ".join(level["errors"])
+        checks.append(
+            _judged("bench.failed", not failed, f"{failed} of {level['requests']} requests failed {at}: {said}")
+        )
+        for name, value, limit, unit in (
+            ("bench.ttft", level["ttft_ms"]["p99"], thresholds.max_ttft_p99_ms, "TTFT p99"),
+            ("bench.tpot", level["tpot_ms"]["p50"], thresholds.max_tpot_p50_ms, "TPOT p50"),
+        ):
+            if limit:
+                held = value is not None and value <= limit
+                shown = "none measured" if value is None else f"{value:.1f} ms"
+                checks.append(_judged(name, held, f"{unit} {at}: {shown}, the recipe allows {limit:g} ms"))
+        if thresholds.min_goodput:
+            goodput = level["goodput_requests_per_s"]
+            if goodput is None:
+                checks.append(Check("bench.goodput", None, f"no `[bench] targets` to measure goodput against {at}"))
+            else:
+                held = goodput >= thresholds.min_goodput
+                message = f"goodput {at}: {goodput:.2f} requests/s, the recipe asks for {thresholds.min_goodput:g}"
+                checks.append(_judged("bench.goodput", held, message))
+    return checks
 
 
 def judge(

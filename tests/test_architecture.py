@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "backends",
         "sftconfig",
         "tables",
+        "section_checks",
         "trainer_keys",
         "recipe",
         "options",

@@ -196,7 +196,8 @@ def test_the_cli_prints_the_contract_and_the_client_ceiling(stream_server, cli):
             assert set(r[name]) == {"p50", "p90", "p99"} and r[name]["p50"] > 0
     stream_server.update(behaviour="error", every=2)
     failing = cli.main("bench", "--served", stream_server["url"], "--concurrency", "2", "--requests", "4")
-    assert failing.returncode == 1 and "failed: 2 x HTTP 500" in failing.stdout, failing.stdout
+    assert failing.returncode == 1 and "FAILED bench.failed: 2 of 4" in failing.stdout, failing.stdout
+    assert "2 x HTTP 500" in failing.stdout
 
 
 @pytest.mark.parametrize(
@@ -233,3 +234,36 @@ def test_the_served_walkthrough_runs_as_written(stream_server, cli):
     data = json.loads(result.stdout)
     assert [r["concurrency"] for r in data["results"]] == [1, 4, 16]
     assert all(r["goodput_requests_per_s"] == pytest.approx(r["requests_per_s"]) for r in data["results"])
+
+
+def test_bench_in_a_recipe_is_judged_by_its_thresholds(stream_server, tiny_variant, cli):
+    """`[bench]` names the server, levels and goodput targets; `[thresholds]` judges the result: within them exit 0,
+    a TTFT p99 over its limit or too little goodput exit 1 naming the check, the checks in the JSON."""
+    url = stream_server["url"]
+    bench = f'[bench]\nserved = "{url}"\nconcurrency = [2]\nrequests = 6\ntargets = {{ ttft = 500, tpot = 100 }}\n\n'
+
+    def run(limits: str):
+        recipe = tiny_variant({"[eval]": f"{bench}[eval]", "[thresholds]": f"[thresholds]\n{limits}"})
+        return cli.main("bench", "--recipe", str(recipe), "--json")
+
+    passed = run("max_ttft_p99_ms = 500.0\nmax_tpot_p50_ms = 100.0\nmin_goodput = 0.5\n")
+    assert passed.returncode == 0, passed.stdout[-2000:] + passed.stderr[-2000:]
+    checks = {c["name"]: c["passed"] for c in json.loads(passed.stdout)["checks"]}
+    assert checks == {"bench.failed": True, "bench.ttft": True, "bench.tpot": True, "bench.goodput": True}
+    slow = run("max_ttft_p99_ms = 10.0\n")
+    assert slow.returncode == 1 and "bench.ttft" in slow.stdout
+    starved = run("min_goodput = 10000.0\n")
+    assert starved.returncode == 1 and "bench.goodput" in starved.stdout
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ('[bench]\nserved = "localhost:8000"\n', "`bench.served` must be the server's http(s) URL"),
+        ("[bench]\nconcurrency = [0]\n", "`bench.concurrency`"),
+        ("[bench]\ntargets = { speed = 1 }\n", "`bench.targets.speed`"),
+    ],
+)
+def test_a_bad_bench_section_is_one_line(section, says, tiny_variant, cli):
+    recipe = tiny_variant({"[eval]": section + "\n[eval]"})
+    cli.bad_input(cli.run("plan", "--recipe", str(recipe)), str(recipe), says)

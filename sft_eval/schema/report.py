@@ -428,6 +428,12 @@ class ThresholdsData(TypedDict, total=False):
     """`thresholds.max_judge_flip_rate`."""
     min_judge_calibration: float
     """`thresholds.min_judge_calibration`."""
+    max_ttft_p99_ms: float
+    """`thresholds.max_ttft_p99_ms`."""
+    max_tpot_p50_ms: float
+    """`thresholds.max_tpot_p50_ms`."""
+    min_goodput: float
+    """`thresholds.min_goodput`."""
     gate: str
     """`thresholds.gate`."""
     max_regression: dict[str, float]

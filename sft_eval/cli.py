@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         "regression beyond noise (default: none)",
     )
     report.add_argument(
+        "--bench",
+        metavar="FILE",
+        help='a `sft-eval bench --served --json` file: the report\'s "As served" section (default: none)',
+    )
+    report.add_argument(
         "--from-json",
         metavar="FILE",
         help="render the HTML again from a report's sft_report.json, with no model, cache or recipe (default: off)",
@@ -438,7 +443,14 @@ def _report(args: argparse.Namespace) -> int:
         from sft_eval.report import read_report_json
 
         baseline = (args.baseline, read_report_json(args.baseline))
+    served = None
+    if args.bench:  # likewise
+        from sft_eval.report.reader import read_bench_json
+
+        served = read_bench_json(args.bench)
     context = _pipeline(args).report_context(baseline=baseline)
+    if served is not None:
+        context["served_bench"] = served
     path = write_report(context, args.out).resolve()
     failing = [c for c in context["checks"] if c["passed"] is False]
     against = context["against_baseline"] or {}

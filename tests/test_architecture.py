@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "trainer_keys",
         "recipe",
         "options",
+        "schema.bench",
         "schema.compare",
         "schema.judge",
         "schema.report",

@@ -267,3 +267,26 @@ def test_bench_in_a_recipe_is_judged_by_its_thresholds(stream_server, tiny_varia
 def test_a_bad_bench_section_is_one_line(section, says, tiny_variant, cli):
     recipe = tiny_variant({"[eval]": section + "\n[eval]"})
     cli.bad_input(cli.run("plan", "--recipe", str(recipe)), str(recipe), says)
+
+
+def test_the_report_shows_a_bench_file_as_a_section_with_its_curve(stream_server, sft_pipeline, cli, tmp_path):
+    """`sft-eval report --bench FILE`: the bench's JSON in the report's JSON (read back through its types) and an
+    "As served" section with a row per concurrency and latency drawn against throughput; a file that is no bench
+    JSON is one line before any model loads."""
+    from sft_eval.report import read_report_json
+
+    result = cli.main("bench", "--served", stream_server["url"], "--concurrency", "1,4", "--requests", "8", "--json")
+    bench = tmp_path / "bench.json"
+    bench.write_text(result.stdout, encoding="utf-8")
+    env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    out = tmp_path / "report"
+    report = cli.main("report", "--bench", str(bench), "--out", str(out), env=env)
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    written = read_report_json(out / "sft_report.json")
+    assert [r["concurrency"] for r in written["served_bench"]["results"]] == [1, 4]
+    page = (out / "sft_report.html").read_text(encoding="utf-8")
+    section = page.split('<section id="served">', 1)[1].split("</section>", 1)[0]
+    assert section.count("<tr>") == 3 and "output tokens/s" in section and "<svg" in section
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**json.loads(result.stdout), "results": [{"concurrency": "four"}]}))
+    cli.bad_input(cli.main("report", "--bench", str(broken), "--out", str(out), env=env), "broken.json", "results[0]")

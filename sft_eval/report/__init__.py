@@ -61,6 +61,7 @@ BUILT_IN_SECTIONS = (
     "categories",
     "signals",
     "judge",
+    "served",
     "tools",
     "audit",
     "training",
@@ -234,12 +235,26 @@ def word_diff(before: str, after: str) -> list[tuple[DiffOp, str]]:
     return runs
 
 
+def served_curve_svg(served: schema.ServedBenchData | None) -> str:
+    """The served model's latency against its throughput, one point per concurrency level (E2EL p50 in ms over
+    output tokens per second), drawn like the loss curve; empty with fewer than two levels measured."""
+    if not served:
+        return ""
+    points = sorted(
+        (r["output_tokens_per_s"], r["e2el_ms"]["p50"])
+        for r in served["results"]
+        if r["output_tokens_per_s"] is not None and r["e2el_ms"]["p50"] is not None
+    )
+    return loss_curve_svg(points, label="E2EL p50 (ms)", x_label="output tokens/s")
+
+
 def loss_curve_svg(
     losses: Sequence[Sequence[Any]],
     width: int = 560,
     height: int = 220,
     label: str = "training loss",
     y_max: float | None = None,
+    x_label: str = "optimizer step",
 ) -> str:
     """An inline SVG of (step, loss) with labelled axes, empty when there is nothing to draw. A loss that is not
     finite (NaN or infinite in a run, null in the report's JSON) is a gap in the line, and its steps are listed
@@ -288,8 +303,8 @@ def loss_curve_svg(
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-label="{label} by optimizer step">{ticks}{lines}{gap_note}'
-        f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">optimizer step '
+        f'role="img" aria-label="{label} by {x_label}">{ticks}{lines}{gap_note}'
+        f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">{x_label} '
         f"({int(x0)}&#8211;{int(x1)})</text>"
         f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
         f'transform="rotate(-90 12 {(top + height - bottom) / 2})">{label}</text></svg>'
@@ -401,6 +416,7 @@ def render_html(context: ReportData) -> str:
         **context,
         extra_sections=sections,
         loss_svg=Markup(loss_curve_svg(context["training"]["losses"])),  # numbers we drew, no input
+        served_svg=Markup(served_curve_svg(context.get("served_bench"))),
         card_json=script_json(payload),
         card_script=Markup(_CARD_SCRIPT),  # our own file, shipped with the package
         script_hash=_CARD_SCRIPT_HASH,

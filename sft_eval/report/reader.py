@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sft_eval import validate
 from sft_eval.errors import SftEvalError
-from sft_eval.schema import REPORT_FORMAT, ReportData
+from sft_eval.schema import REPORT_FORMAT, ReportData, ServedBenchData
 from sft_eval.validate import conform
 
 SIGNAL_THRESHOLDS = ("min_eval_loss_drop", "max_forgetting", "max_expected_nll_rise", "max_length_ratio")
@@ -85,3 +85,18 @@ def read_report_json(path: str | Path) -> ReportData:
         )
     check_report(context, str(path))
     return cast(ReportData, context)
+
+
+def read_bench_json(path: str | Path) -> ServedBenchData:
+    """`sft-eval bench --served --json`'s output, read and checked against its types; anything else is one line
+    naming the file and the field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_not_a_number(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SftEvalError(
+            f"{path}: not a readable `sft-eval bench --served --json` file: {str(exc).splitlines()[0]}"
+        ) from None
+    if not isinstance(data, dict) or "results" not in data or "served" not in data:
+        raise SftEvalError(f"{path}: not the JSON of `sft-eval bench --served` (no `served` and `results`)")
+    conform(data, ServedBenchData, str(path))
+    return cast(ServedBenchData, data)

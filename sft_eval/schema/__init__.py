@@ -14,7 +14,8 @@ from typing import Literal
 
 from typing_extensions import TypedDict, is_typeddict
 
-from sft_eval.schema import compare, judge, report
+from sft_eval.schema import bench, compare, judge, report
+from sft_eval.schema.bench import *  # noqa: F403
 from sft_eval.schema.compare import *  # noqa: F403
 from sft_eval.schema.judge import *  # noqa: F403
 from sft_eval.schema.report import *  # noqa: F403
@@ -29,7 +30,7 @@ _PYDANTIC_CONFIG = {"extra": "forbid", "strict": True, "use_attribute_docstrings
 # every record of the three modules, found rather than listed, so a record added is configured too
 RECORDS = tuple(
     v
-    for module in (compare, judge, report)
+    for module in (bench, compare, judge, report)
     for v in vars(module).values()
     if isinstance(v, type) and is_typeddict(v) and v is not TypedDict and v.__module__ == module.__name__
 )

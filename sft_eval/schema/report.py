@@ -6,6 +6,7 @@ from typing import Any, Literal, NotRequired, Required
 
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from typing_extensions on Python 3.11
 
+from sft_eval.schema.bench import ServedBenchData
 from sft_eval.schema.compare import ComparisonData
 from sft_eval.schema.judge import JudgeData
 
@@ -487,6 +488,9 @@ class ReportData(TypedDict):
     """Generation speed measured with the report (tokens per second and the like); null when not measured."""
     judge: NotRequired[JudgeData | None]
     """The recipe's `[judge]` on the tuned answers against the base's (docs/judge.md); null or absent without one."""
+    served_bench: NotRequired[ServedBenchData | None]
+    """`sft-eval bench --served`'s result, shown by `sft-eval report --bench FILE` (docs/served-bench.md); absent
+    without one."""
     judge_baseline: NotRequired[JudgeData | None]
     """The same judge on the tuned answers against `[model] baseline`'s; null or absent without a judge and a
     baseline model."""

@@ -264,6 +264,7 @@ COMPARED_METRICS = (
     "repetition",
     "chrf",
     "expected_answer_nll",
+    "judge_win_rate",
 )
 FRACTION_THRESHOLDS = (
     "min_judge_win_rate",

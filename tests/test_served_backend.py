@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -233,3 +234,23 @@ def test_a_chat_judge_served_by_transformers_serve_is_asked_every_pair_in_both_o
     assert all(len(v["replies"]) == 2 for v in judged["verdicts"]) and judged["verdicts"][0]["replies"][0]
     again = Pipeline(recipe, sft_pipeline.cache, device="cpu").assessment.judgement
     assert again["cached"] == 2 * pairs and again["verdicts"] == judged["verdicts"]
+
+
+def test_bench_served_sweeps_a_real_transformers_serve(pinned_url, sft_pipeline):
+    """`sft-eval bench --served` against the real server: every figure of every level measured, the tokens counted
+    from the server's own usage, and the report's "As served" section drawn from it (its types checked)."""
+    from sft_eval.report import render_html
+    from sft_eval.report.format import ReportData, conform
+    from sft_eval.served_bench import bench_served
+
+    questions = [q.question for q in sft_pipeline.questions]
+    served = bench_served(pinned_url, None, questions, concurrency=[1, 4], requests=8, max_tokens=16, warmup=1)
+    for level in served["results"]:
+        assert level["completed"] == 8 and level["failed"] == 0, level["errors"]
+        for name in ("ttft_ms", "e2el_ms"):
+            assert 0 < level[name]["p50"] <= level[name]["p99"], (name, level[name])
+        assert level["tokens_counted_by"] == ["usage"] and level["output_tokens_per_s"] > 0
+    assert served["client_ceiling_requests_per_s"] > 0
+    context = {**sft_pipeline.report_context(), "served_bench": served}
+    conform(json.loads(json.dumps(context)), ReportData, "sft_report.json")  # as written: tuples are lists
+    assert '<section id="served">' in render_html(context)

@@ -150,23 +150,27 @@ class Assessment:
         the answer cache; None without a judge."""
         if not self.recipe.judge.kind:
             return None
-        from sft_eval.judgement import judge_run, make_judge
+        from sft_eval.judgement import judge_run
 
-        device = str(self.artifacts.device)
-        judge = make_judge(self.recipe.judge, self.recipe, device, self.artifacts.cache)
-        return judge_run(self.recipe, self.evaluation, self.answers.store, judge, self.judged_names())
+        return judge_run(self.recipe, self.evaluation, self.answers.store, self.judge, self.judged_names())
 
     @functools.cached_property
     def judgement_baseline(self) -> schema.JudgeData | None:
         """The same judge on the tuned answers against `[model] baseline`'s; None without a judge or a baseline."""
         if not self.recipe.judge.kind or "baseline" not in self.evaluation.models:
             return None
-        from sft_eval.judgement import judge_run, make_judge
+        from sft_eval.judgement import judge_run
 
-        device = str(self.artifacts.device)
-        judge = make_judge(self.recipe.judge, self.recipe, device, self.artifacts.cache)
         names = self.judged_names()
-        return judge_run(self.recipe, self.evaluation, self.answers.store, judge, names, other="baseline")
+        return judge_run(self.recipe, self.evaluation, self.answers.store, self.judge, names, other="baseline")
+
+    @functools.cached_property
+    def judge(self) -> Any:
+        """The recipe's judge (`judgement.make_judge`), made once: a local judge's model is loaded once for the
+        base's pairs and the baseline's."""
+        from sft_eval.judgement import make_judge
+
+        return make_judge(self.recipe.judge, self.recipe, str(self.artifacts.device), self.artifacts.cache)
 
     def judged_names(self) -> list[str]:
         """The judged models' names and `model_type`s (the base's and the tuned model's), for the judge's

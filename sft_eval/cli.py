@@ -202,14 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
-def _pipeline(args: argparse.Namespace) -> Any:
-    """The recipe's pipeline, through the one factory: recipe, questions and (where the command reads them) the
-    training rows validated before torch is imported. An audit of another template or tokenizer reads no rows."""
-    from sft_eval.factory import open_pipeline, read_inputs
+def _inputs(args: argparse.Namespace) -> Any:
+    """The recipe and its questions, read and validated with the command's limits (`factory.read_inputs`)."""
+    from sft_eval.factory import read_inputs
 
-    inputs = read_inputs(
+    return read_inputs(
         args.recipe, max_train_rows=args.max_train_rows, max_eval_questions=getattr(args, "max_eval_questions", None)
     )
+
+
+def _pipeline(args: argparse.Namespace, inputs: Any = None) -> Any:
+    """The recipe's pipeline, through the one factory: recipe, questions and (where the command reads them) the
+    training rows validated before torch is imported. An audit of another template or tokenizer reads no rows.
+    `inputs`: the recipe already read by `_inputs`, not read again."""
+    from sft_eval.factory import open_pipeline
+
+    inputs = inputs or _inputs(args)
     return open_pipeline(
         inputs,
         cache_dir=args.sft_cache,
@@ -338,12 +346,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from sft_eval.bench import bench_prompts, measure_speed
-    from sft_eval.factory import read_inputs
 
-    inputs = read_inputs(args.recipe, max_eval_questions=args.max_eval_questions)
+    inputs = _inputs(args)
     if args.served or inputs.recipe.bench.served:
         return _bench_served(args, inputs)
-    pipeline = _pipeline(args)
+    pipeline = _pipeline(args, inputs)
     prompts = bench_prompts([q.question for q in pipeline.questions])
     budget = pipeline.recipe.eval.max_new_tokens
     tuned = measure_speed(pipeline.tuned_model, pipeline.tokenizer, prompts, max_new_tokens=budget)
@@ -366,7 +373,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_served(args: argparse.Namespace, inputs: Any) -> int:
     """`bench --served URL` (or the recipe's `[bench] served`): the recipe's questions streamed to the server, the
     flags over the recipe's `[bench]`, judged by its thresholds (`verdict.bench_checks`)."""
-    from sft_eval.served_bench import bench_served, parse_targets
+    from sft_eval.served_bench import TARGET_METRICS, bench_served, parse_targets
     from sft_eval.verdict import bench_checks
 
     recipe = inputs.recipe
@@ -410,8 +417,7 @@ def _bench_served(args: argparse.Namespace, inputs: Any) -> int:
         print(f"{result['model']} at {result['served']} (client ceiling here: {ceiling:.0f} requests/s)")
         for r in result["results"]:
             shown = " ".join(
-                f"{name} p50/p99 {_ms(r[name + '_ms']['p50'])}/{_ms(r[name + '_ms']['p99'])}"
-                for name in ("ttft", "tpot", "itl", "e2el")
+                f"{name} p50/p99 {_ms(r[name + '_ms']['p50'])}/{_ms(r[name + '_ms']['p99'])}" for name in TARGET_METRICS
             )
             goodput = "" if r["goodput_requests_per_s"] is None else f", goodput {r['goodput_requests_per_s']:.1f}/s"
             print(

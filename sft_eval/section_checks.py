@@ -8,6 +8,8 @@ from typing import Any
 
 from sft_eval.errors import SftEvalError
 
+BENCH_TARGETS = ("ttft", "tpot", "itl", "e2el")  # the latencies goodput may hold to a target, in ms
+
 
 def check_judge(judge: Any, where: str, kinds: tuple[str, ...], max_retries: int, max_timeout_s: float) -> None:
     """A judge the recipe can reach: a kind that exists, a server URL or a folder, files that exist."""
@@ -52,7 +54,7 @@ def check_bench(bench: Any, where: str) -> None:
     if bench.requests < 1 or bench.max_tokens < 1 or not bench.duration > 0:
         raise SftEvalError(f"{where}: `bench.requests`, `bench.max_tokens` and `bench.duration` must be above 0")
     for name, value in bench.targets.items():
-        if name not in ("ttft", "tpot", "itl", "e2el") or not (isinstance(value, int | float) and value > 0):
+        if name not in BENCH_TARGETS or not (isinstance(value, int | float) and value > 0):
             raise SftEvalError(
                 f"{where}: `bench.targets.{name}` must be one of ttft, tpot, itl, e2el with a number of ms above 0"
             )

@@ -35,10 +35,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sft_eval.errors import SftEvalError
+from sft_eval.recipe import BenchSection
+from sft_eval.section_checks import BENCH_TARGETS
 
-DEFAULT_CONCURRENCY = (1, 4, 16, 64)
+DEFAULT_CONCURRENCY = BenchSection().concurrency  # the recipe's default, 1, 4, 16, 64
 PERCENTILES = (50, 90, 99)
-TARGET_METRICS = ("ttft", "tpot", "itl", "e2el")  # `--target ttft:500` and the like, in milliseconds
+TARGET_METRICS = BENCH_TARGETS  # `--target ttft:500` and the like, in milliseconds
 ERRORS_SHOWN = 3
 
 

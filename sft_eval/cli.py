@@ -16,6 +16,7 @@ from sft_eval.jsonout import dumps
 from sft_eval.kernels import pin_cpu_kernels
 from sft_eval.options import EVALUATE, RUN, add_options, positive_float, positive_int, probability
 from sft_eval.recipe import GATES
+from sft_eval.served_command import add_served_options, bench_served_command
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -84,33 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generation speed: the lesson's loop vs the batched engine vs a raw KV-cache loop; with --served, the model "
         "as a server serves it (TTFT, TPOT, ITL, E2EL and goodput per concurrency)",
     )
-    bench.add_argument("--served", metavar="URL", help="an OpenAI-compatible server's base URL (http://host:port/v1)")
-    bench.add_argument("--model", help="--served: the model's name there (default: the server's only model)")
-    bench.add_argument(
-        "--concurrency",
-        metavar="C,C,...",
-        help="--served: requests in flight, one level each (default: [bench] concurrency, 1,4,16,64)",
-    )
-    bench.add_argument("--requests", type=positive_int, metavar="N", help="--served: per level ([bench], 64)")
-    bench.add_argument("--max-tokens", type=positive_int, metavar="N", help="--served: per request ([bench], 64)")
-    bench.add_argument(
-        "--duration", type=positive_float, metavar="S", help="--served: cap per level, seconds ([bench], 120)"
-    )
-    bench.add_argument(
-        "--timeout", type=positive_float, default=60.0, metavar="S", help="--served: a stalled request's limit (60)"
-    )
-    bench.add_argument(
-        "--target",
-        action="append",
-        default=[],
-        metavar="METRIC:MS",
-        help="--served: a latency target for goodput (ttft, tpot, itl or e2el, in ms), repeatable: ttft:500",
-    )
-    bench.add_argument(
-        "--tokenizer",
-        metavar="DIR",
-        help="--served: count output tokens with this local tokenizer where the server reports no usage",
-    )
+    add_served_options(bench)
     report = with_recipe("report", "render the before/after HTML report from the cached run")
     report.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: reports/)")
     report.add_argument(
@@ -349,7 +324,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     inputs = _inputs(args)
     if args.served or inputs.recipe.bench.served:
-        return _bench_served(args, inputs)
+        return bench_served_command(args, inputs)
     pipeline = _pipeline(args, inputs)
     prompts = bench_prompts([q.question for q in pipeline.questions])
     budget = pipeline.recipe.eval.max_new_tokens
@@ -368,71 +343,6 @@ def _bench(args: argparse.Namespace) -> int:
             )
             print(f"  identical greedy answers: {result.identical_outputs}")
     return EXIT_OK if tuned.identical_outputs and base.identical_outputs else EXIT_FAILED
-
-
-def _bench_served(args: argparse.Namespace, inputs: Any) -> int:
-    """`bench --served URL` (or the recipe's `[bench] served`): the recipe's questions streamed to the server, the
-    flags over the recipe's `[bench]`, judged by its thresholds (`verdict.bench_checks`)."""
-    from sft_eval.served_bench import TARGET_METRICS, bench_served, parse_targets
-    from sft_eval.verdict import bench_checks
-
-    recipe = inputs.recipe
-    bench = recipe.bench
-    url = args.served or bench.served
-    if not url.startswith(("http://", "https://")):
-        raise SftEvalError(f"--served: expected the server's http(s) URL (http://127.0.0.1:8000/v1), not {url}")
-    levels = list(bench.concurrency)
-    if args.concurrency is not None:
-        try:
-            levels = [int(c) for c in args.concurrency.split(",")]
-        except ValueError:
-            levels = []
-        if not levels or min(levels) < 1:
-            raise SftEvalError(f"--concurrency: expected whole numbers of at least 1 (1,4,16), not {args.concurrency}")
-    targets = {**bench.targets, **parse_targets(args.target)}
-    count = None
-    if args.tokenizer:
-        from sft_eval.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(args.tokenizer, key="--tokenizer")
-        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    result = bench_served(
-        url,
-        args.model or bench.model,
-        [q.question for q in inputs.questions],
-        concurrency=levels,
-        requests=args.requests or bench.requests,
-        max_tokens=args.max_tokens or bench.max_tokens,
-        duration_s=args.duration or bench.duration,
-        timeout=args.timeout,
-        targets=targets,
-        count_tokens=count,
-    )
-    checks = bench_checks(recipe.thresholds, result)
-    result["checks"] = [c.to_dict() for c in checks]
-    if args.json:
-        print(dumps(result))
-    else:
-        ceiling = result["client_ceiling_requests_per_s"]
-        print(f"{result['model']} at {result['served']} (client ceiling here: {ceiling:.0f} requests/s)")
-        for r in result["results"]:
-            shown = " ".join(
-                f"{name} p50/p99 {_ms(r[name + '_ms']['p50'])}/{_ms(r[name + '_ms']['p99'])}" for name in TARGET_METRICS
-            )
-            goodput = "" if r["goodput_requests_per_s"] is None else f", goodput {r['goodput_requests_per_s']:.1f}/s"
-            print(
-                f"  concurrency {r['concurrency']:3}: {r['completed']}/{r['requests']} completed, "
-                f"{r['requests_per_s'] or 0:.1f} requests/s, {r['output_tokens_per_s'] or 0:.0f} tokens/s{goodput}; "
-                f"{shown} ms"
-            )
-        for check in checks:
-            if check.passed is False:
-                print(f"FAILED {check.name}: {check.message}")
-    return EXIT_FAILED if any(c.passed is False for c in checks) else EXIT_OK
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def _report(args: argparse.Namespace) -> int:

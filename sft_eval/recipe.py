@@ -193,6 +193,13 @@ class BenchSection:
     served: str | None = key(None, "`sft-eval bench`: time this OpenAI-compatible server (http(s) URL) instead")
     model: str | None = key(None, "the model's name on that server; default: its only model")
     concurrency: tuple[int, ...] = key((1, 4, 16, 64), "requests in flight, one level each")
+    rate: tuple[float, ...] = key(
+        (), "sweep Poisson request rates (requests/s, one level each) instead of concurrency; empty: concurrency"
+    )
+    max_in_flight: int = key(64, "a rate sweep's cap on requests in flight")
+    seed: int = key(0, "seeds the Poisson arrival times and the synthetic prompt lengths")
+    prompt_tokens: int = key(0, "synthetic prompts of this mean length in tokens, not the questions (0: the questions)")
+    prompt_tokens_stdev: float = key(0.0, "the synthetic prompt lengths' standard deviation in tokens (normal)")
     requests: int = key(64, "requests per concurrency level")
     max_tokens: int = key(64, "output tokens per request")
     duration: float = key(120.0, "seconds per concurrency level at most")

@@ -11,6 +11,12 @@ from sft_eval.errors import SftEvalError
 BENCH_TARGETS = ("ttft", "tpot", "itl", "e2el")  # the latencies goodput may hold to a target, in ms
 
 
+def bench_level_name(level: Any) -> str:
+    """A served bench level as a line names it: `concurrency 4`, or `2.5 requests/s` for a Poisson rate level."""
+    rate = level.get("request_rate")
+    return f"concurrency {level['concurrency']}" if rate is None else f"{rate:g} requests/s"
+
+
 def check_judge(judge: Any, where: str, kinds: tuple[str, ...], max_retries: int, max_timeout_s: float) -> None:
     """A judge the recipe can reach: a kind that exists, a server URL or a folder, files that exist."""
     if judge.kind not in kinds:
@@ -53,6 +59,15 @@ def check_bench(bench: Any, where: str) -> None:
         )
     if bench.requests < 1 or bench.max_tokens < 1 or not bench.duration > 0:
         raise SftEvalError(f"{where}: `bench.requests`, `bench.max_tokens` and `bench.duration` must be above 0")
+    if any(not (math.isfinite(r) and r > 0) for r in bench.rate) or bench.max_in_flight < 1:
+        raise SftEvalError(
+            f"{where}: `bench.rate` must list request rates above 0 (requests/s), not {list(bench.rate)}, and "
+            f"`bench.max_in_flight` be at least 1"
+        )
+    if bench.prompt_tokens < 0 or not (math.isfinite(bench.prompt_tokens_stdev) and bench.prompt_tokens_stdev >= 0):
+        raise SftEvalError(f"{where}: `bench.prompt_tokens` and `bench.prompt_tokens_stdev` must be 0 or more")
+    if bench.prompt_tokens_stdev and not bench.prompt_tokens:
+        raise SftEvalError(f"{where}: `bench.prompt_tokens_stdev` needs `bench.prompt_tokens` (the mean length)")
     for name, value in bench.targets.items():
         if name not in BENCH_TARGETS or not (isinstance(value, int | float) and value > 0):
             raise SftEvalError(

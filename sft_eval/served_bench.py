@@ -23,9 +23,11 @@ one interpreter lock), this one 52.6 and 51.6 ms. The served backend's client st
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +44,7 @@ DEFAULT_CONCURRENCY = BenchSection().concurrency  # the recipe's default, 1, 4, 
 PERCENTILES = (50, 90, 99)
 TARGET_METRICS = BENCH_TARGETS  # `--target ttft:500` and the like, in milliseconds
 ERRORS_SHOWN = 3
+MAX_IN_FLIGHT = BenchSection().max_in_flight  # a rate sweep's cap on requests in flight
 
 
 @dataclass(frozen=True)
@@ -207,33 +210,28 @@ def run_level(
     warmup: int,
     targets: dict[str, float],
     count_tokens: Callable[[str], int] | None = None,
+    rate: float | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """One concurrency level: `warmup` requests (not counted), then up to `requests` with `concurrency` in flight,
-    none sent after `duration_s`."""
+    """One level: `warmup` requests (not counted), then up to `requests`, none sent after `duration_s`. Without a
+    `rate`, `concurrency` requests stay in flight (closed loop); with one, the requests are sent at Poisson arrival
+    times of that many per second (exponential gaps drawn with `seed`, the first at 0, as vLLM's `--request-rate`
+    sends them), whether or not earlier ones are done, at most `concurrency` in flight: how late each was sent
+    against its schedule is `schedule_lag_ms`."""
 
     def ask(index: int) -> Timed:
         prompt = prompts[index % len(prompts)]
         return stream_one(endpoint.connect, endpoint.path, endpoint.headers, model, prompt, max_tokens, count_tokens)
 
+    lags: list[float] = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(ask, range(warmup)))
-        deadline = time.perf_counter() + duration_s
-        lock = threading.Lock()
-        sent = [0]
-
-        def worker(_: int) -> list[Timed]:
-            done = []
-            while time.perf_counter() < deadline:
-                with lock:
-                    if sent[0] >= requests:
-                        break
-                    index = sent[0]
-                    sent[0] += 1
-                done.append(ask(warmup + index))
-            return done
-
         start = time.perf_counter()
-        timed = [t for batch in pool.map(worker, range(concurrency)) for t in batch]
+        deadline = start + duration_s
+        if rate is None:
+            timed = _closed_loop(ask, pool, warmup, concurrency, requests, deadline)
+        else:
+            timed, lags = _open_loop(ask, pool, warmup, poisson_offsets(rate, requests, seed), start, deadline)
         wall = time.perf_counter() - start
     completed = [t for t in timed if t.ok]
     errors: dict[str, int] = {}
@@ -241,8 +239,9 @@ def run_level(
         if not t.ok:
             errors[t.error] = errors.get(t.error, 0) + 1
     tokens = sum(t.output_tokens for t in completed)
-    return {
+    level = {
         "concurrency": concurrency,
+        "request_rate": rate,
         "requests": len(timed),
         "completed": len(completed),
         "failed": len(timed) - len(completed),
@@ -259,6 +258,120 @@ def run_level(
         "goodput_requests_per_s": (sum(t.meets(targets) for t in completed) / wall if targets and wall > 0 else None),
         "tokens_counted_by": sorted({t.counted_by for t in completed}),
     }
+    if rate is not None:
+        level["schedule_lag_ms"] = percentiles(lags)
+    return level
+
+
+def _closed_loop(
+    ask: Callable[[int], Timed], pool: ThreadPoolExecutor, first: int, concurrency: int, requests: int, deadline: float
+) -> list[Timed]:
+    """`concurrency` workers, each sending its next request when its last one is done."""
+    lock = threading.Lock()
+    sent = [0]
+
+    def worker(_: int) -> list[Timed]:
+        done = []
+        while time.perf_counter() < deadline:
+            with lock:
+                if sent[0] >= requests:
+                    break
+                index = sent[0]
+                sent[0] += 1
+            done.append(ask(first + index))
+        return done
+
+    return [t for batch in pool.map(worker, range(concurrency)) for t in batch]
+
+
+def _open_loop(
+    ask: Callable[[int], Timed],
+    pool: ThreadPoolExecutor,
+    first: int,
+    offsets: Sequence[float],
+    start: float,
+    deadline: float,
+) -> tuple[list[Timed], list[float]]:
+    """Each request sent at `start + offset` (none due after `deadline`); its lag is how late it left, the
+    dispatcher's sleep and the wait for a free slot together."""
+
+    def sent_at(index: int, due: float) -> tuple[Timed, float]:
+        lag = 1000 * (time.perf_counter() - due)
+        return ask(index), lag
+
+    futures = []
+    for index, offset in enumerate(offsets):
+        due = start + offset
+        if due >= deadline:
+            break
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        futures.append(pool.submit(sent_at, first + index, due))
+    results = [f.result() for f in futures]
+    return [t for t, _ in results], [lag for _, lag in results]
+
+
+def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:
+    """`count` send times in seconds from the start of a Poisson process of `rate` per second: the first at 0, then
+    exponential gaps of mean 1/rate, drawn from `random.Random(seed)` (the same on every machine and Python)."""
+    if not (math.isfinite(rate) and rate > 0):
+        raise SftEvalError(f"bench: a request rate must be a number of requests per second above 0, not {rate!r}")
+    rng = random.Random(seed)
+    return list(itertools.accumulate((rng.expovariate(rate) for _ in range(count - 1)), initial=0.0))[:count]
+
+
+# Common English words, the synthetic prompts' vocabulary: every tokenizer has them, each at least one token.
+_COMMON_WORDS = """
+the of and to in is was for on that with as by at from it an be this which or are have not had but one they
+were all their there been has when who will more no if out so said what up its about into than them can only
+other new some could time these two may then do first any my now such like our over man me even most made
+after also did many before must through back years where much your way well down should because each just
+those people how too little state good very make world still own see men work long get here between both
+life being under never day same another know while last might us great old year off come since against go
+came right used take three
+"""
+WORDS = tuple(_COMMON_WORDS.split())
+
+
+def synthetic_prompts(
+    count: int, mean: int, stdev: float, seed: int, count_tokens: Callable[[str], int] | None = None
+) -> tuple[list[str], list[int]]:
+    """`count` prompts whose lengths are drawn from a normal distribution (`mean`, `stdev` tokens, rounded, kept
+    within 1 and mean + 3 stdev; exactly `mean` with stdev 0), from `random.Random(seed)`, each a run of common
+    words cut to its length as `count_tokens` counts it (words without one). Returns the prompts and their lengths
+    as counted: where no cut between words hits the length, a part of the next word does, else it falls short."""
+    if mean < 1 or not (math.isfinite(stdev) and stdev >= 0):
+        raise SftEvalError(
+            f"bench: synthetic prompts need a mean of at least 1 token and a stdev of 0 or more, not {mean} and {stdev}"
+        )
+    rng = random.Random(seed)
+    counter = count_tokens or (lambda text: len(text.split()))
+    prompts, lengths = [], []
+    for _ in range(count):
+        target = mean if not stdev else min(max(1, round(rng.gauss(mean, stdev))), round(mean + 3 * stdev))
+        words = [rng.choice(WORDS) for _ in range(target)]
+        while counter(" ".join(words)) < target:  # a word is at least one token: rarely, more words are needed
+            words += [rng.choice(WORDS) for _ in range(target)]
+        low, high = 1, len(words)  # the longest run of words within the target
+        while low < high:
+            middle = (low + high + 1) // 2
+            if counter(" ".join(words[:middle])) <= target:
+                low = middle
+            else:
+                high = middle - 1
+        text = " ".join(words[:low])
+        if low < len(words):  # short of the target inside a word of several tokens: a part of the next word
+            for end in range(1, len(words[low])):
+                longer = f"{text} {words[low][:end]}"
+                if (tokens := counter(longer)) > target:
+                    break
+                if tokens == target:
+                    text = longer
+                    break
+        prompts.append(text)
+        lengths.append(counter(text))
+    return prompts, lengths
 
 
 def parse_targets(items: Sequence[str]) -> dict[str, float]:
@@ -366,31 +479,42 @@ def bench_served(
     warmup: int = 2,
     targets: dict[str, float] | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    rates: Sequence[float] = (),
+    max_in_flight: int = MAX_IN_FLIGHT,
+    seed: int = 0,
+    prompt_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The sweep: one result per concurrency level, and the client's ceiling at the highest level."""
+    """The sweep: one result per concurrency level, or with `rates`, one per Poisson request rate (at most
+    `max_in_flight` in flight, the schedule drawn with `seed`, the same at every rate); and the client's ceiling at
+    the highest number in flight. `prompt_source` (`synthetic_prompts`' settings and lengths) is recorded as the
+    result's `prompts`; without it the prompts are the recipe's questions."""
     if not prompts:
         raise SftEvalError("bench: no prompts to send")
     name = served_model(url, model, timeout)
-    levels = [
-        run_level(
-            Endpoint(url, timeout),
-            name,
-            prompts,
-            concurrency=c,
-            requests=requests,
-            max_tokens=max_tokens,
-            duration_s=duration_s,
-            warmup=warmup,
-            targets=dict(targets or {}),
-            count_tokens=count_tokens,
-        )
-        for c in concurrency
-    ]
+    settings = dict(
+        requests=requests,
+        max_tokens=max_tokens,
+        duration_s=duration_s,
+        warmup=warmup,
+        targets=dict(targets or {}),
+        count_tokens=count_tokens,
+    )
+    endpoint = Endpoint(url, timeout)
+    if rates:
+        levels = [
+            run_level(endpoint, name, prompts, concurrency=max_in_flight, rate=r, seed=seed, **settings)  # type: ignore[arg-type]
+            for r in rates
+        ]
+    else:
+        levels = [run_level(endpoint, name, prompts, concurrency=c, **settings) for c in concurrency]  # type: ignore[arg-type]
     return {
         "served": url,
         "model": name,
         "max_tokens": max_tokens,
         "targets_ms": dict(targets or {}),
-        "client_ceiling_requests_per_s": client_ceiling(max(concurrency)),
+        "swept": "rate" if rates else "concurrency",
+        "seed": seed,
+        "prompts": prompt_source or {"source": "questions", "count": len(prompts)},
+        "client_ceiling_requests_per_s": client_ceiling(max_in_flight if rates else max(concurrency)),
         "results": levels,
     }

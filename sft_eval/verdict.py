@@ -18,6 +18,7 @@ from sft_eval.recipe import Thresholds
 from sft_eval.records import TrainingRun, loss_problems, plan_problems, unjudged_loss
 from sft_eval.sanity import Evaluation, Score
 from sft_eval.scoring import Signals
+from sft_eval.section_checks import bench_level_name
 from sft_eval.toolcalls import ToolSummary
 
 
@@ -280,7 +281,7 @@ def bench_checks(thresholds: Thresholds, served: dict[str, Any]) -> list[Check]:
     of 0 is not judged."""
     checks = []
     for level in served["results"]:
-        at = f"at concurrency {level['concurrency']}"
+        at = f"at {bench_level_name(level)}"
         failed = level["failed"]
         said = "; ".join(level["errors"])
         checks.append(

@@ -89,6 +89,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "factory",
         "bench",
         "served_bench",
+        "served_command",
         "cli",
         "plugin",
         "distributed",

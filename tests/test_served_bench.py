@@ -25,6 +25,7 @@ def stream_server() -> Iterator[dict]:
     "ok", "stall" (a first chunk, then silence), "drop" (half the chunks, then the connection closes), "garbage"
     (an event that is not JSON), "error" (500); `every` applies it to every n-th request only."""
     state = {"behaviour": "ok", "every": 1, "requests": 0, "first_ms": FIRST_MS, "gap_ms": GAP_MS, "chunks": CHUNKS}
+    state.update(arrivals=[], prompts=[])  # each request's accept time and its prompt, in arrival order
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -47,9 +48,11 @@ def stream_server() -> Iterator[dict]:
 
         def do_POST(self):
             start = self.server.accepted.pop(self.client_address)  # the connection's accept: the schedule starts there
-            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with lock:
                 state["requests"] += 1
+                state["arrivals"].append(start)
+                state["prompts"].append(body["messages"][-1]["content"])
                 special = state["requests"] % state["every"] == 0
             behaviour = state["behaviour"] if special else "ok"
             if behaviour == "error":
@@ -110,6 +113,7 @@ def _level(state: dict, concurrency: int, requests: int, timeout: float = 10.0, 
         duration_s=kw.pop("duration_s", 30.0),
         warmup=kw.pop("warmup", 1),
         targets=kw.pop("targets", {}),
+        **kw,
     )
 
 
@@ -290,3 +294,137 @@ def test_the_report_shows_a_bench_file_as_a_section_with_its_curve(stream_server
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**json.loads(result.stdout), "results": [{"concurrency": "four"}]}))
     cli.bad_input(cli.main("report", "--bench", str(broken), "--out", str(out), env=env), "broken.json", "results[0]")
+
+
+# -- a Poisson request rate and synthetic prompt lengths, each with a seed -------------------------------------------
+def _poisson_like(offsets: list[float], rate: float) -> bool:
+    """Gaps that are exponential of mean 1/rate: the mean within 5% and a Kolmogorov-Smirnov test not rejecting."""
+    import numpy as np
+    from scipy import stats
+
+    gaps = np.diff(offsets)
+    fits = stats.kstest(gaps, "expon", args=(0, 1 / rate)).pvalue > 0.01
+    return offsets[0] == 0.0 and abs(gaps.mean() * rate - 1) < 0.05 and fits
+
+
+def test_poisson_arrivals_are_exponential_gaps_drawn_from_the_seed():
+    """The schedule is the seed's: the same seed gives the same times, another seed others, and the gaps are
+    exponential with mean 1/rate. Broken schedules fail the same test: gaps of mean `rate` instead of 1/rate (a
+    swapped `expovariate` argument), and evenly spaced arrivals (no burstiness at all)."""
+    import random
+
+    from sft_eval.served_bench import poisson_offsets
+
+    offsets = poisson_offsets(8.0, 5000, seed=1)
+    assert offsets == poisson_offsets(8.0, 5000, seed=1) and offsets != poisson_offsets(8.0, 5000, seed=2)
+    assert len(offsets) == 5000 and _poisson_like(offsets, 8.0)
+    rng = random.Random(1)
+    swapped = [0.0]
+    for _ in range(4999):
+        swapped.append(swapped[-1] + rng.expovariate(1 / 8.0))
+    assert not _poisson_like(swapped, 8.0)
+    assert not _poisson_like([k / 8.0 for k in range(5000)], 8.0)
+
+
+def test_a_rate_level_sends_each_request_at_its_scheduled_time(stream_server):
+    """A Poisson level at 20 requests/s: the server sees the requests arrive on the seed's schedule (each within
+    15 ms of its time, relative to the first), not one after another; the latencies are still the injected ones.
+    A closed loop at concurrency 1 against the same server arrives every ~230 ms instead and misses the schedule."""
+    from sft_eval.served_bench import poisson_offsets
+
+    level = _level(stream_server, 16, 30, rate=20.0, seed=3, warmup=0)
+    assert level["request_rate"] == 20.0 and level["completed"] == 30 and level["concurrency"] == 16
+    assert level["ttft_ms"]["p50"] == pytest.approx(FIRST_MS, rel=0.15)
+    assert level["schedule_lag_ms"]["p50"] < 15.0
+    schedule = poisson_offsets(20.0, 30, seed=3)
+
+    def off_schedule(arrivals: list[float]) -> float:
+        return max(abs((a - arrivals[0]) - s) for a, s in zip(arrivals, schedule, strict=True))
+
+    assert off_schedule(stream_server["arrivals"]) < 0.015
+    stream_server["arrivals"].clear()
+    closed = _level(stream_server, 1, 30, warmup=0)
+    assert closed["request_rate"] is None and "schedule_lag_ms" not in closed
+    assert off_schedule(stream_server["arrivals"]) > 0.5
+
+
+def test_a_client_that_falls_behind_its_schedule_says_how_late(stream_server):
+    """At most 1 in flight against 230 ms requests, 20 requests/s cannot be sent on time: the lag says so
+    (hundreds of ms at p99); the cap is what held them, not the server."""
+    level = _level(stream_server, 1, 10, rate=20.0, seed=3, warmup=0)
+    assert level["completed"] == 10 and level["schedule_lag_ms"]["p99"] > 500
+
+
+def test_synthetic_prompts_follow_their_length_distribution_and_seed(sft_tokenizer):
+    """Lengths drawn from a normal distribution of the given mean and standard deviation with the seed, each prompt
+    cut to its length as the tokenizer counts it (within a token, nearly always exactly); the same seed gives the
+    same prompts. Cut by words instead, the same prompts are too long for the tokenizer: counting matters."""
+    import statistics
+
+    from sft_eval.served_bench import synthetic_prompts
+
+    count = lambda text: len(sft_tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    prompts, lengths = synthetic_prompts(300, 40, 10.0, seed=5, count_tokens=count)
+    assert (prompts, lengths) == synthetic_prompts(300, 40, 10.0, seed=5, count_tokens=count)
+    assert prompts != synthetic_prompts(300, 40, 10.0, seed=6, count_tokens=count)[0]
+    assert lengths == [count(p) for p in prompts]
+    assert statistics.mean(lengths) == pytest.approx(40, abs=2)
+    assert statistics.stdev(lengths) == pytest.approx(10, rel=0.15)
+    fixed, fixed_lengths = synthetic_prompts(20, 32, 0.0, seed=5, count_tokens=count)
+    assert all(31 <= n <= 32 for n in fixed_lengths) and fixed_lengths.count(32) >= 18, fixed_lengths
+    by_words, _ = synthetic_prompts(20, 32, 0.0, seed=5)
+    assert all(len(p.split()) == 32 for p in by_words)
+    assert max(count(p) for p in by_words) > 32  # a word list is not a token count
+
+
+def test_the_cli_sweeps_a_rate_with_synthetic_prompts(stream_server, cli, sft_pipeline, tmp_path):
+    """`--rate 10,20 --prompt-tokens 24 --prompt-tokens-stdev 6 --seed 3`: a level per rate, the schedule's lag,
+    the prompts the server received being the synthetic ones (their lengths recorded), and the report's section
+    naming the rates; a second run with the same seed sends the same prompts."""
+    url = stream_server["url"]
+    args = ["bench", "--served", url, "--rate", "10,20", "--requests", "8", "--prompt-tokens", "24"]
+    args += ["--prompt-tokens-stdev", "6", "--seed", "3", "--json"]
+    result = cli.main(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert data["swept"] == "rate" and data["seed"] == 3
+    assert [r["request_rate"] for r in data["results"]] == [10.0, 20.0]
+    assert all(r["completed"] == 8 and r["schedule_lag_ms"]["p50"] is not None for r in data["results"])
+    prompts = data["prompts"]
+    assert prompts["source"] == "synthetic" and prompts["counted_by"] == "words" and prompts["count"] == 10
+    sent = list(stream_server["prompts"])
+    lengths = sorted(len(p.split()) for p in sent[:10])
+    assert lengths[0] < 24 < lengths[-1] and prompts["tokens"]["p50"] == pytest.approx(24, abs=6)
+    stream_server["prompts"].clear()
+    assert cli.main(*args).returncode == 0 and sorted(stream_server["prompts"]) == sorted(sent)
+    bench = tmp_path / "bench.json"
+    bench.write_text(result.stdout, encoding="utf-8")
+    out = tmp_path / "report"
+    env = {"SFT_EVAL_CACHE": str(sft_pipeline.cache.root)}
+    assert cli.main("report", "--bench", str(bench), "--out", str(out), env=env).returncode == 0
+    section = (out / "sft_report.html").read_text(encoding="utf-8").split('<section id="served">', 1)[1]
+    assert "requests/s sent (Poisson)" in section and "seed 3" in section and "synthetic" in section
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--rate", "0"], "--rate: expected numbers above 0"),
+        (["--rate", "2", "--concurrency", "4"], "--concurrency and --rate: give one"),
+        (["--prompt-tokens-stdev", "3"], "--prompt-tokens-stdev: needs --prompt-tokens"),
+    ],
+)
+def test_bad_rate_or_prompt_options_are_one_line(args, says, cli):
+    cli.bad_input(cli.main("bench", "--served", "http://127.0.0.1:9/v1", *args), says)
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ("[bench]\nrate = [-1]\n", "`bench.rate`"),
+        ("[bench]\nprompt_tokens_stdev = 4.0\n", "`bench.prompt_tokens_stdev` needs `bench.prompt_tokens`"),
+    ],
+)
+def test_a_bad_rate_or_prompt_section_is_one_line(section, says, tiny_variant, cli):
+    recipe = tiny_variant({"[eval]": section + "\n[eval]"})
+    cli.bad_input(cli.run("plan", "--recipe", str(recipe)), str(recipe), says)

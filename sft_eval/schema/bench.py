@@ -20,10 +20,15 @@ class Percentiles(TypedDict):
 
 
 class ServedLevel(TypedDict):
-    """One concurrency level of the sweep."""
+    """One level of the sweep: a concurrency, or a Poisson request rate."""
 
     concurrency: int
-    """Requests in flight."""
+    """Requests in flight (a rate level: the most in flight, `max_in_flight`)."""
+    request_rate: NotRequired[float | None]
+    """A rate level's Poisson arrival rate, requests/s; null for a concurrency level."""
+    schedule_lag_ms: NotRequired[Percentiles]
+    """A rate level: how late each request left against its scheduled arrival (the client falling behind, or every
+    slot in flight taken)."""
     requests: int
     """Requests sent (warm-up requests not counted)."""
     completed: int
@@ -56,6 +61,25 @@ class ServedLevel(TypedDict):
     """How output tokens were counted: `usage` (the server's), `tokenizer`, or `chunks`."""
 
 
+class PromptSource(TypedDict):
+    """The prompts a served bench sent."""
+
+    source: str
+    """`questions` (the recipe's) or `synthetic`."""
+    count: int
+    """Distinct prompts (a level sends them in turn)."""
+    mean_tokens: NotRequired[int]
+    """Synthetic: the lengths' mean, drawn from a normal distribution."""
+    stdev_tokens: NotRequired[float]
+    """Synthetic: the lengths' standard deviation (0: every prompt `mean_tokens` long)."""
+    seed: NotRequired[int]
+    """Synthetic: the seed of the lengths and the words."""
+    counted_by: NotRequired[str]
+    """Synthetic: `tokenizer` (`--tokenizer`'s tokens) or `words` (none given)."""
+    tokens: NotRequired[Percentiles]
+    """Synthetic: the prompts' lengths as counted."""
+
+
 class BenchCheck(TypedDict):
     """One threshold judged at one level (`verdict.bench_checks`): a report's `Check`, for the bench's JSON."""
 
@@ -78,6 +102,12 @@ class ServedBenchData(TypedDict):
     """Output tokens asked per request."""
     targets_ms: dict[str, float]
     """Goodput's per-request latency targets (`ttft`, `tpot`, `itl`, `e2el`), in ms."""
+    swept: NotRequired[str]
+    """`concurrency` or `rate`."""
+    seed: NotRequired[int]
+    """The seed of the Poisson arrival times and the synthetic prompt lengths."""
+    prompts: NotRequired[PromptSource]
+    """What was sent: the recipe's questions, or synthetic prompts and their lengths."""
     client_ceiling_requests_per_s: float
     """Requests per second this client completes against a server that answers at once, on the machine it ran on."""
     results: list[ServedLevel]

@@ -13,7 +13,9 @@ __version__ = "0.7.0"  # part of every cache key: bump when a cached artifact ch
 
 _EXPORTS = {
     "Recipe": "sft_eval.recipe",
+    "SftEvalCallback": "sft_eval.callback",
     "SftEvalError": "sft_eval.errors",
+    "SftEvalRecorder": "sft_eval.training",
     "ask": "sft_eval.generation.local",
     "dataset_table": "sft_eval.data",
     "generate_response": "sft_eval.generation.local",

@@ -44,6 +44,11 @@ class Answers:
         self._tool_records: dict[str, list[ToolRecord]] = {}
 
     @property
+    def tokenizer(self) -> Any:
+        """The recipe's tokenizer (the one every model here is prompted with)."""
+        return self.artifacts.tokenizer
+
+    @property
     def settings(self) -> GenerationSettings:
         return GenerationSettings.from_eval(self.recipe.eval)
 

@@ -3,6 +3,7 @@ one checkpoint's pipeline at a time, against the base scored once, with the trai
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from sft_eval.errors import SftEvalError
@@ -19,8 +20,9 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
     held-out rows and general text, against the base scored once) one model at a time (each answer cached by
     the checkpoint's files, so a checkpoint added later costs only itself), then judged by `sweep.sweep` with the
     trainer's record: a `sweep.Sweep`."""
-    from sft_eval.compare import outcomes_from_evaluation
-    from sft_eval.sweep import CheckpointResult, sweep
+    from sft_eval.generation import GenerationSettings
+    from sft_eval.live import evaluation_key, held_out_settings, read_records, result_from_dict, weights_digest
+    from sft_eval.sweep import checkpoint_result, sweep
 
     recipe = pipeline.recipe
     if recipe.model.tuned is None:  # the recipe names no run: nothing to sweep (it says nothing of how one is made)
@@ -51,29 +53,32 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
         last = record.global_step if own and record.global_step is not None else targets[-1][2]
         targets.append((run, "final", last))
     teacher_forced = pipeline.held_out_rows is not None or bool(recipe.eval.general_text)
-    if teacher_forced:
-        pipeline.teacher_forced.scored("base")  # once: every checkpoint is held against the same base
-    results = []
+    live = read_records(run)  # SftEvalCallback's evaluations while the run trained, where it ran
+    by_key = {r["key"]: r for r in live if r.get("key")}
+    questions = [q.question for q in pipeline.questions]
+    settings = GenerationSettings.from_eval(recipe.eval)
+    held_out = held_out_settings(recipe) if by_key else {}
+    results, read, differ = [], [], []
     for folder, name, step in targets:
+        key = evaluation_key(recipe, questions, settings, weights_digest(folder), held_out) if by_key else None
+        recorded = by_key.get(key) if key else None
+        if recorded is not None:  # the same questions, settings, signals' data, judge and weights: its result
+            result = result_from_dict(recorded["result"], recorded["path"])
+            results.append(dataclasses.replace(result, name=name, path=str(folder), step=step, answers_generated=0))
+            read.append(name)
+            continue
+        if any(r["step"] == step for r in live):
+            differ.append(name)
+        if teacher_forced:
+            pipeline.teacher_forced.scored("base")  # once: every checkpoint is held against the same base
         checkpoint = pipeline.with_tuned(folder)
         evaluation = checkpoint.evaluation
         rows = checkpoint.teacher_forced.rows() if teacher_forced else {}
         signals = Signals(rows.get("held_out", []), rows.get("expected", []), rows.get("general", []))
-        held_out = signals.loss("held_out")
         judged = checkpoint.assessment.judgement  # None without a [judge]; its verdicts cached like answers
-        results.append(
-            CheckpointResult(
-                name=name,
-                path=str(folder),
-                step=step,
-                summary=evaluation.tuned_summary.to_dict(),
-                outcomes=outcomes_from_evaluation(evaluation, signals=signals if signals.expected else None),
-                answers_generated=checkpoint.answer_counts.get("tuned", {}).get("generated", 0),
-                held_out_loss=None if held_out is None else held_out[1],
-                forgetting=signals.forgetting,
-                judge_win_rate=judged["win_rate"] if judged is not None else None,
-            )
-        )
+        generated = checkpoint.answer_counts.get("tuned", {}).get("generated", 0)
+        win = judged["win_rate"] if judged is not None else None
+        results.append(checkpoint_result(name, str(folder), step, evaluation, signals, win, generated))
         del checkpoint  # and with it the checkpoint's model: one in memory at a time
     return sweep(
         results,
@@ -81,7 +86,21 @@ def sweep_checkpoints(pipeline: Pipeline) -> Sweep:
         run=str(run),
         best_by=list(recipe.eval.best_by),
         on_disk={p.name for p in checkpoint_folders(run)},
+        live=[{"step": r["step"], "checkpoint": r.get("checkpoint"), **r["metrics"]} for r in live],
+        notes=_live_notes(read, differ),
     )
+
+
+def _live_notes(read: list[str], differ: list[str]) -> list[str]:
+    notes = []
+    if read:
+        notes.append(f"{', '.join(read)}: read from SftEvalCallback's records (sft-eval-live/), not evaluated again")
+    if differ:
+        notes.append(
+            f"{', '.join(differ)}: evaluated here; SftEvalCallback's record of that step was made with other "
+            "questions, settings (its budget), signals' data, judge or weights"
+        )
+    return notes
 
 
 def _step(folder: Path) -> int:

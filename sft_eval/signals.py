@@ -9,7 +9,7 @@ checkpoint to the next: the base is scored once for a whole run.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sft_eval.chat import check_rows_render, conversation, end_of_turn_ids, render_conversation, render_prompt
 from sft_eval.data import assistant_texts, load_general_text
@@ -34,10 +34,21 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from sft_eval.answers import Answers
 
 SIGNALS = ("held_out", "expected", "general")
 Sequences = dict[str, tuple[list[Scored], list[str]]]  # per signal: its sequences, and a label per sequence
+
+
+class Models(Protocol):
+    """What teacher forcing asks of the models it scores: the tokenizer, each model, and whether its weights are in
+    this process. A pipeline's `answers.Answers`; the trainer's model while it trains (`live.LiveEvaluation`)."""
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
+
+    def model(self, which: str) -> PreTrainedModel: ...
+
+    def in_process(self, which: str) -> bool: ...
 
 
 @dataclasses.dataclass
@@ -57,13 +68,13 @@ class TeacherForced:
     """The teacher-forced signals of one pipeline's models, each model loaded once (or the one held), scoring
     every sequence, and let go before the next."""
 
-    def __init__(self, recipe: Recipe, inputs: Inputs, answers: Answers, memo: SignalMemo | None = None):
+    def __init__(self, recipe: Recipe, inputs: Inputs, answers: Models, memo: SignalMemo | None = None):
         self.recipe, self.inputs, self.answers = recipe, inputs, answers
         self.memo = memo or SignalMemo()
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        return self.answers.artifacts.tokenizer
+        return self.answers.tokenizer
 
     def sequences(self, model: PreTrainedModel) -> Sequences:
         """The sequences each signal scores, with a label per row, built once: the held-out rows through the

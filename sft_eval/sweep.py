@@ -24,8 +24,10 @@ from typing import Any
 
 from sft_eval import schema
 from sft_eval.audit import CheckId, Finding
-from sft_eval.compare import Comparison, Outcome, compare_outcomes
+from sft_eval.compare import Comparison, Outcome, compare_outcomes, outcomes_from_evaluation
 from sft_eval.recipe import BEST_BY_METRICS
+from sft_eval.sanity import Evaluation
+from sft_eval.scoring import Signals
 
 SWEEP_FORMAT = "sft-eval-sweep/1"
 OVERFIT_RISE = 0.02  # eval_loss at least this far (relative) above its lowest has risen, not wobbled
@@ -44,6 +46,31 @@ class CheckpointResult:
     held_out_loss: float | None = None  # the checkpoint's loss on the recipe's held-out rows (`data.eval`)
     forgetting: float | None = None  # its general-text loss over the base's (`eval.general_text`)
     judge_win_rate: float | None = None  # the recipe's `[judge]` on its answers against the base's (ties half)
+
+
+def checkpoint_result(
+    name: str,
+    path: str,
+    step: int,
+    evaluation: Evaluation,
+    signals: Signals,
+    judge_win_rate: float | None,
+    generated: int,
+) -> CheckpointResult:
+    """One checkpoint's evaluation and signals as the sweep reads them (`sft-eval sweep` on a saved checkpoint, and
+    `SftEvalCallback` on the model in memory: one function, so both say the same)."""
+    held_out = signals.loss("held_out")
+    return CheckpointResult(
+        name=name,
+        path=path,
+        step=step,
+        summary=evaluation.tuned_summary.to_dict(),
+        outcomes=outcomes_from_evaluation(evaluation, signals=signals if signals.expected else None),
+        answers_generated=generated,
+        held_out_loss=None if held_out is None else held_out[1],
+        forgetting=signals.forgetting,
+        judge_win_rate=judge_win_rate,
+    )
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,13 @@ class Sweep:
     findings: list[Finding]
     last_vs_best: Comparison | None  # None where the last checkpoint is the best
     notes: list[str]
+    live: list[dict[str, Any]] = field(default_factory=list)  # SftEvalCallback's evaluations: step, its scalars
+
+    def best_live_step(self) -> int | None:
+        """The evaluated step best by `best_by` among the callback's evaluations (saved or not); None without."""
+        if not self.live:
+            return None
+        return int(min(self.live, key=lambda r: _rank_key(r, self.best_by))["step"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +114,7 @@ class Sweep:
             "findings": [f.to_dict() for f in self.findings],
             "last_vs_best": self.last_vs_best.to_dict() if self.last_vs_best else None,
             "notes": self.notes,
+            "live": self.live,
         }
 
 
@@ -108,6 +143,8 @@ def sweep(
     run: str,
     best_by: list[str],
     on_disk: set[str],
+    live: list[dict[str, Any]] | None = None,
+    notes: list[str] | None = None,
 ) -> Sweep:
     """The sweep of `checkpoints` (any order) of the run at `run`, whose folder holds the checkpoint folders named
     in `on_disk`; see the module's docstring for what it judges."""
@@ -130,7 +167,7 @@ def sweep(
     best_row = min(rows, key=lambda r: _rank_key(r, best_by))
     by_name = {c.name: c for c in ordered}
     findings: list[Finding] = []
-    notes: list[str] = []
+    notes = list(notes or [])
     findings += _overfitting(record, notes)
     findings += _best_missing(record, on_disk, best_row, best_by)
     findings += _eval_loss_disagrees(rows, best_by)
@@ -164,7 +201,7 @@ def sweep(
                     f"pass -> fail ({len(flipped)}): " + ", ".join(repr(q) for q in flipped[:10]),
                 )
             )
-    return Sweep(run, list(best_by), rows, best_row["name"], record, findings, comparison, notes)
+    return Sweep(run, list(best_by), rows, best_row["name"], record, findings, comparison, notes, list(live or []))
 
 
 def _overfitting(record: TrainerRecord, notes: list[str]) -> list[Finding]:

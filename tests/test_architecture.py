@@ -82,6 +82,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "reward_model",
         "judgement",
         "assessment",
+        "live",
     ),
     "orchestrate": (
         "pipeline",
@@ -90,6 +91,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "bench",
         "served_bench",
         "served_command",
+        "callback",
         "cli",
         "plugin",
         "distributed",

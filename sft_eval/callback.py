@@ -37,7 +37,7 @@ from transformers import TrainerCallback
 from sft_eval.cache import FixtureCache, write_atomic
 from sft_eval.errors import SftEvalError
 from sft_eval.live import LIVE_DIR, Budget, LiveEvaluation, write_record
-from sft_eval.recipe import BEST_BY_METRICS, DEFAULT_RECIPE, Recipe, load_recipe
+from sft_eval.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 
 TRIGGERS = ("save", "eval")
 
@@ -155,33 +155,37 @@ class SftEvalCallback(TrainerCallback):
             self._evaluate(args, state, Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """The best evaluated step by `eval.best_by`, beside the trainer's own `best_model_checkpoint`."""
+        """The best evaluated step by `eval.best_by`, beside the trainer's own `best_model_checkpoint`, written to
+        `sft-eval-live/best.json` (not logged: the trackers' runs have ended by now; `sft_eval/best_step`, the
+        best so far, is logged with every evaluation)."""
         if not state.is_world_process_zero or not self.records:
             return
-        best_by = list(self.recipe.eval.best_by)
-
-        def rank(record: dict[str, Any]) -> tuple:
-            values = []
-            for metric in best_by:
-                value = record["metrics"].get(metric)
-                better_high = BEST_BY_METRICS[metric] == "higher"
-                values.append(float("inf") if value is None else (-value if better_high else value))
-            return (*values, record["step"])
-
-        best = min(self.records, key=rank)
+        best = self._best(state)
         trainer_best = state.best_model_checkpoint
         trainer_step = int(trainer_best.rstrip("/").rsplit("-", 1)[-1]) if trainer_best else None
         self.best = {
             "best_step": best["step"],
             "best_checkpoint": best["checkpoint"],
-            "best_by": best_by,
+            "best_by": list(self.recipe.eval.best_by),
             "trainer_best_model_checkpoint": trainer_best,
             "agrees_with_trainer": None if trainer_step is None else trainer_step == best["step"],
         }
         path = Path(args.output_dir) / LIVE_DIR / "best.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(self.best, indent=1))
-        self.trainer.log({"sft_eval/best_step": float(best["step"])})
+
+    def _best(self, state: Any) -> dict[str, Any]:
+        """The best of this run's evaluations by `eval.best_by`, ranked as `sft-eval sweep` ranks checkpoints (the
+        trainer's `eval_loss` at or before each step, where `best_by` names it)."""
+        from sft_eval.sweep import rank_key
+
+        evals = [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e]
+
+        def row(record: dict[str, Any]) -> dict[str, Any]:
+            losses = [loss for step, loss in evals if step <= record["step"]]
+            return {**record["metrics"], "eval_loss": losses[-1] if losses else None, "step": record["step"]}
+
+        return min(self.records, key=lambda r: rank_key(row(r), list(self.recipe.eval.best_by)))
 
     # -- one evaluation --------------------------------------------------------------------------------------
     def _evaluate(self, args: Any, state: Any, checkpoint: Path | None) -> None:
@@ -195,8 +199,9 @@ class SftEvalCallback(TrainerCallback):
                 record = self.live.evaluate(model, state.global_step, name, weights)
             write_record(args.output_dir, record)
             self.records.append(record)
-            self.trainer.log({f"sft_eval/{k}": v for k, v in record["metrics"].items()})
-            _log_table(args, state.global_step, record)
+            best = float(self._best(state)["step"])  # the best so far
+            _log_table(args, state.global_step, record)  # first: W&B commits it with the scalars, at their step
+            self.trainer.log({**{f"sft_eval/{k}": v for k, v in record["metrics"].items()}, "sft_eval/best_step": best})
         self._wait(args)
 
     def _wait(self, args: Any) -> None:

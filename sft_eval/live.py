@@ -62,7 +62,7 @@ class Budget:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SftEvalError(f"SftEvalCallback: max_{name} must be a whole number of at least 1, not {value!r}")
         if self.seconds is not None and not (isinstance(self.seconds, int | float) and self.seconds > 0):
-            raise SftEvalError(f"SftEvalCallback: budget seconds must be above 0, not {self.seconds!r}")
+            raise SftEvalError(f"SftEvalCallback: max_seconds must be above 0, not {self.seconds!r}")
 
 
 class _InMemory:

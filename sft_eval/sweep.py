@@ -101,7 +101,7 @@ class Sweep:
         """The evaluated step best by `best_by` among the callback's evaluations (saved or not); None without."""
         if not self.live:
             return None
-        return int(min(self.live, key=lambda r: _rank_key(r, self.best_by))["step"])
+        return int(min(self.live, key=lambda r: rank_key(r, self.best_by))["step"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +124,7 @@ def _at_or_before(series: list[tuple[int, float]], step: int) -> float | None:
     return found[-1] if found else None
 
 
-def _rank_key(row: dict[str, Any], best_by: list[str]) -> tuple:
+def rank_key(row: dict[str, Any], best_by: list[str]) -> tuple:
     """Sort key: best first by each metric in turn (a missing value last), then the earlier step."""
     key: list[float] = []
     for metric in best_by:
@@ -164,7 +164,7 @@ def sweep(
         }
         for c in ordered
     ]
-    best_row = min(rows, key=lambda r: _rank_key(r, best_by))
+    best_row = min(rows, key=lambda r: rank_key(r, best_by))
     by_name = {c.name: c for c in ordered}
     findings: list[Finding] = []
     notes = list(notes or [])
@@ -261,7 +261,7 @@ def _eval_loss_disagrees(rows: list[dict[str, Any]], best_by: list[str]) -> list
     if len(scored) < 2:
         return []
     lowest = min(scored, key=lambda r: (r["eval_loss"], r["step"]))
-    best = min(scored, key=lambda r: _rank_key(r, [task]))
+    best = min(scored, key=lambda r: rank_key(r, [task]))
     if best["name"] == lowest["name"] or best[task] == lowest[task]:
         return []
     return [

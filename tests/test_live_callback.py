@@ -152,3 +152,157 @@ def test_a_record_that_is_not_one_is_one_line(tmp_path):
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(SftEvalError, match="step-100.json: not an sft-eval live record"):
         read_records(tmp_path)
+
+
+TRACKED = """
+import sys
+
+from datasets import load_dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from sft_eval import SftEvalCallback
+
+tokenizer = AutoTokenizer.from_pretrained("models/my-base")
+model = AutoModelForCausalLM.from_pretrained("models/my-base")
+rows = load_dataset("json", data_files="data/train.jsonl", split="train")
+config = SFTConfig(
+    output_dir="runs/tracked", max_steps=4, per_device_train_batch_size=8, learning_rate=3e-3, logging_steps=1,
+    assistant_only_loss=True, max_length=256, save_strategy="no", report_to=["mlflow", "wandb"], run_name="tracked",
+    bf16=False, seed=0,
+)
+trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer)
+trainer.add_callback(SftEvalCallback(trainer, recipe="eval.toml", every=2, max_questions=4, max_new_tokens=8))
+trainer.train()
+
+import wandb
+
+wandb.finish()
+"""
+
+
+def test_mlflow_and_wandb_hold_the_scalars_and_the_answers(tmp_path, sft_pipeline, cli, monkeypatch):
+    """A 4-step run (it must train: the trackers record a run) evaluated every 2 steps, logged to MLflow (a local
+    SQLite store) and W&B (offline), read back from what each stored: MLflow through its tracking API (the metric
+    history at steps 2 and 4, a table of the answers per evaluation), W&B from the run's own log file (each scalar
+    at steps 2 and 4 with the answers table committed beside it, and the run's summary)."""
+    folder = user_folder(tmp_path / "user", sft_pipeline)
+    (folder / "train.py").write_text(TRACKED, encoding="utf-8")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "sft-eval", "WANDB_MODE": "offline"}
+    env |= {"WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "WANDB_PROJECT": "sft-eval"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # cli.python passes this process's environment on
+    trained = cli.python("train.py", cwd=folder)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    records = read_records(folder / "runs" / "tracked")
+    assert [r["step"] for r in records] == [2, 4] and all(r["metrics"]["questions"] == 4 for r in records)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "sft-eval"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    history = client.get_metric_history(run.info.run_id, "sft_eval/match_rate")
+    assert [m.step for m in history] == [2, 4]
+    assert [m.value for m in history] == pytest.approx([r["metrics"]["match_rate"] for r in records])
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "sft_eval/eos_stop_rate")} == {2, 4}
+    tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "sft_eval"))
+    assert tables == ["sft_eval/answers-step-2.json", "sft_eval/answers-step-4.json"]
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, tables[0], str(tmp_path))).read_text())
+    assert table["columns"][:3] == ["step", "question", "answer"] and len(table["data"]) == 4
+
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    history = [row for row in wandb_rows(log, "history") if "train/global_step" in row]
+    scalars = {int(r["train/global_step"]): r for r in history if "train/sft_eval/match_rate" in r}
+    assert sorted(scalars) == [2, 4]
+    assert [scalars[s]["train/sft_eval/match_rate"] for s in (2, 4)] == pytest.approx(
+        [r["metrics"]["match_rate"] for r in records]
+    )
+    assert all(scalars[s]["sft_eval/answers/_type"] == "table-file" for s in (2, 4))  # with its scalars
+    assert all(scalars[s]["sft_eval/answers/nrows"] == 4 for s in (2, 4))
+    summary: dict = {}
+    for update in wandb_rows(log, "summary"):
+        summary |= update
+    assert summary["train/sft_eval/questions"] == 4
+
+
+def wandb_rows(log: Path, kind: str) -> list[dict]:
+    """A W&B run's `history` or `summary` records, from its transaction log (`run-ID.wandb`: wandb 0.31 offline
+    writes no `wandb-summary.json`, and ships no Python reader of its log): LevelDB's log format (32 KiB blocks,
+    7-byte record headers: CRC, length, type FULL/FIRST/MIDDLE/LAST) after W&B's 7-byte file header, each record a
+    `wandb_internal_pb2.Record`."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = log.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, pending, rows = 7, b"", []
+    while pos + 7 <= len(data):
+        space = 32768 - pos % 32768
+        if space < 7:  # a block's tail too short for a header is padding
+            pos += space
+            continue
+        _, length, part = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = chunk if part in (1, 2) else pending + chunk
+        if part not in (1, 4):
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        if record.WhichOneof("record_type") == kind:
+            items = record.history.item if kind == "history" else record.summary.update
+            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items})
+    return rows
+
+
+def test_the_budget_skips_what_it_cannot_afford_and_says_so(sft_pipeline):
+    """A budget of 4 questions asked 2 at a time with no seconds to spare: the first batch is still asked (an
+    evaluation always says something), the rest of the questions, the teacher-forced signals and the judge's turn
+    are skipped and named, and the record has no key (a sweep never reads a partial evaluation). Without the
+    seconds limit the same budget answers all 4 and has a key."""
+    from sft_eval.live import Budget, LiveEvaluation
+
+    recipe = sft_pipeline.recipe
+    recipe = dataclasses.replace(recipe, eval=dataclasses.replace(recipe.eval, batch_size=2))
+    model = sft_pipeline.tuned_model
+    tokenizer = sft_pipeline.tokenizer
+    keys = {"assistant_only_loss": True, "max_length": 256}
+
+    def live(seconds: float | None) -> LiveEvaluation:
+        evaluation = LiveEvaluation(
+            recipe, tokenizer, budget=Budget(4, 16, seconds), trainer_keys=keys, device="cpu", cache=sft_pipeline.cache
+        )
+        evaluation.prepare(model)
+        evaluation.begin(model)
+        return evaluation
+
+    starved = live(1e-9).evaluate(model, 10, "checkpoint-10", "weights")
+    assert starved["metrics"]["questions"] == 2 and len(starved["answers"]) == 2
+    said = "; ".join(starved["skipped"])
+    assert "2 of 4 questions" in said and "teacher-forced" in said and starved["key"] is None
+    assert f"{len(sft_pipeline.questions) - 4} questions beyond the budget's 4" in said
+    whole = live(None).evaluate(model, 10, "checkpoint-10", "weights")
+    assert whole["metrics"]["questions"] == 4 and whole["key"] and "held_out_loss" in whole["metrics"]
+    by_question = {a["question"]: a for a in whole["answers"]}
+    assert all(by_question[a["question"]] == a for a in starved["answers"])  # the shortest prompts' batch, the same
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"every": "weekly"}, "every must be 'save', 'eval' or a number of steps"),
+        ({"every": 0}, "every must be"),
+        ({"max_questions": 0}, "max_questions must be a whole number of at least 1"),
+        ({"max_seconds": -1}, "max_seconds must be above 0"),
+        ({"recipe": "no-such.toml"}, "no-such.toml: recipe file not found"),
+    ],
+)
+def test_bad_callback_arguments_are_one_line(kwargs, says):
+    from types import SimpleNamespace
+
+    from sft_eval.callback import SftEvalCallback
+
+    with pytest.raises(SftEvalError, match=re.escape(says)):
+        SftEvalCallback(SimpleNamespace(), **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -306,3 +307,66 @@ def test_bad_callback_arguments_are_one_line(kwargs, says):
 
     with pytest.raises(SftEvalError, match=re.escape(says)):
         SftEvalCallback(SimpleNamespace(), **kwargs)
+
+
+TORCHRUN = """
+import sys
+from pathlib import Path
+
+from datasets import load_dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from sft_eval import SftEvalCallback
+
+folder = Path(sys.argv[1])
+tokenizer = AutoTokenizer.from_pretrained(folder / "models" / "my-base")
+model = AutoModelForCausalLM.from_pretrained(folder / "models" / "my-base")
+rows = load_dataset("json", data_files=str(folder / "data" / "train.jsonl"), split="train")
+config = SFTConfig(
+    output_dir=str(folder / "runs" / "ddp"), max_steps=6, per_device_train_batch_size=4, learning_rate=3e-3,
+    logging_steps=1, assistant_only_loss=True, max_length=256, save_steps=3, report_to=[], bf16=False, seed=0,
+    use_cpu=True, ddp_backend="gloo",
+)
+trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer)
+recipe = str(folder / "eval.toml")
+trainer.add_callback(SftEvalCallback(trainer, recipe=recipe, max_questions=8, max_new_tokens=16, barrier_timeout_s=300))
+trainer.train()
+"""
+
+
+@pytest.mark.distributed
+def test_under_torchrun_rank_0_evaluates_and_the_answers_are_one_processs(tmp_path, sft_pipeline):
+    """Two processes (torchrun, gloo) on an empty fixture cache, a save every 3 steps: the run ends (no rank waits
+    forever: the others wait for rank 0 at a barrier with a timeout), rank 0 alone writes a record per save, and
+    its answers are, token for token, those one process gives the saved checkpoint. It must train: a run under
+    torchrun is what is tested."""
+    from sft_eval.cache import FixtureCache
+    from sft_eval.distributed import launch
+    from sft_eval.live import Budget, LiveEvaluation
+    from sft_eval.models import load_model
+
+    folder = user_folder(tmp_path / "user", sft_pipeline)
+    (folder / "train_ddp.py").write_text(TORCHRUN, encoding="utf-8")
+    empty = tmp_path / "empty-cache"
+    env = {**os.environ, "SFT_EVAL_CACHE": str(empty), "OMP_NUM_THREADS": "1"}
+    result = launch([str(folder / "train_ddp.py"), str(folder)], nproc=2, guard_s=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = folder / "runs" / "ddp"
+    records = read_records(run)
+    assert [r["step"] for r in records] == [3, 6] and all(r["metrics"]["questions"] == 8 for r in records)
+    assert len(list((run / LIVE_DIR).glob("step-*.json"))) == 2
+
+    recipe = load_recipe(folder / "eval.toml")
+    tokenizer = sft_pipeline.tokenizer
+    keys = {"assistant_only_loss": True, "max_length": 256}
+    one = LiveEvaluation(
+        recipe, tokenizer, budget=Budget(8, 16), trainer_keys=keys, device="cpu", cache=FixtureCache(empty)
+    )
+    base = load_model(folder / "models" / "my-base", "cpu")
+    one.prepare(base)
+    one.begin(base)
+    for record in records:
+        model = load_model(run / f"checkpoint-{record['step']}", "cpu")
+        alone = one.evaluate(model, record["step"], record["checkpoint"], None)
+        assert alone["answers"] == record["answers"], record["step"]

@@ -113,6 +113,10 @@ class SftEvalCallback(TrainerCallback):
                 "SftEvalCallback: each process holds a shard of the model under FSDP or DeepSpeed ZeRO-3, which "
                 "rank 0 cannot generate with alone; evaluate the saved checkpoints with `sft-eval sweep`"
             )
+        for trigger, key in (("save", "save_strategy"), ("eval", "eval_strategy")):
+            value = getattr(getattr(trainer, "args", None), key, None)
+            if every == trigger and str(getattr(value, "value", value)) == "no":
+                raise _never_evaluates(trigger, key)
         self.trainer = trainer
         self.recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or DEFAULT_RECIPE)
         self.every = every
@@ -213,6 +217,13 @@ class SftEvalCallback(TrainerCallback):
                 dist.monitored_barrier(timeout=timedelta(seconds=self.barrier_timeout_s), wait_all_ranks=True)
             else:
                 dist.barrier()
+
+
+def _never_evaluates(trigger: str, key: str) -> SftEvalError:
+    return SftEvalError(
+        f"SftEvalCallback: every={trigger!r} but the trainer's {key} is 'no', so it would never evaluate; set "
+        f"{key}, or every=N steps"
+    )
 
 
 def _zero3(trainer: Any) -> bool:

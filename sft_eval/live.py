@@ -78,6 +78,18 @@ class _InMemory:
         return True
 
 
+def parameters_digest(model: PreTrainedModel) -> str:
+    """The content of a model's parameters and buffers (names, dtypes, shapes, bytes) as a digest."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        data = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def budgeted(recipe: Recipe, budget: Budget) -> Recipe:
     """The recipe as the budget lets it ask: `eval.max_new_tokens` at most the budget's."""
     tokens = recipe.eval.max_new_tokens
@@ -207,10 +219,36 @@ class LiveEvaluation:
         return [found[i] for i in answered]
 
     def begin(self, model: PreTrainedModel) -> None:
-        """The base: the trainer's model before its first step, its answers and teacher-forced scores kept."""
+        """The base: the trainer's model before its first step, its answers and teacher-forced scores kept, and
+        cached under its parameters' content with the questions, settings and signals' data (a run started again
+        from the same base, another learning rate say, reads them instead of evaluating the base again)."""
+        from sft_eval.cache import cache_key
+
+        key = cache_key("live-base", {"parameters": parameters_digest(model), "evaluation": self.key(None)})
+        stored = self.cache.answers.get(key)
+        if stored is not None and self._restore(stored):
+            return
         self.base_answers = self.answers(model, None)
         if self.teacher_forced_wanted:
             self._forced({"base": model}).scored("base")
+        scores = self.memo.scores.get("base", {})
+        self.cache.answers.put(key, {"answers": [a.to_dict() for a in self.base_answers], "scores": scores})
+
+    def _restore(self, stored: dict[str, Any]) -> bool:
+        """The base's answers and scores from the cache; False (evaluated again) for an entry that is not whole."""
+        from sft_eval.records import cached_answer
+
+        questions = [q.question for q in self.questions]
+        answers = [cached_answer(a, q) for a, q in zip(stored.get("answers") or [], questions, strict=False)]
+        scores = stored.get("scores")
+        if len(answers) != len(questions) or None in answers or not isinstance(scores, dict):
+            return False
+        if self.teacher_forced_wanted and set(scores) != set(self.memo.sequences or {}):
+            return False
+        self.base_answers = answers  # type: ignore[assignment]  # none is None
+        if self.teacher_forced_wanted:
+            self.memo.scores["base"] = scores
+        return True
 
     def evaluate(self, model: PreTrainedModel, step: int, checkpoint: str | None, weights: str | None) -> dict:
         """One evaluation of `model` at `step` (a record: see `write_record`), within the budget."""

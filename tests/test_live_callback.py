@@ -133,6 +133,10 @@ def test_the_sweep_reads_the_records_and_agrees_with_evaluating_afresh(walked, s
     finally:
         shutil.move(tmp_path / LIVE_DIR, run / LIVE_DIR)
     assert fresh.best == read.best
+    from sft_eval.report import render_sweep_html
+
+    assert "match rate, while training (SftEvalCallback)" in render_sweep_html(read.to_dict())  # the live curves
+    assert "while training" not in render_sweep_html(fresh.to_dict())
     compared = ("match_rate", "eos_stop_rate", "mean_chrf", "held_out_loss", "forgetting")
     assert [{k: r[k] for k in compared} for r in fresh.rows] == [{k: r[k] for k in compared} for r in read.rows]
     best = json.loads((run / LIVE_DIR / "best.json").read_text(encoding="utf-8"))
@@ -290,6 +294,40 @@ def test_the_budget_skips_what_it_cannot_afford_and_says_so(sft_pipeline):
     assert all(by_question[a["question"]] == a for a in starved["answers"])  # the shortest prompts' batch, the same
 
 
+def test_the_base_is_evaluated_once_per_base_and_settings(sft_pipeline, tmp_path):
+    """A run started again from the same base reads the base's answers and scores from the cache (nothing asked of
+    the model); a base whose weights differ by one value, or other settings, is evaluated."""
+    import torch
+
+    from sft_eval.cache import FixtureCache
+    from sft_eval.live import Budget, LiveEvaluation
+
+    model = sft_pipeline.artifacts.load_base_model()
+    cache = FixtureCache(tmp_path / "cache")
+    keys = {"assistant_only_loss": True, "max_length": 256}
+    asked: list[int] = []
+
+    def begun(budget: Budget) -> LiveEvaluation:
+        live = LiveEvaluation(
+            sft_pipeline.recipe, sft_pipeline.tokenizer, budget=budget, trainer_keys=keys, device="cpu", cache=cache
+        )
+        answers = live.answers
+        live.answers = lambda m, d: asked.append(1) or answers(m, d)  # type: ignore[method-assign]
+        live.prepare(model)
+        live.begin(model)
+        return live
+
+    first = begun(Budget(4, 8))
+    again = begun(Budget(4, 8))
+    assert len(asked) == 1 and again.base_answers == first.base_answers
+    assert again.memo.scores["base"] == first.memo.scores["base"]
+    begun(Budget(4, 9))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    begun(Budget(4, 8))
+    assert len(asked) == 3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
@@ -298,15 +336,21 @@ def test_the_budget_skips_what_it_cannot_afford_and_says_so(sft_pipeline):
         ({"max_questions": 0}, "max_questions must be a whole number of at least 1"),
         ({"max_seconds": -1}, "max_seconds must be above 0"),
         ({"recipe": "no-such.toml"}, "no-such.toml: recipe file not found"),
+        ({}, "every='save' but the trainer's save_strategy is 'no', so it would never evaluate"),
+        ({"every": "eval"}, "every='eval' but the trainer's eval_strategy is 'no'"),
     ],
 )
 def test_bad_callback_arguments_are_one_line(kwargs, says):
+    """Each is one line before training starts; a trainer that saves and evaluates, with the defaults, is not."""
     from types import SimpleNamespace
 
     from sft_eval.callback import SftEvalCallback
 
+    never = SimpleNamespace(args=SimpleNamespace(save_strategy="no", eval_strategy="no"))
+    saves = SimpleNamespace(args=SimpleNamespace(save_strategy="steps", eval_strategy="no"))
     with pytest.raises(SftEvalError, match=re.escape(says)):
-        SftEvalCallback(SimpleNamespace(), **kwargs)
+        SftEvalCallback(never if "never evaluate" in says or "eval_strategy" in says else saves, **kwargs)
+    SftEvalCallback(saves)
 
 
 TORCHRUN = """

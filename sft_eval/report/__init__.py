@@ -448,11 +448,17 @@ _SWEEP_CURVES = (  # (key, label, the axis' top at least: 1 for a rate)
 
 def render_sweep_html(data: dict[str, Any]) -> str:
     """The sweep's page from its plain data (`sweep.Sweep.to_dict()`): the verdict and findings, a row per
-    checkpoint with the best one marked, each metric and the trainer's losses against the step."""
+    checkpoint with the best one marked, each metric and the trainer's losses against the step. Where
+    `SftEvalCallback` evaluated the run while it trained (`live`), the metrics are drawn from its evaluations, one
+    point per evaluated step (saved or not)."""
     charts = []
+    live = data.get("live") or []
     for key, label, y_max in _SWEEP_CURVES:
         if key in ("losses", "eval_losses"):
             points = data["trainer"][key]
+        elif live:
+            points = [(r["step"], r[key]) for r in live if r.get(key) is not None]
+            label = f"{label}, while training (SftEvalCallback)"
         else:
             points = [(r["step"], r[key]) for r in data["checkpoints"] if r.get(key) is not None]
         svg = loss_curve_svg(points, label=label, y_max=y_max)

@@ -128,7 +128,7 @@ def evaluation_key(
 ) -> str:
     """What decides an evaluation's result, as a digest: the questions asked, how (batching included: it decides
     the answers to the token), the held-out rows and which of their tokens are scored (`held_out_settings`), the
-    general text, the judge, the thresholds and the weights."""
+    general text, the judge and the weights (not the thresholds: the result does not depend on them)."""
     data = recipe.data
     payload = {
         "held_out_settings": held_out,
@@ -138,7 +138,6 @@ def evaluation_key(
         "eval_fraction": data.eval_fraction,
         "general_text": source_digest(recipe.resolve(recipe.eval.general_text)) if recipe.eval.general_text else None,
         "judge": dataclasses.asdict(recipe.judge),
-        "thresholds": dataclasses.asdict(recipe.thresholds),
         "weights": weights,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]

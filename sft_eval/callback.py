@@ -248,7 +248,7 @@ def _log_table(args: Any, step: int, record: dict[str, Any]) -> None:
         with contextlib.suppress(ImportError):
             import wandb
 
-            if wandb.run is not None:
+            if getattr(wandb, "run", None) is not None:  # a W&B run open (the integration opened it)
                 wandb.log({"sft_eval/answers": wandb.Table(columns=list[Any](TABLE_COLUMNS), data=rows)}, commit=False)
     if "mlflow" in report_to or "all" in report_to:
         with contextlib.suppress(ImportError):

@@ -160,8 +160,6 @@ def test_a_record_that_is_not_one_is_one_line(tmp_path):
 
 
 TRACKED = """
-import sys
-
 from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
@@ -171,13 +169,14 @@ from sft_eval import SftEvalCallback
 tokenizer = AutoTokenizer.from_pretrained("models/my-base")
 model = AutoModelForCausalLM.from_pretrained("models/my-base")
 rows = load_dataset("json", data_files="data/train.jsonl", split="train")
+held_out = load_dataset("json", data_files="data/heldout.jsonl", split="train")
 config = SFTConfig(
     output_dir="runs/tracked", max_steps=4, per_device_train_batch_size=8, learning_rate=3e-3, logging_steps=1,
-    assistant_only_loss=True, max_length=256, save_strategy="no", report_to=["mlflow", "wandb"], run_name="tracked",
-    bf16=False, seed=0,
+    assistant_only_loss=True, max_length=256, save_strategy="no", eval_strategy="steps", eval_steps=2,
+    report_to=["mlflow", "wandb"], run_name="tracked", bf16=False, seed=0,
 )
-trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer)
-trainer.add_callback(SftEvalCallback(trainer, recipe="eval.toml", every=2, max_questions=4, max_new_tokens=8))
+trainer = SFTTrainer(model=model, args=config, train_dataset=rows, eval_dataset=held_out, processing_class=tokenizer)
+trainer.add_callback(SftEvalCallback(trainer, recipe="eval.toml", every="eval", max_questions=4, max_new_tokens=8))
 trainer.train()
 
 import wandb
@@ -187,7 +186,8 @@ wandb.finish()
 
 
 def test_mlflow_and_wandb_hold_the_scalars_and_the_answers(tmp_path, sft_pipeline, cli, monkeypatch):
-    """A 4-step run (it must train: the trackers record a run) evaluated every 2 steps, logged to MLflow (a local
+    """A 4-step run (it must train: the trackers record a run) evaluated after each of the trainer's own evaluations
+    (`every="eval"`, at steps 2 and 4), logged to MLflow (a local
     SQLite store) and W&B (offline), read back from what each stored: MLflow through its tracking API (the metric
     history at steps 2 and 4, a table of the answers per evaluation), W&B from the run's own log file (each scalar
     at steps 2 and 4 with the answers table committed beside it, and the run's summary)."""
@@ -414,3 +414,58 @@ def test_under_torchrun_rank_0_evaluates_and_the_answers_are_one_processs(tmp_pa
         model = load_model(run / f"checkpoint-{record['step']}", "cpu")
         alone = one.evaluate(model, record["step"], record["checkpoint"], None)
         assert alone["answers"] == record["answers"], record["step"]
+
+
+LORA = """
+from datasets import load_dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from sft_eval import SftEvalCallback
+
+tokenizer = AutoTokenizer.from_pretrained("models/my-base")
+model = AutoModelForCausalLM.from_pretrained("models/my-base")
+rows = load_dataset("json", data_files="data/train.jsonl", split="train")
+config = SFTConfig(
+    output_dir="runs/lora", max_steps=20, save_steps=10, per_device_train_batch_size=8, learning_rate=1e-2,
+    assistant_only_loss=True, max_length=256, report_to=[], bf16=False, seed=0,
+)
+lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer, peft_config=lora)
+trainer.add_callback(SftEvalCallback(trainer, recipe="eval.toml", max_questions=None, max_new_tokens=16))
+trainer.train()
+"""
+
+
+def test_a_lora_run_is_evaluated_as_the_sweep_evaluates_its_adapters(tmp_path, sft_pipeline, cli):
+    """LoRA (PEFT's model in memory, its adapter saved at each checkpoint): the sweep reads both checkpoints'
+    records, and with the records moved away evaluates each adapter on the base itself and finds the same answers,
+    token for token, and the same figures. It must train: the adapters are what is evaluated."""
+    from sft_eval.checkpoint_sweep import sweep_checkpoints
+    from sft_eval.pipeline import Pipeline
+
+    folder = user_folder(tmp_path / "user", sft_pipeline)
+    eval_toml = (folder / "eval.toml").read_text(encoding="utf-8").replace("max_new_tokens = 64", "max_new_tokens = 16")
+    (folder / "eval.toml").write_text(eval_toml, encoding="utf-8")
+    (folder / "train.py").write_text(LORA, encoding="utf-8")
+    trained = cli.python("train.py", cwd=folder)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = folder / "runs" / "lora"
+    assert (run / "checkpoint-10" / "adapter_model.safetensors").is_file()
+    recipe = load_recipe(folder / "eval.toml")
+    model = dataclasses.replace(recipe.model, base=str(folder / "models" / "my-base"), tuned=str(run))
+    recipe = dataclasses.replace(recipe, model=model).with_sft(assistant_only_loss=True, max_length=256)
+    read = sweep_checkpoints(Pipeline(recipe, sft_pipeline.cache, "cpu"))
+    assert [r["answers_generated"] for r in read.rows] == [0, 0], read.notes
+    records = {r["checkpoint"]: r for r in read_records(run)}
+    assert sorted(records) == ["checkpoint-10", "checkpoint-20"]
+    shutil.move(run / LIVE_DIR, tmp_path / LIVE_DIR)
+    pipeline = Pipeline(recipe, sft_pipeline.cache, "cpu")
+    fresh = sweep_checkpoints(pipeline)
+    assert all(r["answers_generated"] > 0 for r in fresh.rows)
+    for name, record in records.items():
+        answers = pipeline.with_tuned(run / name).answering.answers("tuned")
+        assert [a.to_dict() for a in answers] == record["answers"], name
+    compared = ("match_rate", "eos_stop_rate", "mean_chrf", "held_out_loss", "forgetting")
+    assert [{k: r[k] for k in compared} for r in fresh.rows] == [{k: r[k] for k in compared} for r in read.rows]

@@ -44,6 +44,7 @@ DEFAULT_CONCURRENCY = BenchSection().concurrency  # the recipe's default, 1, 4, 
 PERCENTILES = (50, 90, 99)
 TARGET_METRICS = BENCH_TARGETS  # `--target ttft:500` and the like, in milliseconds
 ERRORS_SHOWN = 3
+WARMUP = 2  # requests before each level, not counted
 MAX_IN_FLIGHT = BenchSection().max_in_flight  # a rate sweep's cap on requests in flight
 
 
@@ -476,7 +477,7 @@ def bench_served(
     max_tokens: int = 64,
     duration_s: float = 120.0,
     timeout: float = 60.0,
-    warmup: int = 2,
+    warmup: int = WARMUP,
     targets: dict[str, float] | None = None,
     count_tokens: Callable[[str], int] | None = None,
     rates: Sequence[float] = (),

@@ -75,7 +75,7 @@ def _numbers(text: str, flag: str, kind: type, example: str) -> list[Any]:
 def bench_served_command(args: argparse.Namespace, inputs: Any) -> int:
     """`bench --served URL` (or the recipe's `[bench] served`): the recipe's questions (or synthetic prompts)
     streamed to the server at each concurrency or request rate, judged by the recipe's thresholds."""
-    from sft_eval.served_bench import TARGET_METRICS, bench_served, parse_targets, synthetic_prompts
+    from sft_eval.served_bench import TARGET_METRICS, WARMUP, bench_served, parse_targets, synthetic_prompts
     from sft_eval.verdict import bench_checks
 
     recipe = inputs.recipe
@@ -106,9 +106,8 @@ def bench_served_command(args: argparse.Namespace, inputs: Any) -> int:
         raise SftEvalError("--prompt-tokens-stdev: needs --prompt-tokens (the mean length)")
     source = None
     prompts = [q.question for q in inputs.questions]
-    if mean:
-        warmup = 2
-        prompts, lengths = synthetic_prompts(warmup + requests, mean, stdev, seed, count)
+    if mean:  # one prompt per request sent, warm-up requests included
+        prompts, lengths = synthetic_prompts(WARMUP + requests, mean, stdev, seed, count)
         source = synthetic_source(mean, stdev, seed, lengths, "tokenizer" if count else "words")
     result = bench_served(
         url,

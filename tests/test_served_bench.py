@@ -266,6 +266,8 @@ def test_bench_in_a_recipe_is_judged_by_its_thresholds(stream_server, tiny_varia
         ('[bench]\nserved = "localhost:8000"\n', "`bench.served` must be the server's http(s) URL"),
         ("[bench]\nconcurrency = [0]\n", "`bench.concurrency`"),
         ("[bench]\ntargets = { speed = 1 }\n", "`bench.targets.speed`"),
+        ("[bench]\nrate = [-1]\n", "`bench.rate`"),
+        ("[bench]\nprompt_tokens_stdev = 4.0\n", "`bench.prompt_tokens_stdev` needs `bench.prompt_tokens`"),
     ],
 )
 def test_a_bad_bench_section_is_one_line(section, says, tiny_variant, cli):
@@ -416,15 +418,3 @@ def test_the_cli_sweeps_a_rate_with_synthetic_prompts(stream_server, cli, sft_pi
 )
 def test_bad_rate_or_prompt_options_are_one_line(args, says, cli):
     cli.bad_input(cli.main("bench", "--served", "http://127.0.0.1:9/v1", *args), says)
-
-
-@pytest.mark.parametrize(
-    ("section", "says"),
-    [
-        ("[bench]\nrate = [-1]\n", "`bench.rate`"),
-        ("[bench]\nprompt_tokens_stdev = 4.0\n", "`bench.prompt_tokens_stdev` needs `bench.prompt_tokens`"),
-    ],
-)
-def test_a_bad_rate_or_prompt_section_is_one_line(section, says, tiny_variant, cli):
-    recipe = tiny_variant({"[eval]": section + "\n[eval]"})
-    cli.bad_input(cli.run("plan", "--recipe", str(recipe)), str(recipe), says)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import random
 from collections.abc import Iterator
 from datetime import timedelta
@@ -34,9 +33,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from sft_eval.cache import FixtureCache, write_atomic
+from sft_eval.cache import FixtureCache
 from sft_eval.errors import SftEvalError
-from sft_eval.live import LIVE_DIR, Budget, LiveEvaluation, write_record
+from sft_eval.live import Budget, LiveEvaluation, write_live, write_record
 from sft_eval.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 
 TRIGGERS = ("save", "eval")
@@ -174,9 +173,7 @@ class SftEvalCallback(TrainerCallback):
             "trainer_best_model_checkpoint": trainer_best,
             "agrees_with_trainer": None if trainer_step is None else trainer_step == best["step"],
         }
-        path = Path(args.output_dir) / LIVE_DIR / "best.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(self.best, indent=1))
+        write_live(args.output_dir, "best.json", self.best)
 
     def _best(self, state: Any) -> dict[str, Any]:
         """The best of this run's evaluations by `eval.best_by`, ranked as `sft-eval sweep` ranks checkpoints (the

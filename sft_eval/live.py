@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from sft_eval import validate
 from sft_eval.cache import FixtureCache, source_digest, write_atomic
-from sft_eval.chat import conversation, render_prompt
 from sft_eval.errors import SftEvalError
 from sft_eval.generation import GenerationSettings
 from sft_eval.inputs import Inputs
@@ -191,31 +190,22 @@ class LiveEvaluation:
         return evaluation_key(self.recipe, [q.question for q in self.questions], self.settings, weights, self._held_out)
 
     def answers(self, model: PreTrainedModel, deadline: float | None) -> list[Answer]:
-        """Greedy answers in the sweep's batches (the prompts sorted by length, `eval.batch_size` at a time, as
-        `generation.local.generate` makes them), stopping between batches when the deadline has passed."""
-        from sft_eval.generation.local import generate_prompts
+        """Greedy answers through `generation.local.generate`, the function the sweep's backend calls, with the same
+        settings (so the same batches, and a checkpoint's answers are the sweep's token for token), stopping between
+        batches once `deadline` has passed: the questions answered, in the recipe's order."""
+        from sft_eval.generation.local import generate
 
-        system, thinking = self.settings.system_message, self.settings.enable_thinking
-        questions = [q.question for q in self.questions]
-        prompts = [render_prompt(self.tokenizer, conversation(q, system), enable_thinking=thinking) for q in questions]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        found: dict[int, Answer] = {}
-        size = self.settings.batch_size
-        for start in range(0, len(order), size):
-            if start and deadline is not None and time.perf_counter() > deadline:
-                break  # the first batch is always asked: an evaluation says something
-            chunk = order[start : start + size]
-            batch = generate_prompts(
-                model,
-                self.tokenizer,
-                [prompts[i] for i in chunk],
-                [questions[i] for i in chunk],
-                max_new_tokens=self.settings.max_new_tokens,
-                batch_size=size,
-            )
-            found.update(zip(chunk, batch, strict=True))
-        answered = sorted(found)  # the questions answered, in the recipe's order
-        return [found[i] for i in answered]
+        settings = self.settings
+        return generate(
+            model,
+            self.tokenizer,
+            [q.question for q in self.questions],
+            system_message=settings.system_message,
+            max_new_tokens=settings.max_new_tokens,
+            enable_thinking=settings.enable_thinking,
+            batch_size=settings.batch_size,
+            deadline=deadline,
+        )
 
     def begin(self, model: PreTrainedModel) -> None:
         """The base: the trainer's model before its first step, its answers and teacher-forced scores kept, and
@@ -259,7 +249,8 @@ class LiveEvaluation:
             skipped.append(f"{self.skipped_questions} questions beyond the budget's {self.budget.questions}")
         answers = self.answers(model, deadline)
         asked = self.questions
-        if len(answers) < len(asked):
+        cut = len(answers) < len(asked)  # anything the seconds cut short: the record is then never a sweep's
+        if cut:
             skipped.append(f"{len(asked) - len(answers)} of {len(asked)} questions (the budget's seconds ran out)")
         by_question = {a.question: a for a in answers}
         answered = [q for q in asked if q.question in by_question]
@@ -274,6 +265,7 @@ class LiveEvaluation:
         if self.teacher_forced_wanted:
             if deadline is not None and time.perf_counter() > deadline:
                 skipped.append("the teacher-forced signals (held-out loss, forgetting, expected answers)")
+                cut = True
             else:
                 self.memo = self.memo.for_checkpoint()  # the base's scores kept, the last step's dropped
                 signals = self._forced({"tuned": model}).signals(evaluation)
@@ -281,9 +273,9 @@ class LiveEvaluation:
         if self.recipe.judge.kind:
             if deadline is not None and time.perf_counter() > deadline:
                 skipped.append("the judge")
+                cut = True
             else:
                 judged = self._judged(evaluation)
-        complete = len(answered) == len(asked) and not any(s.startswith("the ") for s in skipped)
         result = checkpoint_result(
             checkpoint or f"step-{step}",
             "",
@@ -298,7 +290,7 @@ class LiveEvaluation:
             "format": LIVE_FORMAT,
             "step": step,
             "checkpoint": checkpoint,
-            "key": self.key(weights) if complete and weights else None,
+            "key": self.key(weights) if weights and not cut else None,
             "device": self.device,
             "seconds": time.perf_counter() - started,
             "skipped": skipped,
@@ -371,11 +363,15 @@ def record_path(output_dir: str | Path, step: int) -> Path:
     return Path(output_dir) / LIVE_DIR / f"step-{step}.json"
 
 
-def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
-    path = record_path(output_dir, record["step"])
+def write_live(output_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
+    """`<output_dir>/sft-eval-live/NAME` as JSON, written whole (`write_atomic`)."""
+    path = Path(output_dir) / LIVE_DIR / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(record, indent=1))
-    return path
+    return write_atomic(path, json.dumps(data, indent=1))
+
+
+def write_record(output_dir: str | Path, record: dict[str, Any]) -> Path:
+    return write_live(output_dir, record_path(output_dir, record["step"]).name, record)
 
 
 def read_records(run: Path) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -68,12 +69,16 @@ def generate(
     max_new_tokens: int = 100,
     enable_thinking: bool = False,
     batch_size: int = 32,
+    deadline: float | None = None,
 ) -> list[Answer]:
-    """Greedy answers to `questions`, rendered with the tokenizer's chat template, in input order."""
+    """Greedy answers to `questions`, rendered with the tokenizer's chat template, in input order (with a
+    `deadline`, those of the batches begun before it: see `generate_prompts`)."""
     prompts = [
         render_prompt(tokenizer, conversation(q, system_message), enable_thinking=enable_thinking) for q in questions
     ]
-    return generate_prompts(model, tokenizer, prompts, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return generate_prompts(
+        model, tokenizer, prompts, questions, max_new_tokens=max_new_tokens, batch_size=batch_size, deadline=deadline
+    )
 
 
 def tool_prompt(tokenizer: PreTrainedTokenizerBase, item: Conversation, *, enable_thinking: bool = False) -> str:
@@ -96,9 +101,11 @@ def generate_prompts(
     max_new_tokens: int = 100,
     batch_size: int = 32,
     section: str = "eval",
+    deadline: float | None = None,
 ) -> list[Answer]:
     """Greedy answers to prompts already rendered (a conversation, tools and all), each recorded under its
-    question, in input order."""
+    question, in input order. With a `deadline` (`time.perf_counter()`), no batch after the first is begun once it
+    has passed, and only the prompts answered are returned (still in input order)."""
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     check_context(model, tokenizer, prompts, max_new_tokens, section)
@@ -107,6 +114,8 @@ def generate_prompts(
     answers: dict[int, Answer] = {}
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not interactive() or len(starts) < 2):
+        if start and deadline is not None and time.perf_counter() > deadline:
+            break  # the first batch is always asked: a budgeted evaluation says something
         chunk = order[start : start + batch_size]
         batch = left_padded([prompts[i] for i in chunk], tokenizer, pad_id, model.device)
         output = model.generate(  # type: ignore[operator]  # GenerationMixin.generate, not a submodule
@@ -119,7 +128,7 @@ def generate_prompts(
         new = output[:, batch["input_ids"].shape[1] :].tolist()
         for i, ids in zip(chunk, new, strict=True):
             answers[i] = _answer(questions[i], ids, stops, tokenizer)
-    return [answers[i] for i in range(len(prompts))]
+    return [answers[i] for i in range(len(prompts)) if i in answers]
 
 
 def left_padded(
